@@ -1,0 +1,401 @@
+//! [`Engine`] over bollard, on a private one-thread runtime.
+//!
+//! API calls used (the whole surface Lifeboat touches on the root-equivalent socket):
+//! `GET /version`, `GET /info`, `GET /containers/json`, `GET /containers/{id}/json`,
+//! `POST /containers/create`, `POST /containers/{id}/start|stop`, `DELETE /containers/{id}`,
+//! `GET|POST|DELETE /volumes`, `GET /images/{name}/json`, `GET /images/{name}/get`,
+//! `POST /images/load`, `GET /networks/{id}`, `POST /networks/create`,
+//! `POST /networks/{id}/connect`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::mpsc;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters as q;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lifeboat_model::{ContainerConfig, NetworkAttachment};
+use serde_json::Value;
+
+use crate::convert::{compose_info, config_from_inspect, create_body};
+use crate::{
+    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, MountSource, VolumeInfo,
+};
+
+pub struct DockerEngine {
+    rt: tokio::runtime::Runtime,
+    docker: Docker,
+}
+
+fn classify(op: &'static str, what: &'static str, name: &str, err: BollardError) -> EngineError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => EngineError::NotFound {
+            what,
+            name: name.to_string(),
+        },
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => EngineError::Conflict {
+            what,
+            name: name.to_string(),
+            message,
+        },
+        BollardError::DockerResponseServerError { message, .. } => EngineError::Api {
+            op,
+            name: name.to_string(),
+            message,
+        },
+        other => {
+            let text = other.to_string();
+            if text.contains("connect") || text.contains("No such file") || text.contains("socket") {
+                EngineError::Unreachable { detail: text }
+            } else {
+                EngineError::Api {
+                    op,
+                    name: name.to_string(),
+                    message: text,
+                }
+            }
+        }
+    }
+}
+
+fn not_found_is_none<T>(r: Result<T, EngineError>) -> Result<Option<T>, EngineError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(EngineError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl DockerEngine {
+    /// Connects to the engine named by `DOCKER_HOST` (default: the local socket) and
+    /// negotiates the API version, so older engines (API 1.41) work.
+    pub fn connect() -> Result<Self, EngineError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Unreachable {
+                detail: format!("cannot start the I/O runtime: {e}"),
+            })?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| EngineError::Unreachable { detail: e.to_string() })?;
+        let docker = rt
+            .block_on(docker.negotiate_version())
+            .map_err(|e| EngineError::Unreachable { detail: e.to_string() })?;
+        Ok(DockerEngine { rt, docker })
+    }
+
+    fn inspect_json(&self, name: &str) -> Result<Value, EngineError> {
+        let resp = self
+            .rt
+            .block_on(self.docker.inspect_container(name, None::<q::InspectContainerOptions>))
+            .map_err(|e| classify("inspect", "container", name, e))?;
+        Ok(to_json(&resp))
+    }
+}
+
+/// A blocking reader over a stream of byte chunks delivered through a channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+impl Engine for DockerEngine {
+    fn info(&self) -> Result<EngineInfo, EngineError> {
+        let version = self
+            .rt
+            .block_on(self.docker.version())
+            .map_err(|e| classify("query", "engine", "version", e))?;
+        let info = self
+            .rt
+            .block_on(self.docker.info())
+            .map_err(|e| classify("query", "engine", "info", e))?;
+        Ok(EngineInfo {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            data_root: info.docker_root_dir.unwrap_or_default(),
+        })
+    }
+
+    fn container_names(&self) -> Result<Vec<String>, EngineError> {
+        let opts = q::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let list = self
+            .rt
+            .block_on(self.docker.list_containers(Some(opts)))
+            .map_err(|e| classify("list", "containers", "", e))?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn container(&self, name: &str) -> Result<Option<ContainerDetails>, EngineError> {
+        let Some(inspect) = not_found_is_none(self.inspect_json(name))? else {
+            return Ok(None);
+        };
+        let driver = |net: &str| self.network_driver(net).ok().flatten().unwrap_or_default();
+        let mut config = config_from_inspect(&inspect, &driver);
+        if let Ok(image) = self.rt.block_on(self.docker.inspect_image(&config.image_id)) {
+            config.repo_digests = image.repo_digests.unwrap_or_default();
+        }
+        for m in &mut config.mounts {
+            if m.kind == lifeboat_model::MountKind::Volume {
+                if let Some(v) = self.volume(&m.source)? {
+                    m.volume_labels = v.labels;
+                }
+            }
+        }
+        let mounts = inspect
+            .get("Mounts")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .zip(config.mounts.iter())
+            .map(|(raw, spec)| MountSource {
+                kind: spec.kind,
+                name: spec.source.clone(),
+                host_path: raw.get("Source").and_then(Value::as_str).unwrap_or_default().into(),
+                destination: spec.destination.clone(),
+            })
+            .collect();
+        let state = ContainerState {
+            status: inspect.pointer("/State/Status").and_then(Value::as_str).unwrap_or_default().into(),
+            running: config.was_running,
+            health: inspect.pointer("/State/Health/Status").and_then(Value::as_str).map(str::to_string),
+        };
+        Ok(Some(ContainerDetails {
+            id: inspect.get("Id").and_then(Value::as_str).unwrap_or_default().into(),
+            name: inspect
+                .get("Name")
+                .and_then(Value::as_str)
+                .unwrap_or(name)
+                .trim_start_matches('/')
+                .into(),
+            state,
+            compose: compose_info(&config),
+            config,
+            mounts,
+            inspect,
+        }))
+    }
+
+    fn volume(&self, name: &str) -> Result<Option<VolumeInfo>, EngineError> {
+        let r = self
+            .rt
+            .block_on(self.docker.inspect_volume(name))
+            .map_err(|e| classify("inspect", "volume", name, e));
+        Ok(not_found_is_none(r)?.map(|v| VolumeInfo {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+            labels: v.labels.into_iter().collect(),
+        }))
+    }
+
+    fn create_volume(
+        &self,
+        name: &str,
+        driver: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, EngineError> {
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: Some(if driver.is_empty() { "local" } else { driver }.to_string()),
+            labels: Some(labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            ..Default::default()
+        };
+        let v = self
+            .rt
+            .block_on(self.docker.create_volume(req))
+            .map_err(|e| classify("create", "volume", name, e))?;
+        Ok(VolumeInfo {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+            labels: v.labels.into_iter().collect(),
+        })
+    }
+
+    fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(self.docker.remove_volume(name, None::<q::RemoveVolumeOptions>))
+            .map_err(|e| classify("remove", "volume", name, e))
+    }
+
+    fn image_present(&self, reference: &str) -> Result<bool, EngineError> {
+        let r = self
+            .rt
+            .block_on(self.docker.inspect_image(reference))
+            .map_err(|e| classify("inspect", "image", reference, e));
+        Ok(not_found_is_none(r)?.is_some())
+    }
+
+    fn export_image(&self, reference: &str) -> Result<Box<dyn Read + Send>, EngineError> {
+        if !self.image_present(reference)? {
+            return Err(EngineError::NotFound {
+                what: "image",
+                name: reference.to_string(),
+            });
+        }
+        let (tx, rx) = mpsc::sync_channel::<Result<Bytes, String>>(16);
+        let mut stream = Box::pin(self.docker.export_image(reference));
+        self.rt.spawn(async move {
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if tx.send(item.map_err(|e| e.to_string())).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(ChannelReader { rx, current: Bytes::new() }))
+    }
+
+    fn import_image(&self, mut tar: Box<dyn Read + Send>) -> Result<(), EngineError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let feeder = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match tar.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        let body = tokio_stream_from(rx);
+        let result = self.rt.block_on(async {
+            let mut out = Box::pin(self.docker.import_image_stream(
+                q::ImportImageOptions { quiet: true, ..Default::default() },
+                body,
+                None,
+            ));
+            while let Some(item) = out.next().await {
+                let info = item.map_err(|e| classify("load", "image", "archive", e))?;
+                if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                    return Err(EngineError::Api { op: "load", name: "image archive".into(), message: err });
+                }
+            }
+            Ok(())
+        });
+        let _ = feeder.join();
+        result
+    }
+
+    fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError> {
+        let r = self
+            .rt
+            .block_on(self.docker.inspect_network(name, None::<q::InspectNetworkOptions>))
+            .map_err(|e| classify("inspect", "network", name, e));
+        Ok(not_found_is_none(r)?.map(|n| n.driver.unwrap_or_default()))
+    }
+
+    fn create_network(&self, name: &str, driver: &str) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some(if driver.is_empty() { "bridge" } else { driver }.to_string()),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.docker.create_network(req))
+            .map(|_| ())
+            .map_err(|e| classify("create", "network", name, e))
+    }
+
+    fn create_container(&self, name: &str, config: &ContainerConfig) -> Result<String, EngineError> {
+        let body: bollard::models::ContainerCreateBody = serde_json::from_value(create_body(config))
+            .map_err(|e| EngineError::Api {
+                op: "prepare",
+                name: name.to_string(),
+                message: format!("saved configuration cannot be expressed: {e}"),
+            })?;
+        let opts = q::CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let resp = self
+            .rt
+            .block_on(self.docker.create_container(Some(opts), body))
+            .map_err(|e| classify("create", "container", name, e))?;
+        Ok(resp.id)
+    }
+
+    fn connect_network(&self, container: &str, net: &NetworkAttachment) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                aliases: Some(net.aliases.clone()),
+                ..Default::default()
+            }),
+        };
+        self.rt
+            .block_on(self.docker.connect_network(&net.name, req))
+            .map_err(|e| classify("connect", "network", &net.name, e))
+    }
+
+    fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(self.docker.start_container(name, None::<q::StartContainerOptions>))
+            .map_err(|e| classify("start", "container", name, e))
+    }
+
+    fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError> {
+        let opts = q::StopContainerOptions { t: Some(timeout_s), ..Default::default() };
+        self.rt
+            .block_on(self.docker.stop_container(name, Some(opts)))
+            .map_err(|e| classify("stop", "container", name, e))
+    }
+
+    fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let opts = q::RemoveContainerOptions { force: true, ..Default::default() };
+        self.rt
+            .block_on(self.docker.remove_container(name, Some(opts)))
+            .map_err(|e| classify("remove", "container", name, e))
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

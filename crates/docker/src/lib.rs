@@ -1,0 +1,105 @@
+//! Docker access: the only crate that uses `bollard`.
+//!
+//! It offers a narrow, synchronous [`Engine`] trait with exactly the API calls Lifeboat
+//! needs (documented in the README, because the Docker socket is root-equivalent), and
+//! translates between the engine's JSON and Lifeboat's model types. Calls block on a small
+//! private runtime: never call them from inside an async task (use `spawn_blocking`).
+//!
+//! It must never decide policy (what to back up, when to refuse): that is `core`'s job.
+
+mod convert;
+mod engine;
+mod error;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use lifeboat_model::{ComposeInfo, ContainerConfig, MountKind, NetworkAttachment};
+
+pub use convert::{compose_info, config_from_inspect, create_body};
+pub use engine::DockerEngine;
+pub use error::EngineError;
+
+/// Facts about the engine, recorded in every manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub version: String,
+    pub api_version: String,
+    /// The engine's data root (`/var/lib/docker`).
+    pub data_root: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    /// `created`, `running`, `paused`, `restarting`, `exited`, `dead`.
+    pub status: String,
+    pub running: bool,
+    /// `healthy`, `unhealthy`, `starting`, or `None` without a healthcheck.
+    pub health: Option<String>,
+}
+
+/// Where a mount's data lives on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSource {
+    pub kind: MountKind,
+    /// Volume name, or host path for binds.
+    pub name: String,
+    /// The directory (or file) on this host holding the data.
+    pub host_path: String,
+    pub destination: String,
+}
+
+/// A container as Lifeboat sees it.
+#[derive(Debug, Clone)]
+pub struct ContainerDetails {
+    pub id: String,
+    pub name: String,
+    pub state: ContainerState,
+    pub config: ContainerConfig,
+    pub mounts: Vec<MountSource>,
+    pub compose: Option<ComposeInfo>,
+    /// The full inspect document, kept in the snapshot for forensics. Holds secrets.
+    pub inspect: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    /// The host directory holding the volume's data.
+    pub mountpoint: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
+/// not exist"; errors name the object and say what to do.
+pub trait Engine: Send + Sync {
+    fn info(&self) -> Result<EngineInfo, EngineError>;
+    /// Names of all containers (running or not).
+    fn container_names(&self) -> Result<Vec<String>, EngineError>;
+    fn container(&self, name: &str) -> Result<Option<ContainerDetails>, EngineError>;
+    fn volume(&self, name: &str) -> Result<Option<VolumeInfo>, EngineError>;
+    fn create_volume(
+        &self,
+        name: &str,
+        driver: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, EngineError>;
+    fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    fn image_present(&self, reference: &str) -> Result<bool, EngineError>;
+    /// A `docker save` stream of the image; a failure mid-stream surfaces as a read error.
+    fn export_image(&self, reference: &str) -> Result<Box<dyn Read + Send>, EngineError>;
+    /// Loads a `docker save` stream.
+    fn import_image(&self, tar: Box<dyn Read + Send>) -> Result<(), EngineError>;
+    /// The driver of a network, `None` when it does not exist.
+    fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError>;
+    fn create_network(&self, name: &str, driver: &str) -> Result<(), EngineError>;
+    /// Creates (does not start) a container; the first network in `config.networks` is
+    /// attached at creation, the others must be connected with [`Engine::connect_network`].
+    fn create_container(&self, name: &str, config: &ContainerConfig) -> Result<String, EngineError>;
+    fn connect_network(&self, container: &str, net: &NetworkAttachment) -> Result<(), EngineError>;
+    fn start_container(&self, name: &str) -> Result<(), EngineError>;
+    fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;
+    /// Removes a container (forcibly, keeping its volumes).
+    fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+}

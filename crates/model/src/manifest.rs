@@ -1,0 +1,273 @@
+//! The manifest: one JSON document per container backup that names every part of it.
+//!
+//! Compatibility rule: `schema_version` is a single integer. A reader accepts every version
+//! up to its own [`SCHEMA_VERSION`] (fields added later have defaults) and refuses a newer
+//! one with both versions named, because silently dropping unknown data is how restores lie.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ContainerConfig;
+
+/// The manifest schema this binary writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Tags put on repository snapshots so Lifeboat and `restic snapshots --tag` can find them.
+pub mod tags {
+    /// Every snapshot Lifeboat writes carries this tag.
+    pub const LIFEBOAT: &str = "lifeboat";
+    /// The manifest snapshot: written last, it commits a backup.
+    pub const MANIFEST: &str = "lifeboat-manifest";
+
+    pub fn container(name: &str) -> String {
+        format!("container={name}")
+    }
+    pub fn backup(id: &str) -> String {
+        format!("backup={id}")
+    }
+    pub fn part(kind: super::PartKind) -> String {
+        format!("part={}", kind.as_str())
+    }
+    pub fn project(name: &str) -> String {
+        format!("compose-project={name}")
+    }
+    pub fn host(name: &str) -> String {
+        format!("host={name}")
+    }
+
+    /// The value of a `key=value` tag among `tags`.
+    pub fn value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+        tags.iter()
+            .find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+    }
+}
+
+/// Identifies one backup run of one container; every part snapshot is tagged with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackupId(pub String);
+
+impl BackupId {
+    /// `web-20261123T203434Z-1a2b3c4d`: sortable by time, unique across hosts and processes.
+    pub fn new(container: &str, at: Timestamp, host: &str) -> BackupId {
+        let seed = format!("{container}|{at}|{host}|{}", std::process::id());
+        let digest = hex::encode(Sha256::digest(seed.as_bytes()));
+        BackupId(format!("{container}-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &digest[..8]))
+    }
+}
+
+impl std::fmt::Display for BackupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartKind {
+    Volume,
+    Bind,
+    Image,
+}
+
+impl PartKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartKind::Volume => "volume",
+            PartKind::Bind => "bind",
+            PartKind::Image => "image",
+        }
+    }
+}
+
+/// One repository snapshot that belongs to a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub kind: PartKind,
+    /// Volume name, bind host path, or image reference.
+    pub name: String,
+    /// Where the data sits inside the repository snapshot (`/volumes/pgdata`).
+    pub snapshot_path: String,
+    pub snapshot_id: String,
+    pub files: u64,
+    pub dirs: u64,
+    /// Bytes of content read from the source.
+    pub bytes: u64,
+    /// Bytes newly added to the repository (after dedup, before compression).
+    pub added_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ComposeInfo {
+    pub project: String,
+    pub service: String,
+    pub working_dir: Option<String>,
+    pub config_files: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub lifeboat_version: String,
+    pub backup_id: BackupId,
+    #[serde(with = "crate::time::serde_ns")]
+    pub started_at: Timestamp,
+    #[serde(with = "crate::time::serde_ns")]
+    pub finished_at: Timestamp,
+    pub host: String,
+    pub engine_version: String,
+    pub engine_api_version: String,
+    pub container_name: String,
+    pub container_id: String,
+    #[serde(default)]
+    pub compose: Option<ComposeInfo>,
+    pub config: ContainerConfig,
+    /// [`ContainerConfig::fingerprint`] of `config`.
+    pub config_sha256: String,
+    pub parts: Vec<Part>,
+    /// True when some files could not be read: the snapshot is usable but incomplete.
+    #[serde(default)]
+    pub partial: bool,
+    /// What went wrong in a partial backup, one line per problem (paths, never contents).
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(
+        "manifest schema version {found} is newer than this Lifeboat supports ({supported}); \
+         upgrade Lifeboat to read this snapshot"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("manifest is not valid JSON of schema version {version}: {source}")]
+    Invalid {
+        version: u32,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("manifest has no schema_version: {0}")]
+    NoVersion(serde_json::Error),
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest always serialises")
+    }
+
+    /// Reads a manifest of this or any older schema version; refuses newer ones.
+    pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            schema_version: u32,
+        }
+        let probe: Probe = serde_json::from_str(text).map_err(ManifestError::NoVersion)?;
+        if probe.schema_version > SCHEMA_VERSION {
+            return Err(ManifestError::NewerSchema {
+                found: probe.schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        serde_json::from_str(text).map_err(|source| ManifestError::Invalid {
+            version: probe.schema_version,
+            source,
+        })
+    }
+
+    /// A copy safe to print or send: secrets in env are redacted.
+    pub fn redacted(&self) -> Manifest {
+        Manifest {
+            config: self.config.redacted(),
+            ..self.clone()
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let config = ContainerConfig {
+            image: "web:1".into(),
+            env: vec!["TOKEN=s3cret".into()],
+            ..Default::default()
+        };
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            lifeboat_version: "0.1.0".into(),
+            backup_id: BackupId("web-1".into()),
+            started_at: "2026-11-23T20:00:00.5Z".parse().unwrap(),
+            finished_at: "2026-11-23T20:00:01Z".parse().unwrap(),
+            host: "h".into(),
+            engine_version: "20.10".into(),
+            engine_api_version: "1.41".into(),
+            container_name: "web".into(),
+            container_id: "abc".into(),
+            compose: None,
+            config_sha256: config.fingerprint(),
+            config,
+            parts: vec![],
+            partial: false,
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json_with_ns_timestamps() {
+        let m = sample();
+        let json = m.to_json();
+        assert!(json.contains("\"started_at\": \"2026-11-23T20:00:00.500000000Z\""), "{json}");
+        assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_naming_both_versions() {
+        let json = sample().to_json().replace(
+            &format!("\"schema_version\": {SCHEMA_VERSION}"),
+            "\"schema_version\": 99",
+        );
+        let err = Manifest::from_json(&json).unwrap_err().to_string();
+        assert!(err.contains("99") && err.contains(&SCHEMA_VERSION.to_string()), "{err}");
+    }
+
+    #[test]
+    fn older_schema_with_missing_optional_fields_is_read() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.insert("schema_version".into(), 0.into());
+        obj.remove("partial");
+        obj.remove("problems");
+        obj.remove("compose");
+        let m = Manifest::from_json(&v.to_string()).unwrap();
+        assert_eq!(m.schema_version, 0);
+        assert!(!m.partial);
+    }
+
+    #[test]
+    fn redacted_manifest_never_contains_env_values() {
+        let json = sample().redacted().to_json();
+        assert!(!json.contains("s3cret"));
+        assert!(json.contains("TOKEN=<redacted>"));
+    }
+
+    #[test]
+    fn tag_values_are_found_by_key() {
+        let t = vec![tags::container("web"), tags::backup("web-1")];
+        assert_eq!(tags::value(&t, "container"), Some("web"));
+        assert_eq!(tags::value(&t, "backup"), Some("web-1"));
+        assert_eq!(tags::value(&t, "host"), None);
+    }
+
+    #[test]
+    fn backup_ids_sort_by_time() {
+        let a = BackupId::new("web", "2026-01-01T00:00:00Z".parse().unwrap(), "h");
+        let b = BackupId::new("web", "2026-01-02T00:00:00Z".parse().unwrap(), "h");
+        assert!(a.0 < b.0 && a.0.starts_with("web-20260101T000000Z-"));
+    }
+}

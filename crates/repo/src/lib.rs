@@ -1,0 +1,141 @@
+//! The repository engine: the only crate that uses `rustic_core`.
+//!
+//! It exposes a narrow [`Repository`] trait (back up a directory, back up a stream, list,
+//! restore, dump, delete, check) over restic's repository format v2, and hides the engine's
+//! rough edges measured on this machine:
+//! - reader and walk errors that the engine logs and drops are counted, so a backup that
+//!   missed files is reported as partial instead of silently complete;
+//! - a failed stream producer (a dump or `docker save` that exits non-zero) never leaves a
+//!   snapshot behind: the truncated snapshot is deleted before the error is returned;
+//! - a panic inside the engine's restore (it `unwrap`s pack read errors) is contained and the
+//!   restored files are verified chunk by chunk, so the caller learns exactly which files are
+//!   wrong;
+//! - packs are kept small at `init` so restore memory stays bounded (the engine reads whole
+//!   pack ranges on 20 threads);
+//! - every call is synchronous and must run on a plain or blocking thread, never inside an
+//!   async runtime (the object-store backend starts its own).
+//!
+//! Error policy: every error names the operation and the repository location, and says what
+//! to do; wrong password and missing repository are distinct variants because the CLI maps
+//! them to distinct exit codes.
+
+mod error;
+mod progress;
+mod rustic;
+mod source;
+mod verify;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub use error::RepoError;
+pub use progress::{ProgressEvent, ProgressSink};
+pub use rustic::{RepoLocation, RusticRepository};
+
+/// One snapshot as stored in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: jiff::Timestamp,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+    /// Free text stored encrypted with the snapshot (Lifeboat keeps the manifest here).
+    pub description: Option<String>,
+}
+
+/// What a backup of one source stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartReport {
+    pub snapshot_id: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub added_bytes: u64,
+    /// Entries that could not be read (path and reason). Non-empty means the snapshot lacks them.
+    pub unreadable: Vec<String>,
+}
+
+/// What one restore wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+}
+
+/// A producer of a byte stream (a dump, an image export) and the verdict on how it ended.
+pub trait StreamSource: Send {
+    /// The bytes to store. Read errors fail the backup.
+    fn reader(&mut self) -> Box<dyn Read + Send>;
+    /// Called after the stream hit end-of-file: `Err` when the producer failed (non-zero exit,
+    /// truncated output), in which case the snapshot is deleted.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// A request to back up a directory tree.
+#[derive(Debug, Clone)]
+pub struct DirBackup<'a> {
+    /// The directory on this host to read.
+    pub source: &'a Path,
+    /// The path the data gets inside the snapshot, e.g. `/volumes/pgdata`.
+    pub as_path: &'a str,
+    pub tags: &'a [String],
+    pub description: Option<String>,
+}
+
+/// A request to back up a stream as one file.
+pub struct StreamBackup<'a> {
+    /// The file path inside the snapshot, e.g. `/image/web.tar`.
+    pub path: &'a str,
+    pub tags: &'a [String],
+    pub description: Option<String>,
+}
+
+/// Outcome of `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The repository operations Lifeboat needs. Implementations are synchronous; call them from
+/// a plain thread (or `spawn_blocking`), never from inside an async task.
+pub trait Repository: Send + Sync {
+    /// Stores `req.source` as a new snapshot. On `Err` no snapshot exists. On `Ok` with a
+    /// non-empty `unreadable`, the snapshot exists but lacks those entries.
+    fn backup_dir(&self, req: &DirBackup<'_>) -> Result<PartReport, RepoError>;
+
+    /// Stores the stream as a single file snapshot. On `Err` (read error or the producer's
+    /// `finish` failing) no snapshot exists.
+    fn backup_stream(
+        &self,
+        req: &StreamBackup<'_>,
+        source: &mut dyn StreamSource,
+    ) -> Result<PartReport, RepoError>;
+
+    /// Every snapshot carrying all of `tags`, oldest first.
+    fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError>;
+
+    /// Deletes snapshots (their data stays until a prune).
+    fn delete(&self, ids: &[String]) -> Result<(), RepoError>;
+
+    /// Restores `path` of snapshot `id` into `target` with numeric ownership, modes, times,
+    /// xattrs, links and holes. On `Err` the target may hold some files; the error names the
+    /// files that are missing or wrong.
+    fn restore_dir(&self, id: &str, path: &str, target: &Path) -> Result<RestoreReport, RepoError>;
+
+    /// Writes the content of file `path` in snapshot `id` to `out`.
+    fn dump(&self, id: &str, path: &str, out: &mut dyn Write) -> Result<u64, RepoError>;
+
+    /// Checks the repository structure, and every pack's content with `read_data`.
+    fn check(&self, read_data: bool) -> Result<CheckReport, RepoError>;
+
+    /// Where the repository lives, for messages.
+    fn location(&self) -> &str;
+}
+
+/// Default local repository directory used when none is configured.
+pub fn default_local_dir() -> PathBuf {
+    PathBuf::from("/var/lib/lifeboat/repository")
+}

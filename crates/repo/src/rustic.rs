@@ -1,0 +1,453 @@
+//! [`Repository`] over `rustic_core`: restic's repository format v2.
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustic_backend::BackendOptions;
+use rustic_core::{
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
+    LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus,
+    Repository as Engine, RepositoryOptions, RestoreOptions, RusticError,
+    SnapshotOptions,
+    repofile::{SnapshotFile, SnapshotId},
+};
+
+use crate::progress::Bars;
+use crate::source::{Problems, RecordingSource, StreamReadSource};
+use crate::{
+    CheckReport, DirBackup, PartReport, ProgressSink, RepoError, Repository, RestoreReport,
+    SnapshotInfo, StreamBackup, StreamSource, verify,
+};
+
+/// Data packs are capped at this size. The engine's restore reads whole pack ranges on 20
+/// threads at once, so pack size bounds restore memory (measured: ~1 GiB with the default
+/// growing packs, see `bench/`). 4 MiB is restic's historic default.
+const DATAPACK_SIZE: u64 = 4 << 20;
+
+/// Where a repository lives: a local directory for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoLocation(pub String);
+
+impl RepoLocation {
+    fn backend(&self) -> Result<rustic_core::RepositoryBackends, RepoError> {
+        if self.0.contains("://") || self.0.starts_with("opendal:") {
+            return Err(RepoError::engine(
+                "opening",
+                &self.0,
+                "only local directory repositories are supported by this build",
+            ));
+        }
+        BackendOptions::default()
+            .repository(self.0.clone())
+            .to_backends()
+            .map_err(|e| RepoError::engine("opening", &self.0, e.display_log()))
+    }
+
+    fn config_exists(&self) -> bool {
+        Path::new(&self.0).join("config").is_file()
+    }
+}
+
+/// An open repository. Each operation loads the index it needs; operations are serialised.
+pub struct RusticRepository {
+    location: RepoLocation,
+    password: String,
+    progress: Option<Arc<dyn ProgressSink>>,
+    /// The opened engine, taken out for an operation and put back after it (the engine's
+    /// handle cannot be cloned and indexing consumes it).
+    open: Mutex<Option<Engine<OpenStatus>>>,
+}
+
+fn map_open_error(location: &str, err: &RusticError) -> RepoError {
+    if err.is_incorrect_password() {
+        RepoError::WrongPassword {
+            location: location.to_string(),
+        }
+    } else {
+        RepoError::engine("opening", location, err.display_log())
+    }
+}
+
+fn open_engine(
+    location: &RepoLocation,
+    password: &str,
+    progress: Option<Arc<dyn ProgressSink>>,
+) -> Result<Engine<OpenStatus>, RepoError> {
+    let backends = location.backend()?;
+    Engine::new_with_progress(&RepositoryOptions::default(), &backends, Bars(progress))
+        .map_err(|e| RepoError::engine("opening", &location.0, e.display_log()))?
+        .open(&Credentials::password(password))
+        .map_err(|e| map_open_error(&location.0, &e))
+}
+
+fn config_options() -> ConfigOptions {
+    let mut opts = ConfigOptions::default();
+    opts.set_datapack_size = Some(bytesize(DATAPACK_SIZE));
+    opts.set_datapack_size_limit = Some(bytesize(DATAPACK_SIZE));
+    opts.set_datapack_growfactor = Some(0);
+    opts
+}
+
+fn bytesize(n: u64) -> bytesize::ByteSize {
+    bytesize::ByteSize::b(n)
+}
+
+impl RusticRepository {
+    /// Creates a new repository. Refuses when one exists at `location`.
+    pub fn init(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+    ) -> Result<Self, RepoError> {
+        if location.config_exists() {
+            return Err(RepoError::AlreadyExists {
+                location: location.0.clone(),
+            });
+        }
+        let backends = location.backend()?;
+        let open = Engine::new_with_progress(&RepositoryOptions::default(), &backends, Bars(progress.clone()))
+            .and_then(|r| r.init(&Credentials::password(password), &KeyOptions::default(), &config_options()))
+            .map_err(|e| RepoError::engine("init", &location.0, e.display_log()))?;
+        Ok(RusticRepository {
+            location: location.clone(),
+            password: password.to_string(),
+            progress,
+            open: Mutex::new(Some(open)),
+        })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+    ) -> Result<Self, RepoError> {
+        if !location.config_exists() {
+            return Err(RepoError::NotFound {
+                location: location.0.clone(),
+            });
+        }
+        let open = open_engine(location, password, progress.clone())?;
+        Ok(RusticRepository {
+            location: location.clone(),
+            password: password.to_string(),
+            progress,
+            open: Mutex::new(Some(open)),
+        })
+    }
+
+    /// Runs `op` with the opened engine, reopening it if an earlier operation consumed it.
+    fn with_open<T>(
+        &self,
+        op: impl FnOnce(Engine<OpenStatus>) -> (Option<Engine<OpenStatus>>, Result<T, RepoError>),
+    ) -> Result<T, RepoError> {
+        let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = match slot.take() {
+            Some(e) => e,
+            None => open_engine(&self.location, &self.password, self.progress.clone())?,
+        };
+        let (back, result) = op(engine);
+        *slot = back;
+        result
+    }
+
+    fn with_engine<T>(&self, op: impl FnOnce(&Engine<OpenStatus>) -> Result<T, RepoError>) -> Result<T, RepoError> {
+        self.with_open(|e| {
+            let r = op(&e);
+            (Some(e), r)
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(Box<RusticError>) -> RepoError + '_ {
+        move |e| RepoError::engine(op, &self.location.0, e.display_log())
+    }
+
+    fn snapshot_template(
+        &self,
+        tags: &[String],
+        description: Option<String>,
+    ) -> Result<SnapshotFile, RepoError> {
+        let mut opts = SnapshotOptions::default();
+        for tag in tags {
+            opts = opts.add_tags(tag).map_err(self.err("tagging"))?;
+        }
+        let mut snap = opts.to_snapshot().map_err(self.err("tagging"))?;
+        snap.description = description;
+        Ok(snap)
+    }
+
+    fn delete_quietly(&self, id: SnapshotId) {
+        let r = self.with_engine(|e| e.delete_snapshots(&[id]).map_err(self.err("delete")));
+        if let Err(e) = r {
+            log::error!("could not delete incomplete snapshot {id}: {e}");
+        }
+    }
+
+    fn find_snapshot(&self, id: &str) -> Result<SnapshotFile, RepoError> {
+        self.with_engine(|e| {
+            e.get_snapshot_from_str(id, |_| true)
+                .map_err(|_| RepoError::SnapshotNotFound {
+                    id: id.to_string(),
+                    location: self.location.0.clone(),
+                })
+        })
+    }
+
+    /// Runs `op` on the engine with its id index loaded (for backups).
+    fn with_ids_index<T>(
+        &self,
+        op: impl FnOnce(&Engine<rustic_core::IndexedIdsStatus>) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.with_open(|e| match e.to_indexed_ids() {
+            Ok(indexed) => {
+                let r = op(&indexed);
+                (Some(indexed.drop_index()), r)
+            }
+            Err(err) => (None, Err(self.err("loading the index")(err))),
+        })
+    }
+
+    /// Runs `op` on the engine with its full index loaded (for restores and dumps).
+    fn with_full_index<T>(
+        &self,
+        op: impl FnOnce(&Engine<rustic_core::IndexedFullStatus>) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.with_open(|e| match e.to_indexed() {
+            Ok(indexed) => {
+                let r = op(&indexed);
+                (Some(indexed.drop_index()), r)
+            }
+            Err(err) => (None, Err(self.err("loading the index")(err))),
+        })
+    }
+}
+
+fn part_report(snap: &SnapshotFile, unreadable: Vec<String>) -> PartReport {
+    let summary = snap.summary.clone().unwrap_or_default();
+    PartReport {
+        snapshot_id: snap.id.to_string(),
+        files: summary.total_files_processed,
+        dirs: summary.total_dirs_processed,
+        bytes: summary.total_bytes_processed,
+        added_bytes: summary.data_added,
+        unreadable,
+    }
+}
+
+impl Repository for RusticRepository {
+    fn backup_dir(&self, req: &DirBackup<'_>) -> Result<PartReport, RepoError> {
+        let problems = Problems::default();
+        let paths = vec![req.source.to_path_buf()];
+        let source = RecordingSource {
+            inner: LocalSource::new(
+                LocalSourceSaveOptions::default(),
+                &Default::default(),
+                &LocalSourceFilterOptions::default(),
+                &paths,
+            )
+            .map_err(self.err("backup"))?,
+            problems: problems.clone(),
+        };
+        let mut opts = BackupOptions::default();
+        opts.as_path = Some(PathBuf::from(req.as_path));
+        let snap = self.snapshot_template(req.tags, req.description.clone())?;
+        let snap = self.with_ids_index(|repo| {
+            repo.archive(&opts, &source, snap, &paths).map_err(self.err("backup"))
+        })?;
+        Ok(part_report(&snap, problems.take()))
+    }
+
+    fn backup_stream(
+        &self,
+        req: &StreamBackup<'_>,
+        source: &mut dyn StreamSource,
+    ) -> Result<PartReport, RepoError> {
+        let problems = Problems::default();
+        let src = StreamReadSource::new(req.path, source.reader(), problems.clone());
+        let mut opts = BackupOptions::default();
+        opts.parent_opts.force = true;
+        let snap = self.snapshot_template(req.tags, req.description.clone())?;
+        let result = self.with_ids_index(|repo| {
+            Ok(repo
+                .archive(&opts, &src, snap, &[PathBuf::from(req.path)])
+                .map_err(|e| e.display_log()))
+        })?;
+        drop(src);
+        let finished = source.finish();
+        let snap = match result {
+            Ok(snap) => snap,
+            Err(e) => {
+                let reason = finished.err().unwrap_or(e);
+                return Err(RepoError::StreamFailed {
+                    path: req.path.to_string(),
+                    reason,
+                });
+            }
+        };
+        let mut failures = problems.take();
+        if let Err(reason) = finished {
+            failures.insert(0, reason);
+        }
+        if failures.is_empty() && snap.summary.as_ref().is_some_and(|s| s.total_files_processed == 1) {
+            return Ok(part_report(&snap, Vec::new()));
+        }
+        self.delete_quietly(snap.id);
+        Err(RepoError::StreamFailed {
+            path: req.path.to_string(),
+            reason: if failures.is_empty() {
+                "the stream was not stored".into()
+            } else {
+                failures.join("; ")
+            },
+        })
+    }
+
+    fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError> {
+        let mut snaps =
+            self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps
+            .into_iter()
+            .filter(|s| tags.iter().all(|t| s.tags.iter().any(|st| st == t)))
+            .map(|s| SnapshotInfo {
+                id: s.id.to_string(),
+                time: s.time.timestamp(),
+                hostname: s.hostname.clone(),
+                tags: s.tags.iter().cloned().collect(),
+                paths: s.paths.iter().cloned().collect(),
+                description: s.description.clone(),
+            })
+            .collect())
+    }
+
+    fn delete(&self, ids: &[String]) -> Result<(), RepoError> {
+        let ids = ids
+            .iter()
+            .map(|id| self.find_snapshot(id).map(|s| s.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_engine(|e| e.delete_snapshots(&ids).map_err(self.err("deleting snapshots")))
+    }
+
+    fn restore_dir(&self, id: &str, path: &str, target: &Path) -> Result<RestoreReport, RepoError> {
+        let snap = self.find_snapshot(id)?;
+        self.with_full_index(|repo| self.restore_indexed(repo, &snap, id, path, target))
+    }
+
+    fn dump(&self, id: &str, path: &str, out: &mut dyn Write) -> Result<u64, RepoError> {
+        let snap = self.find_snapshot(id)?;
+        self.with_full_index(|repo| {
+            let node = repo
+                .node_from_snapshot_path(&format!("{}:{path}", snap.id), |_| true)
+                .map_err(self.err("dump"))?;
+            let mut counting = CountingWriter { inner: out, written: 0 };
+            repo.dump(&node, &mut counting).map_err(self.err("dump"))?;
+            Ok(counting.written)
+        })
+    }
+
+    fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
+        let results = self.with_engine(|e| {
+            e.check(CheckOptions::default().read_data(read_data))
+                .map_err(self.err("check"))
+        })?;
+        let mut report = CheckReport::default();
+        for (level, err) in results.0 {
+            let text = err.to_string();
+            match format!("{level:?}").as_str() {
+                "Warn" => report.warnings.push(text),
+                _ => report.errors.push(text),
+            }
+        }
+        Ok(report)
+    }
+
+    fn location(&self) -> &str {
+        &self.location.0
+    }
+}
+
+impl RusticRepository {
+    fn restore_indexed(
+        &self,
+        repo: &Engine<rustic_core::IndexedFullStatus>,
+        snap: &SnapshotFile,
+        id: &str,
+        path: &str,
+        target: &Path,
+    ) -> Result<RestoreReport, RepoError> {
+        let node = repo
+            .node_from_snapshot_path(&format!("{}:{path}", snap.id), |_| true)
+            .map_err(self.err("restore"))?;
+        let ls = repo.ls(&node, &LsOptions::default()).map_err(self.err("restore"))?;
+        std::fs::create_dir_all(target).map_err(|source| RepoError::Io {
+            op: "creating restore target",
+            path: target.display().to_string(),
+            source,
+        })?;
+        let dest_path = format!("{}/", target.display());
+        let dest = LocalDestination::new(&dest_path, true, false).map_err(self.err("restore"))?;
+        let mut opts = RestoreOptions::default().numeric_id(true);
+        opts.sparse = serde_json::from_str("\"ByContent\"").ok();
+        let plan = repo
+            .prepare_restore(&opts, ls.clone(), &dest, false)
+            .map_err(self.err("restore"))?;
+        let report = RestoreReport {
+            files: plan.stats.files.restore + plan.stats.files.unchanged,
+            dirs: plan.stats.dirs.restore + plan.stats.dirs.unchanged,
+            bytes: plan.restore_size,
+        };
+        // The engine unwraps pack read errors inside its worker threads: contain the panic,
+        // then find out which files are wrong by comparing them with the repository.
+        let outcome = catch_unwind(AssertUnwindSafe(|| repo.restore(plan, &opts, ls.clone(), &dest)));
+        let engine_error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.display_log()),
+            Err(panic) => Some(panic_text(panic.as_ref())),
+        };
+        if let Some(engine_error) = engine_error {
+            let mut failed = verify::bad_files(repo, ls, target);
+            if failed.is_empty() {
+                failed.push(format!("(no single file identified) {engine_error}"));
+            }
+            return Err(RepoError::RestoreIncomplete {
+                id: id.to_string(),
+                path: path.to_string(),
+                files: failed,
+            });
+        }
+        verify::apply_root_metadata(&node, target).map_err(|source| RepoError::Io {
+            op: "setting owner and mode of the restore root",
+            path: target.display().to_string(),
+            source,
+        })?;
+        Ok(report)
+    }
+
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    format!("the repository engine failed: {text}")
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
