@@ -1,1 +1,226 @@
-//! placeholder
+//! What goes into a container snapshot: its volumes, bind mounts and (on request) its image,
+//! each as one repository part with a fixed place inside the snapshot.
+//!
+//! This crate only decides; it never reads data or calls the engine. `core` executes the
+//! plan against the engine and the repository.
+
+use std::path::{Path, PathBuf};
+
+use lifeboat_docker::ContainerDetails;
+use lifeboat_model::{MountKind, PartKind};
+
+/// One source to store as its own repository snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPart {
+    pub kind: PartKind,
+    /// Volume name, bind host path or image reference.
+    pub name: String,
+    /// Where the data is readable by this process (host path under the host root).
+    pub read_path: PathBuf,
+    /// Where the data goes inside the snapshot.
+    pub snapshot_path: String,
+}
+
+/// Everything to capture for one container, in order (data first, image last).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CapturePlan {
+    pub parts: Vec<PlannedPart>,
+    /// Mounts deliberately left out, with the reason (for the report).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "volume `{volume}` of container `{container}` has no local mountpoint (driver \
+         `{driver}`): Lifeboat reads volume data from the host; back this volume up with its \
+         driver's own tools or exclude it with the label lifeboat.exclude={volume}"
+    )]
+    NoMountpoint {
+        container: String,
+        volume: String,
+        driver: String,
+    },
+    #[error(
+        "cannot read `{path}` (mount `{mount}` of container `{container}`): {reason}. Run \
+         Lifeboat as root on the Docker host, or mount the engine's data root and set \
+         LIFEBOAT_HOST_ROOT"
+    )]
+    Unreadable {
+        container: String,
+        mount: String,
+        path: String,
+        reason: String,
+    },
+}
+
+/// The snapshot path of a volume's data.
+pub fn volume_snapshot_path(volume: &str) -> String {
+    format!("/volumes/{volume}")
+}
+
+/// The snapshot path of a bind mount's data: its host path under `/binds`.
+pub fn bind_snapshot_path(host_path: &str) -> String {
+    format!("/binds/{}", host_path.trim_start_matches('/'))
+}
+
+pub const IMAGE_SNAPSHOT_PATH: &str = "/image/image.tar";
+pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
+
+/// `path` (an absolute host path) as seen from this process when the host's root is mounted
+/// at `host_root`.
+pub fn under_root(host_root: &Path, path: &str) -> PathBuf {
+    host_root.join(path.trim_start_matches('/'))
+}
+
+fn excluded(details: &ContainerDetails) -> Vec<String> {
+    details
+        .config
+        .label("lifeboat.exclude")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Plans the capture of `details`. Fails when a mount's data cannot be reached from here.
+pub fn plan(
+    details: &ContainerDetails,
+    host_root: &Path,
+    with_image: bool,
+) -> Result<CapturePlan, CaptureError> {
+    let excluded = excluded(details);
+    let mut plan = CapturePlan::default();
+    for mount in &details.mounts {
+        if excluded.iter().any(|e| *e == mount.name || *e == mount.destination) {
+            plan.skipped.push(format!("{} (excluded by label lifeboat.exclude)", mount.name));
+            continue;
+        }
+        let (kind, snapshot_path) = match mount.kind {
+            MountKind::Volume => (PartKind::Volume, volume_snapshot_path(&mount.name)),
+            MountKind::Bind => (PartKind::Bind, bind_snapshot_path(&mount.host_path)),
+            MountKind::Tmpfs => {
+                plan.skipped.push(format!("{} (tmpfs holds no persistent data)", mount.destination));
+                continue;
+            }
+        };
+        if mount.host_path.is_empty() {
+            let driver = details
+                .config
+                .mounts
+                .iter()
+                .find(|m| m.source == mount.name)
+                .map(|m| m.driver.clone())
+                .unwrap_or_default();
+            return Err(CaptureError::NoMountpoint {
+                container: details.name.clone(),
+                volume: mount.name.clone(),
+                driver,
+            });
+        }
+        let read_path = under_root(host_root, &mount.host_path);
+        match std::fs::symlink_metadata(&read_path) {
+            Ok(meta) if is_special(&meta) => {
+                plan.skipped.push(format!("{} (a socket or device, not data)", mount.host_path));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(CaptureError::Unreadable {
+                    container: details.name.clone(),
+                    mount: mount.destination.clone(),
+                    path: read_path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        plan.parts.push(PlannedPart {
+            kind,
+            name: mount.name.clone(),
+            read_path,
+            snapshot_path,
+        });
+    }
+    if with_image {
+        plan.parts.push(PlannedPart {
+            kind: PartKind::Image,
+            name: details.config.image.clone(),
+            read_path: PathBuf::new(),
+            snapshot_path: IMAGE_SNAPSHOT_PATH.to_string(),
+        });
+    }
+    Ok(plan)
+}
+
+fn is_special(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    t.is_socket() || t.is_block_device() || t.is_char_device()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_docker::{ContainerState, MountSource};
+    use lifeboat_model::ContainerConfig;
+
+    fn details(dir: &Path, labels: &[(&str, &str)]) -> ContainerDetails {
+        let mut config = ContainerConfig { image: "web:1".into(), ..Default::default() };
+        for (k, v) in labels {
+            config.labels.insert(k.to_string(), v.to_string());
+        }
+        let mount = |kind, name: &str, host: &str, dest: &str| MountSource {
+            kind,
+            name: name.into(),
+            host_path: host.into(),
+            destination: dest.into(),
+        };
+        ContainerDetails {
+            id: "id".into(),
+            name: "web".into(),
+            state: ContainerState::default(),
+            config,
+            mounts: vec![
+                mount(MountKind::Volume, "data", &format!("{}/vol", dir.display()), "/data"),
+                mount(MountKind::Bind, "/conf", &format!("{}/conf", dir.display()), "/conf"),
+                mount(MountKind::Tmpfs, "", "", "/tmp"),
+            ],
+            compose: None,
+            inspect: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn plan_captures_volumes_and_binds_and_skips_tmpfs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vol")).unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        let p = plan(&details(dir.path(), &[]), Path::new("/"), true).unwrap();
+        let kinds: Vec<_> = p.parts.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, vec![PartKind::Volume, PartKind::Bind, PartKind::Image]);
+        assert_eq!(p.parts[0].snapshot_path, "/volumes/data");
+        assert!(p.parts[1].snapshot_path.starts_with("/binds/"));
+        assert_eq!(p.skipped.len(), 1);
+    }
+
+    #[test]
+    fn excluded_volume_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        let p = plan(&details(dir.path(), &[("lifeboat.exclude", "data")]), Path::new("/"), false)
+            .unwrap();
+        assert_eq!(p.parts.len(), 1);
+        assert!(p.skipped[0].contains("excluded"));
+    }
+
+    #[test]
+    fn unreachable_mount_data_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = plan(&details(dir.path(), &[]), Path::new("/"), false).unwrap_err();
+        assert!(err.to_string().contains("/vol"), "{err}");
+    }
+
+    #[test]
+    fn host_root_prefixes_host_paths() {
+        assert_eq!(under_root(Path::new("/host"), "/var/lib/x"), PathBuf::from("/host/var/lib/x"));
+        assert_eq!(under_root(Path::new("/"), "/var/lib/x"), PathBuf::from("/var/lib/x"));
+    }
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! The `lifeboat` binary: parses the command line, resolves the repository and password,
+//! runs one command from `cmd/`, and maps the outcome to a documented exit code.
+//! Domain logic lives in `lifeboat-core`; this crate only translates.
+
+mod cmd;
+mod context;
+mod exit;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::GlobalArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Back up, restore and recover stateful Docker services",
+    long_about = "Back up, restore and recover stateful Docker services.\n\n\
+        A backup captures a container's volumes, bind mounts, configuration and (with \
+        --with-image) its image into an encrypted, deduplicated restic-format repository.\n\n\
+        Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (some files unreadable), \
+        5 damage found (check or restore verification), 10 repository missing, \
+        11 another run holds the lock, 12 wrong password, 13 Docker engine unreachable, \
+        14 refused to overwrite, 15 container or backup not found."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository (and, with no password configured, a key file).
+    Init(cmd::init::Args),
+    /// Back up containers: volumes, bind mounts, configuration, optionally the image.
+    Backup(cmd::backup::Args),
+    /// List backups, newest last.
+    Snapshots(cmd::snapshots::Args),
+    /// Recreate a container and its data from a backup.
+    Restore(cmd::restore::Args),
+    /// Verify the repository's structure, and with --read-data every byte of it.
+    Check(cmd::check::Args),
+}
+
+fn main() {
+    output::install_panic_hook();
+    let cli = Cli::parse();
+    output::init_logging(cli.global.verbose);
+    let result = match &cli.command {
+        Command::Init(a) => cmd::init::run(&cli.global, a),
+        Command::Backup(a) => cmd::backup::run(&cli.global, a),
+        Command::Snapshots(a) => cmd::snapshots::run(&cli.global, a),
+        Command::Restore(a) => cmd::restore::run(&cli.global, a),
+        Command::Check(a) => cmd::check::run(&cli.global, a),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(err) => exit::report(&err, cli.global.json),
+    };
+    std::process::exit(code as i32);
+}

@@ -1,1 +1,25 @@
-//! placeholder
+//! Backup and restore of whole services, written against the [`Engine`] and [`Repository`]
+//! traits only: no Docker client, no repository engine, no CLI types here.
+//!
+//! A backup is a set of repository snapshots tagged with one backup id: one per volume, bind
+//! mount and (optionally) image, then a manifest snapshot written last. The manifest commits
+//! the backup: a backup without one (killed mid-way) is never listed, and its parts are
+//! deleted by the next backup of that container.
+
+mod backup;
+mod catalog;
+mod error;
+mod lock;
+mod restore;
+mod stream;
+
+pub use backup::{BackupOutcome, BackupRequest, backup_container};
+pub use catalog::{BackupEntry, find_backup, list_backups};
+pub use error::CoreError;
+pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
+
+pub use lifeboat_docker::Engine;
+pub use lifeboat_repo::Repository;
+
+/// Receives one line of human progress ("backing up volume pgdata").
+pub type Note<'a> = &'a dyn Fn(&str);

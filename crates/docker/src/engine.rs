@@ -256,12 +256,12 @@ impl Engine for DockerEngine {
             .map_err(|e| classify("remove", "volume", name, e))
     }
 
-    fn image_present(&self, reference: &str) -> Result<bool, EngineError> {
+    fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
         let r = self
             .rt
             .block_on(self.docker.inspect_image(reference))
             .map_err(|e| classify("inspect", "image", reference, e));
-        Ok(not_found_is_none(r)?.is_some())
+        Ok(not_found_is_none(r)?.map(|i| i.id.unwrap_or_default()))
     }
 
     fn export_image(&self, reference: &str) -> Result<Box<dyn Read + Send>, EngineError> {
@@ -356,7 +356,14 @@ impl Engine for DockerEngine {
         let resp = self
             .rt
             .block_on(self.docker.create_container(Some(opts), body))
-            .map_err(|e| classify("create", "container", name, e))?;
+            .map_err(|e| match classify("create", "container", name, e) {
+                // The container cannot be missing before it exists: a 404 here is the image.
+                EngineError::NotFound { .. } => EngineError::NotFound {
+                    what: "image",
+                    name: config.image.clone(),
+                },
+                other => other,
+            })?;
         Ok(resp.id)
     }
 

@@ -86,7 +86,11 @@ pub trait Engine: Send + Sync {
         labels: &BTreeMap<String, String>,
     ) -> Result<VolumeInfo, EngineError>;
     fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
-    fn image_present(&self, reference: &str) -> Result<bool, EngineError>;
+    fn image_present(&self, reference: &str) -> Result<bool, EngineError> {
+        Ok(self.image_id(reference)?.is_some())
+    }
+    /// The content ID (`sha256:...`) of an image reference, `None` when absent.
+    fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError>;
     /// A `docker save` stream of the image; a failure mid-stream surfaces as a read error.
     fn export_image(&self, reference: &str) -> Result<Box<dyn Read + Send>, EngineError>;
     /// Loads a `docker save` stream.

@@ -227,7 +227,7 @@ impl RusticRepository {
 fn part_report(snap: &SnapshotFile, unreadable: Vec<String>) -> PartReport {
     let summary = snap.summary.clone().unwrap_or_default();
     PartReport {
-        snapshot_id: snap.id.to_string(),
+        snapshot_id: snap.id.to_hex().to_string(),
         files: summary.total_files_processed,
         dirs: summary.total_dirs_processed,
         bytes: summary.total_bytes_processed,
@@ -312,7 +312,7 @@ impl Repository for RusticRepository {
             .into_iter()
             .filter(|s| tags.iter().all(|t| s.tags.iter().any(|st| st == t)))
             .map(|s| SnapshotInfo {
-                id: s.id.to_string(),
+                id: s.id.to_hex().to_string(),
                 time: s.time.timestamp(),
                 hostname: s.hostname.clone(),
                 tags: s.tags.iter().cloned().collect(),
@@ -381,13 +381,22 @@ impl RusticRepository {
             .node_from_snapshot_path(&format!("{}:{path}", snap.id), |_| true)
             .map_err(self.err("restore"))?;
         let ls = repo.ls(&node, &LsOptions::default()).map_err(self.err("restore"))?;
-        std::fs::create_dir_all(target).map_err(|source| RepoError::Io {
-            op: "creating restore target",
-            path: target.display().to_string(),
-            source,
-        })?;
-        let dest_path = format!("{}/", target.display());
-        let dest = LocalDestination::new(&dest_path, true, false).map_err(self.err("restore"))?;
+        // A directory is restored into `target`; a single file (a bind-mounted file) is
+        // restored as `target` itself.
+        let dir_to_create = if node.is_dir() { Some(target) } else { target.parent() };
+        if let Some(dir) = dir_to_create {
+            std::fs::create_dir_all(dir).map_err(|source| RepoError::Io {
+                op: "creating restore target",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let dest_path = if node.is_dir() {
+            format!("{}/", target.display())
+        } else {
+            target.display().to_string()
+        };
+        let dest = LocalDestination::new(&dest_path, true, !node.is_dir()).map_err(self.err("restore"))?;
         let mut opts = RestoreOptions::default().numeric_id(true);
         opts.sparse = serde_json::from_str("\"ByContent\"").ok();
         let plan = repo

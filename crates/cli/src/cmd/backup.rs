@@ -1,0 +1,87 @@
+use anyhow::bail;
+use lifeboat_core::{Engine, backup_container};
+use serde_json::json;
+
+use crate::context::GlobalArgs;
+use crate::exit::{Code, code_of};
+use crate::output::{human_bytes, note};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Containers to back up
+    pub names: Vec<String>,
+    /// Back up every container (except those labelled lifeboat.enable=false)
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Also store the image (`docker save`), to restore on a host without a registry
+    #[arg(long)]
+    pub with_image: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
+    if a.names.is_empty() && !a.all {
+        bail!("name the containers to back up, or pass --all");
+    }
+    let engine = g.engine()?;
+    let repo = g.open_repo()?;
+    let names = if a.all { enabled_containers(&engine)? } else { a.names.clone() };
+    let req = g.backup_request(a.with_image);
+    let mut worst = Code::Ok;
+    let mut results = Vec::new();
+    for name in &names {
+        let t0 = std::time::Instant::now();
+        match backup_container(&engine, &repo, name, &req, &note) {
+            Ok(out) => {
+                let m = &out.manifest;
+                let added: u64 = m.parts.iter().map(|p| p.added_bytes).sum();
+                if m.partial {
+                    worst = worst.max(Code::Partial);
+                    for p in &m.problems {
+                        eprintln!("  unreadable: {p}");
+                    }
+                }
+                if !g.json {
+                    println!(
+                        "{name}: backup {} (snapshot {}) {} read, {} new, {:.1}s{}",
+                        m.backup_id,
+                        &out.manifest_snapshot[..8],
+                        human_bytes(m.total_bytes()),
+                        human_bytes(added),
+                        t0.elapsed().as_secs_f64(),
+                        if m.partial { " [PARTIAL: some files could not be read]" } else { "" }
+                    );
+                }
+                results.push(json!({
+                    "container": name, "ok": true, "partial": m.partial,
+                    "snapshot": out.manifest_snapshot, "backup_id": m.backup_id,
+                    "bytes": m.total_bytes(), "added_bytes": added, "parts": m.parts,
+                    "skipped": out.skipped, "problems": m.problems,
+                    "seconds": t0.elapsed().as_secs_f64(),
+                }));
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                let code = code_of(&e);
+                worst = worst.max(code);
+                eprintln!("lifeboat: error: {name}: {e:#}");
+                results.push(json!({"container": name, "ok": false, "error": format!("{e:#}"), "exit_code": code as i32}));
+            }
+        }
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"backups": results}))?);
+    }
+    Ok(worst)
+}
+
+fn enabled_containers(engine: &dyn Engine) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in engine.container_names()? {
+        if let Some(c) = engine.container(&name)? {
+            if c.config.label("lifeboat.enable") != Some("false") {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}

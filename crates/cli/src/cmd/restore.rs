@@ -1,0 +1,78 @@
+use std::time::Duration;
+
+use anyhow::bail;
+use lifeboat_core::{RestoreRequest, restore_container};
+use lifeboat_model::parse_timestamp;
+use serde_json::json;
+
+use crate::context::GlobalArgs;
+use crate::exit::Code;
+use crate::output::note;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The container whose backup to restore
+    pub name: String,
+    /// Restore this backup (snapshot id or backup id, prefixes accepted)
+    #[arg(long, conflicts_with = "at")]
+    pub snapshot: Option<String>,
+    /// Restore the newest backup taken at or before this RFC 3339 time
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Restore side by side under a new name (volumes become NEWNAME_VOLUME, bind paths
+    /// PATH-NEWNAME, published ports get free host ports)
+    #[arg(long = "as", value_name = "NEWNAME")]
+    pub as_name: Option<String>,
+    /// Replace an existing container and non-empty volumes, after a safety backup of them
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for the restored container's healthcheck to pass
+    #[arg(long, default_value_t = 120)]
+    pub health_timeout: u64,
+}
+
+pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
+    if a.as_name.as_deref() == Some(a.name.as_str()) {
+        bail!("--as names the same container; drop --as to restore in place");
+    }
+    let at = match &a.at {
+        Some(t) => Some(parse_timestamp(t).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let engine = g.engine()?;
+    let repo = g.open_repo()?;
+    let req = RestoreRequest {
+        snapshot: a.snapshot.clone(),
+        at,
+        as_name: a.as_name.clone(),
+        force: a.force,
+        health_timeout: Duration::from_secs(a.health_timeout),
+        backup: g.backup_request(false),
+    };
+    let out = restore_container(&engine, &repo, &a.name, &req, &note)?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "container": out.container, "container_id": out.container_id,
+                "snapshot": out.from_snapshot, "backup_id": out.backup_id,
+                "safety_snapshot": out.safety_snapshot, "volumes": out.volumes, "binds": out.binds,
+                "image_loaded": out.image_loaded, "started": out.started, "health": out.health,
+                "seconds": out.seconds,
+            }))?
+        );
+    } else {
+        if let Some(s) = &out.safety_snapshot {
+            println!("safety backup of the replaced container: snapshot {}", &s[..8]);
+        }
+        println!(
+            "restored {} from backup {} in {:.1}s{}{}",
+            out.container,
+            out.backup_id,
+            out.seconds,
+            if out.started { ", started" } else { ", not started (it was stopped)" },
+            out.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()
+        );
+    }
+    Ok(Code::Ok)
+}

@@ -1,0 +1,61 @@
+use lifeboat_core::list_backups;
+use lifeboat_model::{PartKind, format_timestamp};
+use serde_json::json;
+
+use crate::context::GlobalArgs;
+use crate::exit::Code;
+use crate::output::human_bytes;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only backups of this container
+    pub name: Option<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
+    let repo = g.open_repo()?;
+    let backups = list_backups(&repo, a.name.as_deref())?;
+    if g.json {
+        let list: Vec<_> = backups
+            .iter()
+            .map(|b| {
+                let m = &b.manifest;
+                json!({
+                    "snapshot": b.snapshot_id,
+                    "backup_id": m.backup_id,
+                    "container": m.container_name,
+                    "time": format_timestamp(m.started_at),
+                    "host": m.host,
+                    "image": m.config.image,
+                    "with_image": m.parts.iter().any(|p| p.kind == PartKind::Image),
+                    "partial": m.partial,
+                    "bytes": m.total_bytes(),
+                    "config_sha256": m.config_sha256,
+                    "schema_version": m.schema_version,
+                    "parts": m.parts,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(Code::Ok);
+    }
+    if backups.is_empty() {
+        println!("no backups{}", a.name.as_ref().map(|n| format!(" of {n}")).unwrap_or_default());
+        return Ok(Code::Ok);
+    }
+    println!("{:<10} {:<20} {:<24} {:>10}  {}", "SNAPSHOT", "TIME (UTC)", "CONTAINER", "SIZE", "PARTS");
+    for b in &backups {
+        let m = &b.manifest;
+        let parts: Vec<String> = m.parts.iter().map(|p| format!("{}:{}", p.kind.as_str(), p.name)).collect();
+        println!(
+            "{:<10} {:<20} {:<24} {:>10}  {}{}",
+            &b.snapshot_id[..8.min(b.snapshot_id.len())],
+            m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            m.container_name,
+            human_bytes(m.total_bytes()),
+            parts.join(" "),
+            if m.partial { "  [PARTIAL]" } else { "" }
+        );
+    }
+    Ok(Code::Ok)
+}

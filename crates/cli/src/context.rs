@@ -1,0 +1,131 @@
+//! Resolving where the repository is and how to unlock it, from flags and environment.
+
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use lifeboat_core::BackupRequest;
+use lifeboat_docker::DockerEngine;
+use lifeboat_repo::{ProgressSink, RepoLocation, RusticRepository};
+
+use crate::output::Progress;
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository location (a local directory) [default: $LIFEBOAT_STATE_DIR/repository]
+    #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File holding the repository password (or set LIFEBOAT_PASSWORD)
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Lifeboat's own state: locks, default repository and key file
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", default_value = "/var/lib/lifeboat", global = true)]
+    pub state_dir: PathBuf,
+    /// Where the Docker host's root filesystem is visible (when Lifeboat runs in a container)
+    #[arg(long, env = "LIFEBOAT_HOST_ROOT", default_value = "/", global = true)]
+    pub host_root: PathBuf,
+    /// Machine-readable output on stdout (secrets are never included)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v: engine info, -vv: debug)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    pub fn location(&self) -> RepoLocation {
+        RepoLocation(
+            self.repo
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("repository").display().to_string()),
+        )
+    }
+
+    pub fn default_key_file(&self) -> PathBuf {
+        self.state_dir.join("repository.key")
+    }
+
+    /// The password: from the password file, `LIFEBOAT_PASSWORD`, or the default key file.
+    pub fn password(&self) -> anyhow::Result<String> {
+        if let Some(file) = &self.password_file {
+            return read_password_file(file);
+        }
+        if let Ok(pw) = std::env::var("LIFEBOAT_PASSWORD") {
+            if !pw.is_empty() {
+                return Ok(pw);
+            }
+        }
+        let key = self.default_key_file();
+        if key.exists() {
+            return read_password_file(&key);
+        }
+        bail!(
+            "no repository password: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, pass \
+             --password-file, or run `lifeboat init` without them to generate {}",
+            key.display()
+        )
+    }
+
+    pub fn progress(&self) -> Option<Arc<dyn ProgressSink>> {
+        (!self.json).then(|| Arc::new(Progress::new()) as Arc<dyn ProgressSink>)
+    }
+
+    pub fn open_repo(&self) -> anyhow::Result<RusticRepository> {
+        let password = self.password()?;
+        Ok(RusticRepository::open(&self.location(), &password, self.progress())?)
+    }
+
+    pub fn engine(&self) -> anyhow::Result<DockerEngine> {
+        Ok(DockerEngine::connect()?)
+    }
+
+    pub fn backup_request(&self, with_image: bool) -> BackupRequest {
+        BackupRequest {
+            with_image,
+            host_root: self.host_root.clone(),
+            state_dir: self.state_dir.clone(),
+            hostname: hostname(),
+            extra_tags: Vec::new(),
+        }
+    }
+}
+
+fn read_password_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    let pw = text.lines().next().unwrap_or_default().to_string();
+    if pw.is_empty() {
+        bail!("password file {} is empty", path.display());
+    }
+    Ok(pw)
+}
+
+/// Writes a new random key file readable only by its owner. Refuses to replace one.
+pub fn generate_key_file(path: &Path) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read random bytes for the key file")?;
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {} (does it exist already?)", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{key}\n").as_bytes())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}

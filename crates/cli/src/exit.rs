@@ -1,0 +1,73 @@
+//! Exit codes (documented in `--help` and the README) and error reporting.
+
+use lifeboat_core::CoreError;
+use lifeboat_docker::EngineError;
+use lifeboat_repo::RepoError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Code {
+    Ok = 0,
+    Error = 1,
+    Partial = 3,
+    Damaged = 5,
+    RepoMissing = 10,
+    Locked = 11,
+    WrongPassword = 12,
+    EngineUnreachable = 13,
+    Refused = 14,
+    NotFound = 15,
+}
+
+fn repo_code(e: &RepoError) -> Code {
+    match e {
+        RepoError::NotFound { .. } => Code::RepoMissing,
+        RepoError::WrongPassword { .. } => Code::WrongPassword,
+        RepoError::SnapshotNotFound { .. } => Code::NotFound,
+        RepoError::RestoreIncomplete { .. } => Code::Damaged,
+        RepoError::AlreadyExists { .. } => Code::Refused,
+        _ => Code::Error,
+    }
+}
+
+fn engine_code(e: &EngineError) -> Code {
+    match e {
+        EngineError::Unreachable { .. } => Code::EngineUnreachable,
+        EngineError::NotFound { .. } => Code::NotFound,
+        _ => Code::Error,
+    }
+}
+
+/// The exit code an error maps to.
+pub fn code_of(err: &anyhow::Error) -> Code {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CoreError>() {
+            return match e {
+                CoreError::Repo(r) => repo_code(r),
+                CoreError::Engine(g) => engine_code(g),
+                CoreError::NoSuchContainer(_) | CoreError::NoBackup { .. } => Code::NotFound,
+                CoreError::Busy(..) => Code::Locked,
+                CoreError::Refused { .. } => Code::Refused,
+                _ => Code::Error,
+            };
+        }
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return repo_code(r);
+        }
+        if let Some(g) = cause.downcast_ref::<EngineError>() {
+            return engine_code(g);
+        }
+    }
+    Code::Error
+}
+
+/// Prints `err` (text on stderr; also a JSON object on stdout with `--json`) and returns its
+/// exit code.
+pub fn report(err: &anyhow::Error, json: bool) -> Code {
+    let code = code_of(err);
+    let text = format!("{err:#}");
+    eprintln!("lifeboat: error: {text}");
+    if json {
+        println!("{}", serde_json::json!({"error": text, "exit_code": code as i32}));
+    }
+    code
+}

@@ -1,0 +1,207 @@
+//! `backup`: capture one container into the repository, all or nothing.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use lifeboat_capture::{MANIFEST_SNAPSHOT_PATH, PlannedPart, plan};
+use lifeboat_docker::{ContainerDetails, Engine};
+use lifeboat_model::{BackupId, Manifest, Part, PartKind, SCHEMA_VERSION, tags};
+use lifeboat_repo::{DirBackup, PartReport, Repository, StreamBackup};
+
+use crate::lock::ContainerLock;
+use crate::stream::{BytesSource, ReaderSource};
+use crate::{CoreError, Note};
+
+/// What the user asked for, resolved.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub with_image: bool,
+    /// Where the host's root is mounted (`/` when Lifeboat runs on the host).
+    pub host_root: PathBuf,
+    /// Lifeboat's own state (locks), e.g. `/var/lib/lifeboat`.
+    pub state_dir: PathBuf,
+    pub hostname: String,
+    /// Extra tags for every snapshot of this backup (e.g. `safety`).
+    pub extra_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub manifest_snapshot: String,
+    pub manifest: Manifest,
+    /// Parts left out on purpose (tmpfs, excluded), for the report.
+    pub skipped: Vec<String>,
+    /// Orphaned parts of earlier killed runs that were deleted.
+    pub cleaned_orphans: usize,
+}
+
+/// Backs up container `name`. On error nothing new is listed and the parts already written
+/// are deleted; on success with `manifest.partial`, some files could not be read.
+pub fn backup_container(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    name: &str,
+    req: &BackupRequest,
+    note: Note<'_>,
+) -> Result<BackupOutcome, CoreError> {
+    let started_at = Timestamp::now();
+    let info = engine.info()?;
+    let details = engine
+        .container(name)?
+        .ok_or_else(|| CoreError::NoSuchContainer(name.to_string()))?;
+    let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
+    let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
+    let capture = plan(&details, &req.host_root, req.with_image)?;
+    let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
+    let mut base_tags = vec![
+        tags::LIFEBOAT.to_string(),
+        tags::container(&details.name),
+        tags::backup(&backup_id.0),
+        tags::host(&req.hostname),
+    ];
+    if let Some(c) = &details.compose {
+        base_tags.push(tags::project(&c.project));
+    }
+    base_tags.extend(req.extra_tags.iter().cloned());
+
+    let mut written: Vec<String> = Vec::new();
+    let result = capture_parts(engine, repo, &details, &capture.parts, &base_tags, &mut written, note)
+        .and_then(|(parts, problems)| {
+            ensure_same_container(engine, &details)?;
+            let config = details.config.clone();
+            let manifest = Manifest {
+                schema_version: SCHEMA_VERSION,
+                lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+                backup_id: backup_id.clone(),
+                started_at,
+                finished_at: Timestamp::now(),
+                host: req.hostname.clone(),
+                engine_version: info.version.clone(),
+                engine_api_version: info.api_version.clone(),
+                container_name: details.name.clone(),
+                container_id: details.id.clone(),
+                compose: details.compose.clone(),
+                config_sha256: config.fingerprint(),
+                config,
+                partial: !problems.is_empty(),
+                problems,
+                parts,
+            };
+            let mut manifest_tags = base_tags.clone();
+            manifest_tags.push(tags::MANIFEST.to_string());
+            let json = manifest.to_json();
+            let stored = repo.backup_stream(
+                &StreamBackup {
+                    path: MANIFEST_SNAPSHOT_PATH,
+                    tags: &manifest_tags,
+                    description: Some(json.clone()),
+                },
+                &mut BytesSource(json.into_bytes()),
+            )?;
+            Ok((stored.snapshot_id, manifest))
+        });
+    match result {
+        Ok((manifest_snapshot, manifest)) => Ok(BackupOutcome {
+            manifest_snapshot,
+            manifest,
+            skipped: capture.skipped,
+            cleaned_orphans,
+        }),
+        Err(e) => {
+            if !written.is_empty() {
+                note(&format!("backup failed; deleting {} stored part(s)", written.len()));
+                if let Err(del) = repo.delete(&written) {
+                    note(&format!("could not delete parts {written:?}: {del}"));
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn capture_parts(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    details: &ContainerDetails,
+    parts: &[PlannedPart],
+    base_tags: &[String],
+    written: &mut Vec<String>,
+    note: Note<'_>,
+) -> Result<(Vec<Part>, Vec<String>), CoreError> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for part in parts {
+        note(&format!("{} {}: {}", details.name, part.kind.as_str(), part.name));
+        let mut tags = base_tags.to_vec();
+        tags.push(tags::part(part.kind));
+        let report: PartReport = match part.kind {
+            PartKind::Volume | PartKind::Bind => repo.backup_dir(&DirBackup {
+                source: &part.read_path,
+                as_path: &part.snapshot_path,
+                tags: &tags,
+                description: None,
+            })?,
+            PartKind::Image => {
+                // Export by reference so that loading restores the tag; by ID when the tag
+                // has since moved to another image.
+                let cfg = &details.config;
+                let by_name = engine.image_id(&cfg.image)?.is_some_and(|id| id == cfg.image_id);
+                let reader = engine.export_image(if by_name { &cfg.image } else { &cfg.image_id })?;
+                repo.backup_stream(
+                    &StreamBackup {
+                        path: &part.snapshot_path,
+                        tags: &tags,
+                        description: Some(details.config.image.clone()),
+                    },
+                    &mut ReaderSource(Some(reader)),
+                )?
+            }
+        };
+        written.push(report.snapshot_id.clone());
+        problems.extend(report.unreadable.iter().map(|p| format!("{}: {p}", part.name)));
+        out.push(Part {
+            kind: part.kind,
+            name: part.name.clone(),
+            snapshot_path: part.snapshot_path.clone(),
+            snapshot_id: report.snapshot_id,
+            files: report.files,
+            dirs: report.dirs,
+            bytes: report.bytes,
+            added_bytes: report.added_bytes,
+        });
+    }
+    Ok((out, problems))
+}
+
+/// A backup of a container that was removed (or replaced) while its data was read is not a
+/// backup of anything that exists: refuse to commit it.
+fn ensure_same_container(engine: &dyn Engine, details: &ContainerDetails) -> Result<(), CoreError> {
+    match engine.container(&details.id)? {
+        Some(now) if now.id == details.id => Ok(()),
+        _ => Err(CoreError::ContainerVanished {
+            name: details.name.clone(),
+        }),
+    }
+}
+
+/// Deletes parts of earlier runs on this host that never got a manifest (killed runs).
+/// Safe because the caller holds the container's lock: no live run of it can own them.
+fn delete_orphans(repo: &dyn Repository, container: &str, host: &str) -> Result<usize, CoreError> {
+    let want = [tags::LIFEBOAT.to_string(), tags::container(container), tags::host(host)];
+    let snaps = repo.snapshots(&want)?;
+    let committed: BTreeSet<&str> = snaps
+        .iter()
+        .filter(|s| s.tags.iter().any(|t| t == tags::MANIFEST))
+        .filter_map(|s| tags::value(&s.tags, "backup"))
+        .collect();
+    let orphans: Vec<String> = snaps
+        .iter()
+        .filter(|s| tags::value(&s.tags, "backup").is_some_and(|b| !committed.contains(b)))
+        .map(|s| s.id.clone())
+        .collect();
+    if !orphans.is_empty() {
+        repo.delete(&orphans)?;
+    }
+    Ok(orphans.len())
+}

@@ -1,0 +1,61 @@
+use lifeboat_capture::CaptureError;
+use lifeboat_docker::EngineError;
+use lifeboat_model::ManifestError;
+use lifeboat_repo::RepoError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("snapshot {snapshot}: {source}")]
+    Manifest {
+        snapshot: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("no container named `{0}`: check the name with `docker ps -a`")]
+    NoSuchContainer(String),
+    #[error("no backup of `{name}` {detail}: list them with `lifeboat snapshots {name}`")]
+    NoBackup { name: String, detail: String },
+    #[error(
+        "another Lifeboat run is working on `{0}` right now; wait for it to finish (lock: {1})"
+    )]
+    Busy(String, String),
+    #[error("container `{name}` was removed or replaced during the backup; nothing was stored")]
+    ContainerVanished { name: String },
+    #[error("refusing to overwrite: {what}. Nothing was changed; {hint}")]
+    Refused { what: String, hint: String },
+    #[error(
+        "image `{image}` is not on this host and the backup does not contain it: load or \
+         build the image first, or back up with --with-image next time"
+    )]
+    ImageMissing { image: String },
+    #[error(
+        "container `{name}` was restored but did not become healthy within {seconds}s (last \
+         status: {status}); inspect it with `docker logs {name}`"
+    )]
+    Unhealthy {
+        name: String,
+        seconds: u64,
+        status: String,
+    },
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CoreError {
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> CoreError {
+        let path = path.to_string();
+        move |source| CoreError::Io { op, path, source }
+    }
+}
