@@ -112,9 +112,13 @@ pub fn restore_container(
         }
     }
     let image_part = manifest.parts.iter().find(|p| p.kind == PartKind::Image);
-    let image_present = engine.image_present(&manifest.config.image)?
-        || engine.image_present(&manifest.config.image_id)?;
-    if !image_present && image_part.is_none() {
+    let image_present = engine.image_present(&manifest.config.image)?;
+    // Without the tag and without a saved image, the same image by ID still does.
+    let use_image_id = !image_present
+        && image_part.is_none()
+        && !manifest.config.image_id.is_empty()
+        && engine.image_present(&manifest.config.image_id)?;
+    if !image_present && image_part.is_none() && !use_image_id {
         return Err(CoreError::ImageMissing {
             image: manifest.config.image.clone(),
         });
@@ -159,7 +163,11 @@ pub fn restore_container(
         }
     }
 
-    let config = restored_config(&manifest, as_name);
+    let mut config = restored_config(&manifest, as_name);
+    if use_image_id {
+        note(&format!("image {} not found by name; using it by ID {}", config.image, config.image_id));
+        config.image = config.image_id.clone();
+    }
     for net in &config.networks {
         if !is_builtin_network(&net.name) && engine.network_driver(&net.name)?.is_none() {
             note(&format!("creating network {}", net.name));

@@ -249,12 +249,14 @@ impl Repository for RusticRepository {
             )
             .map_err(self.err("backup"))?,
             problems: problems.clone(),
+            source: req.source.to_path_buf(),
+            as_path: PathBuf::from(req.as_path),
         };
-        let mut opts = BackupOptions::default();
-        opts.as_path = Some(PathBuf::from(req.as_path));
+        let opts = BackupOptions::default();
         let snap = self.snapshot_template(req.tags, req.description.clone())?;
         let snap = self.with_ids_index(|repo| {
-            repo.archive(&opts, &source, snap, &paths).map_err(self.err("backup"))
+            repo.archive(&opts, &source, snap, &[PathBuf::from(req.as_path)])
+                .map_err(self.err("backup"))
         })?;
         Ok(part_report(&snap, problems.take()))
     }

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustic_core::{
@@ -70,10 +70,14 @@ impl<O: ReadSourceOpen> ReadSourceOpen for RecordingOpen<O> {
     }
 }
 
-/// A local directory walk that records what the archiver would silently drop.
+/// A local directory walk that records what the archiver would silently drop, and files
+/// its entries under `as_path` itself (the engine's own `as_path` replaces the root
+/// directory's metadata with a synthetic node, losing the volume root's owner and mode).
 pub(crate) struct RecordingSource {
     pub(crate) inner: LocalSource,
     pub(crate) problems: Problems,
+    pub(crate) source: PathBuf,
+    pub(crate) as_path: PathBuf,
 }
 
 impl ReadSource for RecordingSource {
@@ -86,8 +90,28 @@ impl ReadSource for RecordingSource {
 
     fn entries(&self) -> Self::Iter {
         let problems = self.problems.clone();
-        Box::new(self.inner.entries().map(move |item| match item {
+        let (source, as_path) = (self.source.clone(), self.as_path.clone());
+        // The engine's walker skips the root directory itself; put it back with its real
+        // metadata so the volume root keeps its owner, mode, times and xattrs.
+        let root = match root_node(&source, &as_path) {
+            Ok(None) => None,
+            Ok(Some(node)) => Some(Ok(ReadSourceEntry {
+                path: as_path.clone(),
+                node,
+                open: None,
+            })),
+            Err(e) => {
+                problems.push(format!("{}: cannot read metadata: {e}", source.display()));
+                None
+            }
+        };
+        Box::new(root.into_iter().chain(self.inner.entries().map(move |item| match item {
             Ok(ReadSourceEntry { path, node, open }) => {
+                let path = match path.strip_prefix(&source) {
+                    Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
+                    Ok(rel) => as_path.join(rel),
+                    Err(_) => path,
+                };
                 let open = open.map(|inner| RecordingOpen {
                     inner,
                     path: path.display().to_string(),
@@ -99,7 +123,89 @@ impl ReadSource for RecordingSource {
                 problems.push(format!("cannot read entry: {}", err.display_log()));
                 Err(err)
             }
-        }))
+        })))
+    }
+}
+
+/// The node of a directory `dir`, named after the last component of `as_path`; `None` when
+/// `dir` is not a directory (the walker does yield a single file itself).
+fn root_node(dir: &Path, as_path: &Path) -> std::io::Result<Option<Node>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return Ok(None);
+    }
+    let ts = |secs: i64, nsecs: i64| jiff::Timestamp::new(secs, nsecs as i32).ok();
+    let mut meta = Metadata {
+        mode: Some(go_dir_mode(m.mode())),
+        mtime: ts(m.mtime(), m.mtime_nsec()),
+        atime: ts(m.atime(), m.atime_nsec()),
+        ctime: ts(m.ctime(), m.ctime_nsec()),
+        uid: Some(m.uid()),
+        gid: Some(m.gid()),
+        inode: m.ino(),
+        device_id: m.dev(),
+        links: m.nlink(),
+        ..Default::default()
+    };
+    // The attribute type is not exported by the engine; build it through its serde form.
+    let xattrs: Vec<serde_json::Value> = xattr::list(dir)?
+        .filter_map(|name| {
+            let value = xattr::get(dir, &name).ok().flatten()?;
+            Some(serde_json::json!({"name": name.to_string_lossy(), "value": base64(&value)}))
+        })
+        .collect();
+    meta.extended_attributes = serde_json::from_value(serde_json::Value::Array(xattrs)).unwrap_or_default();
+    let name = as_path.file_name().unwrap_or(OsStr::new("root"));
+    Ok(Some(Node::new_node(name, NodeType::Dir, meta)))
+}
+
+/// A directory's Unix mode as the Go `FileMode` restic's format stores.
+pub(crate) fn go_dir_mode(unix: u32) -> u32 {
+    let mut go = unix & 0o777 | 1 << 31;
+    for (u, g) in [(0o4000, 1 << 23), (0o2000, 1 << 22), (0o1000, 1 << 20)] {
+        if unix & u != 0 {
+            go |= g;
+        }
+    }
+    go
+}
+
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_with_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"kept"), "a2VwdA==");
+    }
+
+    #[test]
+    fn directory_modes_map_to_go_file_modes_and_back() {
+        for mode in [0o755, 0o1777, 0o2775, 0o4700] {
+            assert_eq!(crate::verify::unix_mode(go_dir_mode(mode)), mode);
+        }
     }
 }
 

@@ -1,0 +1,209 @@
+//! Bad input gets a clear error, a distinct exit code, and loses nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn random_file(path: &Path, mib: usize) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {}M /dev/urandom > '{}'", mib, path.display()))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn backups(lb: &Lb, name: &str) -> Vec<serde_json::Value> {
+    lb.run(&["snapshots", name, "--json"]).ok().json().as_array().unwrap().clone()
+}
+
+#[test]
+fn unreachable_engine_exits_13_and_names_the_engine() {
+    let lb = Lb::new();
+    let out = lb
+        .command()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["backup", "anything"])
+        .output()
+        .unwrap();
+    let out = Run::from(out);
+    assert_eq!(out.code, 13, "{}", out.stderr);
+    assert!(out.stderr.contains("Docker engine"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_container_exits_15() {
+    let lb = Lb::new();
+    let out = lb.run(&["backup", "lbt-no-such-container"]);
+    assert_eq!(out.code, 15, "{}", out.stderr);
+    assert!(out.stderr.contains("no container named `lbt-no-such-container`"), "{}", out.stderr);
+    let out = lb.run(&["restore", "lbt-no-such-container"]);
+    assert_eq!(out.code, 15, "{}", out.stderr);
+}
+
+#[test]
+fn wrong_password_exits_12_without_a_crash_trace() {
+    let lb = Lb::new();
+    let out = lb.command().env("LIFEBOAT_PASSWORD", "wrong").args(["snapshots"]).output().unwrap();
+    let out = Run::from(out);
+    assert_eq!(out.code, 12, "{}", out.stderr);
+    assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked") && !out.stderr.contains("backtrace"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_repository_exits_10_and_says_to_init() {
+    let lb = Lb::uninitialised();
+    let out = lb.command().env("LIFEBOAT_PASSWORD", "x").args(["snapshots"]).output().unwrap();
+    let out = Run::from(out);
+    assert_eq!(out.code, 10, "{}", out.stderr);
+    assert!(out.stderr.contains("lifeboat init"), "{}", out.stderr);
+}
+
+#[test]
+fn init_refuses_an_existing_repository_and_key_file_is_private() {
+    let lb = Lb::new();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(lb.key_file()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = lb.run(&["init"]);
+    assert_eq!(out.code, 14, "{}", out.stderr);
+}
+
+#[test]
+fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("corrupt"), unique("corrupt-vol"));
+    let path = new_volume(&mut c, &vol);
+    random_file(&path.join("blob.bin"), 3);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    lb.run(&["check", "--read-data"]).ok();
+
+    // Flip one byte in the middle of the largest pack.
+    let largest = walkdir::WalkDir::new(lb.repo().join("data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&largest, bytes).unwrap();
+
+    let check = lb.run(&["check", "--read-data"]);
+    assert_eq!(check.code, 5, "{}\n{}", check.stdout, check.stderr);
+    let pack = largest.file_name().unwrap().to_string_lossy().to_string();
+    assert!(check.stdout.contains(&pack[..8]), "names the pack {pack}: {}", check.stdout);
+
+    let copy = unique("corrupt-copy");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    let out = lb.run(&["restore", &name, "--as", &copy]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("blob.bin"), "names the damaged file: {}", out.stderr);
+    assert!(!docker_ok(&["inspect", &copy]), "no container created from damaged data");
+}
+
+#[test]
+fn full_destination_disk_fails_and_lists_no_snapshot() {
+    let lb = Lb::uninitialised();
+    let mnt = lb.state.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(mounted, "mount a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&mnt);
+    ensure_busybox_image();
+    let repo = mnt.join("repo");
+    let run = |args: &[&str]| -> Run {
+        lb.command().env("LIFEBOAT_REPOSITORY", &repo).env("LIFEBOAT_PASSWORD", "pw").args(args).output().unwrap().into()
+    };
+    run(&["init"]).ok();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("full"), unique("full-vol"));
+    let path = new_volume(&mut c, &vol);
+    random_file(&path.join("big.bin"), 20);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    let out = run(&["backup", &name]);
+    assert_ne!(out.code, 0, "backup to a full disk must fail: {}", out.stdout);
+    assert!(out.stderr.to_lowercase().contains("space"), "says the disk is full: {}", out.stderr);
+    let list = run(&["snapshots", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "no snapshot listed: {list}");
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true", "container untouched");
+}
+
+/// Starts a backup of `name` in the background and waits until it holds its lock (it has
+/// started reading data).
+fn start_backup(lb: &Lb, name: &str) -> std::process::Child {
+    let child = lb.command().args(["backup", name]).spawn().unwrap();
+    let lock = lb.state.path().join("locks").join(format!("{name}.lock"));
+    let t0 = Instant::now();
+    while !lock.exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn big_volume_container(c: &mut Cleanup, prefix: &str) -> String {
+    let (name, vol) = (unique(prefix), unique(&format!("{prefix}-vol")));
+    let path = new_volume(c, &vol);
+    for i in 0..4 {
+        random_file(&path.join(format!("chunk{i}.bin")), 100);
+    }
+    run_sleeper(c, &name, &["-v", &format!("{vol}:/data")]);
+    name
+}
+
+#[test]
+fn container_removed_mid_backup_stores_nothing() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = big_volume_container(&mut c, "vanish");
+    let child = start_backup(&lb, &name);
+    docker(&["rm", "-f", &name]);
+    let out = Run::from(child.wait_with_output().unwrap());
+    assert_ne!(out.code, 0);
+    assert!(backups(&lb, &name).is_empty());
+    let parts = lb.restic(&["snapshots", "--json"]).ok();
+    assert_eq!(parts.stdout.trim(), "[]", "parts were deleted: {}", parts.stdout);
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_nothing_listed_and_the_next_backup_works() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = big_volume_container(&mut c, "kill9");
+    let mut child = start_backup(&lb, &name);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(backups(&lb, &name).is_empty(), "no partial backup listed");
+    lb.run(&["check"]).ok();
+
+    let out = lb.run(&["backup", &name]).ok();
+    assert!(out.stdout.contains(&name));
+    assert_eq!(backups(&lb, &name).len(), 1);
+    lb.run(&["check", "--read-data"]).ok();
+    let snaps: serde_json::Value = serde_json::from_str(&lb.restic(&["snapshots", "--json"]).ok().stdout).unwrap();
+    let committed_backup = backups(&lb, &name)[0]["backup_id"].as_str().unwrap().to_string();
+    for s in snaps.as_array().unwrap() {
+        assert!(s["tags"].to_string().contains(&committed_backup), "orphan left behind: {s}");
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the `lifeboat` binary against a real Docker engine.
+//! Run them with `scripts/test`, which starts the engine and builds the fixture images.
+
+mod bad_input;
+mod common;
+mod restic;
+mod roundtrip;
+mod safety;

@@ -1,0 +1,158 @@
+//! What a backup captures comes back identical.
+
+use crate::common::*;
+
+#[test]
+fn volume_metadata_corpus_round_trips_entry_by_entry() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("corpus"), unique("corpus-vol"));
+    let path = new_volume(&mut c, &vol);
+    write_corpus(&path);
+    std::os::unix::fs::chown(&path, Some(1001), Some(1001)).unwrap();
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+
+    let copy = unique("corpus-copy");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    lb.run(&["restore", &name, "--as", &copy]).ok();
+    let restored = volume_path(&format!("{copy}_{vol}"));
+    assert_ne!(restored, path);
+    assert_same_tree(&path, &restored);
+    let sparse = std::fs::metadata(restored.join("sparse.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file restored sparse ({} blocks)", sparse.blocks());
+}
+
+#[test]
+fn bind_mounts_directory_and_single_file_round_trip() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("bind");
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.yaml"), "level: debug\n").unwrap();
+    std::fs::write(dir.join(".env"), "TOKEN=abc\n").unwrap();
+    let file = host.path().join("single.conf");
+    std::fs::write(&file, "one file bind\n").unwrap();
+    run_sleeper(
+        &mut c,
+        &name,
+        &["-v", &format!("{}:/conf:ro", dir.display()), "-v", &format!("{}:/single.conf", file.display())],
+    );
+    lb.run(&["backup", &name]).ok();
+    let reference = tempfile::tempdir().unwrap();
+    copy_tree(host.path(), reference.path());
+
+    // Disaster: the container and its bind sources are gone.
+    docker(&["rm", "-f", &name]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    lb.run(&["restore", &name]).ok();
+    assert_same_tree(reference.path(), host.path());
+    assert_eq!(docker(&["exec", &name, "cat", "/single.conf"]), "one file bind");
+    assert_eq!(inspect(&name, "{{range .Mounts}}{{if eq .Destination \"/conf\"}}{{.RW}}{{end}}{{end}}"), "false");
+}
+
+#[test]
+fn configuration_round_trips_after_the_container_is_removed() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, net, vol) = (unique("cfg"), unique("cfg-net"), unique("cfg-vol"));
+    docker(&["network", "create", &net]);
+    c.networks.push(net.clone());
+    new_volume(&mut c, &vol);
+    c.containers.push(name.clone());
+    docker(
+        &[
+            "run", "-d", "--name", &name, "--network", &net, "--network-alias", "db-alias",
+            "-e", "MODE=prod", "-e", "DB_PASSWORD=hunter2-secret",
+            "--label", "team=ops", "--user", "1001:1001", "--workdir", "/tmp",
+            "--hostname", "agent-7", "--memory", "96m", "--cpus", "0.5",
+            "--restart", "on-failure:3", "-p", "127.0.0.1::8080",
+            "--health-cmd", "true", "--health-interval", "1s", "--health-retries", "2",
+            "-v", &format!("{vol}:/data"), "--entrypoint", "/bin/sleep", BUSYBOX_IMAGE, "86400",
+        ],
+    );
+    wait_for_health(&name);
+    let fmt = "{{json .Config.Env}}|{{json .Config.Labels}}|{{.Config.User}}|{{.Config.WorkingDir}}|\
+               {{.Config.Hostname}}|{{.HostConfig.Memory}}|{{.HostConfig.NanoCpus}}|\
+               {{json .HostConfig.RestartPolicy}}|{{json .HostConfig.PortBindings}}|\
+               {{json .Config.Healthcheck}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|\
+               {{json .NetworkSettings.Networks}}";
+    let before = inspect(&name, fmt);
+    let aliases_before = inspect(&name, &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"));
+    let out = lb.run(&["backup", &name, "--json"]).ok();
+    assert!(!out.stdout.contains("hunter2-secret") && !out.stderr.contains("hunter2-secret"));
+
+    docker(&["rm", "-f", &name]);
+    docker(&["network", "rm", &net]);
+    docker(&["volume", "rm", &vol]);
+    let restored = lb.run(&["restore", &name, "--json"]).ok().json();
+    assert_eq!(restored["health"], "healthy");
+    let after = inspect(&name, fmt);
+    let strip_net = |s: &str| s.rsplit_once('|').unwrap().0.to_string();
+    assert_eq!(strip_net(&before), strip_net(&after));
+    assert!(after.contains("hunter2-secret"), "env restored from the encrypted repository");
+    let aliases_after = inspect(&name, &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"));
+    assert!(aliases_before.contains("db-alias") && aliases_after.contains("db-alias"), "{aliases_after}");
+}
+
+#[test]
+fn restore_as_runs_side_by_side_without_touching_the_original() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("as"), unique("as-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("data"), "v1").unwrap();
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data"), "-p", "127.0.0.1:0:80"]);
+    lb.run(&["backup", &name]).ok();
+    std::fs::write(path.join("data"), "v2 (changed after the backup)").unwrap();
+
+    let copy = unique("as-copy");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    lb.run(&["restore", &name, "--as", &copy]).ok();
+    assert_eq!(docker(&["exec", &copy, "cat", "/data/data"]), "v1");
+    assert_eq!(docker(&["exec", &name, "cat", "/data/data"]), "v2 (changed after the backup)");
+    assert_eq!(inspect(&copy, "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn image_round_trips_with_with_image_on_a_host_without_it() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("img");
+    let tag = format!("lifeboat-test/{}:1", unique("only-here"));
+    docker(&["tag", BUSYBOX_IMAGE, &tag]);
+    c.images.push(tag.clone());
+    c.containers.push(name.clone());
+    docker(&["run", "-d", "--name", &name, &tag, "sleep", "86400"]);
+    let out = lb.run(&["backup", &name, "--with-image", "--json"]).ok().json();
+    let parts = out["backups"][0]["parts"].as_array().unwrap().clone();
+    assert!(parts.iter().any(|p| p["kind"] == "image"), "{parts:?}");
+
+    docker(&["rm", "-f", &name]);
+    docker(&["rmi", &tag]);
+    assert!(!docker_ok(&["image", "inspect", &tag]));
+    let restored = lb.run(&["restore", &name, "--json"]).ok().json();
+    assert_eq!(restored["image_loaded"], true);
+    assert_eq!(inspect(&name, "{{.Config.Image}}"), tag);
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn stopped_container_is_restored_stopped() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("stopped");
+    run_sleeper(&mut c, &name, &[]);
+    docker(&["stop", "-t", "0", &name]);
+    lb.run(&["backup", &name]).ok();
+    docker(&["rm", "-f", &name]);
+    let out = lb.run(&["restore", &name, "--json"]).ok().json();
+    assert_eq!(out["started"], false);
+    assert_eq!(inspect(&name, "{{.State.Status}}"), "created");
+}
