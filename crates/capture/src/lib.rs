@@ -77,7 +77,12 @@ fn excluded(details: &ContainerDetails) -> Vec<String> {
     details
         .config
         .label("lifeboat.exclude")
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -90,15 +95,24 @@ pub fn plan(
     let excluded = excluded(details);
     let mut plan = CapturePlan::default();
     for mount in &details.mounts {
-        if excluded.iter().any(|e| *e == mount.name || *e == mount.destination) {
-            plan.skipped.push(format!("{} (excluded by label lifeboat.exclude)", mount.name));
+        if excluded
+            .iter()
+            .any(|e| *e == mount.name || *e == mount.destination)
+        {
+            plan.skipped.push(format!(
+                "{} (excluded by label lifeboat.exclude)",
+                mount.name
+            ));
             continue;
         }
         let (kind, snapshot_path) = match mount.kind {
             MountKind::Volume => (PartKind::Volume, volume_snapshot_path(&mount.name)),
             MountKind::Bind => (PartKind::Bind, bind_snapshot_path(&mount.host_path)),
             MountKind::Tmpfs => {
-                plan.skipped.push(format!("{} (tmpfs holds no persistent data)", mount.destination));
+                plan.skipped.push(format!(
+                    "{} (tmpfs holds no persistent data)",
+                    mount.destination
+                ));
                 continue;
             }
         };
@@ -119,7 +133,10 @@ pub fn plan(
         let read_path = under_root(host_root, &mount.host_path);
         match std::fs::symlink_metadata(&read_path) {
             Ok(meta) if is_special(&meta) => {
-                plan.skipped.push(format!("{} (a socket or device, not data)", mount.host_path));
+                plan.skipped.push(format!(
+                    "{} (a socket or device, not data)",
+                    mount.host_path
+                ));
                 continue;
             }
             Ok(_) => {}
@@ -163,7 +180,10 @@ mod tests {
     use lifeboat_model::ContainerConfig;
 
     fn details(dir: &Path, labels: &[(&str, &str)]) -> ContainerDetails {
-        let mut config = ContainerConfig { image: "web:1".into(), ..Default::default() };
+        let mut config = ContainerConfig {
+            image: "web:1".into(),
+            ..Default::default()
+        };
         for (k, v) in labels {
             config.labels.insert(k.to_string(), v.to_string());
         }
@@ -179,8 +199,18 @@ mod tests {
             state: ContainerState::default(),
             config,
             mounts: vec![
-                mount(MountKind::Volume, "data", &format!("{}/vol", dir.display()), "/data"),
-                mount(MountKind::Bind, "/conf", &format!("{}/conf", dir.display()), "/conf"),
+                mount(
+                    MountKind::Volume,
+                    "data",
+                    &format!("{}/vol", dir.display()),
+                    "/data",
+                ),
+                mount(
+                    MountKind::Bind,
+                    "/conf",
+                    &format!("{}/conf", dir.display()),
+                    "/conf",
+                ),
                 mount(MountKind::Tmpfs, "", "", "/tmp"),
             ],
             compose: None,
@@ -195,7 +225,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("conf")).unwrap();
         let p = plan(&details(dir.path(), &[]), Path::new("/"), true).unwrap();
         let kinds: Vec<_> = p.parts.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds, vec![PartKind::Volume, PartKind::Bind, PartKind::Image]);
+        assert_eq!(
+            kinds,
+            vec![PartKind::Volume, PartKind::Bind, PartKind::Image]
+        );
         assert_eq!(p.parts[0].snapshot_path, "/volumes/data");
         assert!(p.parts[1].snapshot_path.starts_with("/binds/"));
         assert_eq!(p.skipped.len(), 1);
@@ -205,8 +238,12 @@ mod tests {
     fn excluded_volume_is_skipped_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conf")).unwrap();
-        let p = plan(&details(dir.path(), &[("lifeboat.exclude", "data")]), Path::new("/"), false)
-            .unwrap();
+        let p = plan(
+            &details(dir.path(), &[("lifeboat.exclude", "data")]),
+            Path::new("/"),
+            false,
+        )
+        .unwrap();
         assert_eq!(p.parts.len(), 1);
         assert!(p.skipped[0].contains("excluded"));
     }
@@ -220,7 +257,13 @@ mod tests {
 
     #[test]
     fn host_root_prefixes_host_paths() {
-        assert_eq!(under_root(Path::new("/host"), "/var/lib/x"), PathBuf::from("/host/var/lib/x"));
-        assert_eq!(under_root(Path::new("/"), "/var/lib/x"), PathBuf::from("/var/lib/x"));
+        assert_eq!(
+            under_root(Path::new("/host"), "/var/lib/x"),
+            PathBuf::from("/host/var/lib/x")
+        );
+        assert_eq!(
+            under_root(Path::new("/"), "/var/lib/x"),
+            PathBuf::from("/var/lib/x")
+        );
     }
 }

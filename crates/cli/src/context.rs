@@ -22,7 +22,12 @@ pub struct GlobalArgs {
     #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Lifeboat's own state: locks, default repository and key file
-    #[arg(long, env = "LIFEBOAT_STATE_DIR", default_value = "/var/lib/lifeboat", global = true)]
+    #[arg(
+        long,
+        env = "LIFEBOAT_STATE_DIR",
+        default_value = "/var/lib/lifeboat",
+        global = true
+    )]
     pub state_dir: PathBuf,
     /// Where the Docker host's root filesystem is visible (when Lifeboat runs in a container)
     #[arg(long, env = "LIFEBOAT_HOST_ROOT", default_value = "/", global = true)]
@@ -53,10 +58,10 @@ impl GlobalArgs {
         if let Some(file) = &self.password_file {
             return read_password_file(file);
         }
-        if let Ok(pw) = std::env::var("LIFEBOAT_PASSWORD") {
-            if !pw.is_empty() {
-                return Ok(pw);
-            }
+        if let Ok(pw) = std::env::var("LIFEBOAT_PASSWORD")
+            && !pw.is_empty()
+        {
+            return Ok(pw);
         }
         let key = self.default_key_file();
         if key.exists() {
@@ -75,7 +80,11 @@ impl GlobalArgs {
 
     pub fn open_repo(&self) -> anyhow::Result<RusticRepository> {
         let password = self.password()?;
-        Ok(RusticRepository::open(&self.location(), &password, self.progress())?)
+        Ok(RusticRepository::open(
+            &self.location(),
+            &password,
+            self.progress(),
+        )?)
     }
 
     pub fn engine(&self) -> anyhow::Result<DockerEngine> {
@@ -118,7 +127,12 @@ pub fn generate_key_file(path: &Path) -> anyhow::Result<String> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot create key file {} (does it exist already?)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create key file {} (does it exist already?)",
+                path.display()
+            )
+        })?;
     std::io::Write::write_all(&mut f, format!("{key}\n").as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(key)

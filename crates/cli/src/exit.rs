@@ -67,7 +67,10 @@ pub fn report(err: &anyhow::Error, json: bool) -> Code {
     let text = format!("{err:#}");
     eprintln!("lifeboat: error: {text}");
     if json {
-        println!("{}", serde_json::json!({"error": text, "exit_code": code as i32}));
+        println!(
+            "{}",
+            serde_json::json!({"error": text, "exit_code": code as i32})
+        );
     }
     code
 }

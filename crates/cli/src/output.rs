@@ -32,20 +32,33 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 impl ProgressSink for Progress {
     fn update(&self, e: &ProgressEvent) {
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(10) };
-        let Ok(mut last) = self.last.lock() else { return };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(10)
+        };
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
         let now = Instant::now();
         if !e.finished && last.is_some_and(|l| now - l < every) {
             return;
         }
         *last = Some(now);
         let rate = e.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let total = e.total.map(|t| format!(" / {}", human_bytes(t))).unwrap_or_default();
+        let total = e
+            .total
+            .map(|t| format!(" / {}", human_bytes(t)))
+            .unwrap_or_default();
         let line = format!(
             "  {} {}{} ({}/s)",
             e.title.trim_end_matches("..."),

@@ -66,41 +66,49 @@ pub fn backup_container(
     base_tags.extend(req.extra_tags.iter().cloned());
 
     let mut written: Vec<String> = Vec::new();
-    let result = capture_parts(engine, repo, &details, &capture.parts, &base_tags, &mut written, note)
-        .and_then(|(parts, problems)| {
-            ensure_same_container(engine, &details)?;
-            let config = details.config.clone();
-            let manifest = Manifest {
-                schema_version: SCHEMA_VERSION,
-                lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
-                backup_id: backup_id.clone(),
-                started_at,
-                finished_at: Timestamp::now(),
-                host: req.hostname.clone(),
-                engine_version: info.version.clone(),
-                engine_api_version: info.api_version.clone(),
-                container_name: details.name.clone(),
-                container_id: details.id.clone(),
-                compose: details.compose.clone(),
-                config_sha256: config.fingerprint(),
-                config,
-                partial: !problems.is_empty(),
-                problems,
-                parts,
-            };
-            let mut manifest_tags = base_tags.clone();
-            manifest_tags.push(tags::MANIFEST.to_string());
-            let json = manifest.to_json();
-            let stored = repo.backup_stream(
-                &StreamBackup {
-                    path: MANIFEST_SNAPSHOT_PATH,
-                    tags: &manifest_tags,
-                    description: Some(json.clone()),
-                },
-                &mut BytesSource(json.into_bytes()),
-            )?;
-            Ok((stored.snapshot_id, manifest))
-        });
+    let result = capture_parts(
+        engine,
+        repo,
+        &details,
+        &capture.parts,
+        &base_tags,
+        &mut written,
+        note,
+    )
+    .and_then(|(parts, problems)| {
+        ensure_same_container(engine, &details)?;
+        let config = details.config.clone();
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+            backup_id: backup_id.clone(),
+            started_at,
+            finished_at: Timestamp::now(),
+            host: req.hostname.clone(),
+            engine_version: info.version.clone(),
+            engine_api_version: info.api_version.clone(),
+            container_name: details.name.clone(),
+            container_id: details.id.clone(),
+            compose: details.compose.clone(),
+            config_sha256: config.fingerprint(),
+            config,
+            partial: !problems.is_empty(),
+            problems,
+            parts,
+        };
+        let mut manifest_tags = base_tags.clone();
+        manifest_tags.push(tags::MANIFEST.to_string());
+        let json = manifest.to_json();
+        let stored = repo.backup_stream(
+            &StreamBackup {
+                path: MANIFEST_SNAPSHOT_PATH,
+                tags: &manifest_tags,
+                description: Some(json.clone()),
+            },
+            &mut BytesSource(json.into_bytes()),
+        )?;
+        Ok((stored.snapshot_id, manifest))
+    });
     match result {
         Ok((manifest_snapshot, manifest)) => Ok(BackupOutcome {
             manifest_snapshot,
@@ -110,7 +118,10 @@ pub fn backup_container(
         }),
         Err(e) => {
             if !written.is_empty() {
-                note(&format!("backup failed; deleting {} stored part(s)", written.len()));
+                note(&format!(
+                    "backup failed; deleting {} stored part(s)",
+                    written.len()
+                ));
                 if let Err(del) = repo.delete(&written) {
                     note(&format!("could not delete parts {written:?}: {del}"));
                 }
@@ -132,7 +143,12 @@ fn capture_parts(
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for part in parts {
-        note(&format!("{} {}: {}", details.name, part.kind.as_str(), part.name));
+        note(&format!(
+            "{} {}: {}",
+            details.name,
+            part.kind.as_str(),
+            part.name
+        ));
         let mut tags = base_tags.to_vec();
         tags.push(tags::part(part.kind));
         let report: PartReport = match part.kind {
@@ -146,8 +162,11 @@ fn capture_parts(
                 // Export by reference so that loading restores the tag; by ID when the tag
                 // has since moved to another image.
                 let cfg = &details.config;
-                let by_name = engine.image_id(&cfg.image)?.is_some_and(|id| id == cfg.image_id);
-                let reader = engine.export_image(if by_name { &cfg.image } else { &cfg.image_id })?;
+                let by_name = engine
+                    .image_id(&cfg.image)?
+                    .is_some_and(|id| id == cfg.image_id);
+                let reader =
+                    engine.export_image(if by_name { &cfg.image } else { &cfg.image_id })?;
                 repo.backup_stream(
                     &StreamBackup {
                         path: &part.snapshot_path,
@@ -159,7 +178,12 @@ fn capture_parts(
             }
         };
         written.push(report.snapshot_id.clone());
-        problems.extend(report.unreadable.iter().map(|p| format!("{}: {p}", part.name)));
+        problems.extend(
+            report
+                .unreadable
+                .iter()
+                .map(|p| format!("{}: {p}", part.name)),
+        );
         out.push(Part {
             kind: part.kind,
             name: part.name.clone(),
@@ -188,7 +212,11 @@ fn ensure_same_container(engine: &dyn Engine, details: &ContainerDetails) -> Res
 /// Deletes parts of earlier runs on this host that never got a manifest (killed runs).
 /// Safe because the caller holds the container's lock: no live run of it can own them.
 fn delete_orphans(repo: &dyn Repository, container: &str, host: &str) -> Result<usize, CoreError> {
-    let want = [tags::LIFEBOAT.to_string(), tags::container(container), tags::host(host)];
+    let want = [
+        tags::LIFEBOAT.to_string(),
+        tags::container(container),
+        tags::host(host),
+    ];
     let snaps = repo.snapshots(&want)?;
     let committed: BTreeSet<&str> = snaps
         .iter()

@@ -52,9 +52,9 @@ pub fn find_backup(
     let found = match (snapshot, at) {
         (Some(id), _) => all
             .into_iter()
-            .filter(|b| b.snapshot_id.starts_with(id) || b.manifest.backup_id.0.starts_with(id))
-            .last(),
-        (None, Some(at)) => all.into_iter().filter(|b| b.manifest.started_at <= at).last(),
+            .rev()
+            .find(|b| b.snapshot_id.starts_with(id) || b.manifest.backup_id.0.starts_with(id)),
+        (None, Some(at)) => all.into_iter().rev().find(|b| b.manifest.started_at <= at),
         (None, None) => all.into_iter().last(),
     };
     found.ok_or_else(|| CoreError::NoBackup {

@@ -54,7 +54,10 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> CoreError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl std::fmt::Display,
+    ) -> impl FnOnce(std::io::Error) -> CoreError {
         let path = path.to_string();
         move |source| CoreError::Io { op, path, source }
     }

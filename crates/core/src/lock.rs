@@ -14,7 +14,8 @@ pub(crate) struct ContainerLock {
 impl ContainerLock {
     pub(crate) fn acquire(state_dir: &Path, container: &str) -> Result<Self, CoreError> {
         let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir).map_err(CoreError::io("creating lock directory", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(CoreError::io("creating lock directory", dir.display()))?;
         let path: PathBuf = dir.join(format!("{container}.lock"));
         let file = OpenOptions::new()
             .create(true)
@@ -23,7 +24,10 @@ impl ContainerLock {
             .open(&path)
             .map_err(CoreError::io("opening lock file", path.display()))?;
         if file.try_lock().is_err() {
-            return Err(CoreError::Busy(container.to_string(), path.display().to_string()));
+            return Err(CoreError::Busy(
+                container.to_string(),
+                path.display().to_string(),
+            ));
         }
         Ok(ContainerLock { _file: file })
     }

@@ -67,7 +67,9 @@ fn renamed_bind(path: &str, as_name: Option<&str>) -> String {
 fn dir_is_empty(path: &Path) -> bool {
     match std::fs::symlink_metadata(path) {
         Err(_) => true,
-        Ok(m) if m.is_dir() => std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false),
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false),
         Ok(_) => false,
     }
 }
@@ -108,7 +110,12 @@ pub fn restore_container(
     for t in &targets {
         let path = host_path_of(engine, t, host_root)?;
         if let Some(path) = path.filter(|p| !dir_is_empty(p)) {
-            occupied.push(format!("{} `{}` is not empty ({})", t.part.kind.as_str(), t.name, path.display()));
+            occupied.push(format!(
+                "{} `{}` is not empty ({})",
+                t.part.kind.as_str(),
+                t.name,
+                path.display()
+            ));
         }
     }
     let image_part = manifest.parts.iter().find(|p| p.kind == PartKind::Image);
@@ -135,7 +142,15 @@ pub fn restore_container(
 
     let mut safety_snapshot = None;
     if !occupied.is_empty() {
-        safety_snapshot = safety_backup(engine, repo, &target_name, existing.is_some(), &targets, req, note)?;
+        safety_snapshot = safety_backup(
+            engine,
+            repo,
+            &target_name,
+            existing.is_some(),
+            &targets,
+            req,
+            note,
+        )?;
         if existing.is_some() {
             note(&format!("removing container {target_name}"));
             engine.remove_container(&target_name)?;
@@ -146,7 +161,12 @@ pub fn restore_container(
     let mut binds = Vec::new();
     for t in &targets {
         let dest = prepare_destination(engine, t, &manifest, host_root, req.force)?;
-        note(&format!("restoring {} {} ({} bytes)", t.part.kind.as_str(), t.name, t.part.bytes));
+        note(&format!(
+            "restoring {} {} ({} bytes)",
+            t.part.kind.as_str(),
+            t.name,
+            t.part.bytes
+        ));
         repo.restore_dir(&t.part.snapshot_id, &t.part.snapshot_path, &dest)?;
         match t.part.kind {
             PartKind::Bind => binds.push(t.name.clone()),
@@ -155,17 +175,21 @@ pub fn restore_container(
     }
 
     let mut image_loaded = false;
-    if !image_present {
-        if let Some(part) = image_part {
-            note(&format!("loading image {} from the backup", manifest.config.image));
-            load_image(engine, repo, part)?;
-            image_loaded = true;
-        }
+    if !image_present && let Some(part) = image_part {
+        note(&format!(
+            "loading image {} from the backup",
+            manifest.config.image
+        ));
+        load_image(engine, repo, part)?;
+        image_loaded = true;
     }
 
     let mut config = restored_config(&manifest, as_name);
     if use_image_id {
-        note(&format!("image {} not found by name; using it by ID {}", config.image, config.image_id));
+        note(&format!(
+            "image {} not found by name; using it by ID {}",
+            config.image, config.image_id
+        ));
         config.image = config.image_id.clone();
     }
     for net in &config.networks {
@@ -207,10 +231,16 @@ fn is_builtin_network(name: &str) -> bool {
 }
 
 /// The host path holding a target's data now, if the volume or path exists.
-fn host_path_of(engine: &dyn Engine, t: &Target, host_root: &Path) -> Result<Option<PathBuf>, CoreError> {
+fn host_path_of(
+    engine: &dyn Engine,
+    t: &Target,
+    host_root: &Path,
+) -> Result<Option<PathBuf>, CoreError> {
     Ok(match t.part.kind {
         PartKind::Bind => Some(under_root(host_root, &t.name)),
-        _ => engine.volume(&t.name)?.map(|v| under_root(host_root, &v.mountpoint)),
+        _ => engine
+            .volume(&t.name)?
+            .map(|v| under_root(host_root, &v.mountpoint)),
     })
 }
 
@@ -232,7 +262,11 @@ fn prepare_destination(
             Ok(path)
         }
         _ => {
-            let spec = manifest.config.mounts.iter().find(|m| m.kind == MountKind::Volume && m.source == t.part.name);
+            let spec = manifest
+                .config
+                .mounts
+                .iter()
+                .find(|m| m.kind == MountKind::Volume && m.source == t.part.name);
             let (driver, labels) = spec
                 .map(|m| (m.driver.clone(), m.volume_labels.clone()))
                 .unwrap_or_default();
@@ -256,11 +290,15 @@ fn prepare_destination(
 }
 
 fn remove_path(path: &Path) -> Result<(), CoreError> {
-    let meta = std::fs::symlink_metadata(path).map_err(CoreError::io("inspecting", path.display()))?;
+    let meta =
+        std::fs::symlink_metadata(path).map_err(CoreError::io("inspecting", path.display()))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).map_err(CoreError::io("listing", path.display()))? {
-            let p = entry.map_err(CoreError::io("listing", path.display()))?.path();
-            let m = std::fs::symlink_metadata(&p).map_err(CoreError::io("inspecting", p.display()))?;
+            let p = entry
+                .map_err(CoreError::io("listing", path.display()))?
+                .path();
+            let m =
+                std::fs::symlink_metadata(&p).map_err(CoreError::io("inspecting", p.display()))?;
             if m.is_dir() {
                 std::fs::remove_dir_all(&p).map_err(CoreError::io("removing", p.display()))?;
             } else {
@@ -288,13 +326,20 @@ fn safety_backup(
     backup.extra_tags.push("safety".into());
     backup.with_image = false;
     if container_exists {
-        note(&format!("taking a safety backup of {target_name} before replacing it"));
+        note(&format!(
+            "taking a safety backup of {target_name} before replacing it"
+        ));
         let out = backup_container(engine, repo, target_name, &backup, note)?;
         return Ok(Some(out.manifest_snapshot));
     }
     for t in targets {
-        if let Some(path) = host_path_of(engine, t, &req.backup.host_root)?.filter(|p| !dir_is_empty(p)) {
-            note(&format!("taking a safety snapshot of {} before replacing it", t.name));
+        if let Some(path) =
+            host_path_of(engine, t, &req.backup.host_root)?.filter(|p| !dir_is_empty(p))
+        {
+            note(&format!(
+                "taking a safety snapshot of {} before replacing it",
+                t.name
+            ));
             let mut tags = vec![
                 lifeboat_model::tags::LIFEBOAT.to_string(),
                 "safety".to_string(),
@@ -334,7 +379,9 @@ fn restored_config(manifest: &Manifest, as_name: Option<&str>) -> ContainerConfi
         for net in &mut config.networks {
             net.aliases.clear();
         }
-        config.labels.retain(|k, _| !k.starts_with("com.docker.compose."));
+        config
+            .labels
+            .retain(|k, _| !k.starts_with("com.docker.compose."));
     }
     config
 }
@@ -367,7 +414,11 @@ fn wait_healthy(engine: &dyn Engine, name: &str, timeout: Duration) -> Result<St
     let mut status = String::from("unknown");
     loop {
         if let Some(c) = engine.container(name)? {
-            status = c.state.health.clone().unwrap_or_else(|| c.state.status.clone());
+            status = c
+                .state
+                .health
+                .clone()
+                .unwrap_or_else(|| c.state.status.clone());
             if status == "healthy" {
                 return Ok(status);
             }

@@ -10,7 +10,10 @@ use lifeboat_model::{
 use serde_json::{Map, Value, json};
 
 fn s(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 fn i(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or_default()
@@ -48,7 +51,8 @@ pub fn config_from_inspect(
     let id = s(inspect, "Id");
     let short_id = id.get(..12).unwrap_or_default().to_string();
     // The engine defaults the hostname to the short ID; only a chosen hostname is kept.
-    let hostname = Some(s(cfg, "Hostname")).filter(|h| !h.is_empty() && !id.starts_with(h.as_str()));
+    let hostname =
+        Some(s(cfg, "Hostname")).filter(|h| !h.is_empty() && !id.starts_with(h.as_str()));
     let port_bindings = host
         .get("PortBindings")
         .and_then(Value::as_object)
@@ -85,13 +89,16 @@ pub fn config_from_inspect(
                 .collect()
         })
         .unwrap_or_default();
-    let healthcheck = cfg.get("Healthcheck").filter(|h| h.is_object()).map(|h| Healthcheck {
-        test: strings(h.get("Test")).unwrap_or_default(),
-        interval_ns: i(h, "Interval"),
-        timeout_ns: i(h, "Timeout"),
-        start_period_ns: i(h, "StartPeriod"),
-        retries: i(h, "Retries"),
-    });
+    let healthcheck = cfg
+        .get("Healthcheck")
+        .filter(|h| h.is_object())
+        .map(|h| Healthcheck {
+            test: strings(h.get("Test")).unwrap_or_default(),
+            interval_ns: i(h, "Interval"),
+            timeout_ns: i(h, "Timeout"),
+            start_period_ns: i(h, "StartPeriod"),
+            retries: i(h, "Retries"),
+        });
     ContainerConfig {
         image: s(cfg, "Image"),
         image_id: s(inspect, "Image"),
@@ -117,7 +124,11 @@ pub fn config_from_inspect(
         network_mode: s(host, "NetworkMode"),
         networks,
         restart_policy: RestartPolicy {
-            name: host.pointer("/RestartPolicy/Name").and_then(Value::as_str).unwrap_or_default().into(),
+            name: host
+                .pointer("/RestartPolicy/Name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
             maximum_retry_count: host
                 .pointer("/RestartPolicy/MaximumRetryCount")
                 .and_then(Value::as_i64)
@@ -135,12 +146,19 @@ pub fn config_from_inspect(
         extra_hosts: strings(host.get("ExtraHosts")).unwrap_or_default(),
         privileged: b(host, "Privileged"),
         init: host.get("Init").and_then(Value::as_bool),
-        was_running: inspect.pointer("/State/Running").and_then(Value::as_bool).unwrap_or(false),
+        was_running: inspect
+            .pointer("/State/Running")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
 fn mounts(inspect: &Value) -> Vec<MountSpec> {
-    let list = inspect.get("Mounts").and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = inspect
+        .get("Mounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     list.iter()
         .filter_map(|m| {
             let kind = match s(m, "Type").as_str() {
@@ -171,9 +189,16 @@ pub fn compose_info(config: &ContainerConfig) -> Option<ComposeInfo> {
     let project = config.label("com.docker.compose.project")?;
     Some(ComposeInfo {
         project: project.to_string(),
-        service: config.label("com.docker.compose.service").unwrap_or_default().to_string(),
-        working_dir: config.label("com.docker.compose.project.working_dir").map(str::to_string),
-        config_files: config.label("com.docker.compose.project.config_files").map(str::to_string),
+        service: config
+            .label("com.docker.compose.service")
+            .unwrap_or_default()
+            .to_string(),
+        working_dir: config
+            .label("com.docker.compose.project.working_dir")
+            .map(str::to_string),
+        config_files: config
+            .label("com.docker.compose.project.config_files")
+            .map(str::to_string),
     })
 }
 
@@ -201,8 +226,11 @@ pub fn create_body(config: &ContainerConfig) -> Value {
     put("OpenStdin", json!(config.open_stdin));
     put("StopSignal", json!(config.stop_signal));
     put("StopTimeout", json!(config.stop_timeout));
-    let exposed: Map<String, Value> =
-        config.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    let exposed: Map<String, Value> = config
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
     put("ExposedPorts", Value::Object(exposed));
     if let Some(h) = &config.healthcheck {
         put(
@@ -290,7 +318,11 @@ mod tests {
         let c = config_from_inspect(&inspect(), &|_| "bridge".into());
         assert_eq!(c.image, "web:1");
         assert_eq!(c.hostname, "", "generated hostname is dropped");
-        assert_eq!(c.networks[0].aliases, vec!["web"], "short-ID alias is dropped");
+        assert_eq!(
+            c.networks[0].aliases,
+            vec!["web"],
+            "short-ID alias is dropped"
+        );
         assert_eq!(c.memory, 64 << 20);
         assert_eq!(c.restart_policy.name, "unless-stopped");
         assert_eq!(c.port_bindings["80/tcp"][0].host_port, "8080");
@@ -308,8 +340,14 @@ mod tests {
         assert_eq!(body["HostConfig"]["Memory"], json!(67108864));
         assert_eq!(body["HostConfig"]["Mounts"][0]["Source"], json!("data"));
         assert_eq!(body["HostConfig"]["Mounts"][1]["ReadOnly"], json!(true));
-        assert_eq!(body["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"], json!("8080"));
-        assert_eq!(body["NetworkingConfig"]["EndpointsConfig"]["appnet"]["Aliases"], json!(["web"]));
+        assert_eq!(
+            body["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
+            json!("8080")
+        );
+        assert_eq!(
+            body["NetworkingConfig"]["EndpointsConfig"]["appnet"]["Aliases"],
+            json!(["web"])
+        );
         assert!(body.get("Hostname").is_none());
     }
 }

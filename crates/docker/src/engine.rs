@@ -52,7 +52,8 @@ fn classify(op: &'static str, what: &'static str, name: &str, err: BollardError)
         },
         other => {
             let text = other.to_string();
-            if text.contains("connect") || text.contains("No such file") || text.contains("socket") {
+            if text.contains("connect") || text.contains("No such file") || text.contains("socket")
+            {
                 EngineError::Unreachable { detail: text }
             } else {
                 EngineError::Api {
@@ -88,18 +89,25 @@ impl DockerEngine {
             .map_err(|e| EngineError::Unreachable {
                 detail: format!("cannot start the I/O runtime: {e}"),
             })?;
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| EngineError::Unreachable { detail: e.to_string() })?;
-        let docker = rt
-            .block_on(docker.negotiate_version())
-            .map_err(|e| EngineError::Unreachable { detail: e.to_string() })?;
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| EngineError::Unreachable {
+                detail: e.to_string(),
+            })?;
+        let docker =
+            rt.block_on(docker.negotiate_version())
+                .map_err(|e| EngineError::Unreachable {
+                    detail: e.to_string(),
+                })?;
         Ok(DockerEngine { rt, docker })
     }
 
     fn inspect_json(&self, name: &str) -> Result<Value, EngineError> {
         let resp = self
             .rt
-            .block_on(self.docker.inspect_container(name, None::<q::InspectContainerOptions>))
+            .block_on(
+                self.docker
+                    .inspect_container(name, None::<q::InspectContainerOptions>),
+            )
             .map_err(|e| classify("inspect", "container", name, e))?;
         Ok(to_json(&resp))
     }
@@ -168,14 +176,17 @@ impl Engine for DockerEngine {
         };
         let driver = |net: &str| self.network_driver(net).ok().flatten().unwrap_or_default();
         let mut config = config_from_inspect(&inspect, &driver);
-        if let Ok(image) = self.rt.block_on(self.docker.inspect_image(&config.image_id)) {
+        if let Ok(image) = self
+            .rt
+            .block_on(self.docker.inspect_image(&config.image_id))
+        {
             config.repo_digests = image.repo_digests.unwrap_or_default();
         }
         for m in &mut config.mounts {
-            if m.kind == lifeboat_model::MountKind::Volume {
-                if let Some(v) = self.volume(&m.source)? {
-                    m.volume_labels = v.labels;
-                }
+            if m.kind == lifeboat_model::MountKind::Volume
+                && let Some(v) = self.volume(&m.source)?
+            {
+                m.volume_labels = v.labels;
             }
         }
         let mounts = inspect
@@ -188,17 +199,32 @@ impl Engine for DockerEngine {
             .map(|(raw, spec)| MountSource {
                 kind: spec.kind,
                 name: spec.source.clone(),
-                host_path: raw.get("Source").and_then(Value::as_str).unwrap_or_default().into(),
+                host_path: raw
+                    .get("Source")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
                 destination: spec.destination.clone(),
             })
             .collect();
         let state = ContainerState {
-            status: inspect.pointer("/State/Status").and_then(Value::as_str).unwrap_or_default().into(),
+            status: inspect
+                .pointer("/State/Status")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
             running: config.was_running,
-            health: inspect.pointer("/State/Health/Status").and_then(Value::as_str).map(str::to_string),
+            health: inspect
+                .pointer("/State/Health/Status")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         };
         Ok(Some(ContainerDetails {
-            id: inspect.get("Id").and_then(Value::as_str).unwrap_or_default().into(),
+            id: inspect
+                .get("Id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
             name: inspect
                 .get("Name")
                 .and_then(Value::as_str)
@@ -252,7 +278,10 @@ impl Engine for DockerEngine {
 
     fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.rt
-            .block_on(self.docker.remove_volume(name, None::<q::RemoveVolumeOptions>))
+            .block_on(
+                self.docker
+                    .remove_volume(name, None::<q::RemoveVolumeOptions>),
+            )
             .map_err(|e| classify("remove", "volume", name, e))
     }
 
@@ -281,7 +310,10 @@ impl Engine for DockerEngine {
                 }
             }
         });
-        Ok(Box::new(ChannelReader { rx, current: Bytes::new() }))
+        Ok(Box::new(ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }))
     }
 
     fn import_image(&self, mut tar: Box<dyn Read + Send>) -> Result<(), EngineError> {
@@ -292,7 +324,10 @@ impl Engine for DockerEngine {
                 match tar.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        if tx
+                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -306,14 +341,21 @@ impl Engine for DockerEngine {
         let body = tokio_stream_from(rx);
         let result = self.rt.block_on(async {
             let mut out = Box::pin(self.docker.import_image_stream(
-                q::ImportImageOptions { quiet: true, ..Default::default() },
+                q::ImportImageOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
                 body,
                 None,
             ));
             while let Some(item) = out.next().await {
                 let info = item.map_err(|e| classify("load", "image", "archive", e))?;
                 if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                    return Err(EngineError::Api { op: "load", name: "image archive".into(), message: err });
+                    return Err(EngineError::Api {
+                        op: "load",
+                        name: "image archive".into(),
+                        message: err,
+                    });
                 }
             }
             Ok(())
@@ -325,7 +367,10 @@ impl Engine for DockerEngine {
     fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError> {
         let r = self
             .rt
-            .block_on(self.docker.inspect_network(name, None::<q::InspectNetworkOptions>))
+            .block_on(
+                self.docker
+                    .inspect_network(name, None::<q::InspectNetworkOptions>),
+            )
             .map_err(|e| classify("inspect", "network", name, e));
         Ok(not_found_is_none(r)?.map(|n| n.driver.unwrap_or_default()))
     }
@@ -342,9 +387,13 @@ impl Engine for DockerEngine {
             .map_err(|e| classify("create", "network", name, e))
     }
 
-    fn create_container(&self, name: &str, config: &ContainerConfig) -> Result<String, EngineError> {
-        let body: bollard::models::ContainerCreateBody = serde_json::from_value(create_body(config))
-            .map_err(|e| EngineError::Api {
+    fn create_container(
+        &self,
+        name: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, EngineError> {
+        let body: bollard::models::ContainerCreateBody =
+            serde_json::from_value(create_body(config)).map_err(|e| EngineError::Api {
                 op: "prepare",
                 name: name.to_string(),
                 message: format!("saved configuration cannot be expressed: {e}"),
@@ -382,19 +431,28 @@ impl Engine for DockerEngine {
 
     fn start_container(&self, name: &str) -> Result<(), EngineError> {
         self.rt
-            .block_on(self.docker.start_container(name, None::<q::StartContainerOptions>))
+            .block_on(
+                self.docker
+                    .start_container(name, None::<q::StartContainerOptions>),
+            )
             .map_err(|e| classify("start", "container", name, e))
     }
 
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError> {
-        let opts = q::StopContainerOptions { t: Some(timeout_s), ..Default::default() };
+        let opts = q::StopContainerOptions {
+            t: Some(timeout_s),
+            ..Default::default()
+        };
         self.rt
             .block_on(self.docker.stop_container(name, Some(opts)))
             .map_err(|e| classify("stop", "container", name, e))
     }
 
     fn remove_container(&self, name: &str) -> Result<(), EngineError> {
-        let opts = q::RemoveContainerOptions { force: true, ..Default::default() };
+        let opts = q::RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
         self.rt
             .block_on(self.docker.remove_container(name, Some(opts)))
             .map_err(|e| classify("remove", "container", name, e))

@@ -100,7 +100,8 @@ pub trait Engine: Send + Sync {
     fn create_network(&self, name: &str, driver: &str) -> Result<(), EngineError>;
     /// Creates (does not start) a container; the first network in `config.networks` is
     /// attached at creation, the others must be connected with [`Engine::connect_network`].
-    fn create_container(&self, name: &str, config: &ContainerConfig) -> Result<String, EngineError>;
+    fn create_container(&self, name: &str, config: &ContainerConfig)
+    -> Result<String, EngineError>;
     fn connect_network(&self, container: &str, net: &NetworkAttachment) -> Result<(), EngineError>;
     fn start_container(&self, name: &str) -> Result<(), EngineError>;
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;

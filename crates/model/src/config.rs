@@ -150,7 +150,11 @@ mod tests {
     fn sample() -> ContainerConfig {
         ContainerConfig {
             image: "web:1".into(),
-            env: vec!["PATH=/bin".into(), "DB_PASSWORD=hunter2".into(), "FLAG".into()],
+            env: vec![
+                "PATH=/bin".into(),
+                "DB_PASSWORD=hunter2".into(),
+                "FLAG".into(),
+            ],
             ..Default::default()
         }
     }
@@ -158,7 +162,10 @@ mod tests {
     #[test]
     fn redaction_keeps_names_and_hides_every_value() {
         let red = sample().redacted();
-        assert_eq!(red.env, vec!["PATH=<redacted>", "DB_PASSWORD=<redacted>", "FLAG"]);
+        assert_eq!(
+            red.env,
+            vec!["PATH=<redacted>", "DB_PASSWORD=<redacted>", "FLAG"]
+        );
         let json = serde_json::to_string(&red).unwrap();
         assert!(!json.contains("hunter2"));
     }

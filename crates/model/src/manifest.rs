@@ -53,7 +53,11 @@ impl BackupId {
     pub fn new(container: &str, at: Timestamp, host: &str) -> BackupId {
         let seed = format!("{container}|{at}|{host}|{}", std::process::id());
         let digest = hex::encode(Sha256::digest(seed.as_bytes()));
-        BackupId(format!("{container}-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &digest[..8]))
+        BackupId(format!(
+            "{container}-{}-{}",
+            at.strftime("%Y%m%dT%H%M%SZ"),
+            &digest[..8]
+        ))
     }
 }
 
@@ -222,7 +226,10 @@ mod tests {
     fn manifest_round_trips_through_json_with_ns_timestamps() {
         let m = sample();
         let json = m.to_json();
-        assert!(json.contains("\"started_at\": \"2026-11-23T20:00:00.500000000Z\""), "{json}");
+        assert!(
+            json.contains("\"started_at\": \"2026-11-23T20:00:00.500000000Z\""),
+            "{json}"
+        );
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
     }
 
@@ -233,7 +240,10 @@ mod tests {
             "\"schema_version\": 99",
         );
         let err = Manifest::from_json(&json).unwrap_err().to_string();
-        assert!(err.contains("99") && err.contains(&SCHEMA_VERSION.to_string()), "{err}");
+        assert!(
+            err.contains("99") && err.contains(&SCHEMA_VERSION.to_string()),
+            "{err}"
+        );
     }
 
     #[test]

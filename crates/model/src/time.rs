@@ -10,8 +10,9 @@ pub fn format_timestamp(ts: Timestamp) -> String {
 
 /// Parses any RFC 3339 timestamp (any precision, any offset) into a UTC instant.
 pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
-    text.parse::<Timestamp>()
-        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp ({e}); use e.g. 2026-11-23T20:00:00Z"))
+    text.parse::<Timestamp>().map_err(|e| {
+        format!("`{text}` is not an RFC 3339 timestamp ({e}); use e.g. 2026-11-23T20:00:00Z")
+    })
 }
 
 pub(crate) mod serde_ns {

@@ -9,8 +9,7 @@ use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
     LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus,
-    Repository as Engine, RepositoryOptions, RestoreOptions, RusticError,
-    SnapshotOptions,
+    Repository as Engine, RepositoryOptions, RestoreOptions, RusticError, SnapshotOptions,
     repofile::{SnapshotFile, SnapshotId},
 };
 
@@ -107,9 +106,19 @@ impl RusticRepository {
             });
         }
         let backends = location.backend()?;
-        let open = Engine::new_with_progress(&RepositoryOptions::default(), &backends, Bars(progress.clone()))
-            .and_then(|r| r.init(&Credentials::password(password), &KeyOptions::default(), &config_options()))
-            .map_err(|e| RepoError::engine("init", &location.0, e.display_log()))?;
+        let open = Engine::new_with_progress(
+            &RepositoryOptions::default(),
+            &backends,
+            Bars(progress.clone()),
+        )
+        .and_then(|r| {
+            r.init(
+                &Credentials::password(password),
+                &KeyOptions::default(),
+                &config_options(),
+            )
+        })
+        .map_err(|e| RepoError::engine("init", &location.0, e.display_log()))?;
         Ok(RusticRepository {
             location: location.clone(),
             password: password.to_string(),
@@ -153,7 +162,10 @@ impl RusticRepository {
         result
     }
 
-    fn with_engine<T>(&self, op: impl FnOnce(&Engine<OpenStatus>) -> Result<T, RepoError>) -> Result<T, RepoError> {
+    fn with_engine<T>(
+        &self,
+        op: impl FnOnce(&Engine<OpenStatus>) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
         self.with_open(|e| {
             let r = op(&e);
             (Some(e), r)
@@ -292,7 +304,12 @@ impl Repository for RusticRepository {
         if let Err(reason) = finished {
             failures.insert(0, reason);
         }
-        if failures.is_empty() && snap.summary.as_ref().is_some_and(|s| s.total_files_processed == 1) {
+        if failures.is_empty()
+            && snap
+                .summary
+                .as_ref()
+                .is_some_and(|s| s.total_files_processed == 1)
+        {
             return Ok(part_report(&snap, Vec::new()));
         }
         self.delete_quietly(snap.id);
@@ -329,7 +346,10 @@ impl Repository for RusticRepository {
             .iter()
             .map(|id| self.find_snapshot(id).map(|s| s.id))
             .collect::<Result<Vec<_>, _>>()?;
-        self.with_engine(|e| e.delete_snapshots(&ids).map_err(self.err("deleting snapshots")))
+        self.with_engine(|e| {
+            e.delete_snapshots(&ids)
+                .map_err(self.err("deleting snapshots"))
+        })
     }
 
     fn restore_dir(&self, id: &str, path: &str, target: &Path) -> Result<RestoreReport, RepoError> {
@@ -343,7 +363,10 @@ impl Repository for RusticRepository {
             let node = repo
                 .node_from_snapshot_path(&format!("{}:{path}", snap.id), |_| true)
                 .map_err(self.err("dump"))?;
-            let mut counting = CountingWriter { inner: out, written: 0 };
+            let mut counting = CountingWriter {
+                inner: out,
+                written: 0,
+            };
             repo.dump(&node, &mut counting).map_err(self.err("dump"))?;
             Ok(counting.written)
         })
@@ -382,10 +405,16 @@ impl RusticRepository {
         let node = repo
             .node_from_snapshot_path(&format!("{}:{path}", snap.id), |_| true)
             .map_err(self.err("restore"))?;
-        let ls = repo.ls(&node, &LsOptions::default()).map_err(self.err("restore"))?;
+        let ls = repo
+            .ls(&node, &LsOptions::default())
+            .map_err(self.err("restore"))?;
         // A directory is restored into `target`; a single file (a bind-mounted file) is
         // restored as `target` itself.
-        let dir_to_create = if node.is_dir() { Some(target) } else { target.parent() };
+        let dir_to_create = if node.is_dir() {
+            Some(target)
+        } else {
+            target.parent()
+        };
         if let Some(dir) = dir_to_create {
             std::fs::create_dir_all(dir).map_err(|source| RepoError::Io {
                 op: "creating restore target",
@@ -398,7 +427,8 @@ impl RusticRepository {
         } else {
             target.display().to_string()
         };
-        let dest = LocalDestination::new(&dest_path, true, !node.is_dir()).map_err(self.err("restore"))?;
+        let dest =
+            LocalDestination::new(&dest_path, true, !node.is_dir()).map_err(self.err("restore"))?;
         let mut opts = RestoreOptions::default().numeric_id(true);
         opts.sparse = serde_json::from_str("\"ByContent\"").ok();
         let plan = repo
@@ -411,7 +441,9 @@ impl RusticRepository {
         };
         // The engine unwraps pack read errors inside its worker threads: contain the panic,
         // then find out which files are wrong by comparing them with the repository.
-        let outcome = catch_unwind(AssertUnwindSafe(|| repo.restore(plan, &opts, ls.clone(), &dest)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            repo.restore(plan, &opts, ls.clone(), &dest)
+        }));
         let engine_error = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.display_log()),
@@ -435,7 +467,6 @@ impl RusticRepository {
         })?;
         Ok(report)
     }
-
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

@@ -25,7 +25,10 @@ impl Problems {
         }
     }
     pub(crate) fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 }
 
@@ -39,7 +42,8 @@ pub(crate) struct RecordingReader<R> {
 impl<R: Read> Read for RecordingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
-            self.problems.push(format!("{}: read failed: {e}", self.path));
+            self.problems
+                .push(format!("{}: read failed: {e}", self.path));
         })
     }
 }
@@ -105,25 +109,28 @@ impl ReadSource for RecordingSource {
                 None
             }
         };
-        Box::new(root.into_iter().chain(self.inner.entries().map(move |item| match item {
-            Ok(ReadSourceEntry { path, node, open }) => {
-                let path = match path.strip_prefix(&source) {
-                    Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
-                    Ok(rel) => as_path.join(rel),
-                    Err(_) => path,
-                };
-                let open = open.map(|inner| RecordingOpen {
-                    inner,
-                    path: path.display().to_string(),
-                    problems: problems.clone(),
-                });
-                Ok(ReadSourceEntry { path, node, open })
-            }
-            Err(err) => {
-                problems.push(format!("cannot read entry: {}", err.display_log()));
-                Err(err)
-            }
-        })))
+        Box::new(
+            root.into_iter()
+                .chain(self.inner.entries().map(move |item| match item {
+                    Ok(ReadSourceEntry { path, node, open }) => {
+                        let path = match path.strip_prefix(&source) {
+                            Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
+                            Ok(rel) => as_path.join(rel),
+                            Err(_) => path,
+                        };
+                        let open = open.map(|inner| RecordingOpen {
+                            inner,
+                            path: path.display().to_string(),
+                            problems: problems.clone(),
+                        });
+                        Ok(ReadSourceEntry { path, node, open })
+                    }
+                    Err(err) => {
+                        problems.push(format!("cannot read entry: {}", err.display_log()));
+                        Err(err)
+                    }
+                })),
+        )
     }
 }
 
@@ -155,7 +162,8 @@ fn root_node(dir: &Path, as_path: &Path) -> std::io::Result<Option<Node>> {
             Some(serde_json::json!({"name": name.to_string_lossy(), "value": base64(&value)}))
         })
         .collect();
-    meta.extended_attributes = serde_json::from_value(serde_json::Value::Array(xattrs)).unwrap_or_default();
+    meta.extended_attributes =
+        serde_json::from_value(serde_json::Value::Array(xattrs)).unwrap_or_default();
     let name = as_path.file_name().unwrap_or(OsStr::new("root"));
     Ok(Some(Node::new_node(name, NodeType::Dir, meta)))
 }
@@ -175,7 +183,11 @@ fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -188,33 +200,14 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet_with_padding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"kept"), "a2VwdA==");
-    }
-
-    #[test]
-    fn directory_modes_map_to_go_file_modes_and_back() {
-        for mode in [0o755, 0o1777, 0o2775, 0o4700] {
-            assert_eq!(crate::verify::unix_mode(go_dir_mode(mode)), mode);
-        }
-    }
-}
-
 /// A single-file source over a stream, read through a large buffer: without it the chunker
 /// sees a pipe's small reads and slows down about twentyfold.
 pub(crate) struct StreamReadSource {
     pub(crate) path: PathBuf,
-    pub(crate) reader: Mutex<Option<RecordingReader<BufReader<Box<dyn Read + Send>>>>>,
+    pub(crate) reader: Mutex<Option<StreamReader>>,
 }
+
+type StreamReader = RecordingReader<BufReader<Box<dyn Read + Send>>>;
 
 pub(crate) const STREAM_BUFFER: usize = 1 << 20;
 
@@ -232,7 +225,7 @@ impl StreamReadSource {
 }
 
 impl ReadSource for StreamReadSource {
-    type Open = RecordingReader<BufReader<Box<dyn Read + Send>>>;
+    type Open = StreamReader;
     type Iter = std::option::IntoIter<RusticResult<ReadSourceEntry<Self::Open>>>;
 
     fn size(&self) -> RusticResult<Option<u64>> {
@@ -254,5 +247,26 @@ impl ReadSource for StreamReadSource {
             open: reader,
         }))
         .into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_with_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"kept"), "a2VwdA==");
+    }
+
+    #[test]
+    fn directory_modes_map_to_go_file_modes_and_back() {
+        for mode in [0o755, 0o1777, 0o2775, 0o4700] {
+            assert_eq!(crate::verify::unix_mode(go_dir_mode(mode)), mode);
+        }
     }
 }

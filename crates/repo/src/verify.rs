@@ -78,7 +78,11 @@ pub(crate) fn unix_mode(go_mode: u32) -> u32 {
     const GO_SETGID: u32 = 1 << 22;
     const GO_STICKY: u32 = 1 << 20;
     let mut mode = go_mode & 0o777;
-    for (go, unix) in [(GO_SETUID, 0o4000), (GO_SETGID, 0o2000), (GO_STICKY, 0o1000)] {
+    for (go, unix) in [
+        (GO_SETUID, 0o4000),
+        (GO_SETGID, 0o2000),
+        (GO_STICKY, 0o1000),
+    ] {
         if go_mode & go != 0 {
             mode |= unix;
         }

@@ -60,7 +60,11 @@ pub fn write_corpus(root: &Path) -> usize {
     add(&dangling);
     // A fifo.
     let fifo = root.join("a-fifo");
-    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap().success();
+    let ok = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "mkfifo");
     add(&fifo);
     // Sparse file: 64 MiB with 4 KiB of data in the middle.
@@ -87,7 +91,12 @@ pub fn write_corpus(root: &Path) -> usize {
     let t = root.join("ns-mtime");
     fs::write(&t, "t").unwrap();
     let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
-    fs::File::options().write(true).open(&t).unwrap().set_modified(when).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&t)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
     add(&t);
     n
 }

@@ -8,7 +8,10 @@ pub const BUSYBOX_IMAGE: &str = "lifeboat-test/busybox:1";
 
 /// Runs `docker ARGS` and returns stdout; panics with stderr when it fails.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI present");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI present");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}",
@@ -46,7 +49,10 @@ pub fn ensure_busybox_image() {
         ))
         .status()
         .expect("sh present");
-    assert!(status.success(), "building {BUSYBOX_IMAGE} failed (is busybox-static installed?)");
+    assert!(
+        status.success(),
+        "building {BUSYBOX_IMAGE} failed (is busybox-static installed?)"
+    );
     *built = true;
 }
 
@@ -63,7 +69,13 @@ pub fn unique(prefix: &str) -> String {
 
 /// The host directory holding a volume's data.
 pub fn volume_path(volume: &str) -> PathBuf {
-    PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]))
+    PathBuf::from(docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        volume,
+    ]))
 }
 
 /// Removes the containers, volumes, networks and images it was given when dropped.

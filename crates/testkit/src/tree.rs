@@ -63,8 +63,13 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
             let data = fs::read(item.path()).expect("read");
             hex::encode(Sha256::digest(&data))
         });
-        let link_target = (k == "symlink")
-            .then(|| fs::read_link(item.path()).unwrap().as_os_str().as_bytes().to_vec());
+        let link_target = (k == "symlink").then(|| {
+            fs::read_link(item.path())
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        });
         let xattrs = if k == "symlink" {
             BTreeMap::new()
         } else {
@@ -79,8 +84,12 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 })
                 .unwrap_or_default()
         };
-        let hardlink_group = (k == "file" && m.nlink() > 1)
-            .then(|| first_path_of_inode.entry(m.ino()).or_insert_with(|| key.clone()).clone());
+        let hardlink_group = (k == "file" && m.nlink() > 1).then(|| {
+            first_path_of_inode
+                .entry(m.ino())
+                .or_insert_with(|| key.clone())
+                .clone()
+        });
         out.insert(
             key,
             Entry {
@@ -90,7 +99,11 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 gid: m.gid(),
                 size: if k == "dir" { 0 } else { m.size() },
                 sha256,
-                mtime_ns: if k == "dir" { 0 } else { m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 },
+                mtime_ns: if k == "dir" {
+                    0
+                } else {
+                    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+                },
                 link_target,
                 xattrs,
                 hardlink_group,
@@ -121,7 +134,9 @@ fn diff(a: BTreeMap<Vec<u8>, Entry>, b: BTreeMap<Vec<u8>, Entry>) -> Vec<String>
         let name = String::from_utf8_lossy(k);
         match b.get(k) {
             None => diffs.push(format!("missing: {name}")),
-            Some(eb) if eb != ea => diffs.push(format!("differs: {name}\n  expected {ea:?}\n  actual   {eb:?}")),
+            Some(eb) if eb != ea => diffs.push(format!(
+                "differs: {name}\n  expected {ea:?}\n  actual   {eb:?}"
+            )),
             _ => {}
         }
     }
@@ -142,7 +157,10 @@ mod tests {
         for d in [a.path(), b.path()] {
             fs::write(d.join("f"), "same").unwrap();
         }
-        assert!(compare_trees(a.path(), b.path()).is_empty(), "identical trees");
+        assert!(
+            compare_trees(a.path(), b.path()).is_empty(),
+            "identical trees"
+        );
         fs::write(b.path().join("f"), "diff").unwrap();
         let diffs = compare_trees(a.path(), b.path());
         assert_eq!(diffs.len(), 1, "{diffs:?}");

@@ -24,7 +24,11 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     }
     let engine = g.engine()?;
     let repo = g.open_repo()?;
-    let names = if a.all { enabled_containers(&engine)? } else { a.names.clone() };
+    let names = if a.all {
+        enabled_containers(&engine)?
+    } else {
+        a.names.clone()
+    };
     let req = g.backup_request(a.with_image);
     let mut worst = Code::Ok;
     let mut results = Vec::new();
@@ -48,7 +52,11 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                         human_bytes(m.total_bytes()),
                         human_bytes(added),
                         t0.elapsed().as_secs_f64(),
-                        if m.partial { " [PARTIAL: some files could not be read]" } else { "" }
+                        if m.partial {
+                            " [PARTIAL: some files could not be read]"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 results.push(json!({
@@ -69,7 +77,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         }
     }
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"backups": results}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"backups": results}))?
+        );
     }
     Ok(worst)
 }
@@ -77,10 +88,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
 fn enabled_containers(engine: &dyn Engine) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for name in engine.container_names()? {
-        if let Some(c) = engine.container(&name)? {
-            if c.config.label("lifeboat.enable") != Some("false") {
-                out.push(name);
-            }
+        if let Some(c) = engine.container(&name)?
+            && c.config.label("lifeboat.enable") != Some("false")
+        {
+            out.push(name);
         }
     }
     Ok(out)

@@ -28,9 +28,15 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             println!("error: {e}");
         }
         if ok {
-            println!("no errors found{}", if a.read_data { " (all data read)" } else { "" });
+            println!(
+                "no errors found{}",
+                if a.read_data { " (all data read)" } else { "" }
+            );
         } else {
-            println!("{} error(s) found: the repository is damaged", report.errors.len());
+            println!(
+                "{} error(s) found: the repository is damaged",
+                report.errors.len()
+            );
         }
     }
     Ok(if ok { Code::Ok } else { Code::Damaged })

@@ -63,15 +63,25 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     } else {
         if let Some(s) = &out.safety_snapshot {
-            println!("safety backup of the replaced container: snapshot {}", &s[..8]);
+            println!(
+                "safety backup of the replaced container: snapshot {}",
+                &s[..8]
+            );
         }
         println!(
             "restored {} from backup {} in {:.1}s{}{}",
             out.container,
             out.backup_id,
             out.seconds,
-            if out.started { ", started" } else { ", not started (it was stopped)" },
-            out.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()
+            if out.started {
+                ", started"
+            } else {
+                ", not started (it was stopped)"
+            },
+            out.health
+                .as_ref()
+                .map(|h| format!(", {h}"))
+                .unwrap_or_default()
         );
     }
     Ok(Code::Ok)

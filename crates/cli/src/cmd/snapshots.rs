@@ -40,13 +40,26 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         return Ok(Code::Ok);
     }
     if backups.is_empty() {
-        println!("no backups{}", a.name.as_ref().map(|n| format!(" of {n}")).unwrap_or_default());
+        println!(
+            "no backups{}",
+            a.name
+                .as_ref()
+                .map(|n| format!(" of {n}"))
+                .unwrap_or_default()
+        );
         return Ok(Code::Ok);
     }
-    println!("{:<10} {:<20} {:<24} {:>10}  {}", "SNAPSHOT", "TIME (UTC)", "CONTAINER", "SIZE", "PARTS");
+    println!(
+        "{:<10} {:<20} {:<24} {:>10}  PARTS",
+        "SNAPSHOT", "TIME (UTC)", "CONTAINER", "SIZE"
+    );
     for b in &backups {
         let m = &b.manifest;
-        let parts: Vec<String> = m.parts.iter().map(|p| format!("{}:{}", p.kind.as_str(), p.name)).collect();
+        let parts: Vec<String> = m
+            .parts
+            .iter()
+            .map(|p| format!("{}:{}", p.kind.as_str(), p.name))
+            .collect();
         println!(
             "{:<10} {:<20} {:<24} {:>10}  {}{}",
             &b.snapshot_id[..8.min(b.snapshot_id.len())],

@@ -9,7 +9,11 @@ use crate::common::*;
 fn random_file(path: &Path, mib: usize) {
     let ok = Command::new("sh")
         .arg("-c")
-        .arg(format!("head -c {}M /dev/urandom > '{}'", mib, path.display()))
+        .arg(format!(
+            "head -c {}M /dev/urandom > '{}'",
+            mib,
+            path.display()
+        ))
         .status()
         .unwrap()
         .success();
@@ -17,7 +21,12 @@ fn random_file(path: &Path, mib: usize) {
 }
 
 fn backups(lb: &Lb, name: &str) -> Vec<serde_json::Value> {
-    lb.run(&["snapshots", name, "--json"]).ok().json().as_array().unwrap().clone()
+    lb.run(&["snapshots", name, "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -39,7 +48,12 @@ fn unknown_container_exits_15() {
     let lb = Lb::new();
     let out = lb.run(&["backup", "lbt-no-such-container"]);
     assert_eq!(out.code, 15, "{}", out.stderr);
-    assert!(out.stderr.contains("no container named `lbt-no-such-container`"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no container named `lbt-no-such-container`"),
+        "{}",
+        out.stderr
+    );
     let out = lb.run(&["restore", "lbt-no-such-container"]);
     assert_eq!(out.code, 15, "{}", out.stderr);
 }
@@ -47,17 +61,31 @@ fn unknown_container_exits_15() {
 #[test]
 fn wrong_password_exits_12_without_a_crash_trace() {
     let lb = Lb::new();
-    let out = lb.command().env("LIFEBOAT_PASSWORD", "wrong").args(["snapshots"]).output().unwrap();
+    let out = lb
+        .command()
+        .env("LIFEBOAT_PASSWORD", "wrong")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     let out = Run::from(out);
     assert_eq!(out.code, 12, "{}", out.stderr);
     assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
-    assert!(!out.stderr.contains("panicked") && !out.stderr.contains("backtrace"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("backtrace"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn missing_repository_exits_10_and_says_to_init() {
     let lb = Lb::uninitialised();
-    let out = lb.command().env("LIFEBOAT_PASSWORD", "x").args(["snapshots"]).output().unwrap();
+    let out = lb
+        .command()
+        .env("LIFEBOAT_PASSWORD", "x")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     let out = Run::from(out);
     assert_eq!(out.code, 10, "{}", out.stderr);
     assert!(out.stderr.contains("lifeboat init"), "{}", out.stderr);
@@ -67,7 +95,11 @@ fn missing_repository_exits_10_and_says_to_init() {
 fn init_refuses_an_existing_repository_and_key_file_is_private() {
     let lb = Lb::new();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(lb.key_file()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(lb.key_file())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let out = lb.run(&["init"]);
     assert_eq!(out.code, 14, "{}", out.stderr);
@@ -100,15 +132,26 @@ fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
     let check = lb.run(&["check", "--read-data"]);
     assert_eq!(check.code, 5, "{}\n{}", check.stdout, check.stderr);
     let pack = largest.file_name().unwrap().to_string_lossy().to_string();
-    assert!(check.stdout.contains(&pack[..8]), "names the pack {pack}: {}", check.stdout);
+    assert!(
+        check.stdout.contains(&pack[..8]),
+        "names the pack {pack}: {}",
+        check.stdout
+    );
 
     let copy = unique("corrupt-copy");
     c.containers.push(copy.clone());
     c.volumes.push(format!("{copy}_{vol}"));
     let out = lb.run(&["restore", &name, "--as", &copy]);
     assert_eq!(out.code, 5, "{}", out.stderr);
-    assert!(out.stderr.contains("blob.bin"), "names the damaged file: {}", out.stderr);
-    assert!(!docker_ok(&["inspect", &copy]), "no container created from damaged data");
+    assert!(
+        out.stderr.contains("blob.bin"),
+        "names the damaged file: {}",
+        out.stderr
+    );
+    assert!(
+        !docker_ok(&["inspect", &copy]),
+        "no container created from damaged data"
+    );
 }
 
 #[test]
@@ -133,7 +176,13 @@ fn full_destination_disk_fails_and_lists_no_snapshot() {
     ensure_busybox_image();
     let repo = mnt.join("repo");
     let run = |args: &[&str]| -> Run {
-        lb.command().env("LIFEBOAT_REPOSITORY", &repo).env("LIFEBOAT_PASSWORD", "pw").args(args).output().unwrap().into()
+        lb.command()
+            .env("LIFEBOAT_REPOSITORY", &repo)
+            .env("LIFEBOAT_PASSWORD", "pw")
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
     };
     run(&["init"]).ok();
     let mut c = Cleanup::default();
@@ -142,11 +191,27 @@ fn full_destination_disk_fails_and_lists_no_snapshot() {
     random_file(&path.join("big.bin"), 20);
     run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
     let out = run(&["backup", &name]);
-    assert_ne!(out.code, 0, "backup to a full disk must fail: {}", out.stdout);
-    assert!(out.stderr.to_lowercase().contains("space"), "says the disk is full: {}", out.stderr);
+    assert_ne!(
+        out.code, 0,
+        "backup to a full disk must fail: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("space"),
+        "says the disk is full: {}",
+        out.stderr
+    );
     let list = run(&["snapshots", "--json"]).ok().json();
-    assert_eq!(list.as_array().unwrap().len(), 0, "no snapshot listed: {list}");
-    assert_eq!(inspect(&name, "{{.State.Running}}"), "true", "container untouched");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        0,
+        "no snapshot listed: {list}"
+    );
+    assert_eq!(
+        inspect(&name, "{{.State.Running}}"),
+        "true",
+        "container untouched"
+    );
 }
 
 /// Starts a backup of `name` in the background and waits until it holds its lock (it has
@@ -183,7 +248,12 @@ fn container_removed_mid_backup_stores_nothing() {
     assert_ne!(out.code, 0);
     assert!(backups(&lb, &name).is_empty());
     let parts = lb.restic(&["snapshots", "--json"]).ok();
-    assert_eq!(parts.stdout.trim(), "[]", "parts were deleted: {}", parts.stdout);
+    assert_eq!(
+        parts.stdout.trim(),
+        "[]",
+        "parts were deleted: {}",
+        parts.stdout
+    );
 }
 
 #[test]
@@ -201,9 +271,16 @@ fn kill_9_mid_backup_leaves_nothing_listed_and_the_next_backup_works() {
     assert!(out.stdout.contains(&name));
     assert_eq!(backups(&lb, &name).len(), 1);
     lb.run(&["check", "--read-data"]).ok();
-    let snaps: serde_json::Value = serde_json::from_str(&lb.restic(&["snapshots", "--json"]).ok().stdout).unwrap();
-    let committed_backup = backups(&lb, &name)[0]["backup_id"].as_str().unwrap().to_string();
+    let snaps: serde_json::Value =
+        serde_json::from_str(&lb.restic(&["snapshots", "--json"]).ok().stdout).unwrap();
+    let committed_backup = backups(&lb, &name)[0]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for s in snaps.as_array().unwrap() {
-        assert!(s["tags"].to_string().contains(&committed_backup), "orphan left behind: {s}");
+        assert!(
+            s["tags"].to_string().contains(&committed_backup),
+            "orphan left behind: {s}"
+        );
     }
 }

@@ -18,12 +18,20 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "lifeboat failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "lifeboat failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -71,7 +79,11 @@ impl Lb {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        self.command().args(args).output().expect("run lifeboat").into()
+        self.command()
+            .args(args)
+            .output()
+            .expect("run lifeboat")
+            .into()
     }
 
     /// Runs `restic` on this repository with this repository's key.
@@ -135,7 +147,10 @@ pub fn wait_for_health(name: &str) {
         if status == "healthy" {
             return;
         }
-        assert!(t0.elapsed().as_secs() < 30, "{name} is {status}, not healthy");
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "{name} is {status}, not healthy"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -22,7 +22,11 @@ fn volume_metadata_corpus_round_trips_entry_by_entry() {
     assert_same_tree(&path, &restored);
     let sparse = std::fs::metadata(restored.join("sparse.img")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file restored sparse ({} blocks)", sparse.blocks());
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "sparse file restored sparse ({} blocks)",
+        sparse.blocks()
+    );
 }
 
 #[test]
@@ -40,7 +44,12 @@ fn bind_mounts_directory_and_single_file_round_trip() {
     run_sleeper(
         &mut c,
         &name,
-        &["-v", &format!("{}:/conf:ro", dir.display()), "-v", &format!("{}:/single.conf", file.display())],
+        &[
+            "-v",
+            &format!("{}:/conf:ro", dir.display()),
+            "-v",
+            &format!("{}:/single.conf", file.display()),
+        ],
     );
     lb.run(&["backup", &name]).ok();
     let reference = tempfile::tempdir().unwrap();
@@ -52,8 +61,17 @@ fn bind_mounts_directory_and_single_file_round_trip() {
     std::fs::remove_file(&file).unwrap();
     lb.run(&["restore", &name]).ok();
     assert_same_tree(reference.path(), host.path());
-    assert_eq!(docker(&["exec", &name, "cat", "/single.conf"]), "one file bind");
-    assert_eq!(inspect(&name, "{{range .Mounts}}{{if eq .Destination \"/conf\"}}{{.RW}}{{end}}{{end}}"), "false");
+    assert_eq!(
+        docker(&["exec", &name, "cat", "/single.conf"]),
+        "one file bind"
+    );
+    assert_eq!(
+        inspect(
+            &name,
+            "{{range .Mounts}}{{if eq .Destination \"/conf\"}}{{.RW}}{{end}}{{end}}"
+        ),
+        "false"
+    );
 }
 
 #[test]
@@ -65,17 +83,48 @@ fn configuration_round_trips_after_the_container_is_removed() {
     c.networks.push(net.clone());
     new_volume(&mut c, &vol);
     c.containers.push(name.clone());
-    docker(
-        &[
-            "run", "-d", "--name", &name, "--network", &net, "--network-alias", "db-alias",
-            "-e", "MODE=prod", "-e", "DB_PASSWORD=hunter2-secret",
-            "--label", "team=ops", "--user", "1001:1001", "--workdir", "/tmp",
-            "--hostname", "agent-7", "--memory", "96m", "--cpus", "0.5",
-            "--restart", "on-failure:3", "-p", "127.0.0.1::8080",
-            "--health-cmd", "true", "--health-interval", "1s", "--health-retries", "2",
-            "-v", &format!("{vol}:/data"), "--entrypoint", "/bin/sleep", BUSYBOX_IMAGE, "86400",
-        ],
-    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &net,
+        "--network-alias",
+        "db-alias",
+        "-e",
+        "MODE=prod",
+        "-e",
+        "DB_PASSWORD=hunter2-secret",
+        "--label",
+        "team=ops",
+        "--user",
+        "1001:1001",
+        "--workdir",
+        "/tmp",
+        "--hostname",
+        "agent-7",
+        "--memory",
+        "96m",
+        "--cpus",
+        "0.5",
+        "--restart",
+        "on-failure:3",
+        "-p",
+        "127.0.0.1::8080",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "-v",
+        &format!("{vol}:/data"),
+        "--entrypoint",
+        "/bin/sleep",
+        BUSYBOX_IMAGE,
+        "86400",
+    ]);
     wait_for_health(&name);
     let fmt = "{{json .Config.Env}}|{{json .Config.Labels}}|{{.Config.User}}|{{.Config.WorkingDir}}|\
                {{.Config.Hostname}}|{{.HostConfig.Memory}}|{{.HostConfig.NanoCpus}}|\
@@ -83,7 +132,10 @@ fn configuration_round_trips_after_the_container_is_removed() {
                {{json .Config.Healthcheck}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|\
                {{json .NetworkSettings.Networks}}";
     let before = inspect(&name, fmt);
-    let aliases_before = inspect(&name, &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"));
+    let aliases_before = inspect(
+        &name,
+        &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"),
+    );
     let out = lb.run(&["backup", &name, "--json"]).ok();
     assert!(!out.stdout.contains("hunter2-secret") && !out.stderr.contains("hunter2-secret"));
 
@@ -95,9 +147,18 @@ fn configuration_round_trips_after_the_container_is_removed() {
     let after = inspect(&name, fmt);
     let strip_net = |s: &str| s.rsplit_once('|').unwrap().0.to_string();
     assert_eq!(strip_net(&before), strip_net(&after));
-    assert!(after.contains("hunter2-secret"), "env restored from the encrypted repository");
-    let aliases_after = inspect(&name, &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"));
-    assert!(aliases_before.contains("db-alias") && aliases_after.contains("db-alias"), "{aliases_after}");
+    assert!(
+        after.contains("hunter2-secret"),
+        "env restored from the encrypted repository"
+    );
+    let aliases_after = inspect(
+        &name,
+        &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"),
+    );
+    assert!(
+        aliases_before.contains("db-alias") && aliases_after.contains("db-alias"),
+        "{aliases_after}"
+    );
 }
 
 #[test]
@@ -107,7 +168,11 @@ fn restore_as_runs_side_by_side_without_touching_the_original() {
     let (name, vol) = (unique("as"), unique("as-vol"));
     let path = new_volume(&mut c, &vol);
     std::fs::write(path.join("data"), "v1").unwrap();
-    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data"), "-p", "127.0.0.1:0:80"]);
+    run_sleeper(
+        &mut c,
+        &name,
+        &["-v", &format!("{vol}:/data"), "-p", "127.0.0.1:0:80"],
+    );
     lb.run(&["backup", &name]).ok();
     std::fs::write(path.join("data"), "v2 (changed after the backup)").unwrap();
 
@@ -116,7 +181,10 @@ fn restore_as_runs_side_by_side_without_touching_the_original() {
     c.volumes.push(format!("{copy}_{vol}"));
     lb.run(&["restore", &name, "--as", &copy]).ok();
     assert_eq!(docker(&["exec", &copy, "cat", "/data/data"]), "v1");
-    assert_eq!(docker(&["exec", &name, "cat", "/data/data"]), "v2 (changed after the backup)");
+    assert_eq!(
+        docker(&["exec", &name, "cat", "/data/data"]),
+        "v2 (changed after the backup)"
+    );
     assert_eq!(inspect(&copy, "{{.State.Running}}"), "true");
 }
 
@@ -130,7 +198,10 @@ fn image_round_trips_with_with_image_on_a_host_without_it() {
     c.images.push(tag.clone());
     c.containers.push(name.clone());
     docker(&["run", "-d", "--name", &name, &tag, "sleep", "86400"]);
-    let out = lb.run(&["backup", &name, "--with-image", "--json"]).ok().json();
+    let out = lb
+        .run(&["backup", &name, "--with-image", "--json"])
+        .ok()
+        .json();
     let parts = out["backups"][0]["parts"].as_array().unwrap().clone();
     assert!(parts.iter().any(|p| p["kind"] == "image"), "{parts:?}");
 

@@ -17,16 +17,35 @@ fn restore_refuses_existing_container_and_non_empty_volume() {
 
     let out = lb.run(&["restore", &name]);
     assert_eq!(out.code, REFUSED, "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("container `{name}` exists")), "{}", out.stderr);
-    assert!(out.stderr.contains("--force"), "says what to do: {}", out.stderr);
-    assert_eq!(std::fs::read_to_string(path.join("precious")).unwrap(), "v2", "nothing changed");
+    assert!(
+        out.stderr.contains(&format!("container `{name}` exists")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("--force"),
+        "says what to do: {}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("precious")).unwrap(),
+        "v2",
+        "nothing changed"
+    );
 
     // The container is gone but its volume still holds data: still refused.
     docker(&["rm", "-f", &name]);
     let out = lb.run(&["restore", &name]);
     assert_eq!(out.code, REFUSED, "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("volume `{vol}` is not empty")), "{}", out.stderr);
-    assert_eq!(std::fs::read_to_string(path.join("precious")).unwrap(), "v2");
+    assert!(
+        out.stderr.contains(&format!("volume `{vol}` is not empty")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("precious")).unwrap(),
+        "v2"
+    );
 }
 
 #[test]
@@ -41,13 +60,20 @@ fn force_takes_a_safety_backup_before_replacing() {
     std::fs::write(path.join("state"), "v2").unwrap();
 
     let out = lb.run(&["restore", &name, "--force", "--json"]).ok().json();
-    let safety = out["safety_snapshot"].as_str().expect("a safety snapshot").to_string();
+    let safety = out["safety_snapshot"]
+        .as_str()
+        .expect("a safety snapshot")
+        .to_string();
     let path = volume_path(&vol);
     assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "v1");
 
     // The replaced state (v2) is itself restorable from the safety snapshot.
-    lb.run(&["restore", &name, "--snapshot", &safety, "--force"]).ok();
-    assert_eq!(std::fs::read_to_string(volume_path(&vol).join("state")).unwrap(), "v2");
+    lb.run(&["restore", &name, "--snapshot", &safety, "--force"])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(volume_path(&vol).join("state")).unwrap(),
+        "v2"
+    );
 }
 
 #[test]
@@ -68,14 +94,20 @@ fn secrets_in_env_never_appear_in_output() {
         all.push_str(&out.stdout);
         all.push_str(&out.stderr);
     }
-    assert!(!all.contains("tok-very-secret-1234"), "secret leaked:\n{all}");
+    assert!(
+        !all.contains("tok-very-secret-1234"),
+        "secret leaked:\n{all}"
+    );
     // The repository itself is encrypted: the secret is not in any file as plain text.
     let hit = std::process::Command::new("grep")
         .args(["-r", "-l", "tok-very-secret-1234"])
         .arg(lb.repo())
         .status()
         .unwrap();
-    assert!(!hit.success(), "secret found in plain text in the repository");
+    assert!(
+        !hit.success(),
+        "secret found in plain text in the repository"
+    );
 }
 
 #[test]
@@ -83,9 +115,20 @@ fn snapshots_are_tagged_for_restic_users() {
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let name = unique("tags");
-    run_sleeper(&mut c, &name, &["--label", "com.docker.compose.project=shop", "--label", "com.docker.compose.service=web"]);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "--label",
+            "com.docker.compose.project=shop",
+            "--label",
+            "com.docker.compose.service=web",
+        ],
+    );
     lb.run(&["backup", &name]).ok();
-    let out = lb.restic(&["snapshots", "--json", "--tag", &format!("container={name}")]).ok();
+    let out = lb
+        .restic(&["snapshots", "--json", "--tag", &format!("container={name}")])
+        .ok();
     let snaps: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let tags = snaps[0]["tags"].to_string();
     for want in ["lifeboat", "compose-project=shop", "host="] {
