@@ -284,3 +284,32 @@ fn kill_9_mid_backup_leaves_nothing_listed_and_the_next_backup_works() {
         );
     }
 }
+
+#[test]
+fn unreadable_file_marks_the_backup_partial_with_exit_3() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("partial"), unique("partial-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("readable"), "fine").unwrap();
+    std::fs::write(path.join("locked"), "cannot read me").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    // Root reads everything; without CAP_DAC_OVERRIDE the mode-000 file is unreadable.
+    let out: Run = Command::new("setpriv")
+        .args(["--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"])
+        .arg(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["backup", &name, "--json"])
+        .env("LIFEBOAT_STATE_DIR", lb.state.path())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let json = out.json();
+    assert_eq!(json["backups"][0]["partial"], true);
+    assert!(json["backups"][0]["problems"].to_string().contains("locked"), "{json}");
+    let listed = backups(&lb, &name);
+    assert_eq!(listed[0]["partial"], true, "the listing marks it partial");
+    assert!(lb.run(&["snapshots", &name]).ok().stdout.contains("PARTIAL"));
+}

@@ -1,0 +1,186 @@
+//! The repository engine's measured rough edges, each pinned by a test against a real
+//! repository on disk (no Docker needed).
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use lifeboat_repo::{
+    DirBackup, RepoError, RepoLocation, Repository, RusticRepository, StreamBackup, StreamSource,
+};
+
+fn new_repo(dir: &Path) -> RusticRepository {
+    let loc = RepoLocation(dir.join("repo").display().to_string());
+    RusticRepository::init(&loc, "test-password", None).unwrap()
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A producer that yields some bytes, then reports failure (like a dump exiting non-zero).
+struct FailingProducer {
+    data: Vec<u8>,
+    read_error: bool,
+}
+
+struct ErrAfter {
+    data: std::io::Cursor<Vec<u8>>,
+    fail: bool,
+}
+
+impl Read for ErrAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && self.fail {
+            return Err(std::io::Error::other("connection reset mid-stream"));
+        }
+        Ok(n)
+    }
+}
+
+impl StreamSource for FailingProducer {
+    fn reader(&mut self) -> Box<dyn Read + Send> {
+        Box::new(ErrAfter {
+            data: std::io::Cursor::new(std::mem::take(&mut self.data)),
+            fail: self.read_error,
+        })
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        if self.read_error { Ok(()) } else { Err("pg_dump exited with status 1".into()) }
+    }
+}
+
+#[test]
+fn failed_stream_producer_leaves_no_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    for read_error in [false, true] {
+        let mut producer = FailingProducer { data: random_bytes(3 << 20, 1), read_error };
+        let req = StreamBackup { path: "/dump/db.sql", tags: &["t".into()], description: None };
+        let err = repo.backup_stream(&req, &mut producer).unwrap_err();
+        assert!(matches!(err, RepoError::StreamFailed { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("status 1") || text.contains("reset"), "{text}");
+        assert!(repo.snapshots(&[]).unwrap().is_empty(), "truncated snapshot was deleted");
+    }
+    assert!(repo.check(true).unwrap().errors.is_empty());
+}
+
+#[test]
+fn stream_is_stored_and_dumped_back_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    struct Ok1(Vec<u8>);
+    impl StreamSource for Ok1 {
+        fn reader(&mut self) -> Box<dyn Read + Send> {
+            Box::new(std::io::Cursor::new(self.0.clone()))
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let data = random_bytes(5 << 20, 2);
+    let req = StreamBackup { path: "/image/image.tar", tags: &[], description: Some("d".into()) };
+    let part = repo.backup_stream(&req, &mut Ok1(data.clone())).unwrap();
+    assert_eq!(part.bytes, data.len() as u64);
+    let mut out = Vec::new();
+    repo.dump(&part.snapshot_id, "/image/image.tar", &mut out).unwrap();
+    assert!(out == data, "dumped stream differs");
+    assert_eq!(repo.snapshots(&[]).unwrap()[0].description.as_deref(), Some("d"));
+}
+
+/// Root reads every file; without CAP_DAC_OVERRIDE a mode-000 file is unreadable. The test
+/// re-runs itself under `setpriv` with those capabilities dropped.
+#[test]
+fn unreadable_file_is_reported_not_silently_dropped() {
+    if std::env::var_os("LIFEBOAT_TEST_NO_DAC").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new("setpriv")
+            .args(["--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"])
+            .arg(exe)
+            .args(["--exact", "unreadable_file_is_reported_not_silently_dropped", "--nocapture"])
+            .env("LIFEBOAT_TEST_NO_DAC", "1")
+            .status()
+            .expect("setpriv (util-linux) is installed");
+        assert!(status.success(), "the unprivileged run failed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("readable"), "ok").unwrap();
+    std::fs::write(src.join("locked"), "secret").unwrap();
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    assert!(std::fs::read(src.join("locked")).is_err(), "capabilities were not dropped");
+    let req = DirBackup { source: &src, as_path: "/volumes/v", tags: &[], description: None };
+    let part = repo.backup_dir(&req).unwrap();
+    assert_eq!(part.unreadable.len(), 1, "{:?}", part.unreadable);
+    assert!(part.unreadable[0].contains("locked"), "{:?}", part.unreadable);
+}
+
+#[test]
+fn restore_of_a_corrupted_pack_names_the_files_and_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(src.join(format!("f{i}")), random_bytes(3 << 20, 10 + i)).unwrap();
+    }
+    let req = DirBackup { source: &src, as_path: "/volumes/v", tags: &[], description: None };
+    let part = repo.backup_dir(&req).unwrap();
+    let pack = walkdir::WalkDir::new(dir.path().join("repo/data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pack, bytes).unwrap();
+
+    let target = dir.path().join("out");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        repo.restore_dir(&part.snapshot_id, "/volumes/v", &target)
+    }));
+    let err = result.expect("no panic escapes").unwrap_err();
+    let RepoError::RestoreIncomplete { files, .. } = &err else { panic!("{err}") };
+    assert!(!files.is_empty() && files.len() < 6, "some, not all, files are damaged: {files:?}");
+    // Every file not reported as damaged is byte-identical.
+    for i in 0..6 {
+        let name = format!("f{i}");
+        if !files.iter().any(|f| f.ends_with(&name)) {
+            assert_eq!(std::fs::read(target.join(&name)).unwrap(), std::fs::read(src.join(&name)).unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let ids = tokio::task::spawn_blocking(move || {
+        let repo = new_repo(&path);
+        let src = path.join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("a"), "a").unwrap();
+        let req = DirBackup { source: &src, as_path: "/volumes/a", tags: &[], description: None };
+        repo.backup_dir(&req).unwrap();
+        repo.snapshots(&[]).unwrap().len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids, 1);
+}
