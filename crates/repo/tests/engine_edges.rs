@@ -55,7 +55,11 @@ impl StreamSource for FailingProducer {
         })
     }
     fn finish(&mut self) -> Result<(), String> {
-        if self.read_error { Ok(()) } else { Err("pg_dump exited with status 1".into()) }
+        if self.read_error {
+            Ok(())
+        } else {
+            Err("pg_dump exited with status 1".into())
+        }
     }
 }
 
@@ -64,13 +68,26 @@ fn failed_stream_producer_leaves_no_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let repo = new_repo(dir.path());
     for read_error in [false, true] {
-        let mut producer = FailingProducer { data: random_bytes(3 << 20, 1), read_error };
-        let req = StreamBackup { path: "/dump/db.sql", tags: &["t".into()], description: None };
+        let mut producer = FailingProducer {
+            data: random_bytes(3 << 20, 1),
+            read_error,
+        };
+        let req = StreamBackup {
+            path: "/dump/db.sql",
+            tags: &["t".into()],
+            description: None,
+        };
         let err = repo.backup_stream(&req, &mut producer).unwrap_err();
         assert!(matches!(err, RepoError::StreamFailed { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("status 1") || text.contains("reset"), "{text}");
-        assert!(repo.snapshots(&[]).unwrap().is_empty(), "truncated snapshot was deleted");
+        assert!(
+            text.contains("status 1") || text.contains("reset"),
+            "{text}"
+        );
+        assert!(
+            repo.snapshots(&[]).unwrap().is_empty(),
+            "truncated snapshot was deleted"
+        );
     }
     assert!(repo.check(true).unwrap().errors.is_empty());
 }
@@ -89,13 +106,21 @@ fn stream_is_stored_and_dumped_back_identical() {
         }
     }
     let data = random_bytes(5 << 20, 2);
-    let req = StreamBackup { path: "/image/image.tar", tags: &[], description: Some("d".into()) };
+    let req = StreamBackup {
+        path: "/image/image.tar",
+        tags: &[],
+        description: Some("d".into()),
+    };
     let part = repo.backup_stream(&req, &mut Ok1(data.clone())).unwrap();
     assert_eq!(part.bytes, data.len() as u64);
     let mut out = Vec::new();
-    repo.dump(&part.snapshot_id, "/image/image.tar", &mut out).unwrap();
+    repo.dump(&part.snapshot_id, "/image/image.tar", &mut out)
+        .unwrap();
     assert!(out == data, "dumped stream differs");
-    assert_eq!(repo.snapshots(&[]).unwrap()[0].description.as_deref(), Some("d"));
+    assert_eq!(
+        repo.snapshots(&[]).unwrap()[0].description.as_deref(),
+        Some("d")
+    );
 }
 
 /// Root reads every file; without CAP_DAC_OVERRIDE a mode-000 file is unreadable. The test
@@ -105,9 +130,16 @@ fn unreadable_file_is_reported_not_silently_dropped() {
     if std::env::var_os("LIFEBOAT_TEST_NO_DAC").is_none() {
         let exe = std::env::current_exe().unwrap();
         let status = std::process::Command::new("setpriv")
-            .args(["--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"])
+            .args([
+                "--inh-caps=-dac_override,-dac_read_search",
+                "--bounding-set=-dac_override,-dac_read_search",
+            ])
             .arg(exe)
-            .args(["--exact", "unreadable_file_is_reported_not_silently_dropped", "--nocapture"])
+            .args([
+                "--exact",
+                "unreadable_file_is_reported_not_silently_dropped",
+                "--nocapture",
+            ])
             .env("LIFEBOAT_TEST_NO_DAC", "1")
             .status()
             .expect("setpriv (util-linux) is installed");
@@ -121,11 +153,23 @@ fn unreadable_file_is_reported_not_silently_dropped() {
     std::fs::write(src.join("readable"), "ok").unwrap();
     std::fs::write(src.join("locked"), "secret").unwrap();
     std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
-    assert!(std::fs::read(src.join("locked")).is_err(), "capabilities were not dropped");
-    let req = DirBackup { source: &src, as_path: "/volumes/v", tags: &[], description: None };
+    assert!(
+        std::fs::read(src.join("locked")).is_err(),
+        "capabilities were not dropped"
+    );
+    let req = DirBackup {
+        source: &src,
+        as_path: "/volumes/v",
+        tags: &[],
+        description: None,
+    };
     let part = repo.backup_dir(&req).unwrap();
     assert_eq!(part.unreadable.len(), 1, "{:?}", part.unreadable);
-    assert!(part.unreadable[0].contains("locked"), "{:?}", part.unreadable);
+    assert!(
+        part.unreadable[0].contains("locked"),
+        "{:?}",
+        part.unreadable
+    );
 }
 
 #[test]
@@ -137,32 +181,35 @@ fn restore_of_a_corrupted_pack_names_the_files_and_never_panics() {
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(3 << 20, 10 + i)).unwrap();
     }
-    let req = DirBackup { source: &src, as_path: "/volumes/v", tags: &[], description: None };
+    let req = DirBackup {
+        source: &src,
+        as_path: "/volumes/v",
+        tags: &[],
+        description: None,
+    };
     let part = repo.backup_dir(&req).unwrap();
-    let pack = walkdir::WalkDir::new(dir.path().join("repo/data"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .into_path();
-    let mut bytes = std::fs::read(&pack).unwrap();
-    let mid = bytes.len() / 3;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&pack, bytes).unwrap();
+    lifeboat_testkit::corrupt_largest_pack(&dir.path().join("repo"), 0.33);
 
     let target = dir.path().join("out");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         repo.restore_dir(&part.snapshot_id, "/volumes/v", &target)
     }));
     let err = result.expect("no panic escapes").unwrap_err();
-    let RepoError::RestoreIncomplete { files, .. } = &err else { panic!("{err}") };
-    assert!(!files.is_empty() && files.len() < 6, "some, not all, files are damaged: {files:?}");
+    let RepoError::RestoreIncomplete { files, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        !files.is_empty() && files.len() < 6,
+        "some, not all, files are damaged: {files:?}"
+    );
     // Every file not reported as damaged is byte-identical.
     for i in 0..6 {
         let name = format!("f{i}");
         if !files.iter().any(|f| f.ends_with(&name)) {
-            assert_eq!(std::fs::read(target.join(&name)).unwrap(), std::fs::read(src.join(&name)).unwrap());
+            assert_eq!(
+                std::fs::read(target.join(&name)).unwrap(),
+                std::fs::read(src.join(&name)).unwrap()
+            );
         }
     }
 }
@@ -176,7 +223,12 @@ async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
         let src = path.join("src");
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("a"), "a").unwrap();
-        let req = DirBackup { source: &src, as_path: "/volumes/a", tags: &[], description: None };
+        let req = DirBackup {
+            source: &src,
+            as_path: "/volumes/a",
+            tags: &[],
+            description: None,
+        };
         repo.backup_dir(&req).unwrap();
         repo.snapshots(&[]).unwrap().len()
     })

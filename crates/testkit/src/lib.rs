@@ -14,3 +14,20 @@ pub use docker::{
     BUSYBOX_IMAGE, Cleanup, docker, docker_ok, ensure_busybox_image, unique, volume_path,
 };
 pub use tree::{Entry, compare_trees, compare_trees_ignoring_sparseness, snapshot_tree};
+
+/// Flips one byte in the largest pack file under `repo/data` (a bit-rot fixture) and returns
+/// the pack's path.
+pub fn corrupt_largest_pack(repo: &std::path::Path, offset_fraction: f64) -> std::path::PathBuf {
+    let largest = walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("the repository has a pack")
+        .into_path();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let at = (bytes.len() as f64 * offset_fraction) as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(&largest, bytes).unwrap();
+    largest
+}

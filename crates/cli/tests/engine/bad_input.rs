@@ -61,13 +61,7 @@ fn unknown_container_exits_15() {
 #[test]
 fn wrong_password_exits_12_without_a_crash_trace() {
     let lb = Lb::new();
-    let out = lb
-        .command()
-        .env("LIFEBOAT_PASSWORD", "wrong")
-        .args(["snapshots"])
-        .output()
-        .unwrap();
-    let out = Run::from(out);
+    let out = lb.run_env(&[("LIFEBOAT_PASSWORD", "wrong")], &["snapshots"]);
     assert_eq!(out.code, 12, "{}", out.stderr);
     assert!(out.stderr.contains("wrong password"), "{}", out.stderr);
     assert!(
@@ -80,13 +74,7 @@ fn wrong_password_exits_12_without_a_crash_trace() {
 #[test]
 fn missing_repository_exits_10_and_says_to_init() {
     let lb = Lb::uninitialised();
-    let out = lb
-        .command()
-        .env("LIFEBOAT_PASSWORD", "x")
-        .args(["snapshots"])
-        .output()
-        .unwrap();
-    let out = Run::from(out);
+    let out = lb.run_env(&[("LIFEBOAT_PASSWORD", "x")], &["snapshots"]);
     assert_eq!(out.code, 10, "{}", out.stderr);
     assert!(out.stderr.contains("lifeboat init"), "{}", out.stderr);
 }
@@ -116,18 +104,7 @@ fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
     lb.run(&["backup", &name]).ok();
     lb.run(&["check", "--read-data"]).ok();
 
-    // Flip one byte in the middle of the largest pack.
-    let largest = walkdir::WalkDir::new(lb.repo().join("data"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .into_path();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&largest, bytes).unwrap();
+    let largest = corrupt_largest_pack(&lb.repo(), 0.5);
 
     let check = lb.run(&["check", "--read-data"]);
     assert_eq!(check.code, 5, "{}\n{}", check.stdout, check.stderr);
@@ -298,7 +275,10 @@ fn unreadable_file_marks_the_backup_partial_with_exit_3() {
     run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
     // Root reads everything; without CAP_DAC_OVERRIDE the mode-000 file is unreadable.
     let out: Run = Command::new("setpriv")
-        .args(["--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"])
+        .args([
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+        ])
         .arg(env!("CARGO_BIN_EXE_lifeboat"))
         .args(["backup", &name, "--json"])
         .env("LIFEBOAT_STATE_DIR", lb.state.path())
@@ -308,8 +288,18 @@ fn unreadable_file_marks_the_backup_partial_with_exit_3() {
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     let json = out.json();
     assert_eq!(json["backups"][0]["partial"], true);
-    assert!(json["backups"][0]["problems"].to_string().contains("locked"), "{json}");
+    assert!(
+        json["backups"][0]["problems"]
+            .to_string()
+            .contains("locked"),
+        "{json}"
+    );
     let listed = backups(&lb, &name);
     assert_eq!(listed[0]["partial"], true, "the listing marks it partial");
-    assert!(lb.run(&["snapshots", &name]).ok().stdout.contains("PARTIAL"));
+    assert!(
+        lb.run(&["snapshots", &name])
+            .ok()
+            .stdout
+            .contains("PARTIAL")
+    );
 }

@@ -79,11 +79,15 @@ impl Lb {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        self.command()
-            .args(args)
-            .output()
-            .expect("run lifeboat")
-            .into()
+        self.run_env(&[], args)
+    }
+
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut c = self.command();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().expect("run lifeboat").into()
     }
 
     /// Runs `restic` on this repository with this repository's key.
