@@ -21,6 +21,8 @@ pub struct RestoreRequest {
     /// Restore side by side under this name (volumes and bind paths renamed too).
     pub as_name: Option<String>,
     pub force: bool,
+    /// Check and describe, change nothing.
+    pub dry_run: bool,
     /// How long to wait for a healthcheck to pass.
     pub health_timeout: Duration,
     /// Used for the safety backup taken by `--force`.
@@ -41,6 +43,9 @@ pub struct RestoreOutcome {
     pub started: bool,
     pub health: Option<String>,
     pub seconds: f64,
+    /// True when nothing was changed (`--dry-run`); `actions` says what would happen.
+    pub dry_run: bool,
+    pub actions: Vec<String>,
 }
 
 /// Where each part goes on this host.
@@ -74,15 +79,69 @@ fn dir_is_empty(path: &Path) -> bool {
     }
 }
 
-/// Restores container `name` as described by `req`.
-pub fn restore_container(
+/// What a restore will do, checked before anything is touched.
+struct Plan {
+    snapshot_id: String,
+    manifest: Manifest,
+    target_name: String,
+    targets: Vec<Target>,
+    container_exists: bool,
+    /// What would be overwritten (empty when nothing is).
+    occupied: Vec<String>,
+    image_part: Option<Part>,
+    image_present: bool,
+    /// The image is missing by name and not saved, but present by ID: create from the ID.
+    use_image_id: bool,
+}
+
+impl Plan {
+    /// The steps, in order, for `--dry-run`.
+    fn actions(&self, as_name: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.occupied.is_empty() {
+            out.push(format!(
+                "take a safety backup of what is replaced: {}",
+                self.occupied.join("; ")
+            ));
+        }
+        if self.container_exists {
+            out.push(format!("remove container {}", self.target_name));
+        }
+        for t in &self.targets {
+            out.push(format!(
+                "restore {} {} ({} bytes)",
+                t.part.kind.as_str(),
+                t.name,
+                t.part.bytes
+            ));
+        }
+        if !self.image_present && self.image_part.is_some() {
+            out.push(format!(
+                "load image {} from the backup",
+                self.manifest.config.image
+            ));
+        }
+        let config = restored_config(&self.manifest, as_name);
+        out.push(format!(
+            "create container {} from image {}",
+            self.target_name, config.image
+        ));
+        if config.was_running {
+            out.push(format!(
+                "start {} and wait for its healthcheck",
+                self.target_name
+            ));
+        }
+        out
+    }
+}
+
+fn plan(
     engine: &dyn Engine,
     repo: &dyn Repository,
     name: &str,
     req: &RestoreRequest,
-    note: Note<'_>,
-) -> Result<RestoreOutcome, CoreError> {
-    let t0 = Instant::now();
+) -> Result<Plan, CoreError> {
     let entry = find_backup(repo, name, req.snapshot.as_deref(), req.at)?;
     let manifest = entry.manifest;
     let as_name = req.as_name.as_deref();
@@ -99,28 +158,28 @@ pub fn restore_container(
             },
         })
         .collect();
-    let host_root = &req.backup.host_root;
-
-    // Everything that would be overwritten, found before anything is touched.
     let mut occupied = Vec::new();
-    let existing = engine.container(&target_name)?;
-    if existing.is_some() {
+    let container_exists = engine.container(&target_name)?.is_some();
+    if container_exists {
         occupied.push(format!("container `{target_name}` exists"));
     }
     for t in &targets {
-        let path = host_path_of(engine, t, host_root)?;
+        let path = host_path_of(engine, t, &req.backup.host_root)?;
         if let Some(path) = path.filter(|p| !dir_is_empty(p)) {
+            let kind = t.part.kind.as_str();
             occupied.push(format!(
-                "{} `{}` is not empty ({})",
-                t.part.kind.as_str(),
+                "{kind} `{}` is not empty ({})",
                 t.name,
                 path.display()
             ));
         }
     }
-    let image_part = manifest.parts.iter().find(|p| p.kind == PartKind::Image);
+    let image_part = manifest
+        .parts
+        .iter()
+        .find(|p| p.kind == PartKind::Image)
+        .cloned();
     let image_present = engine.image_present(&manifest.config.image)?;
-    // Without the tag and without a saved image, the same image by ID still does.
     let use_image_id = !image_present
         && image_part.is_none()
         && !manifest.config.image_id.is_empty()
@@ -139,28 +198,71 @@ pub fn restore_container(
             ),
         });
     }
+    Ok(Plan {
+        snapshot_id: entry.snapshot_id,
+        manifest,
+        target_name,
+        targets,
+        container_exists,
+        occupied,
+        image_part,
+        image_present,
+        use_image_id,
+    })
+}
 
-    let mut safety_snapshot = None;
-    if !occupied.is_empty() {
-        safety_snapshot = safety_backup(
-            engine,
-            repo,
-            &target_name,
-            existing.is_some(),
-            &targets,
-            req,
-            note,
-        )?;
-        if existing.is_some() {
-            note(&format!("removing container {target_name}"));
-            engine.remove_container(&target_name)?;
+/// Restores container `name` as described by `req`. Refusals happen before any change.
+pub fn restore_container(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    name: &str,
+    req: &RestoreRequest,
+    note: Note<'_>,
+) -> Result<RestoreOutcome, CoreError> {
+    let t0 = Instant::now();
+    let plan = plan(engine, repo, name, req)?;
+    let mut outcome = RestoreOutcome {
+        container: plan.target_name.clone(),
+        container_id: String::new(),
+        from_snapshot: plan.snapshot_id.clone(),
+        backup_id: plan.manifest.backup_id.0.clone(),
+        safety_snapshot: None,
+        volumes: Vec::new(),
+        binds: Vec::new(),
+        image_loaded: false,
+        started: false,
+        health: None,
+        seconds: 0.0,
+        dry_run: req.dry_run,
+        actions: plan.actions(req.as_name.as_deref()),
+    };
+    if req.dry_run {
+        return Ok(outcome);
+    }
+    if !plan.occupied.is_empty() {
+        outcome.safety_snapshot = safety_backup(engine, repo, &plan, req, note)?;
+        if plan.container_exists {
+            note(&format!("removing container {}", plan.target_name));
+            engine.remove_container(&plan.target_name)?;
         }
     }
+    restore_data(engine, repo, &plan, req, &mut outcome, note)?;
+    create_and_start(engine, &plan, req, &mut outcome, note)?;
+    outcome.seconds = t0.elapsed().as_secs_f64();
+    Ok(outcome)
+}
 
-    let mut volumes = Vec::new();
-    let mut binds = Vec::new();
-    for t in &targets {
-        let dest = prepare_destination(engine, t, &manifest, host_root, req.force)?;
+fn restore_data(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    plan: &Plan,
+    req: &RestoreRequest,
+    outcome: &mut RestoreOutcome,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    for t in &plan.targets {
+        let dest =
+            prepare_destination(engine, t, &plan.manifest, &req.backup.host_root, req.force)?;
         note(&format!(
             "restoring {} {} ({} bytes)",
             t.part.kind.as_str(),
@@ -169,23 +271,33 @@ pub fn restore_container(
         ));
         repo.restore_dir(&t.part.snapshot_id, &t.part.snapshot_path, &dest)?;
         match t.part.kind {
-            PartKind::Bind => binds.push(t.name.clone()),
-            _ => volumes.push(t.name.clone()),
+            PartKind::Bind => outcome.binds.push(t.name.clone()),
+            _ => outcome.volumes.push(t.name.clone()),
         }
     }
-
-    let mut image_loaded = false;
-    if !image_present && let Some(part) = image_part {
+    if !plan.image_present
+        && let Some(part) = &plan.image_part
+    {
         note(&format!(
             "loading image {} from the backup",
-            manifest.config.image
+            plan.manifest.config.image
         ));
         load_image(engine, repo, part)?;
-        image_loaded = true;
+        outcome.image_loaded = true;
     }
+    Ok(())
+}
 
-    let mut config = restored_config(&manifest, as_name);
-    if use_image_id {
+fn create_and_start(
+    engine: &dyn Engine,
+    plan: &Plan,
+    req: &RestoreRequest,
+    outcome: &mut RestoreOutcome,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    let name = &plan.target_name;
+    let mut config = restored_config(&plan.manifest, req.as_name.as_deref());
+    if plan.use_image_id {
         note(&format!(
             "image {} not found by name; using it by ID {}",
             config.image, config.image_id
@@ -198,32 +310,20 @@ pub fn restore_container(
             engine.create_network(&net.name, &net.driver)?;
         }
     }
-    note(&format!("creating container {target_name}"));
-    let container_id = engine.create_container(&target_name, &config)?;
+    note(&format!("creating container {name}"));
+    outcome.container_id = engine.create_container(name, &config)?;
     for net in config.networks.iter().skip(1) {
-        engine.connect_network(&target_name, net)?;
+        engine.connect_network(name, net)?;
     }
-    let mut health = None;
     if config.was_running {
-        engine.start_container(&target_name)?;
+        engine.start_container(name)?;
+        outcome.started = true;
         if config.healthcheck.is_some() {
-            note(&format!("waiting for {target_name} to become healthy"));
-            health = Some(wait_healthy(engine, &target_name, req.health_timeout)?);
+            note(&format!("waiting for {name} to become healthy"));
+            outcome.health = Some(wait_healthy(engine, name, req.health_timeout)?);
         }
     }
-    Ok(RestoreOutcome {
-        container: target_name,
-        container_id,
-        from_snapshot: entry.snapshot_id,
-        backup_id: manifest.backup_id.0.clone(),
-        safety_snapshot,
-        volumes,
-        binds,
-        image_loaded,
-        started: config.was_running,
-        health,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 fn is_builtin_network(name: &str) -> bool {
@@ -316,43 +416,43 @@ fn remove_path(path: &Path) -> Result<(), CoreError> {
 fn safety_backup(
     engine: &dyn Engine,
     repo: &dyn Repository,
-    target_name: &str,
-    container_exists: bool,
-    targets: &[Target],
+    plan: &Plan,
     req: &RestoreRequest,
     note: Note<'_>,
 ) -> Result<Option<String>, CoreError> {
     let mut backup = req.backup.clone();
     backup.extra_tags.push("safety".into());
     backup.with_image = false;
-    if container_exists {
+    if plan.container_exists {
         note(&format!(
-            "taking a safety backup of {target_name} before replacing it"
+            "taking a safety backup of {} before replacing it",
+            plan.target_name
         ));
-        let out = backup_container(engine, repo, target_name, &backup, note)?;
+        let out = backup_container(engine, repo, &plan.target_name, &backup, note)?;
         return Ok(Some(out.manifest_snapshot));
     }
-    for t in targets {
-        if let Some(path) =
+    for t in &plan.targets {
+        let Some(path) =
             host_path_of(engine, t, &req.backup.host_root)?.filter(|p| !dir_is_empty(p))
-        {
-            note(&format!(
-                "taking a safety snapshot of {} before replacing it",
-                t.name
-            ));
-            let mut tags = vec![
-                lifeboat_model::tags::LIFEBOAT.to_string(),
-                "safety".to_string(),
-                lifeboat_model::tags::part(t.part.kind),
-            ];
-            tags.push(format!("replaced={}", t.name));
-            repo.backup_dir(&lifeboat_repo::DirBackup {
-                source: &path,
-                as_path: &t.part.snapshot_path,
-                tags: &tags,
-                description: None,
-            })?;
-        }
+        else {
+            continue;
+        };
+        note(&format!(
+            "taking a safety snapshot of {} before replacing it",
+            t.name
+        ));
+        let tags = vec![
+            lifeboat_model::tags::LIFEBOAT.to_string(),
+            "safety".to_string(),
+            lifeboat_model::tags::part(t.part.kind),
+            format!("replaced={}", t.name),
+        ];
+        repo.backup_dir(&lifeboat_repo::DirBackup {
+            source: &path,
+            as_path: &t.part.snapshot_path,
+            tags: &tags,
+            description: None,
+        })?;
     }
     Ok(None)
 }

@@ -26,6 +26,9 @@ pub struct Args {
     /// Replace an existing container and non-empty volumes, after a safety backup of them
     #[arg(long)]
     pub force: bool,
+    /// Check and print what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Seconds to wait for the restored container's healthcheck to pass
     #[arg(long, default_value_t = 120)]
     pub health_timeout: u64,
@@ -46,6 +49,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         at,
         as_name: a.as_name.clone(),
         force: a.force,
+        dry_run: a.dry_run,
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
     };
@@ -58,9 +62,14 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                 "snapshot": out.from_snapshot, "backup_id": out.backup_id,
                 "safety_snapshot": out.safety_snapshot, "volumes": out.volumes, "binds": out.binds,
                 "image_loaded": out.image_loaded, "started": out.started, "health": out.health,
-                "seconds": out.seconds,
+                "seconds": out.seconds, "dry_run": out.dry_run, "actions": out.actions,
             }))?
         );
+    } else if out.dry_run {
+        println!("dry run: nothing was changed. `lifeboat restore` would:");
+        for a in &out.actions {
+            println!("  - {a}");
+        }
     } else {
         if let Some(s) = &out.safety_snapshot {
             println!(

@@ -135,3 +135,40 @@ fn snapshots_are_tagged_for_restic_users() {
         assert!(tags.contains(want), "{want} missing in {tags}");
     }
 }
+
+#[test]
+fn dry_run_describes_the_restore_and_changes_nothing() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("dry"), unique("dry-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "v1").unwrap();
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    std::fs::write(path.join("state"), "v2").unwrap();
+    let id_before = inspect(&name, "{{.Id}}");
+
+    assert_eq!(lb.run(&["restore", &name, "--dry-run"]).code, REFUSED);
+    let out = lb
+        .run(&["restore", &name, "--force", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(out["dry_run"], true);
+    let actions = out["actions"].to_string();
+    for step in [
+        "safety backup",
+        "remove container",
+        "restore volume",
+        "create container",
+    ] {
+        assert!(actions.contains(step), "{step} missing from {actions}");
+    }
+    assert_eq!(inspect(&name, "{{.Id}}"), id_before, "container untouched");
+    assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "v2");
+    let listed = lb.run(&["snapshots", "--json"]).ok().json();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "no safety backup taken"
+    );
+}
