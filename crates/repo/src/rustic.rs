@@ -25,7 +25,7 @@ use crate::{
 /// size bounds restore memory; compressible data multiplies it. Measured on 1 GB of mixed
 /// data (small files, random data, logs), peak restore RSS: 273 MiB with 4 MiB packs,
 /// 193 MiB with 2 MiB, 149 MiB with 1 MiB (about 20% slower than 4 MiB); see `bench/`.
-const DATAPACK_SIZE: u64 = 2 << 20;
+const DATAPACK_SIZE: u64 = 1 << 20;
 
 /// Where a repository lives: a local directory for now.
 #[derive(Debug, Clone, PartialEq, Eq)]
