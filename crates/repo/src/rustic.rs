@@ -214,13 +214,7 @@ impl RusticRepository {
         &self,
         op: impl FnOnce(&Engine<rustic_core::IndexedIdsStatus>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.with_open(|e| match e.to_indexed_ids() {
-            Ok(indexed) => {
-                let r = op(&indexed);
-                (Some(indexed.drop_index()), r)
-            }
-            Err(err) => (None, Err(self.err("loading the index")(err))),
-        })
+        self.with_index(Engine::to_indexed_ids, op)
     }
 
     /// Runs `op` on the engine with its full index loaded (for restores and dumps).
@@ -228,7 +222,16 @@ impl RusticRepository {
         &self,
         op: impl FnOnce(&Engine<rustic_core::IndexedFullStatus>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.with_open(|e| match e.to_indexed() {
+        self.with_index(Engine::to_indexed, op)
+    }
+
+    /// Loads an index with `load`, runs `op`, and keeps the opened engine for the next call.
+    fn with_index<S: rustic_core::IndexedTree, T>(
+        &self,
+        load: impl FnOnce(Engine<OpenStatus>) -> rustic_core::RusticResult<Engine<S>>,
+        op: impl FnOnce(&Engine<S>) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.with_open(|e| match load(e) {
             Ok(indexed) => {
                 let r = op(&indexed);
                 (Some(indexed.drop_index()), r)

@@ -14,6 +14,16 @@ fn new_repo(dir: &Path) -> RusticRepository {
     RusticRepository::init(&loc, "test-password", None).unwrap()
 }
 
+fn backup_volume(repo: &RusticRepository, src: &Path) -> lifeboat_repo::PartReport {
+    let req = DirBackup {
+        source: src,
+        as_path: "/volumes/v",
+        tags: &[],
+        description: None,
+    };
+    repo.backup_dir(&req).unwrap()
+}
+
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
@@ -157,13 +167,7 @@ fn unreadable_file_is_reported_not_silently_dropped() {
         std::fs::read(src.join("locked")).is_err(),
         "capabilities were not dropped"
     );
-    let req = DirBackup {
-        source: &src,
-        as_path: "/volumes/v",
-        tags: &[],
-        description: None,
-    };
-    let part = repo.backup_dir(&req).unwrap();
+    let part = backup_volume(&repo, &src);
     assert_eq!(part.unreadable.len(), 1, "{:?}", part.unreadable);
     assert!(
         part.unreadable[0].contains("locked"),
@@ -181,13 +185,7 @@ fn restore_of_a_corrupted_pack_names_the_files_and_never_panics() {
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(3 << 20, 10 + i)).unwrap();
     }
-    let req = DirBackup {
-        source: &src,
-        as_path: "/volumes/v",
-        tags: &[],
-        description: None,
-    };
-    let part = repo.backup_dir(&req).unwrap();
+    let part = backup_volume(&repo, &src);
     lifeboat_testkit::corrupt_largest_pack(&dir.path().join("repo"), 0.33);
 
     let target = dir.path().join("out");
