@@ -8,6 +8,10 @@ use lifeboat_repo::RepoError;
 pub enum Code {
     Ok = 0,
     Error = 1,
+    /// `doctor` found warnings (same value as `Error`, by the doctor's own contract).
+    DoctorWarnings = 101,
+    /// `doctor` found errors.
+    DoctorErrors = 102,
     Partial = 3,
     Damaged = 5,
     RepoMissing = 10,
@@ -16,6 +20,17 @@ pub enum Code {
     EngineUnreachable = 13,
     Refused = 14,
     NotFound = 15,
+}
+
+impl Code {
+    /// The process exit status.
+    pub fn value(self) -> i32 {
+        match self {
+            Code::DoctorWarnings => 1,
+            Code::DoctorErrors => 2,
+            other => other as i32,
+        }
+    }
 }
 
 fn repo_code(e: &RepoError) -> Code {
@@ -69,7 +84,7 @@ pub fn report(err: &anyhow::Error, json: bool) -> Code {
     if json {
         println!(
             "{}",
-            serde_json::json!({"error": text, "exit_code": code as i32})
+            serde_json::json!({"error": text, "exit_code": code.value()})
         );
     }
     code

@@ -22,7 +22,8 @@ use crate::context::GlobalArgs;
         Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (some files unreadable), \
         5 damage found (check or restore verification), 10 repository missing, \
         11 another run holds the lock, 12 wrong password, 13 Docker engine unreachable, \
-        14 refused to overwrite, 15 container or backup not found."
+        14 refused to overwrite, 15 container or backup not found. `doctor` exits 0 when all \
+        is clear, 1 with warnings, 2 with errors."
 )]
 struct Cli {
     #[command(flatten)]
@@ -43,6 +44,8 @@ enum Command {
     Restore(cmd::restore::Args),
     /// Verify the repository's structure, and with --read-data every byte of it.
     Check(cmd::check::Args),
+    /// Find what will make a backup or restore fail (exit 0 clear, 1 warnings, 2 errors).
+    Doctor(cmd::doctor::Args),
 }
 
 fn main() {
@@ -56,10 +59,11 @@ fn main() {
         Command::Snapshots(a) => cmd::snapshots::run(&cli.global, a),
         Command::Restore(a) => cmd::restore::run(&cli.global, a),
         Command::Check(a) => cmd::check::run(&cli.global, a),
+        Command::Doctor(a) => cmd::doctor::run(&cli.global, a),
     };
     let code = match result {
         Ok(code) => code,
         Err(err) => exit::report(&err, cli.global.json),
     };
-    std::process::exit(code as i32);
+    std::process::exit(code.value());
 }

@@ -1,4 +1,4 @@
-//! Backup and restore of whole services, written against the [`Engine`] and [`Repository`]
+//! Backup, restore and preflight diagnosis (`doctor`) of whole services, written against the [`Engine`] and [`Repository`]
 //! traits only: no Docker client, no repository engine, no CLI types here.
 //!
 //! A backup is a set of repository snapshots tagged with one backup id: one per volume, bind
@@ -8,6 +8,7 @@
 
 mod backup;
 mod catalog;
+pub mod doctor;
 mod error;
 mod lock;
 mod restore;

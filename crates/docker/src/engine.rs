@@ -5,7 +5,7 @@
 //! `POST /containers/create`, `POST /containers/{id}/start|stop`, `DELETE /containers/{id}`,
 //! `GET|POST|DELETE /volumes`, `GET /images/{name}/json`, `GET /images/{name}/get`,
 //! `POST /images/load`, `GET /networks/{id}`, `POST /networks/create`,
-//! `POST /networks/{id}/connect`.
+//! `POST /networks/{id}/connect`, `GET /containers/{id}/stats` (doctor).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use crate::convert::{compose_info, config_from_inspect, create_body};
 use crate::{
-    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, MountSource, VolumeInfo,
+    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, MemoryUsage, MountSource,
+    VolumeInfo,
 };
 
 pub struct DockerEngine {
@@ -446,6 +447,36 @@ impl Engine for DockerEngine {
         self.rt
             .block_on(self.docker.stop_container(name, Some(opts)))
             .map_err(|e| classify("stop", "container", name, e))
+    }
+
+    fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError> {
+        let opts = q::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = Box::pin(self.docker.stats(name, Some(opts)));
+        let first = self.rt.block_on(stream.next());
+        let Some(item) = first else { return Ok(None) };
+        let stats = item.map_err(|e| classify("read stats of", "container", name, e))?;
+        let Some(mem) = stats.memory_stats else {
+            return Ok(None);
+        };
+        let (Some(usage), Some(limit)) = (mem.usage, mem.limit) else {
+            return Ok(None);
+        };
+        let cache = mem
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(Some(MemoryUsage {
+            used: usage.saturating_sub(cache),
+            limit,
+        }))
     }
 
     fn remove_container(&self, name: &str) -> Result<(), EngineError> {

@@ -18,6 +18,7 @@ use lifeboat_model::{ComposeInfo, ContainerConfig, MountKind, NetworkAttachment}
 
 pub use convert::{compose_info, config_from_inspect, create_body};
 pub use engine::DockerEngine;
+
 pub use error::EngineError;
 
 /// Facts about the engine, recorded in every manifest.
@@ -71,6 +72,15 @@ pub struct VolumeInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Memory use of a running container, as the engine's stats report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Bytes in use, page cache that can be reclaimed excluded (as `docker stats` shows it).
+    pub used: u64,
+    /// The limit in force (the host's memory when the container has none).
+    pub limit: u64,
+}
+
 /// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
 /// not exist"; errors name the object and say what to do.
 pub trait Engine: Send + Sync {
@@ -107,4 +117,6 @@ pub trait Engine: Send + Sync {
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;
     /// Removes a container (forcibly, keeping its volumes).
     fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+    /// One sample of a running container's memory use; `None` when it is not running.
+    fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError>;
 }

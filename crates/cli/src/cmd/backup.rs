@@ -72,7 +72,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                 let code = code_of(&e);
                 worst = worst.max(code);
                 eprintln!("lifeboat: error: {name}: {e:#}");
-                results.push(json!({"container": name, "ok": false, "error": format!("{e:#}"), "exit_code": code as i32}));
+                results.push(json!({"container": name, "ok": false, "error": format!("{e:#}"), "exit_code": code.value()}));
             }
         }
     }

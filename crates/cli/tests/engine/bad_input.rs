@@ -136,20 +136,7 @@ fn full_destination_disk_fails_and_lists_no_snapshot() {
     let lb = Lb::uninitialised();
     let mnt = lb.state.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap()
-        .success();
-    assert!(mounted, "mount a small tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    let _mount = TmpfsMount::new(&mnt, "6m");
     ensure_busybox_image();
     let repo = mnt.join("repo");
     let run = |args: &[&str]| -> Run {

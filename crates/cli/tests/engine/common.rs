@@ -158,3 +158,25 @@ pub fn wait_for_health(name: &str) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A small tmpfs mounted for the life of the value (a "disk full" fixture).
+pub struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    pub fn new(at: &Path, size: &str) -> TmpfsMount {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a {size} tmpfs at {}", at.display());
+        TmpfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,197 @@
+//! `doctor` finds each classic failure cause on real containers, with the right severity,
+//! and a well-configured container passes clean.
+
+use crate::common::*;
+
+/// Runs `doctor NAME --json`; returns the exit code and (check, severity) of its findings.
+fn diagnose(lb: &Lb, name: &str) -> (i32, Vec<(String, String)>, serde_json::Value) {
+    let out = lb.run(&["doctor", name, "--json"]);
+    let json = out.json();
+    let findings = json["containers"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (out.code, findings, json)
+}
+
+#[track_caller]
+fn assert_finding(findings: &[(String, String)], check: &str, severity: &str) {
+    assert!(
+        findings.iter().any(|(c, s)| c == check && s == severity),
+        "expected {check} as {severity}, got {findings:?}"
+    );
+}
+
+#[test]
+fn container_without_limits_is_reported() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("nolimit");
+    run_sleeper(&mut c, &name, &[]);
+    let (code, findings, _) = diagnose(&lb, &name);
+    assert_finding(&findings, "resources.no_memory_limit", "warning");
+    assert_finding(&findings, "resources.no_cpu_limit", "info");
+    assert!(code >= 1, "warnings make a non-zero exit");
+}
+
+#[test]
+fn root_owned_volume_used_by_uid_1001_is_an_error() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("owner"), unique("owner-vol"));
+    new_volume(&mut c, &vol);
+    run_sleeper(
+        &mut c,
+        &name,
+        &["--user", "1001:1001", "-v", &format!("{vol}:/data")],
+    );
+    let (code, findings, json) = diagnose(&lb, &name);
+    assert_finding(&findings, "permissions.owner", "error");
+    assert_eq!(code, 2);
+    let text = json.to_string();
+    assert!(
+        text.contains("chown -R 1001:1001"),
+        "the fix is spelled out: {text}"
+    );
+}
+
+#[test]
+fn failing_healthcheck_is_an_error() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("unhealthy");
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    while inspect(&name, "{{.State.Health.Status}}") != "unhealthy" {
+        assert!(t0.elapsed().as_secs() < 30, "never became unhealthy");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (code, findings, _) = diagnose(&lb, &name);
+    assert_finding(&findings, "lifecycle.unhealthy", "error");
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn live_sqlite_wal_database_without_a_consistent_mode_is_an_error() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("sqlite"), unique("sqlite-vol"));
+    let path = new_volume(&mut c, &vol);
+    let ok = std::process::Command::new("sqlite3")
+        .arg(path.join("agent.db"))
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE records(seq INTEGER); INSERT INTO records VALUES (1);")
+        .status()
+        .expect("sqlite3 installed")
+        .success();
+    assert!(ok);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    let (_, findings, json) = diagnose(&lb, &name);
+    assert_finding(&findings, "consistency.live_database", "error");
+    assert!(
+        json.to_string().contains("SQLite (WAL) at agent.db"),
+        "{json}"
+    );
+}
+
+#[test]
+fn secret_only_in_env_and_config_in_the_writable_layer_are_reported() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("secret-env");
+    run_sleeper(
+        &mut c,
+        &name,
+        &["-e", "DB_PASSWORD=do-not-print-me", "-e", "LOG_LEVEL=info"],
+    );
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "mkdir -p /app && echo 'a: 1' > /app/config.yaml",
+    ]);
+    let (_, findings, json) = diagnose(&lb, &name);
+    assert_finding(&findings, "coverage.secret_in_env", "warning");
+    assert_finding(&findings, "coverage.config_in_layer", "warning");
+    let text = json.to_string();
+    assert!(
+        text.contains("DB_PASSWORD") && !text.contains("do-not-print-me"),
+        "{text}"
+    );
+    assert!(text.contains("/app/config.yaml"), "{text}");
+}
+
+#[test]
+fn full_destination_is_an_error() {
+    let lb = Lb::uninitialised();
+    ensure_busybox_image();
+    let mnt = lb.state.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let _mount = TmpfsMount::new(&mnt, "4m");
+    let repo = mnt.join("repo");
+    let repo_s = repo.to_str().unwrap();
+    let env = [("LIFEBOAT_REPOSITORY", repo_s), ("LIFEBOAT_PASSWORD", "pw")];
+    lb.run_env(&env, &["init"]).ok();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("nospace"), unique("nospace-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("big"), vec![1u8; 16 << 20]).unwrap();
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    let out = lb.run_env(&env, &["doctor", &name, "--json"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    let general = out.json()["general"].to_string();
+    assert!(
+        general.contains("permissions.destination_space") && general.contains("\"error\""),
+        "{general}"
+    );
+}
+
+#[test]
+fn well_configured_container_passes_clean() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("good"), unique("good-vol"));
+    new_volume(&mut c, &vol);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "--memory",
+            "128m",
+            "--cpus",
+            "0.5",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+            "-v",
+            &format!("{vol}:/data"),
+        ],
+    );
+    wait_for_health(&name);
+    lb.run(&["backup", &name, "--with-image"]).ok();
+    let (code, findings, json) = diagnose(&lb, &name);
+    assert!(
+        findings.is_empty(),
+        "expected no findings, got {findings:?}"
+    );
+    assert_eq!(code, 0, "{json}");
+}

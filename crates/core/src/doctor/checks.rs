@@ -1,0 +1,457 @@
+//! The checks: pure functions from facts to findings, one severity, one line, one fix each.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use lifeboat_docker::EngineInfo;
+use lifeboat_model::{MountKind, PartKind, SCHEMA_VERSION};
+
+use super::facts::{ContainerFacts, MountFacts, free_bytes, permits};
+use super::{DoctorRequest, Finding, Severity};
+use crate::catalog::BackupEntry;
+
+fn f(severity: Severity, check: &'static str, message: String, fix: String) -> Finding {
+    Finding {
+        severity,
+        check,
+        message,
+        fix,
+    }
+}
+
+const MIB: f64 = 1048576.0;
+
+pub(super) fn engine_findings(info: &EngineInfo) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let api: Vec<u32> = info
+        .api_version
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if api.len() == 2 && (api[0], api[1]) < (1, 41) {
+        out.push(f(
+            Severity::Warning,
+            "compatibility.engine_api",
+            format!(
+                "the engine speaks API {}; Lifeboat is tested with 1.41 and newer",
+                info.api_version
+            ),
+            "upgrade the Docker engine".into(),
+        ));
+    }
+    out
+}
+
+pub(super) fn repo_unreadable(why: &str) -> Finding {
+    f(
+        Severity::Warning,
+        "coverage.repository_unavailable",
+        format!("the repository could not be read, so backup age was not checked: {why}"),
+        "set LIFEBOAT_REPOSITORY and the password, or run `lifeboat init`".into(),
+    )
+}
+
+pub(super) fn repository_findings(backups: &[BackupEntry], now: Timestamp) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(newer) = backups
+        .iter()
+        .map(|b| b.manifest.schema_version)
+        .max()
+        .filter(|v| *v > SCHEMA_VERSION)
+    {
+        out.push(f(
+            Severity::Error,
+            "compatibility.schema",
+            format!("the repository holds manifests of schema {newer}; this Lifeboat reads up to {SCHEMA_VERSION}"),
+            "upgrade Lifeboat before restoring from this repository".into(),
+        ));
+    }
+    if let Some(newest) = backups.iter().map(|b| b.manifest.started_at).max() {
+        let ahead = newest.duration_since(now).as_secs();
+        if ahead > 300 {
+            out.push(f(
+                Severity::Error,
+                "compatibility.clock",
+                format!(
+                    "the newest backup is {ahead} s in this host's future: the clock is behind"
+                ),
+                "fix the host clock (timedatectl / NTP) before backups are pruned by age".into(),
+            ));
+        }
+    }
+    out
+}
+
+pub(super) fn destination_findings(dir: &Path, estimate: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let probe = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+    let writable = tempfile::tempfile_in(probe).is_ok();
+    if !writable {
+        out.push(f(
+            Severity::Error,
+            "permissions.destination",
+            format!("the repository location {} is not writable", dir.display()),
+            "fix its ownership or mount, or choose another --repo".into(),
+        ));
+    }
+    if let Some(free) = free_bytes(dir) {
+        let (free_m, need_m) = (free as f64 / MIB, estimate as f64 / MIB);
+        if free < estimate {
+            out.push(f(
+                Severity::Error,
+                "permissions.destination_space",
+                format!(
+                    "{free_m:.0} MiB free at {} but the next backup may need up to {need_m:.0} MiB",
+                    dir.display()
+                ),
+                "free space or move the repository (a full disk fails the backup)".into(),
+            ));
+        } else if free < estimate.saturating_mul(2) {
+            out.push(f(
+                Severity::Warning,
+                "permissions.destination_space",
+                format!(
+                    "only {free_m:.0} MiB free at {} for up to {need_m:.0} MiB of data",
+                    dir.display()
+                ),
+                "free space or move the repository before it fills".into(),
+            ));
+        }
+    }
+    out
+}
+
+pub(super) fn container_findings(
+    c: &ContainerFacts,
+    all: &[ContainerFacts],
+    backups: &[BackupEntry],
+    req: &DoctorRequest,
+    now: Timestamp,
+) -> Vec<Finding> {
+    let mut out = resources(c);
+    out.extend(lifecycle(c));
+    for m in &c.mounts {
+        out.extend(mount_findings(c, m));
+    }
+    out.extend(coverage(c, backups, req, now));
+    out.extend(restore_readiness(c, all, backups));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    out
+}
+
+fn resources(c: &ContainerFacts) -> Vec<Finding> {
+    let name = &c.details.name;
+    let cfg = &c.details.config;
+    let mut out = Vec::new();
+    if cfg.memory == 0 {
+        out.push(f(Severity::Warning, "resources.no_memory_limit",
+            "no memory limit: a spike (its own, or a dump run inside it) can exhaust the host".into(),
+            format!("set one, e.g. `docker update --memory 512m --memory-swap 512m {name}` or mem_limit in compose")));
+    }
+    if cfg.nano_cpus == 0 {
+        out.push(f(
+            Severity::Info,
+            "resources.no_cpu_limit",
+            "no CPU limit".into(),
+            format!("e.g. `docker update --cpus 1 {name}`"),
+        ));
+    }
+    if let Some(m) = c.memory.filter(|_| cfg.memory > 0) {
+        let pct = m.used as f64 * 100.0 / m.limit.max(1) as f64;
+        let sev = if pct >= 90.0 {
+            Some(Severity::Error)
+        } else if pct >= 75.0 {
+            Some(Severity::Warning)
+        } else {
+            None
+        };
+        if let Some(sev) = sev {
+            out.push(f(sev, "resources.memory_headroom",
+                format!("uses {:.0} of {:.0} MiB ({pct:.0}%): a backup or dump inside it can get it OOM-killed",
+                    m.used as f64 / MIB, m.limit as f64 / MIB),
+                format!("raise the limit, e.g. `docker update --memory {:.0}m {name}`", m.limit as f64 / MIB * 1.5)));
+        }
+    }
+    if c.oom_killed {
+        out.push(f(
+            Severity::Error,
+            "resources.oom_killed",
+            "it was OOM-killed (State.OOMKilled)".into(),
+            format!("raise its memory limit and find the spike (`docker inspect {name}`)"),
+        ));
+    }
+    if c.restart_count >= 3 {
+        out.push(f(
+            Severity::Warning,
+            "resources.restarts",
+            format!("it has restarted {} times", c.restart_count),
+            format!("find out why: `docker logs {name}`"),
+        ));
+    }
+    out
+}
+
+fn lifecycle(c: &ContainerFacts) -> Vec<Finding> {
+    let name = &c.details.name;
+    let state = &c.details.state;
+    let mut out = Vec::new();
+    if c.details.config.healthcheck.is_none() {
+        out.push(f(
+            Severity::Warning,
+            "lifecycle.no_healthcheck",
+            "no healthcheck: neither a backup nor a restore can tell whether it works".into(),
+            "add a HEALTHCHECK (or healthcheck: in compose) that proves the service answers".into(),
+        ));
+    }
+    match (state.status.as_str(), state.health.as_deref()) {
+        ("restarting", _) => out.push(f(
+            Severity::Error,
+            "lifecycle.restarting",
+            "it is restarting: its data may be mid-recovery".into(),
+            format!("fix it first: `docker logs {name}`"),
+        )),
+        ("dead", _) => out.push(f(
+            Severity::Error,
+            "lifecycle.dead",
+            "it is dead".into(),
+            format!("inspect and recreate it: `docker logs {name}`"),
+        )),
+        ("paused", _) => out.push(f(
+            Severity::Warning,
+            "lifecycle.paused",
+            "it is paused".into(),
+            format!("`docker unpause {name}` unless that is intended"),
+        )),
+        (_, Some("unhealthy")) => out.push(f(
+            Severity::Error,
+            "lifecycle.unhealthy",
+            "its healthcheck fails: a backup now may capture broken state".into(),
+            format!("fix it first: `docker inspect --format '{{{{json .State.Health}}}}' {name}`"),
+        )),
+        _ => {}
+    }
+    out
+}
+
+fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let what = match m.kind {
+        Some(MountKind::Bind) => format!("bind mount {}", m.name),
+        _ => format!("volume `{}`", m.name),
+    };
+    if m.kind == Some(MountKind::Tmpfs) {
+        return out;
+    }
+    if !m.exists {
+        out.push(f(
+            Severity::Error,
+            "permissions.mount_missing",
+            format!("{what} (at {}) cannot be read on this host", m.destination),
+            "run Lifeboat as root on the Docker host, or set LIFEBOAT_HOST_ROOT".into(),
+        ));
+        return out;
+    }
+    if let Some(user) = c.user {
+        let dir_ok = permits(
+            user,
+            (m.uid, m.gid),
+            m.mode,
+            if m.read_only { 5 } else { 7 },
+        );
+        if !dir_ok {
+            out.push(f(Severity::Error, "permissions.owner",
+                format!("{what} is owned by {}:{} mode {:o} but the container runs as {}:{}: it cannot {} it",
+                    m.uid, m.gid, m.mode, user.0, user.1, if m.read_only { "read" } else { "write to" }),
+                format!("`chown -R {}:{} <data>` (or set the image's user to match); restores keep numeric owners",
+                    user.0, user.1)));
+        }
+        if m.unreadable_count > 0 {
+            out.push(f(
+                Severity::Warning,
+                "permissions.unreadable_files",
+                format!(
+                    "{} file(s) in {what} are not readable by uid {} (e.g. {})",
+                    m.unreadable_count,
+                    user.0,
+                    m.unreadable.join(", ")
+                ),
+                format!("`chown`/`chmod` them for uid {}", user.0),
+            ));
+        }
+    }
+    if !m.databases.is_empty() && c.details.state.running {
+        let mode = c.details.config.label("lifeboat.mode").unwrap_or("none");
+        if mode == "none" {
+            out.push(f(Severity::Error, "consistency.live_database",
+                format!("{what} holds a live database ({}) that a backup copies file by file: the copy can be torn",
+                    m.databases.join(", ")),
+                format!("stop writes during the backup: `docker stop {0}; lifeboat backup {0}; docker start {0}`",
+                    c.details.name)));
+        }
+    }
+    out
+}
+
+fn coverage(
+    c: &ContainerFacts,
+    backups: &[BackupEntry],
+    req: &DoctorRequest,
+    now: Timestamp,
+) -> Vec<Finding> {
+    let name = &c.details.name;
+    let cfg = &c.details.config;
+    let mut out = Vec::new();
+    let secret_words = [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "API_KEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ];
+    let secrets: Vec<&str> = cfg
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .filter(|k| {
+            secret_words.iter().any(|w| k.to_uppercase().contains(w)) && !k.ends_with("_FILE")
+        })
+        .collect();
+    if !secrets.is_empty() {
+        out.push(f(Severity::Warning, "coverage.secret_in_env",
+            format!("secret-looking variables live only in its env: {} (kept encrypted in backups, but nowhere else)",
+                secrets.join(", ")),
+            "keep them in a secrets store or a file mounted from a volume (VAR_FILE=/run/secrets/...)".into()));
+    }
+    if !c.layer_configs.is_empty() {
+        out.push(f(Severity::Warning, "coverage.config_in_layer",
+            format!("config files live in the container's writable layer, which backups do not capture: {}",
+                c.layer_configs.iter().take(5).cloned().collect::<Vec<_>>().join(", ")),
+            "mount them from a volume or a bind mount".into()));
+    }
+    if let Some(ex) = cfg.label("lifeboat.exclude") {
+        out.push(f(
+            Severity::Warning,
+            "coverage.excluded",
+            format!("mounts excluded from backups by label: {ex}"),
+            "make sure they hold nothing needed to restore".into(),
+        ));
+    }
+    match backups
+        .iter()
+        .filter(|b| b.manifest.container_name == *name)
+        .max_by_key(|b| b.manifest.started_at)
+    {
+        None => out.push(f(
+            Severity::Warning,
+            "coverage.no_backup",
+            "it has never been backed up to this repository".into(),
+            format!("`lifeboat backup {name}`"),
+        )),
+        Some(last) => {
+            let age = now.duration_since(last.manifest.started_at).as_secs();
+            if age > req.max_age.as_secs() as i64 {
+                out.push(f(
+                    Severity::Warning,
+                    "coverage.stale_backup",
+                    format!("its newest backup is {:.1} h old", age as f64 / 3600.0),
+                    format!("`lifeboat backup {name}`, and schedule it"),
+                ));
+            }
+            if last.manifest.partial {
+                out.push(f(
+                    Severity::Warning,
+                    "coverage.partial_backup",
+                    "its newest backup is partial (some files were unreadable)".into(),
+                    format!("see `lifeboat snapshots {name} --json`, fix access, back up again"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn restore_readiness(
+    c: &ContainerFacts,
+    all: &[ContainerFacts],
+    backups: &[BackupEntry],
+) -> Vec<Finding> {
+    let cfg = &c.details.config;
+    let mut out = Vec::new();
+    let backed_up = |n: &str| backups.iter().any(|b| b.manifest.container_name == n);
+    let mut deps: Vec<String> = Vec::new();
+    if let (Some(project), Some(list)) = (
+        cfg.label("com.docker.compose.project"),
+        cfg.label("com.docker.compose.depends_on"),
+    ) {
+        for service in list
+            .split(',')
+            .filter_map(|d| d.split(':').next())
+            .filter(|s| !s.is_empty())
+        {
+            let found = all.iter().find(|o| {
+                o.details.config.label("com.docker.compose.project") == Some(project)
+                    && o.details.config.label("com.docker.compose.service") == Some(service)
+            });
+            deps.push(found.map_or_else(|| service.to_string(), |o| o.details.name.clone()));
+        }
+    }
+    if let Some(links) = c
+        .details
+        .inspect
+        .pointer("/HostConfig/Links")
+        .and_then(|l| l.as_array())
+    {
+        for l in links.iter().filter_map(|l| l.as_str()) {
+            deps.push(
+                l.split(':')
+                    .next()
+                    .unwrap_or(l)
+                    .trim_start_matches('/')
+                    .to_string(),
+            );
+        }
+    }
+    let missing: Vec<&String> = deps.iter().filter(|d| !backed_up(d)).collect();
+    if !missing.is_empty() {
+        out.push(f(
+            Severity::Warning,
+            "restore.dependencies_not_backed_up",
+            format!(
+                "it depends on {} which have no backup: a restore would start without them",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "back them up too: `lifeboat backup {}`",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ));
+    }
+    let last = backups
+        .iter()
+        .filter(|b| b.manifest.container_name == c.details.name)
+        .max_by_key(|b| b.manifest.started_at);
+    let image_saved =
+        last.is_some_and(|b| b.manifest.parts.iter().any(|p| p.kind == PartKind::Image));
+    if cfg.repo_digests.is_empty() && !image_saved {
+        out.push(f(
+            Severity::Warning,
+            "restore.image_only_here",
+            format!(
+                "image {} exists only on this host (no registry digest) and is not in a backup",
+                cfg.image
+            ),
+            format!("`lifeboat backup {} --with-image`", c.details.name),
+        ));
+    }
+    out
+}

@@ -1,0 +1,128 @@
+//! `doctor`: find what will make a backup or a restore fail, before the night it matters.
+//! Read-only: it inspects the engine, the host filesystem and the repository, and changes
+//! nothing. Each finding has a severity, one line of explanation and the fix.
+
+mod checks;
+mod facts;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use lifeboat_docker::Engine;
+use serde::Serialize;
+
+use crate::catalog::BackupEntry;
+use crate::{CoreError, list_backups};
+pub use facts::{ContainerFacts, MountFacts, free_bytes};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Stable identifier for scripts, e.g. `resources.no_memory_limit`.
+    pub check: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    pub container: String,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    /// Findings about the repository, the engine and the host, not one container.
+    pub general: Vec<Finding>,
+    pub containers: Vec<ContainerReport>,
+}
+
+impl DoctorReport {
+    pub fn worst(&self) -> Option<Severity> {
+        self.general
+            .iter()
+            .chain(self.containers.iter().flat_map(|c| c.findings.iter()))
+            .map(|f| f.severity)
+            .max()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DoctorRequest {
+    pub host_root: PathBuf,
+    /// The local repository directory, for the free-space and writability checks.
+    pub repo_dir: Option<PathBuf>,
+    /// A backup older than this is reported.
+    pub max_age: Duration,
+    /// Entries walked per mount at most (ownership and database checks sample beyond it).
+    pub walk_limit: usize,
+}
+
+/// Examines `names` (all containers when empty). `repo` is the opened repository, or why it
+/// could not be opened (reported as a finding, not an error).
+pub fn doctor(
+    engine: &dyn Engine,
+    repo: Result<&dyn crate::Repository, String>,
+    names: &[String],
+    req: &DoctorRequest,
+) -> Result<DoctorReport, CoreError> {
+    let now = Timestamp::now();
+    let info = engine.info()?;
+    let names = if names.is_empty() {
+        engine.container_names()?
+    } else {
+        names.to_vec()
+    };
+    let mut general = checks::engine_findings(&info);
+    let backups: Vec<BackupEntry> = match repo {
+        Ok(repo) => match list_backups(repo, None) {
+            Ok(b) => b,
+            Err(e) => {
+                general.push(checks::repo_unreadable(&e.to_string()));
+                Vec::new()
+            }
+        },
+        Err(why) => {
+            general.push(checks::repo_unreadable(&why));
+            Vec::new()
+        }
+    };
+    general.extend(checks::repository_findings(&backups, now));
+    let facts: Vec<ContainerFacts> = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| s.spawn(move || facts::gather(engine, name, req)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("fact gathering does not panic"))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+    let mut estimate = 0u64;
+    let mut containers = Vec::new();
+    for f in &facts {
+        estimate += f.mounts.iter().map(|m| m.bytes).sum::<u64>();
+        containers.push(ContainerReport {
+            container: f.details.name.clone(),
+            findings: checks::container_findings(f, &facts, &backups, req, now),
+        });
+    }
+    if let Some(dir) = &req.repo_dir {
+        general.extend(checks::destination_findings(dir, estimate));
+    }
+    Ok(DoctorReport {
+        general,
+        containers,
+    })
+}
