@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use lifeboat_core::BackupRequest;
+use lifeboat_core::{BackupRequest, UnhealthyPolicy};
 use lifeboat_docker::DockerEngine;
 use lifeboat_repo::{ProgressSink, RepoLocation, RusticRepository};
 
@@ -87,8 +87,26 @@ impl GlobalArgs {
         )?)
     }
 
+    /// Connects to the engine, puts back anything an earlier killed run left paused or
+    /// stopped, and arms the Ctrl-C / SIGTERM handler that undoes this run's freezes.
     pub fn engine(&self) -> anyhow::Result<DockerEngine> {
-        Ok(DockerEngine::connect()?)
+        let engine = DockerEngine::connect()?;
+        for done in lifeboat_consistency::recover(&engine, &self.state_dir, None) {
+            eprintln!("lifeboat: recovered: {done}");
+        }
+        let state_dir = self.state_dir.clone();
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("lifeboat: interrupted; putting back what this run paused or stopped");
+            if let Ok(engine) = DockerEngine::connect() {
+                for done in
+                    lifeboat_consistency::recover(&engine, &state_dir, Some(std::process::id()))
+                {
+                    eprintln!("lifeboat: {done}");
+                }
+            }
+            std::process::exit(130);
+        });
+        Ok(engine)
     }
 
     pub fn backup_request(&self, with_image: bool) -> BackupRequest {
@@ -98,6 +116,8 @@ impl GlobalArgs {
             state_dir: self.state_dir.clone(),
             hostname: hostname(),
             extra_tags: Vec::new(),
+            mode: None,
+            unhealthy: UnhealthyPolicy::Skip,
         }
     }
 }
@@ -142,4 +162,21 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Any command first puts back containers that a killed run left paused or stopped (cheap when
+/// there is nothing to do: one directory listing; silent when the engine is unreachable).
+pub fn recover_leftovers(g: &GlobalArgs) {
+    let dir = lifeboat_consistency::intents_dir(&g.state_dir);
+    let pending = std::fs::read_dir(&dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !pending {
+        return;
+    }
+    if let Ok(engine) = DockerEngine::connect() {
+        for done in lifeboat_consistency::recover(&engine, &g.state_dir, None) {
+            eprintln!("lifeboat: recovered: {done}");
+        }
+    }
 }

@@ -60,7 +60,7 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 CoreError::Repo(r) => repo_code(r),
                 CoreError::Engine(g) => engine_code(g),
                 CoreError::NoSuchContainer(_) | CoreError::NoBackup { .. } => Code::NotFound,
-                CoreError::Busy(..) => Code::Locked,
+                CoreError::Lock(lifeboat_consistency::LockError::Busy(..)) => Code::Locked,
                 CoreError::Refused { .. } => Code::Refused,
                 _ => Code::Error,
             };

@@ -53,6 +53,7 @@ fn main() {
     output::install_panic_hook();
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose);
+    context::recover_leftovers(&cli.global);
     let result = match &cli.command {
         Command::Init(a) => cmd::init::run(&cli.global, a),
         Command::Backup(a) => cmd::backup::run(&cli.global, a),

@@ -9,9 +9,10 @@ use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::{BackupId, Manifest, Part, PartKind, SCHEMA_VERSION, tags};
 use lifeboat_repo::{DirBackup, PartReport, Repository, StreamBackup};
 
-use crate::lock::ContainerLock;
+use crate::consistent::capture_consistently;
 use crate::stream::{BytesSource, ReaderSource};
 use crate::{CoreError, Note};
+use lifeboat_consistency::{ContainerLock, Mode};
 
 /// What the user asked for, resolved.
 #[derive(Debug, Clone)]
@@ -24,6 +25,19 @@ pub struct BackupRequest {
     pub hostname: String,
     /// Extra tags for every snapshot of this backup (e.g. `safety`).
     pub extra_tags: Vec<String>,
+    /// Overrides the container's `lifeboat.mode` label.
+    pub mode: Option<Mode>,
+    /// What to do with an unhealthy, restarting or dead container.
+    pub unhealthy: UnhealthyPolicy,
+}
+
+/// The health gate: an unhealthy, restarting or dead container is not backed up by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnhealthyPolicy {
+    Skip,
+    /// Wait up to this long for it to become healthy.
+    Wait(std::time::Duration),
+    Force,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +65,12 @@ pub fn backup_container(
         .container(name)?
         .ok_or_else(|| CoreError::NoSuchContainer(name.to_string()))?;
     let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
+    let details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
+    let mode = match req.mode {
+        Some(m) => m,
+        None => Mode::parse(details.config.label("lifeboat.mode").unwrap_or("none"))?,
+    };
+    let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
     let capture = plan(&details, &req.host_root, req.with_image)?;
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
@@ -66,15 +86,17 @@ pub fn backup_container(
     base_tags.extend(req.extra_tags.iter().cloned());
 
     let mut written: Vec<String> = Vec::new();
-    let result = capture_parts(
-        engine,
-        repo,
-        &details,
-        &capture.parts,
-        &base_tags,
-        &mut written,
-        note,
-    )
+    let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
+        capture_parts(
+            engine,
+            repo,
+            &details,
+            &capture.parts,
+            &base_tags,
+            &mut written,
+            note,
+        )
+    })
     .and_then(|(parts, problems)| {
         ensure_same_container(engine, &details)?;
         let config = details.config.clone();
@@ -92,6 +114,7 @@ pub fn backup_container(
             compose: details.compose.clone(),
             config_sha256: config.fingerprint(),
             config,
+            consistency: mode.as_str().to_string(),
             partial: !problems.is_empty(),
             problems,
             parts,

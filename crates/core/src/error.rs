@@ -22,10 +22,17 @@ pub enum CoreError {
     NoSuchContainer(String),
     #[error("no backup of `{name}` {detail}: list them with `lifeboat snapshots {name}`")]
     NoBackup { name: String, detail: String },
+    #[error(transparent)]
+    Lock(#[from] lifeboat_consistency::LockError),
+    #[error(transparent)]
+    Mode(#[from] lifeboat_consistency::ModeError),
+    #[error(transparent)]
+    Hook(#[from] lifeboat_consistency::HookError),
     #[error(
-        "another Lifeboat run is working on `{0}` right now; wait for it to finish (lock: {1})"
+        "`{name}` is {status}: not backed up, its data may be mid-recovery. Fix it first, or \
+         pass --unhealthy=wait to wait for it or --unhealthy=force to back it up anyway"
     )]
-    Busy(String, String),
+    NotHealthy { name: String, status: String },
     #[error("container `{name}` was removed or replaced during the backup; nothing was stored")]
     ContainerVanished { name: String },
     #[error("refusing to overwrite: {what}. Nothing was changed; {hint}")]

@@ -8,13 +8,13 @@
 
 mod backup;
 mod catalog;
+mod consistent;
 pub mod doctor;
 mod error;
-mod lock;
 mod restore;
 mod stream;
 
-pub use backup::{BackupOutcome, BackupRequest, backup_container};
+pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
 pub use catalog::{BackupEntry, find_backup, list_backups};
 pub use error::CoreError;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};

@@ -423,6 +423,8 @@ fn safety_backup(
     let mut backup = req.backup.clone();
     backup.extra_tags.push("safety".into());
     backup.with_image = false;
+    // What is about to be replaced is captured as it is, healthy or not.
+    backup.unhealthy = crate::UnhealthyPolicy::Force;
     if plan.container_exists {
         note(&format!(
             "taking a safety backup of {} before replacing it",

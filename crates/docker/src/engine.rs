@@ -5,7 +5,9 @@
 //! `POST /containers/create`, `POST /containers/{id}/start|stop`, `DELETE /containers/{id}`,
 //! `GET|POST|DELETE /volumes`, `GET /images/{name}/json`, `GET /images/{name}/get`,
 //! `POST /images/load`, `GET /networks/{id}`, `POST /networks/create`,
-//! `POST /networks/{id}/connect`, `GET /containers/{id}/stats` (doctor).
+//! `POST /networks/{id}/connect`, `GET /containers/{id}/stats` (doctor),
+//! `POST /containers/{id}/pause|unpause`, `POST /containers/{id}/exec`, `POST /exec/{id}/start`,
+//! `GET /exec/{id}/json` (consistency modes and hooks).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -21,8 +23,8 @@ use serde_json::Value;
 
 use crate::convert::{compose_info, config_from_inspect, create_body};
 use crate::{
-    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, MemoryUsage, MountSource,
-    VolumeInfo,
+    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, ExecOutput, MemoryUsage,
+    MountSource, VolumeInfo,
 };
 
 pub struct DockerEngine {
@@ -447,6 +449,67 @@ impl Engine for DockerEngine {
         self.rt
             .block_on(self.docker.stop_container(name, Some(opts)))
             .map_err(|e| classify("stop", "container", name, e))
+    }
+
+    fn pause_container(&self, name: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(self.docker.pause_container(name))
+            .map_err(|e| classify("pause", "container", name, e))
+    }
+
+    fn unpause_container(&self, name: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(self.docker.unpause_container(name))
+            .map_err(|e| classify("unpause", "container", name, e))
+    }
+
+    fn exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError> {
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let err = |e| classify("run a command in", "container", name, e);
+        self.rt.block_on(async {
+            let exec = self.docker.create_exec(name, config).await.map_err(err)?;
+            let started = self.docker.start_exec(&exec.id, None).await.map_err(err)?;
+            let mut output = Vec::new();
+            let collect = async {
+                if let bollard::exec::StartExecResults::Attached {
+                    output: mut out, ..
+                } = started
+                {
+                    while let Some(Ok(chunk)) = out.next().await {
+                        output.extend_from_slice(&chunk.into_bytes());
+                        if output.len() > 128 << 10 {
+                            output.drain(..output.len() - (64 << 10));
+                        }
+                    }
+                }
+            };
+            let finished = tokio::time::timeout(timeout, collect).await.is_ok();
+            let tail = output.len().saturating_sub(64 << 10);
+            let text = String::from_utf8_lossy(&output[tail..]).to_string();
+            let exit_code = if finished {
+                self.docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(err)?
+                    .exit_code
+            } else {
+                None
+            };
+            Ok(ExecOutput {
+                exit_code,
+                output: text,
+            })
+        })
     }
 
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError> {

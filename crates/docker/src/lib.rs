@@ -81,6 +81,15 @@ pub struct MemoryUsage {
     pub limit: u64,
 }
 
+/// How a command run inside a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `None` when the command did not finish within its timeout.
+    pub exit_code: Option<i64>,
+    /// Combined stdout and stderr, at most 64 KiB (the tail is kept).
+    pub output: String,
+}
+
 /// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
 /// not exist"; errors name the object and say what to do.
 pub trait Engine: Send + Sync {
@@ -117,6 +126,16 @@ pub trait Engine: Send + Sync {
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;
     /// Removes a container (forcibly, keeping its volumes).
     fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Freezes every process of a running container (cgroup freezer).
+    fn pause_container(&self, name: &str) -> Result<(), EngineError>;
+    fn unpause_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Runs `cmd` inside a running container and waits at most `timeout` for it.
+    fn exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError>;
     /// One sample of a running container's memory use; `None` when it is not running.
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError>;
 }

@@ -130,12 +130,19 @@ pub struct Manifest {
     /// [`ContainerConfig::fingerprint`] of `config`.
     pub config_sha256: String,
     pub parts: Vec<Part>,
+    /// How the container was held still while read: `none`, `pause` or `stop`.
+    #[serde(default = "default_consistency")]
+    pub consistency: String,
     /// True when some files could not be read: the snapshot is usable but incomplete.
     #[serde(default)]
     pub partial: bool,
     /// What went wrong in a partial backup, one line per problem (paths, never contents).
     #[serde(default)]
     pub problems: Vec<String>,
+}
+
+fn default_consistency() -> String {
+    "none".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +224,7 @@ mod tests {
             config_sha256: config.fingerprint(),
             config,
             parts: vec![],
+            consistency: "none".into(),
             partial: false,
             problems: vec![],
         }

@@ -1,5 +1,6 @@
 use anyhow::bail;
-use lifeboat_core::{Engine, backup_container};
+use lifeboat_consistency::Mode;
+use lifeboat_core::{Engine, UnhealthyPolicy, backup_container};
 use serde_json::json;
 
 use crate::context::GlobalArgs;
@@ -16,6 +17,18 @@ pub struct Args {
     /// Also store the image (`docker save`), to restore on a host without a registry
     #[arg(long)]
     pub with_image: bool,
+    /// How to hold each container still while its data is read: none (plain copy), pause
+    /// (freeze its processes) or stop (cold backup, started again after). Overrides the
+    /// lifeboat.mode label.
+    #[arg(long, value_parser = ["none", "pause", "stop"])]
+    pub mode: Option<String>,
+    /// What to do with an unhealthy, restarting or dead container: skip it (and fail), wait
+    /// for it (--wait-healthy seconds), or force the backup anyway
+    #[arg(long, default_value = "skip", value_parser = ["skip", "wait", "force"])]
+    pub unhealthy: String,
+    /// With --unhealthy=wait: how long to wait
+    #[arg(long, default_value_t = 60)]
+    pub wait_healthy: u64,
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
@@ -29,7 +42,13 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     } else {
         a.names.clone()
     };
-    let req = g.backup_request(a.with_image);
+    let mut req = g.backup_request(a.with_image);
+    req.mode = a.mode.as_deref().map(Mode::parse).transpose()?;
+    req.unhealthy = match a.unhealthy.as_str() {
+        "force" => UnhealthyPolicy::Force,
+        "wait" => UnhealthyPolicy::Wait(std::time::Duration::from_secs(a.wait_healthy)),
+        _ => UnhealthyPolicy::Skip,
+    };
     let mut worst = Code::Ok;
     let mut results = Vec::new();
     for name in &names {

@@ -29,6 +29,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                     "image": m.config.image,
                     "with_image": m.parts.iter().any(|p| p.kind == PartKind::Image),
                     "partial": m.partial,
+                    "consistency": m.consistency,
                     "bytes": m.total_bytes(),
                     "config_sha256": m.config_sha256,
                     "schema_version": m.schema_version,

@@ -1,0 +1,120 @@
+//! User hooks: commands run inside the container before and after its data is read.
+
+use std::time::Duration;
+
+use lifeboat_docker::{Engine, EngineError};
+use lifeboat_model::ContainerConfig;
+
+/// `lifeboat.pre` / `lifeboat.post` shell commands and their timeout
+/// (`lifeboat.hook-timeout`, seconds, default 60).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hooks {
+    pub pre: Option<String>,
+    pub post: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{which} hook of `{container}` failed with exit code {code}: {output}")]
+    Failed {
+        which: &'static str,
+        container: String,
+        code: i64,
+        output: String,
+    },
+    #[error(
+        "{which} hook of `{container}` did not finish within {seconds} s (label lifeboat.hook-timeout)"
+    )]
+    TimedOut {
+        which: &'static str,
+        container: String,
+        seconds: u64,
+    },
+    #[error("invalid label lifeboat.hook-timeout=`{0}`: give whole seconds")]
+    BadTimeout(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl Hooks {
+    pub fn from_labels(config: &ContainerConfig) -> Result<Hooks, HookError> {
+        let timeout = match config.label("lifeboat.hook-timeout") {
+            None => 60,
+            Some(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| HookError::BadTimeout(t.to_string()))?,
+        };
+        let cmd = |k| {
+            config
+                .label(k)
+                .map(str::to_string)
+                .filter(|c| !c.trim().is_empty())
+        };
+        Ok(Hooks {
+            pre: cmd("lifeboat.pre"),
+            post: cmd("lifeboat.post"),
+            timeout: Duration::from_secs(timeout),
+        })
+    }
+}
+
+/// Runs `command` with `sh -c` inside `container`; a non-zero exit or a timeout is an error.
+pub fn run_hook(
+    engine: &dyn Engine,
+    container: &str,
+    which: &'static str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), HookError> {
+    let cmd = vec!["sh".to_string(), "-c".to_string(), command.to_string()];
+    let out = engine.exec(container, &cmd, timeout)?;
+    match out.exit_code {
+        Some(0) => Ok(()),
+        Some(code) => Err(HookError::Failed {
+            which,
+            container: container.to_string(),
+            code,
+            output: out
+                .output
+                .trim()
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect(),
+        }),
+        None => Err(HookError::TimedOut {
+            which,
+            container: container.to_string(),
+            seconds: timeout.as_secs(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_come_from_labels_with_a_default_timeout() {
+        let mut c = ContainerConfig::default();
+        assert_eq!(
+            Hooks::from_labels(&c).unwrap().timeout,
+            Duration::from_secs(60)
+        );
+        c.labels.insert("lifeboat.pre".into(), "sync".into());
+        c.labels.insert("lifeboat.hook-timeout".into(), "5".into());
+        let h = Hooks::from_labels(&c).unwrap();
+        assert_eq!(
+            (h.pre.as_deref(), h.post, h.timeout),
+            (Some("sync"), None, Duration::from_secs(5))
+        );
+        c.labels
+            .insert("lifeboat.hook-timeout".into(), "soon".into());
+        assert!(Hooks::from_labels(&c).is_err());
+    }
+}

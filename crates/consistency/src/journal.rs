@@ -1,0 +1,208 @@
+//! Freezing a container with its undo recorded on disk first.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lifeboat_docker::{Engine, EngineError};
+use serde::{Deserialize, Serialize};
+
+use crate::{ContainerLock, Mode, intents_dir};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentAction {
+    Paused,
+    Stopped,
+}
+
+/// A change Lifeboat made to a container and must undo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub container_id: String,
+    pub container_name: String,
+    pub action: IntentAction,
+    pub pid: u32,
+    pub at_unix: u64,
+}
+
+fn intent_path(state_dir: &Path, container_id: &str) -> PathBuf {
+    intents_dir(state_dir).join(format!("{container_id}.json"))
+}
+
+fn write_intent(state_dir: &Path, intent: &Intent) -> Result<PathBuf, EngineError> {
+    let path = intent_path(state_dir, &intent.container_id);
+    let io = |e: std::io::Error| EngineError::Api {
+        op: "record the undo of",
+        name: intent.container_name.clone(),
+        message: format!("{}: {e}", path.display()),
+    };
+    std::fs::create_dir_all(intents_dir(state_dir)).map_err(io)?;
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec(intent).expect("intent serialises");
+    std::fs::write(&tmp, json).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(path)
+}
+
+/// A container held still; [`Frozen::thaw`] (or dropping it) puts it back.
+#[must_use = "a frozen container must be thawed"]
+pub struct Frozen<'a> {
+    engine: &'a dyn Engine,
+    intent: Option<(Intent, PathBuf)>,
+}
+
+/// Holds `name` (id `id`) still according to `mode`, recording the undo first. A container
+/// that is not running is left alone (a stopped container stays stopped).
+pub fn freeze<'a>(
+    engine: &'a dyn Engine,
+    state_dir: &Path,
+    name: &str,
+    id: &str,
+    running: bool,
+    mode: Mode,
+    stop_timeout_s: i32,
+) -> Result<Frozen<'a>, EngineError> {
+    let action = match (mode, running) {
+        (Mode::Pause, true) => IntentAction::Paused,
+        (Mode::Stop, true) => IntentAction::Stopped,
+        _ => {
+            return Ok(Frozen {
+                engine,
+                intent: None,
+            });
+        }
+    };
+    let intent = Intent {
+        container_id: id.to_string(),
+        container_name: name.to_string(),
+        action,
+        pid: std::process::id(),
+        at_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let path = write_intent(state_dir, &intent)?;
+    let mut frozen = Frozen {
+        engine,
+        intent: Some((intent, path)),
+    };
+    let result = match action {
+        IntentAction::Paused => engine.pause_container(id),
+        IntentAction::Stopped => engine.stop_container(id, stop_timeout_s),
+    };
+    match result {
+        Ok(()) => Ok(frozen),
+        Err(e) => {
+            // Put back whatever half-happened, then report.
+            if let Err(undo) = frozen.undo() {
+                log::error!("undo after a failed freeze of {name}: {undo}");
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Frozen<'_> {
+    /// Puts the container back; the intent is removed only once that worked.
+    pub fn thaw(mut self) -> Result<(), EngineError> {
+        self.undo()
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.intent.is_some()
+    }
+
+    fn undo(&mut self) -> Result<(), EngineError> {
+        let Some((intent, path)) = self.intent.take() else {
+            return Ok(());
+        };
+        match undo_intent(self.engine, &intent) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the intent on disk: the next run (or `recover`) tries again.
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.undo() {
+            log::error!("could not put a container back: {e}");
+        }
+    }
+}
+
+/// Undoes one intent, tolerating a container that is already back (or gone).
+fn undo_intent(engine: &dyn Engine, intent: &Intent) -> Result<(), EngineError> {
+    let Some(now) = engine.container(&intent.container_id)? else {
+        return Ok(());
+    };
+    match intent.action {
+        IntentAction::Paused if now.state.status == "paused" => {
+            engine.unpause_container(&intent.container_id)
+        }
+        IntentAction::Stopped if !now.state.running => engine.start_container(&intent.container_id),
+        _ => Ok(()),
+    }
+}
+
+/// Undoes the intents left by runs that died (their container lock is free), or with
+/// `own_pid`, the ones this process recorded (from a signal handler). Returns what was done.
+pub fn recover(engine: &dyn Engine, state_dir: &Path, own_pid: Option<u32>) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(intents_dir(state_dir)) else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for entry in dir.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(intent) = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Intent>(&b).map_err(|e| e.to_string()))
+        else {
+            log::error!(
+                "unreadable intent {}; remove it after checking the container",
+                path.display()
+            );
+            continue;
+        };
+        let _lock = match own_pid {
+            Some(pid) if intent.pid == pid => None,
+            Some(_) => continue,
+            None => match ContainerLock::acquire(state_dir, &intent.container_name) {
+                Ok(lock) => Some(lock),
+                Err(_) => continue, // a live run owns it
+            },
+        };
+        match undo_intent(engine, &intent) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                let verb = match intent.action {
+                    IntentAction::Paused => "unpaused",
+                    IntentAction::Stopped => "restarted",
+                };
+                done.push(format!(
+                    "{verb} {} (left {:?} by Lifeboat process {})",
+                    intent.container_name, intent.action, intent.pid
+                ));
+            }
+            Err(e) => log::error!(
+                "could not undo {:?} of {}: {e}",
+                intent.action,
+                intent.container_name
+            ),
+        }
+    }
+    done
+}

@@ -1,0 +1,25 @@
+//! Consistency: how a container is held still while its data is read, and the guarantee that
+//! whatever Lifeboat pauses or stops is put back.
+//!
+//! Every freeze is recorded on disk (an intent file) before it happens and removed after the
+//! undo, and each container's runs are serialised by a lock the kernel drops when a process
+//! dies. So a run killed with `kill -9` leaves an intent whose lock is free, and the next
+//! Lifeboat command undoes it ([`recover`]). This crate must never leave a container paused
+//! or stopped on any path it controls.
+
+mod hooks;
+mod journal;
+mod lock;
+mod mode;
+
+pub use hooks::{HookError, Hooks, run_hook};
+pub use journal::{Frozen, Intent, IntentAction, freeze, recover};
+pub use lock::{ContainerLock, LockError};
+pub use mode::{Mode, ModeError};
+
+use std::path::{Path, PathBuf};
+
+/// Where intents and locks live under Lifeboat's state directory.
+pub fn intents_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("intents")
+}

@@ -1,0 +1,141 @@
+//! Reading a container's data in a consistent state: the health gate, the user's hooks, and
+//! the pause or stop around the capture, each undone on every path.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lifeboat_consistency::{Hooks, Mode, freeze, recover, run_hook};
+use lifeboat_docker::{ContainerDetails, Engine};
+
+use crate::{CoreError, Note, UnhealthyPolicy};
+
+fn unhealthy_status(d: &ContainerDetails) -> Option<String> {
+    match (d.state.status.as_str(), d.state.health.as_deref()) {
+        (s @ ("restarting" | "dead"), _) => Some(s.to_string()),
+        (_, Some("unhealthy")) => Some("unhealthy".to_string()),
+        _ => None,
+    }
+}
+
+/// Lets a healthy container through; refuses, waits for, or (forced) accepts one that is
+/// unhealthy, restarting or dead. Returns the container as last inspected.
+pub(crate) fn health_gate(
+    engine: &dyn Engine,
+    details: ContainerDetails,
+    policy: UnhealthyPolicy,
+    note: Note<'_>,
+) -> Result<ContainerDetails, CoreError> {
+    let Some(status) = unhealthy_status(&details) else {
+        return Ok(details);
+    };
+    match policy {
+        UnhealthyPolicy::Force => {
+            note(&format!(
+                "{} is {status}; backing it up anyway (--unhealthy=force)",
+                details.name
+            ));
+            Ok(details)
+        }
+        UnhealthyPolicy::Skip => Err(CoreError::NotHealthy {
+            name: details.name,
+            status,
+        }),
+        UnhealthyPolicy::Wait(limit) => {
+            note(&format!(
+                "{} is {status}; waiting up to {} s",
+                details.name,
+                limit.as_secs()
+            ));
+            let deadline = Instant::now() + limit;
+            let mut last = status;
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(500));
+                let now =
+                    engine
+                        .container(&details.id)?
+                        .ok_or_else(|| CoreError::ContainerVanished {
+                            name: details.name.clone(),
+                        })?;
+                match unhealthy_status(&now) {
+                    None if now.state.health.as_deref() != Some("starting") => return Ok(now),
+                    None => last = "starting".into(),
+                    Some(s) => last = s,
+                }
+            }
+            Err(CoreError::NotHealthy {
+                name: details.name,
+                status: last,
+            })
+        }
+    }
+}
+
+/// Runs `capture` between the pre-hook + freeze and the thaw + post-hook. The thaw and the
+/// post-hook run whatever happened before them; the first error is returned.
+pub(crate) fn capture_consistently<T>(
+    details: &ContainerDetails,
+    mode: Mode,
+    hooks: &Hooks,
+    state_dir: &Path,
+    engine: &dyn Engine,
+    note: Note<'_>,
+    capture: impl FnOnce() -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
+    for done in recover(engine, state_dir, None) {
+        note(&format!("recovered: {done}"));
+    }
+    let running = details.state.running && details.state.status != "paused";
+    let hooks_apply = running && (hooks.pre.is_some() || hooks.post.is_some());
+    if !running && (hooks.pre.is_some() || hooks.post.is_some()) {
+        note(&format!(
+            "{} is not running: its hooks are skipped",
+            details.name
+        ));
+    }
+    let pre = match (&hooks.pre, hooks_apply) {
+        (Some(cmd), true) => {
+            note(&format!("{}: pre hook", details.name));
+            run_hook(engine, &details.id, "pre", cmd, hooks.timeout).map_err(CoreError::from)
+        }
+        _ => Ok(()),
+    };
+    let captured = pre.and_then(|()| {
+        if mode != Mode::None && running {
+            note(&format!(
+                "{}: {} while its data is read",
+                details.name,
+                if mode == Mode::Pause {
+                    "pausing"
+                } else {
+                    "stopping"
+                }
+            ));
+        }
+        let stop_timeout = details.config.stop_timeout.unwrap_or(10) as i32;
+        let frozen = freeze(
+            engine,
+            state_dir,
+            &details.name,
+            &details.id,
+            running,
+            mode,
+            stop_timeout,
+        )?;
+        let result = capture();
+        let thawed = frozen.thaw().map_err(CoreError::from);
+        match result {
+            Ok(v) => thawed.map(|()| v),
+            Err(e) => Err(e),
+        }
+    });
+    let post = match (&hooks.post, hooks_apply) {
+        (Some(cmd), true) => {
+            note(&format!("{}: post hook", details.name));
+            run_hook(engine, &details.id, "post", cmd, hooks.timeout).map_err(CoreError::from)
+        }
+        _ => Ok(()),
+    };
+    let value = captured?;
+    post?;
+    Ok(value)
+}
