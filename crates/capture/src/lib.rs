@@ -19,6 +19,10 @@ pub struct PlannedPart {
     pub read_path: PathBuf,
     /// Where the data goes inside the snapshot.
     pub snapshot_path: String,
+    /// Paths under `read_path` to leave out (live database files captured another way).
+    pub exclude: Vec<PathBuf>,
+    /// For `sqlite` parts: the kind of mount the databases belong to.
+    pub belongs_to: Option<PartKind>,
 }
 
 /// Everything to capture for one container, in order (data first, image last).
@@ -65,6 +69,11 @@ pub fn bind_snapshot_path(host_path: &str) -> String {
 }
 
 pub const IMAGE_SNAPSHOT_PATH: &str = "/image/image.tar";
+
+/// The snapshot path of the consistent database copies of a mount stored at `mount_path`.
+pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
+    format!("/sqlite{mount_snapshot_path}")
+}
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
 /// `path` (an absolute host path) as seen from this process when the host's root is mounted
@@ -154,6 +163,8 @@ pub fn plan(
             name: mount.name.clone(),
             read_path,
             snapshot_path,
+            exclude: Vec::new(),
+            belongs_to: None,
         });
     }
     if with_image {
@@ -162,6 +173,8 @@ pub fn plan(
             name: details.config.image.clone(),
             read_path: PathBuf::new(),
             snapshot_path: IMAGE_SNAPSHOT_PATH.to_string(),
+            exclude: Vec::new(),
+            belongs_to: None,
         });
     }
     Ok(plan)

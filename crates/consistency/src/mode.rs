@@ -9,10 +9,15 @@ pub enum Mode {
     Pause,
     /// Stop, read, start again: the cold backup.
     Stop,
+    /// Capture through the application's own online mechanism while it keeps running
+    /// (SQLite online backup); other files are copied as they are.
+    Hot,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown consistency mode `{0}` (label lifeboat.mode or --mode): use none, pause or stop")]
+#[error(
+    "unknown consistency mode `{0}` (label lifeboat.mode or --mode): use hot, pause, stop or none"
+)]
 pub struct ModeError(pub String);
 
 impl Mode {
@@ -21,6 +26,7 @@ impl Mode {
             "" | "none" => Ok(Mode::None),
             "pause" => Ok(Mode::Pause),
             "stop" => Ok(Mode::Stop),
+            "hot" => Ok(Mode::Hot),
             other => Err(ModeError(other.to_string())),
         }
     }
@@ -30,6 +36,7 @@ impl Mode {
             Mode::None => "none",
             Mode::Pause => "pause",
             Mode::Stop => "stop",
+            Mode::Hot => "hot",
         }
     }
 }

@@ -66,13 +66,21 @@ pub fn backup_container(
         .ok_or_else(|| CoreError::NoSuchContainer(name.to_string()))?;
     let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
     let details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
-    let mode = match req.mode {
-        Some(m) => m,
-        None => Mode::parse(details.config.label("lifeboat.mode").unwrap_or("none"))?,
+    let label = details.config.label("lifeboat.mode");
+    let chosen = match (req.mode, label) {
+        (Some(m), _) => Some(m),
+        (None, Some(l)) => Some(Mode::parse(l)?),
+        (None, None) => None, // automatic: hot when a database is found, else none
     };
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
-    let capture = plan(&details, &req.host_root, req.with_image)?;
+    let mut capture = plan(&details, &req.host_root, req.with_image)?;
+    let databases = crate::hot::find(&capture.parts);
+    let mode = chosen.unwrap_or(if databases.is_empty() {
+        Mode::None
+    } else {
+        Mode::Hot
+    });
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
     let mut base_tags = vec![
         tags::LIFEBOAT.to_string(),
@@ -86,7 +94,11 @@ pub fn backup_container(
     base_tags.extend(req.extra_tags.iter().cloned());
 
     let mut written: Vec<String> = Vec::new();
+    let staging = crate::hot::Staging::new(&req.state_dir, &details.name, &backup_id.0);
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
+        if mode == Mode::Hot {
+            crate::hot::stage(&mut capture.parts, &databases, &staging, note)?;
+        }
         capture_parts(
             engine,
             repo,
@@ -175,12 +187,15 @@ fn capture_parts(
         let mut tags = base_tags.to_vec();
         tags.push(tags::part(part.kind));
         let report: PartReport = match part.kind {
-            PartKind::Volume | PartKind::Bind => repo.backup_dir(&DirBackup {
-                source: &part.read_path,
-                as_path: &part.snapshot_path,
-                tags: &tags,
-                description: None,
-            })?,
+            PartKind::Volume | PartKind::Bind | PartKind::Sqlite => {
+                repo.backup_dir(&DirBackup {
+                    source: &part.read_path,
+                    as_path: &part.snapshot_path,
+                    tags: &tags,
+                    description: None,
+                    exclude: &part.exclude,
+                })?
+            }
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag
                 // has since moved to another image.
@@ -210,6 +225,7 @@ fn capture_parts(
         out.push(Part {
             kind: part.kind,
             name: part.name.clone(),
+            belongs_to: part.belongs_to,
             snapshot_path: part.snapshot_path.clone(),
             snapshot_id: report.snapshot_id,
             files: report.files,

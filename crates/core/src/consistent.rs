@@ -100,16 +100,13 @@ pub(crate) fn capture_consistently<T>(
         _ => Ok(()),
     };
     let captured = pre.and_then(|()| {
-        if mode != Mode::None && running {
-            note(&format!(
-                "{}: {} while its data is read",
-                details.name,
-                if mode == Mode::Pause {
-                    "pausing"
-                } else {
-                    "stopping"
-                }
-            ));
+        let verb = match mode {
+            Mode::Pause => Some("pausing"),
+            Mode::Stop => Some("stopping"),
+            _ => None,
+        };
+        if let (Some(verb), true) = (verb, running) {
+            note(&format!("{}: {verb} while its data is read", details.name));
         }
         let stop_timeout = details.config.stop_timeout.unwrap_or(10) as i32;
         let frozen = freeze(

@@ -28,6 +28,8 @@ pub enum CoreError {
     Mode(#[from] lifeboat_consistency::ModeError),
     #[error(transparent)]
     Hook(#[from] lifeboat_consistency::HookError),
+    #[error("{0}; nothing was stored")]
+    Hot(String),
     #[error(
         "`{name}` is {status}: not backed up, its data may be mid-recovery. Fix it first, or \
          pass --unhealthy=wait to wait for it or --unhealthy=force to back it up anyway"

@@ -11,6 +11,7 @@ mod catalog;
 mod consistent;
 pub mod doctor;
 mod error;
+mod hot;
 mod restore;
 mod stream;
 

@@ -152,18 +152,21 @@ fn plan(
         .filter(|p| p.kind != PartKind::Image)
         .map(|p| Target {
             part: p.clone(),
-            name: match p.kind {
+            name: match p.belongs_to.unwrap_or(p.kind) {
                 PartKind::Bind => renamed_bind(&p.name, as_name),
                 _ => renamed_volume(&p.name, as_name),
             },
         })
         .collect();
+    // Database copies go in after the files of their mount.
+    let mut targets = targets;
+    targets.sort_by_key(|t| t.part.kind == PartKind::Sqlite);
     let mut occupied = Vec::new();
     let container_exists = engine.container(&target_name)?.is_some();
     if container_exists {
         occupied.push(format!("container `{target_name}` exists"));
     }
-    for t in &targets {
+    for t in targets.iter().filter(|t| t.part.kind != PartKind::Sqlite) {
         let path = host_path_of(engine, t, &req.backup.host_root)?;
         if let Some(path) = path.filter(|p| !dir_is_empty(p)) {
             let kind = t.part.kind.as_str();
@@ -261,8 +264,15 @@ fn restore_data(
     note: Note<'_>,
 ) -> Result<(), CoreError> {
     for t in &plan.targets {
-        let dest =
-            prepare_destination(engine, t, &plan.manifest, &req.backup.host_root, req.force)?;
+        let dest = if t.part.kind == PartKind::Sqlite {
+            // Into the mount restored just before (its live database files were left out).
+            host_path_of(engine, t, &req.backup.host_root)?.ok_or_else(|| CoreError::Refused {
+                what: format!("volume `{}` for the database copies is missing", t.name),
+                hint: "the backup is incomplete; restore an earlier one".into(),
+            })?
+        } else {
+            prepare_destination(engine, t, &plan.manifest, &req.backup.host_root, req.force)?
+        };
         note(&format!(
             "restoring {} {} ({} bytes)",
             t.part.kind.as_str(),
@@ -272,7 +282,8 @@ fn restore_data(
         repo.restore_dir(&t.part.snapshot_id, &t.part.snapshot_path, &dest)?;
         match t.part.kind {
             PartKind::Bind => outcome.binds.push(t.name.clone()),
-            _ => outcome.volumes.push(t.name.clone()),
+            PartKind::Volume => outcome.volumes.push(t.name.clone()),
+            _ => {}
         }
     }
     if !plan.image_present
@@ -336,7 +347,7 @@ fn host_path_of(
     t: &Target,
     host_root: &Path,
 ) -> Result<Option<PathBuf>, CoreError> {
-    Ok(match t.part.kind {
+    Ok(match t.part.belongs_to.unwrap_or(t.part.kind) {
         PartKind::Bind => Some(under_root(host_root, &t.name)),
         _ => engine
             .volume(&t.name)?
@@ -433,7 +444,11 @@ fn safety_backup(
         let out = backup_container(engine, repo, &plan.target_name, &backup, note)?;
         return Ok(Some(out.manifest_snapshot));
     }
-    for t in &plan.targets {
+    for t in plan
+        .targets
+        .iter()
+        .filter(|t| t.part.kind != PartKind::Sqlite)
+    {
         let Some(path) =
             host_path_of(engine, t, &req.backup.host_root)?.filter(|p| !dir_is_empty(p))
         else {
@@ -454,6 +469,7 @@ fn safety_backup(
             as_path: &t.part.snapshot_path,
             tags: &tags,
             description: None,
+            exclude: &[],
         })?;
     }
     Ok(None)

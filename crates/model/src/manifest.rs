@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::ContainerConfig;
 
 /// The manifest schema this binary writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 1: volumes, binds, image. 2: adds `sqlite` parts and `consistency`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Tags put on repository snapshots so Lifeboat and `restic snapshots --tag` can find them.
 pub mod tags {
@@ -73,6 +74,8 @@ pub enum PartKind {
     Volume,
     Bind,
     Image,
+    /// Consistent copies of the SQLite databases of a volume or bind (hot mode).
+    Sqlite,
 }
 
 impl PartKind {
@@ -81,6 +84,7 @@ impl PartKind {
             PartKind::Volume => "volume",
             PartKind::Bind => "bind",
             PartKind::Image => "image",
+            PartKind::Sqlite => "sqlite",
         }
     }
 }
@@ -91,6 +95,9 @@ pub struct Part {
     pub kind: PartKind,
     /// Volume name, bind host path, or image reference.
     pub name: String,
+    /// For `sqlite` parts: the volume or bind whose databases these are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub belongs_to: Option<PartKind>,
     /// Where the data sits inside the repository snapshot (`/volumes/pgdata`).
     pub snapshot_path: String,
     pub snapshot_id: String,

@@ -82,6 +82,8 @@ pub struct DirBackup<'a> {
     pub as_path: &'a str,
     pub tags: &'a [String],
     pub description: Option<String>,
+    /// Paths under `source` to leave out.
+    pub exclude: &'a [PathBuf],
 }
 
 /// A request to back up a stream as one file.

@@ -268,6 +268,7 @@ impl Repository for RusticRepository {
             problems: problems.clone(),
             source: req.source.to_path_buf(),
             as_path: PathBuf::from(req.as_path),
+            exclude: req.exclude.to_vec(),
         };
         let opts = BackupOptions::default();
         let snap = self.snapshot_template(req.tags, req.description.clone())?;

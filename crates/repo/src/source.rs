@@ -82,6 +82,7 @@ pub(crate) struct RecordingSource {
     pub(crate) problems: Problems,
     pub(crate) source: PathBuf,
     pub(crate) as_path: PathBuf,
+    pub(crate) exclude: Vec<PathBuf>,
 }
 
 impl ReadSource for RecordingSource {
@@ -95,6 +96,7 @@ impl ReadSource for RecordingSource {
     fn entries(&self) -> Self::Iter {
         let problems = self.problems.clone();
         let (source, as_path) = (self.source.clone(), self.as_path.clone());
+        let exclude = self.exclude.clone();
         // The engine's walker skips the root directory itself; put it back with its real
         // metadata so the volume root keeps its owner, mode, times and xattrs.
         let root = match root_node(&source, &as_path) {
@@ -109,28 +111,28 @@ impl ReadSource for RecordingSource {
                 None
             }
         };
-        Box::new(
-            root.into_iter()
-                .chain(self.inner.entries().map(move |item| match item {
-                    Ok(ReadSourceEntry { path, node, open }) => {
-                        let path = match path.strip_prefix(&source) {
-                            Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
-                            Ok(rel) => as_path.join(rel),
-                            Err(_) => path,
-                        };
-                        let open = open.map(|inner| RecordingOpen {
-                            inner,
-                            path: path.display().to_string(),
-                            problems: problems.clone(),
-                        });
-                        Ok(ReadSourceEntry { path, node, open })
-                    }
-                    Err(err) => {
-                        problems.push(format!("cannot read entry: {}", err.display_log()));
-                        Err(err)
-                    }
-                })),
-        )
+        let entries = self.inner.entries().filter(
+            move |item| !matches!(item, Ok(ReadSourceEntry { path, .. }) if exclude.contains(path)),
+        );
+        Box::new(root.into_iter().chain(entries.map(move |item| match item {
+            Ok(ReadSourceEntry { path, node, open }) => {
+                let path = match path.strip_prefix(&source) {
+                    Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
+                    Ok(rel) => as_path.join(rel),
+                    Err(_) => path,
+                };
+                let open = open.map(|inner| RecordingOpen {
+                    inner,
+                    path: path.display().to_string(),
+                    problems: problems.clone(),
+                });
+                Ok(ReadSourceEntry { path, node, open })
+            }
+            Err(err) => {
+                problems.push(format!("cannot read entry: {}", err.display_log()));
+                Err(err)
+            }
+        })))
     }
 }
 

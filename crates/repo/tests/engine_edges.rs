@@ -20,6 +20,7 @@ fn backup_volume(repo: &RusticRepository, src: &Path) -> lifeboat_repo::PartRepo
         as_path: "/volumes/v",
         tags: &[],
         description: None,
+        exclude: &[],
     };
     repo.backup_dir(&req).unwrap()
 }
@@ -226,6 +227,7 @@ async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
             as_path: "/volumes/a",
             tags: &[],
             description: None,
+            exclude: &[],
         };
         repo.backup_dir(&req).unwrap();
         repo.snapshots(&[]).unwrap().len()

@@ -17,10 +17,11 @@ pub struct Args {
     /// Also store the image (`docker save`), to restore on a host without a registry
     #[arg(long)]
     pub with_image: bool,
-    /// How to hold each container still while its data is read: none (plain copy), pause
-    /// (freeze its processes) or stop (cold backup, started again after). Overrides the
-    /// lifeboat.mode label.
-    #[arg(long, value_parser = ["none", "pause", "stop"])]
+    /// How to get a consistent copy: hot (SQLite online backup while it runs), pause
+    /// (freeze its processes), stop (cold backup, started again after) or none (plain copy).
+    /// Overrides the lifeboat.mode label; the default is hot when SQLite databases are
+    /// found, else none.
+    #[arg(long, value_parser = ["hot", "pause", "stop", "none"])]
     pub mode: Option<String>,
     /// What to do with an unhealthy, restarting or dead container: skip it (and fail), wait
     /// for it (--wait-healthy seconds), or force the backup anyway

@@ -102,13 +102,28 @@ fn live_sqlite_wal_database_without_a_consistent_mode_is_an_error() {
         .expect("sqlite3 installed")
         .success();
     assert!(ok);
-    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    let labels = [
+        "-v",
+        &format!("{vol}:/data"),
+        "--label",
+        "lifeboat.mode=none",
+    ];
+    run_sleeper(&mut c, &name, &labels);
     let (_, findings, json) = diagnose(&lb, &name);
     assert_finding(&findings, "consistency.live_database", "error");
     assert!(
         json.to_string().contains("SQLite (WAL) at agent.db"),
         "{json}"
     );
+
+    // The automatic mode captures SQLite hot: nothing to report.
+    let auto = unique("sqlite-auto");
+    run_sleeper(&mut c, &auto, &["-v", &format!("{vol}:/data")]);
+    let (_, findings, _) = diagnose(&lb, &auto);
+    let flagged = findings
+        .iter()
+        .any(|(check, _)| check == "consistency.live_database");
+    assert!(!flagged, "{findings:?}");
 }
 
 #[test]

@@ -279,13 +279,24 @@ fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
             ));
         }
     }
-    if !m.databases.is_empty() && c.details.state.running {
-        let mode = c.details.config.label("lifeboat.mode").unwrap_or("none");
-        if mode == "none" {
+    if c.details.state.running {
+        let mode = c.details.config.label("lifeboat.mode").unwrap_or("auto");
+        // Hot mode (the automatic default) captures SQLite consistently; pause and stop
+        // hold everything still. What is left is copied file by file while it changes.
+        let exposed: Vec<&String> = match mode {
+            "pause" | "stop" => Vec::new(),
+            "hot" | "auto" => m
+                .databases
+                .iter()
+                .filter(|d| !d.starts_with("SQLite"))
+                .collect(),
+            _ => m.databases.iter().collect(),
+        };
+        if !exposed.is_empty() {
             out.push(f(Severity::Error, "consistency.live_database",
-                format!("{what} holds a live database ({}) that a backup copies file by file: the copy can be torn",
-                    m.databases.join(", ")),
-                format!("stop writes during the backup: `docker stop {0}; lifeboat backup {0}; docker start {0}`",
+                format!("{what} holds a live database ({}) that mode `{mode}` copies file by file: the copy can be torn",
+                    exposed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                format!("set the label lifeboat.mode=stop (or pause) on {}, or back up with --mode stop",
                     c.details.name)));
         }
     }

@@ -1,0 +1,100 @@
+//! Hot mode: consistent copies of the SQLite databases found in a container's mounts, taken
+//! with SQLite's online backup API into a staging directory and stored as `sqlite` parts;
+//! the live database files are left out of the plain file copy.
+
+use std::path::{Path, PathBuf};
+
+use lifeboat_capture::{PlannedPart, sqlite_snapshot_path};
+use lifeboat_consistency::sqlite::{consistent_copy, find_databases, side_files};
+use lifeboat_model::PartKind;
+
+use crate::{CoreError, Note};
+
+/// Databases (relative paths) per data part, by index into the plan's parts.
+pub(crate) fn find(parts: &[PlannedPart]) -> Vec<(usize, Vec<PathBuf>)> {
+    parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            matches!(p.kind, PartKind::Volume | PartKind::Bind) && p.read_path.is_dir()
+        })
+        .map(|(i, p)| (i, find_databases(&p.read_path)))
+        .filter(|(_, dbs)| !dbs.is_empty())
+        .collect()
+}
+
+/// A scratch directory under the state directory, removed when dropped.
+pub(crate) struct Staging(PathBuf);
+
+impl Staging {
+    /// The caller holds the container's lock, so leftovers of its killed runs can go.
+    pub(crate) fn new(state_dir: &Path, container: &str, backup_id: &str) -> Staging {
+        let parent = state_dir.join("staging").join(container);
+        let _ = std::fs::remove_dir_all(&parent);
+        Staging(parent.join(backup_id))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies each database consistently into staging, excludes the live files from their data
+/// part, and appends one `sqlite` part per mount.
+pub(crate) fn stage(
+    parts: &mut Vec<PlannedPart>,
+    databases: &[(usize, Vec<PathBuf>)],
+    staging: &Staging,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    for (index, dbs) in databases {
+        let dir = staging.0.join(index.to_string());
+        std::fs::create_dir_all(&dir)
+            .map_err(CoreError::io("creating staging directory", dir.display()))?;
+        let part = &mut parts[*index];
+        for rel in dbs {
+            let live = part.read_path.join(rel);
+            note(&format!(
+                "{}: consistent copy of SQLite database {}",
+                part.name,
+                rel.display()
+            ));
+            consistent_copy(&live, &dir.join(rel)).map_err(|e| CoreError::Hot(e.to_string()))?;
+            part.exclude.push(live.clone());
+            part.exclude.extend(side_files(&live));
+        }
+        // Directories inside the staging tree take the owner of their originals.
+        copy_dir_owners(&part.read_path, &dir);
+        let sqlite = PlannedPart {
+            kind: PartKind::Sqlite,
+            name: part.name.clone(),
+            read_path: dir,
+            snapshot_path: sqlite_snapshot_path(&part.snapshot_path),
+            exclude: Vec::new(),
+            belongs_to: Some(part.kind),
+        };
+        parts.push(sqlite);
+    }
+    Ok(())
+}
+
+fn copy_dir_owners(original: &Path, staged: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in walkdir::WalkDir::new(staged)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(staged) else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(original.join(rel)) {
+            let _ = std::os::unix::fs::chown(entry.path(), Some(m.uid()), Some(m.gid()));
+            let _ = std::fs::set_permissions(entry.path(), m.permissions());
+        }
+    }
+}
