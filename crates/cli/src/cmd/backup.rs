@@ -30,6 +30,14 @@ pub struct Args {
     /// With --unhealthy=wait: how long to wait
     #[arg(long, default_value_t = 60)]
     pub wait_healthy: u64,
+    /// Run at normal CPU and I/O priority (by default a backup runs at nice 10 and the
+    /// lowest best-effort I/O priority, so the services it protects come first)
+    #[arg(long)]
+    pub normal_priority: bool,
+    /// Read and write only when the disk is otherwise idle (the smallest stall for the
+    /// service; a backup on a disk that is never idle may not finish)
+    #[arg(long, conflicts_with = "normal_priority")]
+    pub idle_io: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
