@@ -11,6 +11,7 @@ mod hooks;
 mod journal;
 mod lock;
 mod mode;
+pub mod redis;
 pub mod sqlite;
 
 pub use hooks::{HookError, Hooks, run_hook};

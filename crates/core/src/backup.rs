@@ -76,11 +76,14 @@ pub fn backup_container(
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
     let mut capture = plan(&details, &req.host_root, req.with_image)?;
     let databases = crate::hot::find(&capture.parts);
-    let mode = chosen.unwrap_or(if databases.is_empty() {
-        Mode::None
-    } else {
-        Mode::Hot
-    });
+    let cfg = &details.config;
+    let redis = lifeboat_consistency::redis::is_redis(
+        &cfg.image,
+        cfg.cmd.as_deref().unwrap_or_default(),
+        cfg.entrypoint.as_deref().unwrap_or_default(),
+    );
+    let hot_capable = !databases.is_empty() || redis;
+    let mode = chosen.unwrap_or(if hot_capable { Mode::Hot } else { Mode::None });
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
     let mut base_tags = vec![
         tags::LIFEBOAT.to_string(),
@@ -97,6 +100,12 @@ pub fn backup_container(
     let staging = crate::hot::Staging::new(&req.state_dir, &details.name, &backup_id.0);
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
         if mode == Mode::Hot {
+            if redis && details.state.running {
+                note(&format!("{}: Redis BGSAVE", details.name));
+                let timeout = std::time::Duration::from_secs(300);
+                lifeboat_consistency::redis::snapshot(engine, &details.id, &cfg.env, timeout)
+                    .map_err(|e| CoreError::Hot(e.to_string()))?;
+            }
             crate::hot::stage(&mut capture.parts, &databases, &staging, note)?;
         }
         capture_parts(

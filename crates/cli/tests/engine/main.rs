@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod consistency;
 mod doctor;
+mod hot_redis;
 mod hot_sqlite;
 mod restic;
 mod roundtrip;

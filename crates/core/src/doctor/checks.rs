@@ -288,7 +288,7 @@ fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
             "hot" | "auto" => m
                 .databases
                 .iter()
-                .filter(|d| !d.starts_with("SQLite"))
+                .filter(|d| !d.starts_with("SQLite") && !d.starts_with("Redis (RDB)"))
                 .collect(),
             _ => m.databases.iter().collect(),
         };
