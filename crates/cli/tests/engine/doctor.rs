@@ -210,3 +210,21 @@ fn well_configured_container_passes_clean() {
     );
     assert_eq!(code, 0, "{json}");
 }
+
+#[test]
+fn stopped_container_in_hot_mode_and_a_bad_hook_timeout_are_reported() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("hot-stopped");
+    let flags = [
+        "--label",
+        "lifeboat.mode=hot",
+        "--label",
+        "lifeboat.hook-timeout=soon",
+    ];
+    run_sleeper(&mut c, &name, &flags);
+    docker(&["stop", "-t", "0", &name]);
+    let (_, findings, _) = diagnose(&lb, &name);
+    assert_finding(&findings, "lifecycle.hot_needs_running", "warning");
+    assert_finding(&findings, "consistency.hook_timeout", "warning");
+}

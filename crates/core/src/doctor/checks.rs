@@ -230,6 +230,29 @@ fn lifecycle(c: &ContainerFacts) -> Vec<Finding> {
         )),
         _ => {}
     }
+    let mode = c.details.config.label("lifeboat.mode");
+    if mode == Some("hot") && !state.running {
+        out.push(f(
+            Severity::Warning,
+            "lifecycle.hot_needs_running",
+            "mode `hot` asks the running service for a consistent copy, but it is stopped: \
+             the backup will copy its files as they are"
+                .into(),
+            format!(
+                "start it (`docker start {name}`) before backups, or label it lifeboat.mode=none"
+            ),
+        ));
+    }
+    if let Some(t) = c.details.config.label("lifeboat.hook-timeout")
+        && t.trim().parse::<u64>().map_or(true, |s| s == 0 || s > 3600)
+    {
+        out.push(f(
+            Severity::Warning,
+            "consistency.hook_timeout",
+            format!("lifeboat.hook-timeout=`{t}` is not a timeout between 1 and 3600 s"),
+            "set lifeboat.hook-timeout to the seconds a hook may take (default 60)".into(),
+        ));
+    }
     out
 }
 
