@@ -7,6 +7,7 @@
 //! Lifeboat command undoes it ([`recover`]). This crate must never leave a container paused
 //! or stopped on any path it controls.
 
+pub mod dumps;
 mod hooks;
 mod journal;
 mod lock;

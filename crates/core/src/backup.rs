@@ -82,7 +82,8 @@ pub fn backup_container(
         cfg.cmd.as_deref().unwrap_or_default(),
         cfg.entrypoint.as_deref().unwrap_or_default(),
     );
-    let hot_capable = !databases.is_empty() || redis;
+    let dump = crate::dump::strategy(cfg);
+    let hot_capable = !databases.is_empty() || redis || dump.is_some();
     let mode = chosen.unwrap_or(if hot_capable { Mode::Hot } else { Mode::None });
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
     let mut base_tags = vec![
@@ -107,6 +108,9 @@ pub fn backup_container(
                     .map_err(|e| CoreError::Hot(e.to_string()))?;
             }
             crate::hot::stage(&mut capture.parts, &databases, &staging, note)?;
+            if let Some(s) = dump.as_ref().filter(|_| details.state.running) {
+                crate::dump::plan(&mut capture.parts, s, note);
+            }
         }
         capture_parts(
             engine,
@@ -205,6 +209,7 @@ fn capture_parts(
                     exclude: &part.exclude,
                 })?
             }
+            PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags)?,
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag
                 // has since moved to another image.

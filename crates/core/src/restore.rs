@@ -149,7 +149,7 @@ fn plan(
     let targets: Vec<Target> = manifest
         .parts
         .iter()
-        .filter(|p| p.kind != PartKind::Image)
+        .filter(|p| !matches!(p.kind, PartKind::Image | PartKind::Dump))
         .map(|p| Target {
             part: p.clone(),
             name: match p.belongs_to.unwrap_or(p.kind) {
@@ -250,7 +250,7 @@ pub fn restore_container(
         }
     }
     restore_data(engine, repo, &plan, req, &mut outcome, note)?;
-    create_and_start(engine, &plan, req, &mut outcome, note)?;
+    create_and_start(engine, repo, &plan, req, &mut outcome, note)?;
     outcome.seconds = t0.elapsed().as_secs_f64();
     Ok(outcome)
 }
@@ -301,6 +301,7 @@ fn restore_data(
 
 fn create_and_start(
     engine: &dyn Engine,
+    repo: &dyn Repository,
     plan: &Plan,
     req: &RestoreRequest,
     outcome: &mut RestoreOutcome,
@@ -329,6 +330,8 @@ fn create_and_start(
     if config.was_running {
         engine.start_container(name)?;
         outcome.started = true;
+        let parts = &plan.manifest.parts;
+        crate::dump::load(engine, repo, name, &config, parts, req.health_timeout, note)?;
         if config.healthcheck.is_some() {
             note(&format!("waiting for {name} to become healthy"));
             outcome.health = Some(wait_healthy(engine, name, req.health_timeout)?);

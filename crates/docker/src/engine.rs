@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::convert::{compose_info, config_from_inspect, create_body};
 use crate::{
-    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, ExecOutput, MemoryUsage,
-    MountSource, VolumeInfo,
+    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, ExecOutput, ExecStream,
+    MemoryUsage, MountSource, VolumeInfo,
 };
 
 pub struct DockerEngine {
@@ -113,6 +113,48 @@ impl DockerEngine {
             )
             .map_err(|e| classify("inspect", "container", name, e))?;
         Ok(to_json(&resp))
+    }
+}
+
+/// The stdout of a streaming exec, read from blocking code.
+struct StreamingExec {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+    done: mpsc::Receiver<Result<ExecOutput, String>>,
+    name: String,
+}
+
+impl Read for StreamingExec {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+impl ExecStream for StreamingExec {
+    fn finish(&mut self) -> Result<ExecOutput, EngineError> {
+        // Drain what is left so the command can end.
+        let mut sink = [0u8; 1 << 16];
+        while matches!(self.read(&mut sink), Ok(n) if n > 0) {}
+        let message = match self.done.recv() {
+            Ok(Ok(out)) => return Ok(out),
+            Ok(Err(message)) => message,
+            Err(_) => "the output stream ended without an exit status".to_string(),
+        };
+        Err(EngineError::Api {
+            op: "stream a command in",
+            name: self.name.clone(),
+            message,
+        })
     }
 }
 
@@ -510,6 +552,173 @@ impl Engine for DockerEngine {
                 output: text,
             })
         })
+    }
+
+    fn exec_stream(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+    ) -> Result<Box<dyn ExecStream>, EngineError> {
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            env: Some(env.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let err = |e| classify("run a command in", "container", name, e);
+        let (exec_id, started) = self.rt.block_on(async {
+            let exec = self.docker.create_exec(name, config).await.map_err(err)?;
+            let started = self.docker.start_exec(&exec.id, None).await.map_err(err)?;
+            Ok::<_, EngineError>((exec.id, started))
+        })?;
+        let bollard::exec::StartExecResults::Attached {
+            output: mut out, ..
+        } = started
+        else {
+            return Err(EngineError::Api {
+                op: "stream a command in",
+                name: name.to_string(),
+                message: "the engine did not attach the output".into(),
+            });
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
+        let (done_tx, done_rx) = mpsc::channel::<Result<ExecOutput, String>>();
+        let docker = self.docker.clone();
+        self.rt.spawn(async move {
+            let mut stderr = Vec::new();
+            let mut failed = None;
+            while let Some(item) = out.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        if tx.send(Ok(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(other) => {
+                        stderr.extend_from_slice(&other.into_bytes());
+                        if stderr.len() > 128 << 10 {
+                            stderr.drain(..stderr.len() - (64 << 10));
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        let _ = tx.send(Err(e.to_string())).await;
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let result = match failed {
+                Some(e) => Err(e),
+                None => docker
+                    .inspect_exec(&exec_id)
+                    .await
+                    .map(|i| ExecOutput {
+                        exit_code: i.exit_code,
+                        output: String::from_utf8_lossy(&stderr).to_string(),
+                    })
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = done_tx.send(result);
+        });
+        Ok(Box::new(StreamingExec {
+            rx,
+            current: Bytes::new(),
+            done: done_rx,
+            name: name.to_string(),
+        }))
+    }
+
+    fn exec_with_input(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+        mut input: Box<dyn Read + Send>,
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            env: Some(env.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let err = |e| classify("run a command in", "container", name, e);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let feeder = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+        let result = self.rt.block_on(async {
+            let exec = self.docker.create_exec(name, config).await.map_err(err)?;
+            let started = self.docker.start_exec(&exec.id, None).await.map_err(err)?;
+            let bollard::exec::StartExecResults::Attached {
+                output: mut out,
+                input: mut stdin,
+            } = started
+            else {
+                return Ok(ExecOutput {
+                    exit_code: None,
+                    output: "not attached".into(),
+                });
+            };
+            let write = async move {
+                while let Some(chunk) = rx.recv().await {
+                    if stdin.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = stdin.shutdown().await;
+            };
+            let mut output = Vec::new();
+            let read = async {
+                while let Some(Ok(chunk)) = out.next().await {
+                    output.extend_from_slice(&chunk.into_bytes());
+                    if output.len() > 128 << 10 {
+                        output.drain(..output.len() - (64 << 10));
+                    }
+                }
+            };
+            let finished = tokio::time::timeout(timeout, async { tokio::join!(write, read) })
+                .await
+                .is_ok();
+            let exit_code = if finished {
+                self.docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(err)?
+                    .exit_code
+            } else {
+                None
+            };
+            Ok(ExecOutput {
+                exit_code,
+                output: String::from_utf8_lossy(&output).to_string(),
+            })
+        });
+        match feeder.join() {
+            Ok(Err(e)) => Err(EngineError::Api {
+                op: "feed input to",
+                name: name.to_string(),
+                message: e,
+            }),
+            _ => result,
+        }
     }
 
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError> {

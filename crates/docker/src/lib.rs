@@ -90,6 +90,12 @@ pub struct ExecOutput {
     pub output: String,
 }
 
+/// A command's stdout as a byte stream; how it ended once the stream is read to its end.
+pub trait ExecStream: Read + Send {
+    /// Waits for the command to end: its exit code and the tail of its stderr.
+    fn finish(&mut self) -> Result<ExecOutput, EngineError>;
+}
+
 /// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
 /// not exist"; errors name the object and say what to do.
 pub trait Engine: Send + Sync {
@@ -134,6 +140,24 @@ pub trait Engine: Send + Sync {
         &self,
         name: &str,
         cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EngineError>;
+    /// Starts `cmd` (with extra `KEY=value` env) inside a running container and streams its
+    /// stdout; stderr is kept for [`ExecStream::finish`].
+    fn exec_stream(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+    ) -> Result<Box<dyn ExecStream>, EngineError>;
+    /// Runs `cmd` inside a running container with `input` as its stdin, waiting at most
+    /// `timeout` for it to end.
+    fn exec_with_input(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+        input: Box<dyn Read + Send>,
         timeout: std::time::Duration,
     ) -> Result<ExecOutput, EngineError>;
     /// One sample of a running container's memory use; `None` when it is not running.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::ContainerConfig;
 
 /// The manifest schema this binary writes and the newest it reads.
-/// 1: volumes, binds, image. 2: adds `sqlite` parts and `consistency`.
+/// 1: volumes, binds, image. 2: adds `sqlite` and `dump` parts and `consistency`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Tags put on repository snapshots so Lifeboat and `restic snapshots --tag` can find them.
@@ -76,6 +76,8 @@ pub enum PartKind {
     Image,
     /// Consistent copies of the SQLite databases of a volume or bind (hot mode).
     Sqlite,
+    /// A database server's own dump, streamed (hot mode).
+    Dump,
 }
 
 impl PartKind {
@@ -85,6 +87,7 @@ impl PartKind {
             PartKind::Bind => "bind",
             PartKind::Image => "image",
             PartKind::Sqlite => "sqlite",
+            PartKind::Dump => "dump",
         }
     }
 }

@@ -82,7 +82,7 @@ pub struct DirBackup<'a> {
     pub as_path: &'a str,
     pub tags: &'a [String],
     pub description: Option<String>,
-    /// Paths under `source` to leave out.
+    /// Paths under `source` to leave out, each with everything below it.
     pub exclude: &'a [PathBuf],
 }
 

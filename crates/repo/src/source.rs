@@ -112,7 +112,7 @@ impl ReadSource for RecordingSource {
             }
         };
         let entries = self.inner.entries().filter(
-            move |item| !matches!(item, Ok(ReadSourceEntry { path, .. }) if exclude.contains(path)),
+            move |item| !matches!(item, Ok(ReadSourceEntry { path, .. }) if exclude.iter().any(|x| path.starts_with(x))),
         );
         Box::new(root.into_iter().chain(entries.map(move |item| match item {
             Ok(ReadSourceEntry { path, node, open }) => {

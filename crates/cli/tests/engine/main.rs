@@ -5,6 +5,8 @@ mod bad_input;
 mod common;
 mod consistency;
 mod doctor;
+mod hot_mariadb;
+mod hot_postgres;
 mod hot_redis;
 mod hot_sqlite;
 mod restic;

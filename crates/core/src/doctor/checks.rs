@@ -304,6 +304,8 @@ fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
     }
     if c.details.state.running {
         let mode = c.details.config.label("lifeboat.mode").unwrap_or("auto");
+        // A server recognised by its image or command is dumped with its own tool.
+        let has_dump = crate::dump::strategy(&c.details.config).is_some();
         // Hot mode (the automatic default) captures SQLite consistently; pause and stop
         // hold everything still. What is left is copied file by file while it changes.
         let exposed: Vec<&String> = match mode {
@@ -312,6 +314,7 @@ fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
                 .databases
                 .iter()
                 .filter(|d| !d.starts_with("SQLite") && !d.starts_with("Redis (RDB)"))
+                .filter(|d| !(has_dump && (d.starts_with("PostgreSQL") || d.starts_with("MySQL"))))
                 .collect(),
             _ => m.databases.iter().collect(),
         };

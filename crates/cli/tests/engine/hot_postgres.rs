@@ -1,0 +1,150 @@
+//! Hot mode on PostgreSQL: `pg_dumpall` run inside the container under a concurrent writer,
+//! streamed into the repository, loaded back into a freshly initialised server at restore.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const SERVICES_IMAGE: &str = "lifeboat-test/debian-services:1";
+
+/// A PostgreSQL server on /data/pg (initialised when empty, local trust), in the foreground.
+const SERVER: &str = r#"PGBIN=$(ls -d /usr/lib/postgresql/*/bin | head -n1); export PGDATA=/data/pg
+mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql
+if [ ! -s $PGDATA/PG_VERSION ]; then mkdir -p $PGDATA && chown postgres $PGDATA && su postgres -c "$PGBIN/initdb -D $PGDATA --auth=trust" >/dev/null; fi
+su postgres -c "$PGBIN/pg_ctl -D $PGDATA -l /tmp/pg.log -o '-c listen_addresses=' -w start" >/dev/null
+exec sleep infinity"#;
+
+const WRITER: &str = r#"psql -U postgres -qc "CREATE DATABASE agent" >/dev/null
+psql -U postgres -d agent -qc "CREATE TABLE records(seq int PRIMARY KEY, at timestamptz DEFAULT now())"
+i=0; while true; do i=$((i+1)); psql -U postgres -d agent -qAtc "INSERT INTO records(seq) VALUES($i)" >/dev/null && echo $i > /tmp/acked; done"#;
+
+fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
+    c.containers.push(name.to_string());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-v",
+        &format!("{vol}:/data"),
+        "--health-cmd",
+        "pg_isready -U postgres",
+        "--health-interval",
+        "1s",
+        SERVICES_IMAGE,
+        "bash",
+        "-c",
+        SERVER,
+    ]);
+    wait_for_health(name);
+}
+
+fn acked(name: &str) -> u64 {
+    docker(&[
+        "exec",
+        name,
+        "sh",
+        "-c",
+        "cat /tmp/acked 2>/dev/null || echo 0",
+    ])
+    .parse()
+    .unwrap_or(0)
+}
+
+#[test]
+fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pg"), unique("pg-vol"));
+    new_volume(&mut c, &vol);
+    start_server(&mut c, &name, &vol);
+    docker(&["exec", "-d", &name, "bash", "-c", WRITER]);
+    let t0 = Instant::now();
+    while acked(&name) < 100 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the writer did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let acked_before = acked(&name);
+    let started_at = inspect(&name, "{{.State.StartedAt}}");
+    let out = lb.run(&["backup", &name, "--json"]).ok().json();
+    let parts = out["backups"][0]["parts"].to_string();
+    assert!(
+        parts.contains("\"dump\""),
+        "a dump part was stored: {parts}"
+    );
+    // The server was never stopped and the writer goes on.
+    assert_eq!(inspect(&name, "{{.State.StartedAt}}"), started_at);
+    let t0 = Instant::now();
+    while acked(&name) <= acked_before {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the writer stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let copy = unique("pg-copy");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    let restored = lb.run(&["restore", &name, "--as", &copy]).ok();
+    assert!(
+        restored.stderr.contains("loading the postgres dump"),
+        "{}",
+        restored.stderr
+    );
+    let row = docker(&[
+        "exec",
+        &copy,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        "agent",
+        "-Atc",
+        "SELECT count(*) || ' ' || max(seq) FROM records",
+    ]);
+    let (count, max) = row
+        .split_once(' ')
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap();
+    assert_eq!(count, max, "rows 1..={max} are all there");
+    assert!(
+        max >= acked_before,
+        "every row acknowledged before the backup is present ({max} < {acked_before})"
+    );
+}
+
+#[test]
+fn failing_dump_fails_the_backup_and_stores_nothing() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgfail"), unique("pgfail-vol"));
+    new_volume(&mut c, &vol);
+    start_server(&mut c, &name, &vol);
+    // The server goes away; the container keeps running, so pg_dumpall cannot connect.
+    docker(&[
+        "exec",
+        &name,
+        "bash",
+        "-c",
+        "su postgres -c \"$(ls -d /usr/lib/postgresql/*/bin | head -n1)/pg_ctl -D /data/pg -m fast stop\"",
+    ]);
+    let out = lb.run(&["backup", &name, "--unhealthy", "force"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("dump"), "{}", out.stderr);
+    assert!(
+        lb.run(&["snapshots", &name, "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let parts = lb.restic(&["snapshots", "--json"]).ok();
+    assert_eq!(
+        parts.stdout.trim(),
+        "[]",
+        "no part left behind: {}",
+        parts.stdout
+    );
+}

@@ -1,0 +1,188 @@
+//! Database servers captured with their own dump tool, run inside the container (so client and
+//! server versions always match) and streamed straight into the repository: PostgreSQL
+//! (`pg_dumpall`) and MySQL/MariaDB (`mariadb-dump`/`mysqldump --single-transaction`).
+//! Credentials come from the official images' variables. A dump that exits non-zero or lacks
+//! its tool's completion trailer (empty or truncated) is a failure.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+/// How to dump, restore and probe one kind of database server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpStrategy {
+    /// `postgres` or `mariadb`.
+    pub name: &'static str,
+    pub dump: Vec<String>,
+    pub restore: Vec<String>,
+    /// Exits 0 once the server accepts connections.
+    pub ready: Vec<String>,
+    /// `KEY=value` pairs passed to those commands (passwords).
+    pub env: Vec<String>,
+    /// Text the dump tool writes at the very end of a complete dump.
+    pub trailer: &'static str,
+    /// Files that mark the server's data directory (left out of the file copy).
+    pub data_markers: &'static [&'static str],
+}
+
+fn var<'a>(env: &'a [String], keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    })
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The strategy for a container, recognised by its image or command.
+pub fn detect(
+    image: &str,
+    cmd: &[String],
+    entrypoint: &[String],
+    env: &[String],
+) -> Option<DumpStrategy> {
+    let words: Vec<&str> = std::iter::once(image)
+        .chain(cmd.iter().chain(entrypoint).map(String::as_str))
+        .collect();
+    let mentions = |w: &str| words.iter().any(|x| x.contains(w));
+    if mentions("postgres") {
+        let user = var(env, &["POSTGRES_USER"])
+            .unwrap_or("postgres")
+            .to_string();
+        let mut pass = Vec::new();
+        if let Some(pw) = var(env, &["POSTGRES_PASSWORD"]) {
+            pass.push(format!("PGPASSWORD={pw}"));
+        }
+        return Some(DumpStrategy {
+            name: "postgres",
+            dump: strings(&["pg_dumpall", "--clean", "--if-exists", "-U", &user]),
+            restore: strings(&[
+                "psql",
+                "-q",
+                "-U",
+                &user,
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=0",
+            ]),
+            ready: strings(&["pg_isready", "-U", &user]),
+            env: pass,
+            trailer: "PostgreSQL database cluster dump complete",
+            data_markers: &["PG_VERSION"],
+        });
+    }
+    if mentions("mariadb") || mentions("mysql") {
+        let mut pass = Vec::new();
+        if let Some(pw) = var(env, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"]) {
+            pass.push(format!("MYSQL_PWD={pw}"));
+        }
+        let either = |a: &str, b: &str| {
+            format!(
+                "if command -v {a} >/dev/null 2>&1; then exec {a} \"$@\"; else exec {b} \"$@\"; fi"
+            )
+        };
+        let dump = either("mariadb-dump", "mysqldump");
+        let client = either("mariadb", "mysql");
+        let admin = either("mariadb-admin", "mysqladmin");
+        return Some(DumpStrategy {
+            name: "mariadb",
+            dump: strings(&[
+                "sh",
+                "-c",
+                &dump,
+                "sh",
+                "-uroot",
+                "--single-transaction",
+                "--all-databases",
+                "--routines",
+                "--events",
+            ]),
+            restore: strings(&["sh", "-c", &client, "sh", "-uroot"]),
+            ready: strings(&["sh", "-c", &admin, "sh", "-uroot", "ping"]),
+            env: pass,
+            trailer: "-- Dump completed",
+            data_markers: &["ibdata1", "aria_log_control"],
+        });
+    }
+    None
+}
+
+/// A reader that remembers the last bytes that went through it, to check a dump's trailer.
+pub struct TailReader<R> {
+    inner: R,
+    tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<R: Read> TailReader<R> {
+    pub fn new(inner: R) -> (Self, Arc<Mutex<Vec<u8>>>) {
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        (
+            TailReader {
+                inner,
+                tail: tail.clone(),
+            },
+            tail,
+        )
+    }
+}
+
+impl<R: Read> Read for TailReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut t) = self.tail.lock() {
+            t.extend_from_slice(&buf[..n]);
+            if t.len() > 8192 {
+                let cut = t.len() - 4096;
+                t.drain(..cut);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Whether the end of a dump carries the tool's completion trailer.
+pub fn complete(tail: &[u8], trailer: &str) -> bool {
+    String::from_utf8_lossy(tail).contains(trailer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_recognised_with_their_credentials() {
+        let env = vec![
+            "POSTGRES_USER=app".to_string(),
+            "POSTGRES_PASSWORD=pw".to_string(),
+        ];
+        let pg = detect("postgres:16", &[], &[], &env).unwrap();
+        assert_eq!(
+            pg.dump[..2],
+            ["pg_dumpall".to_string(), "--clean".to_string()]
+        );
+        assert!(pg.dump.contains(&"app".to_string()) && pg.env == vec!["PGPASSWORD=pw"]);
+        let env = vec!["MARIADB_ROOT_PASSWORD=r".to_string()];
+        let my = detect("mariadb:11", &[], &[], &env).unwrap();
+        assert_eq!(my.env, vec!["MYSQL_PWD=r"]);
+        assert!(my.dump.iter().any(|a| a == "--single-transaction"));
+        assert!(detect("redis:7", &[], &[], &[]).is_none());
+    }
+
+    #[test]
+    fn truncated_dumps_lack_the_trailer() {
+        let (mut r, tail) = TailReader::new(
+            &b"CREATE TABLE t();\n-- PostgreSQL database cluster dump complete\n"[..],
+        );
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        assert!(complete(
+            &tail.lock().unwrap(),
+            "PostgreSQL database cluster dump complete"
+        ));
+        assert!(!complete(
+            b"CREATE TABLE t(",
+            "PostgreSQL database cluster dump complete"
+        ));
+    }
+}

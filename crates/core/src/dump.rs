@@ -1,0 +1,228 @@
+//! Hot mode for database servers: their own dump tool run inside the container, streamed into
+//! the repository; at restore, fed back once the restored server accepts connections. The
+//! server's data directory is left out of the file copy (a live copy of it would be torn); the
+//! restored container initialises a fresh one and the dump fills it.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lifeboat_capture::PlannedPart;
+use lifeboat_consistency::dumps::{DumpStrategy, TailReader, complete, detect};
+use lifeboat_docker::{ContainerDetails, Engine, ExecStream};
+use lifeboat_model::{ContainerConfig, Part, PartKind};
+use lifeboat_repo::{PartReport, Repository, StreamBackup, StreamSource};
+
+use crate::{CoreError, Note};
+
+pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
+    detect(
+        &config.image,
+        config.cmd.as_deref().unwrap_or_default(),
+        config.entrypoint.as_deref().unwrap_or_default(),
+        &config.env,
+    )
+}
+
+fn snapshot_path(s: &DumpStrategy) -> String {
+    format!("/dumps/{}.sql", s.name)
+}
+
+/// Leaves the server's data directory out of the file parts and plans the dump part.
+pub(crate) fn plan(parts: &mut Vec<PlannedPart>, s: &DumpStrategy, note: Note<'_>) {
+    for part in parts
+        .iter_mut()
+        .filter(|p| matches!(p.kind, PartKind::Volume | PartKind::Bind))
+    {
+        let markers = walkdir::WalkDir::new(&part.read_path)
+            .max_depth(4)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| s.data_markers.iter().any(|m| e.file_name() == *m));
+        for marker in markers {
+            if let Some(dir) = marker.path().parent() {
+                note(&format!(
+                    "{}: data directory {} is captured by its dump",
+                    part.name,
+                    dir.display()
+                ));
+                part.exclude.push(dir.to_path_buf());
+            }
+        }
+    }
+    parts.push(PlannedPart {
+        kind: PartKind::Dump,
+        name: s.name.to_string(),
+        read_path: Default::default(),
+        snapshot_path: snapshot_path(s),
+        exclude: Vec::new(),
+        belongs_to: None,
+    });
+}
+
+type SharedStream = Arc<Mutex<Box<dyn ExecStream>>>;
+
+struct Shared(SharedStream);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("dump stream poisoned"))?
+            .read(buf)
+    }
+}
+
+/// The dump as the repository reads it; `finish` checks the exit code and the trailer.
+struct DumpSource {
+    stream: SharedStream,
+    tail: Arc<Mutex<Vec<u8>>>,
+    trailer: &'static str,
+}
+
+impl StreamSource for DumpSource {
+    fn reader(&mut self) -> Box<dyn Read + Send> {
+        let (reader, tail) = TailReader::new(Shared(self.stream.clone()));
+        self.tail = tail;
+        Box::new(reader)
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        let out = self
+            .stream
+            .lock()
+            .map_err(|_| "dump stream poisoned".to_string())?
+            .finish()
+            .map_err(|e| e.to_string())?;
+        if out.exit_code != Some(0) {
+            return Err(format!(
+                "the dump exited with {:?}: {}",
+                out.exit_code,
+                out.output.trim()
+            ));
+        }
+        let tail = self.tail.lock().map_err(|_| "poisoned".to_string())?;
+        if !complete(&tail, self.trailer) {
+            return Err(format!(
+                "the dump is empty or truncated (no `{}` at its end)",
+                self.trailer
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Streams the dump of `details` into the repository.
+pub(crate) fn store(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    details: &ContainerDetails,
+    part: &PlannedPart,
+    tags: &[String],
+) -> Result<PartReport, CoreError> {
+    let s = strategy(&details.config)
+        .ok_or_else(|| CoreError::Hot(format!("no dump strategy for `{}`", details.name)))?;
+    let stream = engine.exec_stream(&details.id, &s.dump, &s.env)?;
+    let mut source = DumpSource {
+        stream: Arc::new(Mutex::new(stream)),
+        tail: Arc::default(),
+        trailer: s.trailer,
+    };
+    let req = StreamBackup {
+        path: &part.snapshot_path,
+        tags,
+        description: Some(format!("{} dump", s.name)),
+    };
+    Ok(repo.backup_stream(&req, &mut source)?)
+}
+
+/// Feeds the saved dumps into the restored, started container once its server is ready.
+pub(crate) fn load(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    container: &str,
+    config: &ContainerConfig,
+    parts: &[Part],
+    timeout: Duration,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    let dumps: Vec<&Part> = parts.iter().filter(|p| p.kind == PartKind::Dump).collect();
+    if dumps.is_empty() {
+        return Ok(());
+    }
+    let s = strategy(config)
+        .ok_or_else(|| CoreError::Hot(format!("no dump strategy for `{container}`")))?;
+    wait_ready(engine, container, &s, timeout, note)?;
+    for part in dumps {
+        note(&format!(
+            "{container}: loading the {} dump ({} bytes)",
+            s.name, part.bytes
+        ));
+        let (reader, mut writer) =
+            std::io::pipe().map_err(CoreError::io("creating pipe", "dump"))?;
+        let out = std::thread::scope(|scope| {
+            let dumper = scope.spawn(move || {
+                let r = repo.dump(&part.snapshot_id, &part.snapshot_path, &mut writer);
+                drop(writer);
+                r
+            });
+            let out = engine.exec_with_input(
+                container,
+                &s.restore,
+                &s.env,
+                Box::new(reader),
+                Duration::from_secs(3600),
+            );
+            let dumped = dumper.join().unwrap_or_else(|_| {
+                Err(lifeboat_repo::RepoError::StreamFailed {
+                    path: part.snapshot_path.clone(),
+                    reason: "reader failed".into(),
+                })
+            });
+            dumped
+                .map_err(CoreError::from)
+                .and(out.map_err(CoreError::from))
+        })?;
+        if out.exit_code != Some(0) {
+            return Err(CoreError::Hot(format!(
+                "loading the {} dump into `{container}` failed ({:?}): {}",
+                s.name,
+                out.exit_code,
+                out.output.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Polls the server's own readiness probe with exponential backoff.
+fn wait_ready(
+    engine: &dyn Engine,
+    container: &str,
+    s: &DumpStrategy,
+    timeout: Duration,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    note(&format!(
+        "{container}: waiting for {} to accept connections",
+        s.name
+    ));
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let out = engine.exec(container, &s.ready, Duration::from_secs(10))?;
+        if out.exit_code == Some(0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(CoreError::Hot(format!(
+                "{} in `{container}` did not accept connections within {} s: {}",
+                s.name,
+                timeout.as_secs(),
+                out.output.trim()
+            )));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}
