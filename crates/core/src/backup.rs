@@ -75,13 +75,14 @@ pub fn backup_container(
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
     let mut capture = plan(&details, &req.host_root, req.with_image)?;
-    let databases = crate::hot::find(&capture.parts);
+    let strategy = crate::dump::strategy_label(&details.config)?;
+    let databases = if strategy == "none" {
+        Vec::new()
+    } else {
+        crate::hot::find(&capture.parts)
+    };
     let cfg = &details.config;
-    let redis = lifeboat_consistency::redis::is_redis(
-        &cfg.image,
-        cfg.cmd.as_deref().unwrap_or_default(),
-        cfg.entrypoint.as_deref().unwrap_or_default(),
-    );
+    let redis = crate::dump::is_redis(cfg);
     let dump = crate::dump::strategy(cfg);
     let hot_capable = !databases.is_empty() || redis || dump.is_some();
     let mode = chosen.unwrap_or(if hot_capable { Mode::Hot } else { Mode::None });

@@ -15,13 +15,46 @@ use lifeboat_repo::{PartReport, Repository, StreamBackup, StreamSource};
 
 use crate::{CoreError, Note};
 
+/// The values the `lifeboat.strategy` label takes; `auto` (or no label) detects.
+pub(crate) const STRATEGIES: [&str; 7] = [
+    "auto", "postgres", "mariadb", "mysql", "redis", "sqlite", "none",
+];
+
+/// The `lifeboat.strategy` label, checked.
+pub(crate) fn strategy_label(config: &ContainerConfig) -> Result<&str, CoreError> {
+    let label = config.label("lifeboat.strategy").unwrap_or("auto").trim();
+    if STRATEGIES.contains(&label) {
+        Ok(label)
+    } else {
+        Err(CoreError::Hot(format!(
+            "unknown label lifeboat.strategy=`{label}`: use one of {}",
+            STRATEGIES.join(", ")
+        )))
+    }
+}
+
+/// The dump strategy of a container: forced by `lifeboat.strategy`, else detected from its
+/// image and command.
 pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
-    detect(
-        &config.image,
-        config.cmd.as_deref().unwrap_or_default(),
-        config.entrypoint.as_deref().unwrap_or_default(),
-        &config.env,
-    )
+    let cmd = config.cmd.as_deref().unwrap_or_default();
+    let entrypoint = config.entrypoint.as_deref().unwrap_or_default();
+    match strategy_label(config).unwrap_or("auto") {
+        "auto" => detect(&config.image, cmd, entrypoint, &config.env),
+        forced @ ("postgres" | "mariadb" | "mysql") => detect(forced, &[], &[], &config.env),
+        _ => None,
+    }
+}
+
+/// Whether the container is Redis: forced by `lifeboat.strategy=redis`, else detected.
+pub(crate) fn is_redis(config: &ContainerConfig) -> bool {
+    match strategy_label(config).unwrap_or("auto") {
+        "auto" => lifeboat_consistency::redis::is_redis(
+            &config.image,
+            config.cmd.as_deref().unwrap_or_default(),
+            config.entrypoint.as_deref().unwrap_or_default(),
+        ),
+        label => label == "redis",
+    }
 }
 
 fn snapshot_path(s: &DumpStrategy) -> String {

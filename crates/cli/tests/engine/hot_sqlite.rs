@@ -140,3 +140,49 @@ fn control_a_plain_copy_of_the_db_file_is_caught_as_torn() {
         "the checker must catch the torn copy: {integrity}, {count} rows, max {max}, acked {acked_before}"
     );
 }
+
+#[test]
+fn strategy_label_turns_detection_off_and_unknown_values_are_named() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("nostrat"), unique("nostrat-vol"));
+    let path = new_volume(&mut c, &vol);
+    let made = Command::new("sqlite3")
+        .arg(path.join("app.db"))
+        .arg("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .status()
+        .unwrap()
+        .success();
+    assert!(made);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "--label",
+            "lifeboat.strategy=none",
+        ],
+    );
+    let out = lb.run(&["backup", &name, "--json"]).ok().json();
+    assert!(
+        !out["backups"][0]["parts"]
+            .to_string()
+            .contains("\"sqlite\""),
+        "{out}"
+    );
+    assert_eq!(
+        lb.run(&["snapshots", &name, "--json"]).ok().json()[0]["consistency"],
+        "none"
+    );
+
+    let odd = unique("badstrat");
+    run_sleeper(&mut c, &odd, &["--label", "lifeboat.strategy=oracle"]);
+    let out = lb.run(&["backup", &odd]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("lifeboat.strategy=`oracle`"),
+        "{}",
+        out.stderr
+    );
+}
