@@ -5,12 +5,14 @@ use std::time::Duration;
 use lifeboat_docker::{Engine, EngineError};
 use lifeboat_model::ContainerConfig;
 
-/// `lifeboat.pre` / `lifeboat.post` shell commands and their timeout
-/// (`lifeboat.hook-timeout`, seconds, default 60).
+/// `lifeboat.pre` / `lifeboat.post` shell commands, the `lifeboat.freeze` / `lifeboat.thaw`
+/// pair, and their timeout (`lifeboat.hook-timeout`, seconds, default 60).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hooks {
     pub pre: Option<String>,
     pub post: Option<String>,
+    /// Freeze and thaw commands: both or neither.
+    pub freeze: Option<(String, String)>,
     pub timeout: Duration,
 }
 
@@ -33,6 +35,8 @@ pub enum HookError {
     },
     #[error("invalid label lifeboat.hook-timeout=`{0}`: give whole seconds")]
     BadTimeout(String),
+    #[error("lifeboat.freeze and lifeboat.thaw go together: set both labels or neither")]
+    Unpaired,
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -52,9 +56,15 @@ impl Hooks {
                 .map(str::to_string)
                 .filter(|c| !c.trim().is_empty())
         };
+        let freeze = match (cmd("lifeboat.freeze"), cmd("lifeboat.thaw")) {
+            (Some(f), Some(t)) => Some((f, t)),
+            (None, None) => None,
+            _ => return Err(HookError::Unpaired),
+        };
         Ok(Hooks {
             pre: cmd("lifeboat.pre"),
             post: cmd("lifeboat.post"),
+            freeze,
             timeout: Duration::from_secs(timeout),
         })
     }

@@ -13,6 +13,8 @@ use crate::{ContainerLock, Mode, intents_dir};
 pub enum IntentAction {
     Paused,
     Stopped,
+    /// A `lifeboat.freeze` session holds a lock inside the container; `thaw` releases it.
+    Frozen,
 }
 
 /// A change Lifeboat made to a container and must undo.
@@ -23,14 +25,17 @@ pub struct Intent {
     pub action: IntentAction,
     pub pid: u32,
     pub at_unix: u64,
+    /// For `Frozen`: the `lifeboat.thaw` command that releases the freeze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thaw: Option<String>,
 }
 
-fn intent_path(state_dir: &Path, container_id: &str) -> PathBuf {
-    intents_dir(state_dir).join(format!("{container_id}.json"))
+fn intent_path(state_dir: &Path, container_id: &str, action: IntentAction) -> PathBuf {
+    intents_dir(state_dir).join(format!("{container_id}.{action:?}.json").to_lowercase())
 }
 
-fn write_intent(state_dir: &Path, intent: &Intent) -> Result<PathBuf, EngineError> {
-    let path = intent_path(state_dir, &intent.container_id);
+pub(crate) fn write_intent(state_dir: &Path, intent: &Intent) -> Result<PathBuf, EngineError> {
+    let path = intent_path(state_dir, &intent.container_id, intent.action);
     let io = |e: std::io::Error| EngineError::Api {
         op: "record the undo of",
         name: intent.container_name.clone(),
@@ -80,6 +85,7 @@ pub fn freeze<'a>(
         container_name: name.to_string(),
         action,
         pid: std::process::id(),
+        thaw: None,
         at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -93,6 +99,7 @@ pub fn freeze<'a>(
     let result = match action {
         IntentAction::Paused => engine.pause_container(id),
         IntentAction::Stopped => engine.stop_container(id, stop_timeout_s),
+        IntentAction::Frozen => unreachable!("freeze() only pauses or stops"),
     };
     match result {
         Ok(()) => Ok(frozen),
@@ -151,6 +158,10 @@ fn undo_intent(engine: &dyn Engine, intent: &Intent) -> Result<(), EngineError> 
             engine.unpause_container(&intent.container_id)
         }
         IntentAction::Stopped if !now.state.running => engine.start_container(&intent.container_id),
+        IntentAction::Frozen if now.state.running => match &intent.thaw {
+            Some(cmd) => crate::session::run_thaw(engine, &intent.container_id, cmd),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -191,6 +202,7 @@ pub fn recover(engine: &dyn Engine, state_dir: &Path, own_pid: Option<u32>) -> V
                 let verb = match intent.action {
                     IntentAction::Paused => "unpaused",
                     IntentAction::Stopped => "restarted",
+                    IntentAction::Frozen => "thawed",
                 };
                 done.push(format!(
                     "{verb} {} (left {:?} by Lifeboat process {})",

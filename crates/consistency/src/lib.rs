@@ -13,12 +13,14 @@ mod journal;
 mod lock;
 mod mode;
 pub mod redis;
+pub mod session;
 pub mod sqlite;
 
 pub use hooks::{HookError, Hooks, run_hook};
 pub use journal::{Frozen, Intent, IntentAction, freeze, recover};
 pub use lock::{ContainerLock, LockError};
 pub use mode::{Mode, ModeError};
+pub use session::{FreezeSession, start_freeze};
 
 use std::path::{Path, PathBuf};
 

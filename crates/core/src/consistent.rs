@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lifeboat_consistency::{Hooks, Mode, freeze, recover, run_hook};
+use lifeboat_consistency::{Hooks, Mode, freeze, recover, run_hook, start_freeze};
 use lifeboat_docker::{ContainerDetails, Engine};
 
 use crate::{CoreError, Note, UnhealthyPolicy};
@@ -85,8 +85,9 @@ pub(crate) fn capture_consistently<T>(
         note(&format!("recovered: {done}"));
     }
     let running = details.state.running && details.state.status != "paused";
-    let hooks_apply = running && (hooks.pre.is_some() || hooks.post.is_some());
-    if !running && (hooks.pre.is_some() || hooks.post.is_some()) {
+    let any_hook = hooks.pre.is_some() || hooks.post.is_some() || hooks.freeze.is_some();
+    let hooks_apply = running && any_hook;
+    if !running && any_hook {
         note(&format!(
             "{} is not running: its hooks are skipped",
             details.name
@@ -108,6 +109,21 @@ pub(crate) fn capture_consistently<T>(
         if let (Some(verb), true) = (verb, running) {
             note(&format!("{}: {verb} while its data is read", details.name));
         }
+        let session = match (&hooks.freeze, running) {
+            (Some((freeze_cmd, thaw_cmd)), true) => {
+                note(&format!("{}: freeze hook", details.name));
+                Some(start_freeze(
+                    engine,
+                    state_dir,
+                    &details.name,
+                    &details.id,
+                    freeze_cmd,
+                    thaw_cmd,
+                    hooks.timeout,
+                )?)
+            }
+            _ => None,
+        };
         let stop_timeout = details.config.stop_timeout.unwrap_or(10) as i32;
         let frozen = freeze(
             engine,
@@ -120,10 +136,17 @@ pub(crate) fn capture_consistently<T>(
         )?;
         let result = capture();
         let thawed = frozen.thaw().map_err(CoreError::from);
-        match result {
-            Ok(v) => thawed.map(|()| v),
-            Err(e) => Err(e),
-        }
+        let released = match session {
+            Some(s) => {
+                note(&format!("{}: thaw hook", details.name));
+                s.release().map_err(CoreError::from)
+            }
+            None => Ok(()),
+        };
+        let v = result?;
+        thawed?;
+        released?;
+        Ok(v)
     });
     let post = match (&hooks.post, hooks_apply) {
         (Some(cmd), true) => {

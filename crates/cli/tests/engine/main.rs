@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod consistency;
 mod doctor;
+mod freeze_thaw;
 mod hot_mariadb;
 mod hot_postgres;
 mod hot_redis;
