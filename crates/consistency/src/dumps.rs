@@ -24,6 +24,11 @@ pub struct DumpStrategy {
     pub data_markers: &'static [&'static str],
 }
 
+/// Set from the `lifeboat.db-user` label: overrides the images' user variables.
+pub const LABEL_USER: &str = "LIFEBOAT_DB_USER";
+/// Set from the variable the `lifeboat.db-password-env` label names.
+pub const LABEL_PASSWORD: &str = "LIFEBOAT_DB_PASSWORD";
+
 fn var<'a>(env: &'a [String], keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| {
         env.iter()
@@ -47,11 +52,11 @@ pub fn detect(
         .collect();
     let mentions = |w: &str| words.iter().any(|x| x.contains(w));
     if mentions("postgres") {
-        let user = var(env, &["POSTGRES_USER"])
+        let user = var(env, &[LABEL_USER, "POSTGRES_USER"])
             .unwrap_or("postgres")
             .to_string();
         let mut pass = Vec::new();
-        if let Some(pw) = var(env, &["POSTGRES_PASSWORD"]) {
+        if let Some(pw) = var(env, &[LABEL_PASSWORD, "POSTGRES_PASSWORD"]) {
             pass.push(format!("PGPASSWORD={pw}"));
         }
         return Some(DumpStrategy {
@@ -75,9 +80,17 @@ pub fn detect(
     }
     if mentions("mariadb") || mentions("mysql") {
         let mut pass = Vec::new();
-        if let Some(pw) = var(env, &["MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"]) {
+        if let Some(pw) = var(
+            env,
+            &[
+                LABEL_PASSWORD,
+                "MARIADB_ROOT_PASSWORD",
+                "MYSQL_ROOT_PASSWORD",
+            ],
+        ) {
             pass.push(format!("MYSQL_PWD={pw}"));
         }
+        let my_user = var(env, &[LABEL_USER]).unwrap_or("root").to_string();
         let either = |a: &str, b: &str| {
             format!(
                 "if command -v {a} >/dev/null 2>&1; then exec {a} \"$@\"; else exec {b} \"$@\"; fi"
@@ -93,14 +106,14 @@ pub fn detect(
                 "-c",
                 &dump,
                 "sh",
-                "-uroot",
+                &format!("-u{my_user}"),
                 "--single-transaction",
                 "--all-databases",
                 "--routines",
                 "--events",
             ]),
-            restore: strings(&["sh", "-c", &client, "sh", "-uroot"]),
-            ready: strings(&["sh", "-c", &admin, "sh", "-uroot", "ping"]),
+            restore: strings(&["sh", "-c", &client, "sh", &format!("-u{my_user}")]),
+            ready: strings(&["sh", "-c", &admin, "sh", &format!("-u{my_user}"), "ping"]),
             env: pass,
             trailer: "-- Dump completed",
             data_markers: &["ibdata1", "aria_log_control"],
@@ -168,6 +181,14 @@ mod tests {
         assert_eq!(my.env, vec!["MYSQL_PWD=r"]);
         assert!(my.dump.iter().any(|a| a == "--single-transaction"));
         assert!(detect("redis:7", &[], &[], &[]).is_none());
+        let env = vec![
+            format!("{LABEL_USER}=backup"),
+            format!("{LABEL_PASSWORD}=s"),
+        ];
+        let my = detect("mariadb:11", &[], &[], &env).unwrap();
+        assert!(my.dump.contains(&"-ubackup".to_string()) && my.env == vec!["MYSQL_PWD=s"]);
+        let pg = detect("postgres:16", &[], &[], &env).unwrap();
+        assert!(pg.dump.contains(&"backup".to_string()) && pg.env == vec!["PGPASSWORD=s"]);
     }
 
     #[test]

@@ -38,11 +38,34 @@ pub(crate) fn strategy_label(config: &ContainerConfig) -> Result<&str, CoreError
 pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
     let cmd = config.cmd.as_deref().unwrap_or_default();
     let entrypoint = config.entrypoint.as_deref().unwrap_or_default();
+    let env = credentials(config);
     match strategy_label(config).unwrap_or("auto") {
-        "auto" => detect(&config.image, cmd, entrypoint, &config.env),
-        forced @ ("postgres" | "mariadb" | "mysql") => detect(forced, &[], &[], &config.env),
+        "auto" => detect(&config.image, cmd, entrypoint, &env),
+        forced @ ("postgres" | "mariadb" | "mysql") => detect(forced, &[], &[], &env),
         _ => None,
     }
+}
+
+/// The container's env plus the credentials its labels point at: `lifeboat.db-user` names the
+/// database user; `lifeboat.db-password-env` names the env variable holding its password
+/// (labels are visible to anyone who can inspect the container, so they never hold the
+/// password itself).
+fn credentials(config: &ContainerConfig) -> Vec<String> {
+    use lifeboat_consistency::dumps::{LABEL_PASSWORD, LABEL_USER};
+    let mut env = config.env.clone();
+    if let Some(user) = config.label("lifeboat.db-user") {
+        env.push(format!("{LABEL_USER}={user}"));
+    }
+    if let Some(var) = config.label("lifeboat.db-password-env") {
+        let value = config
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(var)?.strip_prefix('='));
+        if let Some(pw) = value {
+            env.push(format!("{LABEL_PASSWORD}={pw}"));
+        }
+    }
+    env
 }
 
 /// Whether the container is Redis: forced by `lifeboat.strategy=redis`, else detected.
