@@ -82,6 +82,18 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 impl DockerEngine {
+    /// The exit code of a finished exec; `None` when it did not finish in time.
+    async fn exit_code_if(
+        &self,
+        finished: bool,
+        exec_id: &str,
+    ) -> Result<Option<i64>, BollardError> {
+        if !finished {
+            return Ok(None);
+        }
+        Ok(self.docker.inspect_exec(exec_id).await?.exit_code)
+    }
+
     /// Connects to the engine named by `DOCKER_HOST` (default: the local socket) and
     /// negotiates the API version, so older engines (API 1.41) work.
     pub fn connect() -> Result<Self, EngineError> {
@@ -113,6 +125,14 @@ impl DockerEngine {
             )
             .map_err(|e| classify("inspect", "container", name, e))?;
         Ok(to_json(&resp))
+    }
+}
+
+/// Appends `chunk` to `buf`, keeping at most the last 64 KiB (amortised).
+fn push_tail(buf: &mut Vec<u8>, chunk: &[u8]) {
+    buf.extend_from_slice(chunk);
+    if buf.len() > 128 << 10 {
+        buf.drain(..buf.len() - (64 << 10));
     }
 }
 
@@ -528,25 +548,14 @@ impl Engine for DockerEngine {
                 } = started
                 {
                     while let Some(Ok(chunk)) = out.next().await {
-                        output.extend_from_slice(&chunk.into_bytes());
-                        if output.len() > 128 << 10 {
-                            output.drain(..output.len() - (64 << 10));
-                        }
+                        push_tail(&mut output, &chunk.into_bytes());
                     }
                 }
             };
             let finished = tokio::time::timeout(timeout, collect).await.is_ok();
             let tail = output.len().saturating_sub(64 << 10);
             let text = String::from_utf8_lossy(&output[tail..]).to_string();
-            let exit_code = if finished {
-                self.docker
-                    .inspect_exec(&exec.id)
-                    .await
-                    .map_err(err)?
-                    .exit_code
-            } else {
-                None
-            };
+            let exit_code = self.exit_code_if(finished, &exec.id).await.map_err(err)?;
             Ok(ExecOutput {
                 exit_code,
                 output: text,
@@ -597,10 +606,7 @@ impl Engine for DockerEngine {
                         }
                     }
                     Ok(other) => {
-                        stderr.extend_from_slice(&other.into_bytes());
-                        if stderr.len() > 128 << 10 {
-                            stderr.drain(..stderr.len() - (64 << 10));
-                        }
+                        push_tail(&mut stderr, &other.into_bytes());
                     }
                     Err(e) => {
                         failed = Some(e.to_string());
@@ -688,24 +694,13 @@ impl Engine for DockerEngine {
             let mut output = Vec::new();
             let read = async {
                 while let Some(Ok(chunk)) = out.next().await {
-                    output.extend_from_slice(&chunk.into_bytes());
-                    if output.len() > 128 << 10 {
-                        output.drain(..output.len() - (64 << 10));
-                    }
+                    push_tail(&mut output, &chunk.into_bytes());
                 }
             };
             let finished = tokio::time::timeout(timeout, async { tokio::join!(write, read) })
                 .await
                 .is_ok();
-            let exit_code = if finished {
-                self.docker
-                    .inspect_exec(&exec.id)
-                    .await
-                    .map_err(err)?
-                    .exit_code
-            } else {
-                None
-            };
+            let exit_code = self.exit_code_if(finished, &exec.id).await.map_err(err)?;
             Ok(ExecOutput {
                 exit_code,
                 output: String::from_utf8_lossy(&output).to_string(),

@@ -180,3 +180,9 @@ impl Drop for TmpfsMount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// Parses `"A B"` into two numbers (a count and a maximum, from a query).
+pub fn parse_pair(text: &str) -> (u64, u64) {
+    let (a, b) = text.trim().split_once(' ').unwrap_or(("0", "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}

@@ -5,30 +5,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-const SERVICES_IMAGE: &str = "lifeboat-test/debian-services:1";
-
-const SERVER: &str = r#"mkdir -p /run/mysqld && chown mysql /run/mysqld
-if [ ! -d /data/mysql/mysql ]; then mariadb-install-db --user=mysql --datadir=/data/mysql >/dev/null 2>&1; fi
-exec mariadbd --user=mysql --datadir=/data/mysql --skip-networking"#;
-
-const WRITER: &str = r#"mariadb -e "CREATE DATABASE agent; CREATE TABLE agent.records(seq INT PRIMARY KEY) ENGINE=InnoDB"
-i=0; while true; do i=$((i+1)); mariadb -e "INSERT INTO agent.records VALUES($i)" && echo $i > /tmp/acked; done"#;
+use crate::services::*;
 
 const FREEZE: &str = "lifeboat.freeze=mariadb -n -N -e \"FLUSH TABLES WITH READ LOCK; SELECT 'frozen'; SELECT SLEEP(600)\"";
 const THAW: &str = "lifeboat.thaw=mariadb -N -e \"SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(600)%'\" | xargs -r -I{} mariadb -e 'KILL {}'";
-
-fn acked(name: &str) -> u64 {
-    docker(&[
-        "exec",
-        name,
-        "sh",
-        "-c",
-        "cat /tmp/acked 2>/dev/null || echo 0",
-    ])
-    .parse()
-    .unwrap_or(0)
-}
 
 fn lock_sessions(name: &str) -> u64 {
     let q =
@@ -36,18 +16,6 @@ fn lock_sessions(name: &str) -> u64 {
     docker(&["exec", name, "mariadb", "-N", "-e", q])
         .parse()
         .unwrap_or(0)
-}
-
-fn progresses(name: &str, within: Duration) -> bool {
-    let before = acked(name);
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if acked(name) > before {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 fn start(c: &mut Cleanup, prefix: &str, big_mib: usize) -> String {
@@ -67,37 +35,14 @@ fn start(c: &mut Cleanup, prefix: &str, big_mib: usize) -> String {
                 .success()
         );
     }
-    c.containers.push(name.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "-v",
-        &format!("{vol}:/data"),
+    let labels = [
         "--label",
         "lifeboat.strategy=none",
         "--label",
         "lifeboat.mode=none",
-        "--label",
-        FREEZE,
-        "--label",
-        THAW,
-        "--health-cmd",
-        "mariadb-admin ping",
-        "--health-interval",
-        "1s",
-        SERVICES_IMAGE,
-        "bash",
-        "-c",
-        SERVER,
-    ]);
-    wait_for_health(&name);
-    docker(&["exec", "-d", &name, "bash", "-c", WRITER]);
-    assert!(
-        progresses(&name, Duration::from_secs(30)),
-        "the writer did not start"
-    );
+    ];
+    let hooks = ["--label", FREEZE, "--label", THAW];
+    start_mariadb(c, &name, &vol, &[&labels[..], &hooks[..]].concat());
     name
 }
 
@@ -135,10 +80,8 @@ fn kill_9_while_frozen_is_thawed_by_the_next_command() {
     }
     child.kill().unwrap(); // SIGKILL while the read lock is held
     child.wait().unwrap();
-    assert!(
-        !progresses(&name, Duration::from_millis(1500)),
-        "writes are blocked by the lock left behind"
-    );
+    let blocked = !progresses(&name, Duration::from_millis(1500));
+    assert!(blocked, "writes are blocked by the lock left behind");
 
     lb.run(&["snapshots"]).ok();
     assert_eq!(lock_sessions(&name), 0);

@@ -1,11 +1,10 @@
 //! Hot mode on PostgreSQL: `pg_dumpall` run inside the container under a concurrent writer,
 //! streamed into the repository, loaded back into a freshly initialised server at restore.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
-
-const SERVICES_IMAGE: &str = "lifeboat-test/debian-services:1";
+use crate::services::*;
 
 /// A PostgreSQL server on /data/pg (initialised when empty, local trust), in the foreground.
 const SERVER: &str = r#"PGBIN=$(ls -d /usr/lib/postgresql/*/bin | head -n1); export PGDATA=/data/pg
@@ -39,18 +38,6 @@ fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
     wait_for_health(name);
 }
 
-fn acked(name: &str) -> u64 {
-    docker(&[
-        "exec",
-        name,
-        "sh",
-        "-c",
-        "cat /tmp/acked 2>/dev/null || echo 0",
-    ])
-    .parse()
-    .unwrap_or(0)
-}
-
 #[test]
 fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
     let lb = Lb::new();
@@ -59,14 +46,7 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
     new_volume(&mut c, &vol);
     start_server(&mut c, &name, &vol);
     docker(&["exec", "-d", &name, "bash", "-c", WRITER]);
-    let t0 = Instant::now();
-    while acked(&name) < 100 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the writer did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("writer", Duration::from_secs(60), 100, || acked(&name));
     let acked_before = acked(&name);
     let started_at = inspect(&name, "{{.State.StartedAt}}");
     let out = lb.run(&["backup", &name, "--json"]).ok().json();
@@ -77,11 +57,12 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
     );
     // The server was never stopped and the writer goes on.
     assert_eq!(inspect(&name, "{{.State.StartedAt}}"), started_at);
-    let t0 = Instant::now();
-    while acked(&name) <= acked_before {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the writer stopped");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "writer after the backup",
+        Duration::from_secs(20),
+        acked_before + 1,
+        || acked(&name),
+    );
 
     let copy = unique("pg-copy");
     c.containers.push(copy.clone());
@@ -103,10 +84,7 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
         "-Atc",
         "SELECT count(*) || ' ' || max(seq) FROM records",
     ]);
-    let (count, max) = row
-        .split_once(' ')
-        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
-        .unwrap();
+    let (count, max) = parse_pair(&row);
     assert_eq!(count, max, "rows 1..={max} are all there");
     assert!(
         max >= acked_before,

@@ -1,30 +1,16 @@
 //! Hot mode on Redis: a BGSAVE under a continuous writer yields an RDB that Redis loads
 //! back with every acknowledged write.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-const SERVICES_IMAGE: &str = "lifeboat-test/debian-services:1";
+use crate::services::*;
 
 /// Redis with automatic saves and AOF off (the only RDB is the one Lifeboat asks for), and a
 /// writer incrementing a counter, printing each acknowledged value.
 const SERVER_AND_WRITER: &str = "redis-server --dir /data --save '' --appendonly no --daemonize yes >/dev/null; \
     until redis-cli ping >/dev/null 2>&1; do sleep 0.1; done; \
     while true; do n=$(redis-cli INCR counter) && echo \"ack $n\"; done";
-
-fn acked(name: &str) -> u64 {
-    let out = Command::new("docker")
-        .args(["logs", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.trim().parse().ok()))
-        .max()
-        .unwrap_or(0)
-}
 
 #[test]
 fn hot_backup_of_redis_under_writes_restores_every_acknowledged_increment() {
@@ -45,15 +31,10 @@ fn hot_backup_of_redis_under_writes_restores_every_acknowledged_increment() {
         "-c",
         SERVER_AND_WRITER,
     ]);
-    let t0 = Instant::now();
-    while acked(&name) < 300 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the writer did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let acked_before = acked(&name);
+    wait_until("writer", Duration::from_secs(60), 300, || {
+        acked_in_logs(&name)
+    });
+    let acked_before = acked_in_logs(&name);
     let out = lb.run(&["backup", &name]).ok();
     assert!(out.stderr.contains("Redis BGSAVE"), "{}", out.stderr);
     let listed = lb.run(&["snapshots", &name, "--json"]).ok().json();

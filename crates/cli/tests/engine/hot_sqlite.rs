@@ -2,11 +2,10 @@
 //! continuous writer is captured consistently; a plain copy of the same files is shown torn.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
-
-const SERVICES_IMAGE: &str = "lifeboat-test/debian-services:1";
+use crate::services::*;
 
 /// The agent: one long-lived sqlite3 session inserting sequenced records as fast as it can,
 /// never checkpointing (every commit lives in the -wal file), and printing each sequence
@@ -33,32 +32,12 @@ fn start_agent(c: &mut Cleanup, name: &str, vol: &str) {
     ]);
 }
 
-/// The highest sequence number the agent has acknowledged so far.
 fn acked(name: &str) -> u64 {
-    let out = Command::new("docker")
-        .args(["logs", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.trim().parse().ok()))
-        .max()
-        .unwrap_or(0)
+    acked_in_logs(name)
 }
 
 fn wait_for_acks(name: &str, at_least: u64) -> u64 {
-    let t0 = Instant::now();
-    loop {
-        let n = acked(name);
-        if n >= at_least {
-            return n;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "agent acknowledged only {n} records"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("agent", Duration::from_secs(60), at_least, || acked(name))
 }
 
 /// Integrity check, and the records 1..=max all present. Returns (integrity, count, max).

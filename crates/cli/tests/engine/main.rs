@@ -13,3 +13,4 @@ mod hot_sqlite;
 mod restic;
 mod roundtrip;
 mod safety;
+mod services;
