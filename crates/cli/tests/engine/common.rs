@@ -186,3 +186,21 @@ pub fn parse_pair(text: &str) -> (u64, u64) {
     let (a, b) = text.trim().split_once(' ').unwrap_or(("0", "0"));
     (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
 }
+
+/// Starts a sleeper whose healthcheck always fails and waits until the engine says unhealthy.
+pub fn run_unhealthy(cleanup: &mut Cleanup, name: &str) {
+    let flags = [
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+    ];
+    run_sleeper(cleanup, name, &flags);
+    let t0 = std::time::Instant::now();
+    while inspect(name, "{{.State.Health.Status}}") != "unhealthy" {
+        assert!(t0.elapsed().as_secs() < 30, "{name} never became unhealthy");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -260,19 +260,7 @@ fn unhealthy_container_is_not_backed_up_unless_forced() {
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let name = unique("gate");
-    run_sleeper(
-        &mut c,
-        &name,
-        &[
-            "--health-cmd",
-            "false",
-            "--health-interval",
-            "1s",
-            "--health-retries",
-            "1",
-        ],
-    );
-    wait_until(&name, "{{.State.Health.Status}}", "unhealthy");
+    run_unhealthy(&mut c, &name);
     let out = lb.run(&["backup", &name]);
     assert_eq!(out.code, 1);
     assert!(

@@ -67,23 +67,7 @@ fn failing_healthcheck_is_an_error() {
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let name = unique("unhealthy");
-    run_sleeper(
-        &mut c,
-        &name,
-        &[
-            "--health-cmd",
-            "false",
-            "--health-interval",
-            "1s",
-            "--health-retries",
-            "1",
-        ],
-    );
-    let t0 = std::time::Instant::now();
-    while inspect(&name, "{{.State.Health.Status}}") != "unhealthy" {
-        assert!(t0.elapsed().as_secs() < 30, "never became unhealthy");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    run_unhealthy(&mut c, &name);
     let (code, findings, _) = diagnose(&lb, &name);
     assert_finding(&findings, "lifecycle.unhealthy", "error");
     assert_eq!(code, 2);
