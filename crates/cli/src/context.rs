@@ -87,13 +87,10 @@ impl GlobalArgs {
         )?)
     }
 
-    /// Connects to the engine, puts back anything an earlier killed run left paused or
-    /// stopped, and arms the Ctrl-C / SIGTERM handler that undoes this run's freezes.
+    /// Connects to the engine and arms the Ctrl-C / SIGTERM handler that undoes this run's
+    /// freezes. (What earlier killed runs left behind was put back by [`recover_leftovers`].)
     pub fn engine(&self) -> anyhow::Result<DockerEngine> {
         let engine = DockerEngine::connect()?;
-        for done in lifeboat_consistency::recover(&engine, &self.state_dir, None) {
-            eprintln!("lifeboat: recovered: {done}");
-        }
         let state_dir = self.state_dir.clone();
         let _ = ctrlc::set_handler(move || {
             eprintln!("lifeboat: interrupted; putting back what this run paused or stopped");

@@ -4,7 +4,8 @@
 //! Every freeze is recorded on disk (an intent file) before it happens and removed after the
 //! undo, and each container's runs are serialised by a lock the kernel drops when a process
 //! dies. So a run killed with `kill -9` leaves an intent whose lock is free, and the next
-//! Lifeboat command undoes it ([`recover`]). This crate must never leave a container paused
+//! Lifeboat process undoes it: every entry point (the CLI, later the daemon) calls
+//! [`recover`] once at start, before taking any container lock. This crate must never leave a container paused
 //! or stopped on any path it controls.
 
 pub mod dumps;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lifeboat_consistency::{Hooks, Mode, freeze, recover, run_hook, start_freeze};
+use lifeboat_consistency::{Hooks, Mode, freeze, run_hook, start_freeze};
 use lifeboat_docker::{ContainerDetails, Engine};
 
 use crate::{CoreError, Note, UnhealthyPolicy};
@@ -81,9 +81,6 @@ pub(crate) fn capture_consistently<T>(
     note: Note<'_>,
     capture: impl FnOnce() -> Result<T, CoreError>,
 ) -> Result<T, CoreError> {
-    for done in recover(engine, state_dir, None) {
-        note(&format!("recovered: {done}"));
-    }
     let running = details.state.running && details.state.status != "paused";
     let any_hook = hooks.pre.is_some() || hooks.post.is_some() || hooks.freeze.is_some();
     let hooks_apply = running && any_hook;
