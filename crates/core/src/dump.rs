@@ -214,31 +214,16 @@ pub(crate) fn load(
             "{container}: loading the {} dump ({} bytes)",
             s.name, part.bytes
         ));
-        let (reader, mut writer) =
-            std::io::pipe().map_err(CoreError::io("creating pipe", "dump"))?;
-        let out = std::thread::scope(|scope| {
-            let dumper = scope.spawn(move || {
-                let r = repo.dump(&part.snapshot_id, &part.snapshot_path, &mut writer);
-                drop(writer);
-                r
-            });
-            let out = engine.exec_with_input(
-                container,
-                &s.restore,
-                &s.env,
-                Box::new(reader),
-                Duration::from_secs(3600),
-            );
-            let dumped = dumper.join().unwrap_or_else(|_| {
-                Err(lifeboat_repo::RepoError::StreamFailed {
-                    path: part.snapshot_path.clone(),
-                    reason: "reader failed".into(),
-                })
-            });
-            dumped
-                .map_err(CoreError::from)
-                .and(out.map_err(CoreError::from))
-        })?;
+        let out =
+            crate::stream::from_repository(repo, &part.snapshot_id, &part.snapshot_path, |sql| {
+                engine.exec_with_input(
+                    container,
+                    &s.restore,
+                    &s.env,
+                    sql,
+                    Duration::from_secs(3600),
+                )
+            })?;
         if out.exit_code != Some(0) {
             return Err(CoreError::Hot(format!(
                 "loading the {} dump into `{container}` failed ({:?}): {}",

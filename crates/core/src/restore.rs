@@ -508,23 +508,8 @@ fn restored_config(manifest: &Manifest, as_name: Option<&str>) -> ContainerConfi
 }
 
 fn load_image(engine: &dyn Engine, repo: &dyn Repository, part: &Part) -> Result<(), CoreError> {
-    let (reader, mut writer) = std::io::pipe().map_err(CoreError::io("creating pipe", "image"))?;
-    std::thread::scope(|s| {
-        let dump = s.spawn(move || {
-            let r = repo.dump(&part.snapshot_id, IMAGE_SNAPSHOT_PATH, &mut writer);
-            drop(writer);
-            r
-        });
-        let loaded = engine.import_image(Box::new(reader));
-        let dumped = dump.join().unwrap_or_else(|_| {
-            Err(lifeboat_repo::RepoError::StreamFailed {
-                path: IMAGE_SNAPSHOT_PATH.into(),
-                reason: "the reader thread failed".into(),
-            })
-        });
-        dumped?;
-        loaded?;
-        Ok(())
+    crate::stream::from_repository(repo, &part.snapshot_id, IMAGE_SNAPSHOT_PATH, |tar| {
+        engine.import_image(tar)
     })
 }
 

@@ -2,6 +2,11 @@
 
 use std::io::Read;
 
+use lifeboat_docker::EngineError;
+use lifeboat_repo::Repository;
+
+use crate::CoreError;
+
 use lifeboat_repo::StreamSource;
 
 /// A stream whose producer reports failure only through read errors (the image export).
@@ -26,4 +31,30 @@ impl StreamSource for BytesSource {
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// Streams file `path` of snapshot `id` out of the repository into `consume` (an image load,
+/// a database client), through a pipe written by a helper thread. The consumer's error wins:
+/// when it stops reading, the writer only sees a broken pipe.
+pub(crate) fn from_repository<T>(
+    repo: &dyn Repository,
+    id: &str,
+    path: &str,
+    consume: impl FnOnce(Box<dyn Read + Send>) -> Result<T, EngineError>,
+) -> Result<T, CoreError> {
+    let (reader, mut writer) =
+        std::io::pipe().map_err(CoreError::io("creating a pipe for", path))?;
+    std::thread::scope(|scope| {
+        let dumper = scope.spawn(move || repo.dump(id, path, &mut writer));
+        let consumed = consume(Box::new(reader));
+        let dumped = dumper.join().unwrap_or_else(|_| {
+            Err(lifeboat_repo::RepoError::StreamFailed {
+                path: path.to_string(),
+                reason: "the thread reading the repository failed".into(),
+            })
+        });
+        let value = consumed?;
+        dumped?;
+        Ok(value)
+    })
 }
