@@ -20,15 +20,6 @@ fn random_file(path: &Path, mib: usize) {
     assert!(ok);
 }
 
-fn backups(lb: &Lb, name: &str) -> Vec<serde_json::Value> {
-    lb.run(&["snapshots", name, "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[test]
 fn unreachable_engine_exits_13_and_names_the_engine() {
     let lb = Lb::new();
@@ -115,10 +106,7 @@ fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
         check.stdout
     );
 
-    let copy = unique("corrupt-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
-    let out = lb.run(&["restore", &name, "--as", &copy]);
+    let (copy, out) = lb.restore_copy(&mut c, &name, &vol);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(
         out.stderr.contains("blob.bin"),
@@ -210,7 +198,7 @@ fn container_removed_mid_backup_stores_nothing() {
     docker(&["rm", "-f", &name]);
     let out = Run::from(child.wait_with_output().unwrap());
     assert_ne!(out.code, 0);
-    assert!(backups(&lb, &name).is_empty());
+    assert!(lb.backups(&name).is_empty());
     let parts = lb.restic(&["snapshots", "--json"]).ok();
     assert_eq!(
         parts.stdout.trim(),
@@ -228,16 +216,16 @@ fn kill_9_mid_backup_leaves_nothing_listed_and_the_next_backup_works() {
     let mut child = start_backup(&lb, &name);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(backups(&lb, &name).is_empty(), "no partial backup listed");
+    assert!(lb.backups(&name).is_empty(), "no partial backup listed");
     lb.run(&["check"]).ok();
 
     let out = lb.run(&["backup", &name]).ok();
     assert!(out.stdout.contains(&name));
-    assert_eq!(backups(&lb, &name).len(), 1);
+    assert_eq!(lb.backups(&name).len(), 1);
     lb.run(&["check", "--read-data"]).ok();
     let snaps: serde_json::Value =
         serde_json::from_str(&lb.restic(&["snapshots", "--json"]).ok().stdout).unwrap();
-    let committed_backup = backups(&lb, &name)[0]["backup_id"]
+    let committed_backup = lb.backups(&name)[0]["backup_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -281,7 +269,7 @@ fn unreadable_file_marks_the_backup_partial_with_exit_3() {
             .contains("locked"),
         "{json}"
     );
-    let listed = backups(&lb, &name);
+    let listed = lb.backups(&name);
     assert_eq!(listed[0]["partial"], true, "the listing marks it partial");
     assert!(
         lb.run(&["snapshots", &name])

@@ -90,6 +90,22 @@ impl Lb {
         c.args(args).output().expect("run lifeboat").into()
     }
 
+    /// The backups of `name`, as `lifeboat snapshots NAME --json` lists them.
+    pub fn backups(&self, name: &str) -> Vec<serde_json::Value> {
+        let listed = self.run(&["snapshots", name, "--json"]).ok().json();
+        listed.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Restores `name` side by side under a new unique name, registering the copy and its
+    /// renamed volume `vol` for cleanup. Returns the copy's name and the run.
+    pub fn restore_copy(&self, c: &mut Cleanup, name: &str, vol: &str) -> (String, Run) {
+        let copy = unique(&format!("{}-copy", name.trim_start_matches("lbt-")));
+        c.containers.push(copy.clone());
+        c.volumes.push(format!("{copy}_{vol}"));
+        let run = self.run(&["restore", name, "--as", &copy]);
+        (copy, run)
+    }
+
     /// Runs `restic` on this repository with this repository's key.
     pub fn restic(&self, args: &[&str]) -> Run {
         Command::new("restic")

@@ -118,14 +118,7 @@ fn killed_mid_freeze_is_undone_by_the_next_command(mode: &str, frozen_format: &s
     // Any next command puts it back, even one that does not need the engine.
     lb.run(&["snapshots"]).ok();
     assert_eq!(inspect(&name, "{{.State.Status}}"), "running");
-    assert!(
-        lb.run(&["snapshots", &name, "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(lb.backups(&name).is_empty());
 }
 
 #[test]
@@ -195,14 +188,7 @@ fn failing_pre_hook_aborts_the_backup_and_still_undoes() {
         path.join("post-ran").exists(),
         "the post hook (the undo) ran"
     );
-    assert!(
-        lb.run(&["snapshots", &name, "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(lb.backups(&name).is_empty());
 }
 
 #[test]
@@ -222,10 +208,8 @@ fn hooks_run_around_the_read_and_time_out() {
         ],
     );
     lb.run(&["backup", &name]).ok();
-    let restored = unique("hooks-copy");
-    c.containers.push(restored.clone());
-    c.volumes.push(format!("{restored}_{vol}"));
-    lb.run(&["restore", &name, "--as", &restored]).ok();
+    let (restored, run) = lb.restore_copy(&mut c, &name, &vol);
+    run.ok();
     assert_eq!(
         docker(&["exec", &restored, "cat", "/data/marker"]),
         "frozen",

@@ -21,10 +21,8 @@ fn hot_backup_of_mariadb_under_writes_restores_every_acknowledged_row() {
         "{out}"
     );
 
-    let copy = unique("maria-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
-    lb.run(&["restore", &name, "--as", &copy]).ok();
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
     let check = docker(&["exec", &copy, "mariadb-check", "--all-databases"]);
     assert!(
         !check.to_lowercase().contains("error"),

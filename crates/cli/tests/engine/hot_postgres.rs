@@ -64,10 +64,8 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
         || acked(&name),
     );
 
-    let copy = unique("pg-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
-    let restored = lb.run(&["restore", &name, "--as", &copy]).ok();
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    let restored = restored.ok();
     assert!(
         restored.stderr.contains("loading the postgres dump"),
         "{}",
@@ -110,14 +108,7 @@ fn failing_dump_fails_the_backup_and_stores_nothing() {
     let out = lb.run(&["backup", &name, "--unhealthy", "force"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("dump"), "{}", out.stderr);
-    assert!(
-        lb.run(&["snapshots", &name, "--json"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(lb.backups(&name).is_empty());
     let parts = lb.restic(&["snapshots", "--json"]).ok();
     assert_eq!(
         parts.stdout.trim(),

@@ -40,11 +40,9 @@ fn hot_backup_of_redis_under_writes_restores_every_acknowledged_increment() {
     let listed = lb.run(&["snapshots", &name, "--json"]).ok().json();
     assert_eq!(listed[0]["consistency"], "hot");
 
-    let copy = unique("redis-copy");
-    c.containers.push(copy.clone());
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
     let restored_vol = format!("{copy}_{vol}");
-    c.volumes.push(restored_vol.clone());
-    lb.run(&["restore", &name, "--as", &copy]).ok();
     docker(&["rm", "-f", &copy]);
     // A plain Redis on the restored volume, without the writer: does it load the RDB?
     let checker = unique("redis-check");

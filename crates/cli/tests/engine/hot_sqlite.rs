@@ -80,11 +80,9 @@ fn hot_backup_of_a_live_wal_database_keeps_every_acknowledged_record() {
     // The agent was never stopped and goes on writing.
     wait_for_acks(&name, acked_before + 1);
 
-    let copy = unique("agent-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
     docker(&["stop", "-t", "1", &name]);
-    lb.run(&["restore", &name, "--as", &copy]).ok();
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
     docker(&["stop", "-t", "1", &copy]);
     let restored = volume_path(&format!("{copy}_{vol}"));
     assert_eq!(

@@ -13,10 +13,8 @@ fn volume_metadata_corpus_round_trips_entry_by_entry() {
     run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
     lb.run(&["backup", &name]).ok();
 
-    let copy = unique("corpus-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
-    lb.run(&["restore", &name, "--as", &copy]).ok();
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
     let restored = volume_path(&format!("{copy}_{vol}"));
     assert_ne!(restored, path);
     assert_same_tree(&path, &restored);
@@ -176,10 +174,8 @@ fn restore_as_runs_side_by_side_without_touching_the_original() {
     lb.run(&["backup", &name]).ok();
     std::fs::write(path.join("data"), "v2 (changed after the backup)").unwrap();
 
-    let copy = unique("as-copy");
-    c.containers.push(copy.clone());
-    c.volumes.push(format!("{copy}_{vol}"));
-    lb.run(&["restore", &name, "--as", &copy]).ok();
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
     assert_eq!(docker(&["exec", &copy, "cat", "/data/data"]), "v1");
     assert_eq!(
         docker(&["exec", &name, "cat", "/data/data"]),
