@@ -75,49 +75,27 @@ pub fn backup_container(
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
     let mut capture = plan(&details, &req.host_root, req.with_image)?;
-    let strategy = crate::dump::strategy_label(&details.config)?;
-    let databases = if strategy == "none" {
-        Vec::new()
+    let hot = crate::hot::HotPlan::detect(&details, &capture.parts)?;
+    let mode = chosen.unwrap_or(if hot.is_capable() {
+        Mode::Hot
     } else {
-        crate::hot::find(&capture.parts)
-    };
-    let cfg = &details.config;
-    let redis = crate::dump::is_redis(cfg);
-    let dump = crate::dump::strategy(cfg);
-    let hot_capable = !databases.is_empty() || redis || dump.is_some();
-    let mode = chosen.unwrap_or(if hot_capable { Mode::Hot } else { Mode::None });
+        Mode::None
+    });
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
-    let mut base_tags = vec![
-        tags::LIFEBOAT.to_string(),
-        tags::container(&details.name),
-        tags::backup(&backup_id.0),
-        tags::host(&req.hostname),
-    ];
-    if let Some(c) = &details.compose {
-        base_tags.push(tags::project(&c.project));
-    }
-    base_tags.extend(req.extra_tags.iter().cloned());
+    let base_tags = base_tags(&details, &backup_id, req);
 
     let mut written: Vec<String> = Vec::new();
     let staging = crate::hot::Staging::new(&req.state_dir, &details.name, &backup_id.0);
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
         if mode == Mode::Hot {
-            if redis && details.state.running {
-                note(&format!("{}: Redis BGSAVE", details.name));
-                let timeout = std::time::Duration::from_secs(300);
-                lifeboat_consistency::redis::snapshot(engine, &details.id, &cfg.env, timeout)
-                    .map_err(|e| CoreError::Hot(e.to_string()))?;
-            }
-            crate::hot::stage(&mut capture.parts, &databases, &staging, note)?;
-            if let Some(s) = dump.as_ref().filter(|_| details.state.running) {
-                crate::dump::plan(&mut capture.parts, s, note);
-            }
+            hot.prepare(engine, &details, &mut capture.parts, &staging, note)?;
         }
+        let parts = &capture.parts;
         capture_parts(
             engine,
             repo,
             &details,
-            &capture.parts,
+            parts,
             &base_tags,
             &mut written,
             note,
@@ -125,7 +103,6 @@ pub fn backup_container(
     })
     .and_then(|(parts, problems)| {
         ensure_same_container(engine, &details)?;
-        let config = details.config.clone();
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -138,25 +115,15 @@ pub fn backup_container(
             container_name: details.name.clone(),
             container_id: details.id.clone(),
             compose: details.compose.clone(),
-            config_sha256: config.fingerprint(),
-            config,
+            config_sha256: details.config.fingerprint(),
+            config: details.config.clone(),
             consistency: mode.as_str().to_string(),
             partial: !problems.is_empty(),
             problems,
             parts,
         };
-        let mut manifest_tags = base_tags.clone();
-        manifest_tags.push(tags::MANIFEST.to_string());
-        let json = manifest.to_json();
-        let stored = repo.backup_stream(
-            &StreamBackup {
-                path: MANIFEST_SNAPSHOT_PATH,
-                tags: &manifest_tags,
-                description: Some(json.clone()),
-            },
-            &mut BytesSource(json.into_bytes()),
-        )?;
-        Ok((stored.snapshot_id, manifest))
+        let id = commit_manifest(repo, &manifest, &base_tags)?;
+        Ok((id, manifest))
     });
     match result {
         Ok((manifest_snapshot, manifest)) => Ok(BackupOutcome {
@@ -178,6 +145,40 @@ pub fn backup_container(
             Err(e)
         }
     }
+}
+
+/// Tags every snapshot of this backup carries.
+fn base_tags(details: &ContainerDetails, backup_id: &BackupId, req: &BackupRequest) -> Vec<String> {
+    let mut out = vec![
+        tags::LIFEBOAT.to_string(),
+        tags::container(&details.name),
+        tags::backup(&backup_id.0),
+        tags::host(&req.hostname),
+    ];
+    if let Some(c) = &details.compose {
+        out.push(tags::project(&c.project));
+    }
+    out.extend(req.extra_tags.iter().cloned());
+    out
+}
+
+/// Writes the manifest snapshot, which commits the backup; returns its id.
+fn commit_manifest(
+    repo: &dyn Repository,
+    manifest: &Manifest,
+    base_tags: &[String],
+) -> Result<String, CoreError> {
+    let mut manifest_tags = base_tags.to_vec();
+    manifest_tags.push(tags::MANIFEST.to_string());
+    let json = manifest.to_json();
+    let req = StreamBackup {
+        path: MANIFEST_SNAPSHOT_PATH,
+        tags: &manifest_tags,
+        description: Some(json.clone()),
+    };
+    Ok(repo
+        .backup_stream(&req, &mut BytesSource(json.into_bytes()))?
+        .snapshot_id)
 }
 
 fn capture_parts(

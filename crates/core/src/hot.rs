@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_capture::{PlannedPart, sqlite_snapshot_path};
 use lifeboat_consistency::sqlite::{consistent_copy, find_databases, side_files};
+use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::PartKind;
 
 use crate::{CoreError, Note};
 
 /// Databases (relative paths) per data part, by index into the plan's parts.
-pub(crate) fn find(parts: &[PlannedPart]) -> Vec<(usize, Vec<PathBuf>)> {
+fn find(parts: &[PlannedPart]) -> Vec<(usize, Vec<PathBuf>)> {
     parts
         .iter()
         .enumerate()
@@ -21,6 +22,66 @@ pub(crate) fn find(parts: &[PlannedPart]) -> Vec<(usize, Vec<PathBuf>)> {
         .map(|(i, p)| (i, find_databases(&p.read_path)))
         .filter(|(_, dbs)| !dbs.is_empty())
         .collect()
+}
+
+/// What hot mode can do for one container: SQLite copies, a Redis BGSAVE, a server dump.
+pub(crate) struct HotPlan {
+    databases: Vec<(usize, Vec<PathBuf>)>,
+    redis: bool,
+    dump: Option<lifeboat_consistency::dumps::DumpStrategy>,
+}
+
+impl HotPlan {
+    /// Detects the strategies (honouring the `lifeboat.strategy` label) for the planned parts.
+    pub(crate) fn detect(
+        details: &ContainerDetails,
+        parts: &[PlannedPart],
+    ) -> Result<HotPlan, CoreError> {
+        let label = crate::dump::strategy_label(&details.config)?;
+        Ok(HotPlan {
+            databases: if label == "none" {
+                Vec::new()
+            } else {
+                find(parts)
+            },
+            redis: crate::dump::is_redis(&details.config),
+            dump: crate::dump::strategy(&details.config),
+        })
+    }
+
+    /// Whether hot mode has anything to do (the automatic mode then chooses it).
+    pub(crate) fn is_capable(&self) -> bool {
+        !self.databases.is_empty() || self.redis || self.dump.is_some()
+    }
+
+    /// Runs what must happen before the read: a Redis BGSAVE, the SQLite copies, and the
+    /// dump part (the servers must be running for both).
+    pub(crate) fn prepare(
+        &self,
+        engine: &dyn Engine,
+        details: &ContainerDetails,
+        parts: &mut Vec<PlannedPart>,
+        staging: &Staging,
+        note: Note<'_>,
+    ) -> Result<(), CoreError> {
+        let running = details.state.running;
+        if self.redis && running {
+            note(&format!("{}: Redis BGSAVE", details.name));
+            let timeout = std::time::Duration::from_secs(300);
+            lifeboat_consistency::redis::snapshot(
+                engine,
+                &details.id,
+                &details.config.env,
+                timeout,
+            )
+            .map_err(|e| CoreError::Hot(e.to_string()))?;
+        }
+        stage(parts, &self.databases, staging, note)?;
+        if let Some(s) = self.dump.as_ref().filter(|_| running) {
+            crate::dump::plan(parts, s, note);
+        }
+        Ok(())
+    }
 }
 
 /// A scratch directory under the state directory, removed when dropped.
@@ -43,7 +104,7 @@ impl Drop for Staging {
 
 /// Copies each database consistently into staging, excludes the live files from their data
 /// part, and appends one `sqlite` part per mount.
-pub(crate) fn stage(
+fn stage(
     parts: &mut Vec<PlannedPart>,
     databases: &[(usize, Vec<PathBuf>)],
     staging: &Staging,
