@@ -127,7 +127,7 @@ impl ContainerConfig {
         }
     }
 
-    /// The user's own labels minus the ones the engine or compose adds for bookkeeping.
+    /// The value of label `key`, if set.
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
     }

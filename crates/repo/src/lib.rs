@@ -136,8 +136,3 @@ pub trait Repository: Send + Sync {
     /// Where the repository lives, for messages.
     fn location(&self) -> &str;
 }
-
-/// Default local repository directory used when none is configured.
-pub fn default_local_dir() -> PathBuf {
-    PathBuf::from("/var/lib/lifeboat/repository")
-}
