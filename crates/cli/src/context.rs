@@ -115,6 +115,8 @@ impl GlobalArgs {
             extra_tags: Vec::new(),
             mode: None,
             unhealthy: UnhealthyPolicy::Skip,
+            strategy: None,
+            policy_sha256: None,
         }
     }
 }

@@ -45,3 +45,69 @@ impl ContainerLock {
         Ok(ContainerLock { _file: file })
     }
 }
+
+/// Backups and prunes of one repository, across processes: backups hold it shared, a prune
+/// holds it exclusively, so a prune never deletes packs a running backup is about to
+/// reference. Both wait for the other side rather than fail.
+pub struct RepoGate {
+    _file: File,
+}
+
+impl RepoGate {
+    fn open(state_dir: &Path, location: &str) -> Result<(File, String), LockError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        location.hash(&mut h);
+        let path = state_dir
+            .join("locks")
+            .join(format!("repository-{:016x}.lock", h.finish()));
+        let shown = path.display().to_string();
+        let io = |e| LockError::Io(shown.clone(), e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        Ok((file, shown))
+    }
+
+    /// Waits until no prune runs on the repository at `location`.
+    pub fn shared(state_dir: &Path, location: &str) -> Result<Self, LockError> {
+        let (file, shown) = Self::open(state_dir, location)?;
+        file.lock_shared().map_err(|e| LockError::Io(shown, e))?;
+        Ok(RepoGate { _file: file })
+    }
+
+    /// Waits until no backup writes to the repository at `location`.
+    pub fn exclusive(state_dir: &Path, location: &str) -> Result<Self, LockError> {
+        let (file, shown) = Self::open(state_dir, location)?;
+        file.lock().map_err(|e| LockError::Io(shown, e))?;
+        Ok(RepoGate { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[test]
+    fn a_prune_waits_for_running_backups_and_backups_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RepoGate::shared(dir.path(), "/repo").unwrap();
+        let _b = RepoGate::shared(dir.path(), "/repo").unwrap();
+        let (file, _) = RepoGate::open(dir.path(), "/repo").unwrap();
+        assert!(file.try_lock().is_err(), "exclusive while backups run");
+        let (other, _) = RepoGate::open(dir.path(), "/other").unwrap();
+        assert!(
+            other.try_lock().is_ok(),
+            "another repository is independent"
+        );
+        drop(a);
+        drop(_b);
+        assert!(file.try_lock().is_ok());
+    }
+}

@@ -12,7 +12,7 @@ use lifeboat_repo::{DirBackup, PartReport, Repository, StreamBackup};
 use crate::consistent::capture_consistently;
 use crate::stream::{BytesSource, ReaderSource};
 use crate::{CoreError, Note};
-use lifeboat_consistency::{ContainerLock, Mode};
+use lifeboat_consistency::{ContainerLock, Mode, RepoGate};
 
 /// What the user asked for, resolved.
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct BackupRequest {
     pub mode: Option<Mode>,
     /// What to do with an unhealthy, restarting or dead container.
     pub unhealthy: UnhealthyPolicy,
+    /// Overrides the container's `lifeboat.strategy` label (a daemon policy's strategy).
+    pub strategy: Option<String>,
+    /// Fingerprint of the daemon policy that asked for this backup, kept in the manifest.
+    pub policy_sha256: Option<String>,
 }
 
 /// The health gate: an unhealthy, restarting or dead container is not backed up by default.
@@ -65,7 +69,18 @@ pub fn backup_container(
         .container(name)?
         .ok_or_else(|| CoreError::NoSuchContainer(name.to_string()))?;
     let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
-    let details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
+    // Shared with other backups, exclusive with a prune of the same repository.
+    let _gate = RepoGate::shared(&req.state_dir, repo.location())?;
+    let mut details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
+    if let Some(s) = &req.strategy
+        && details.config.label("lifeboat.strategy").is_none()
+    {
+        // A policy's strategy acts as the label would, and is recorded with the config.
+        details
+            .config
+            .labels
+            .insert("lifeboat.strategy".into(), s.clone());
+    }
     let label = details.config.label("lifeboat.mode");
     let chosen = match (req.mode, label) {
         (Some(m), _) => Some(m),
@@ -121,6 +136,7 @@ pub fn backup_container(
             partial: !problems.is_empty(),
             problems,
             parts,
+            policy_sha256: req.policy_sha256.clone(),
         };
         let id = commit_manifest(repo, &manifest, &base_tags)?;
         Ok((id, manifest))

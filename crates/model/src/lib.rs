@@ -6,6 +6,7 @@
 
 mod config;
 mod manifest;
+pub mod policy;
 mod time;
 
 pub use config::{

@@ -149,6 +149,10 @@ pub struct Manifest {
     /// What went wrong in a partial backup, one line per problem (paths, never contents).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// SHA-256 fingerprint of the daemon policy that made this backup (`lifeboat policy
+    /// log` shows it); absent for backups run by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<String>,
 }
 
 fn default_consistency() -> String {
@@ -237,6 +241,7 @@ mod tests {
             consistency: "none".into(),
             partial: false,
             problems: vec![],
+            policy_sha256: None,
         }
     }
 

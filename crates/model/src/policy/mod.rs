@@ -1,0 +1,300 @@
+//! Backup policies: what the daemon does for a service, and when. A policy is merged from
+//! three layers, later ones winning: the config file's `[defaults]`, a named policy from the
+//! file (label `lifeboat.policy`), and the container's own labels. The merged [`Policy`] is
+//! validated once and fingerprinted (SHA-256 of its canonical JSON), so every backup can be
+//! traced to the exact policy that made it.
+
+mod cron;
+mod duration;
+mod retention;
+mod schedule;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use cron::Cron;
+pub use duration::{format_duration, parse_duration};
+pub use retention::Retention;
+pub use schedule::Schedule;
+
+pub const LABEL_ENABLE: &str = "lifeboat.enable";
+pub const LABEL_SCHEDULE: &str = "lifeboat.schedule";
+pub const LABEL_RETENTION: &str = "lifeboat.retention";
+pub const LABEL_MODE: &str = "lifeboat.mode";
+pub const LABEL_STRATEGY: &str = "lifeboat.strategy";
+pub const LABEL_POLICY: &str = "lifeboat.policy";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("duration `{text}` is not valid: {why}")]
+    Duration { text: String, why: String },
+    #[error("cron schedule `{text}` is not valid: {why}")]
+    Cron { text: String, why: String },
+    #[error(
+        "schedule `{text}` is neither an interval nor a cron expression; write e.g. `5m`, \
+         `@every 1h`, `@daily` or `*/5 * * * *`"
+    )]
+    Schedule { text: String },
+    #[error("retention `{text}` is not valid: {why}")]
+    Retention { text: String, why: String },
+    #[error("mode `{0}` is not one of hot, pause, stop, none")]
+    Mode(String),
+    #[error("strategy `{0}` is not one of auto, postgres, mariadb, mysql, redis, sqlite, none")]
+    Strategy(String),
+    #[error("policy `{0}` is not defined in the config file (known: {1})")]
+    UnknownPolicy(String, String),
+    #[error(
+        "no schedule: set the label `lifeboat.schedule` (e.g. `1h`) or `schedule` in the config file's [defaults]"
+    )]
+    NoSchedule,
+    #[error("{source} (from {origin})")]
+    At {
+        origin: String,
+        #[source]
+        source: Box<PolicyError>,
+    },
+}
+
+/// One layer of policy settings, as written in a config file section or in labels. Every
+/// field is optional; [`PolicyOptions::resolve`] merges layers and validates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOptions {
+    pub schedule: Option<String>,
+    pub retention: Option<String>,
+    pub mode: Option<String>,
+    pub strategy: Option<String>,
+    pub with_image: Option<bool>,
+    /// Called (GET) after each successful backup, healthchecks-style; `<url>/fail` after a
+    /// failed one.
+    pub ping_url: Option<String>,
+}
+
+/// The validated policy the daemon executes for one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// The named policy from the config file, if the service uses one.
+    pub name: Option<String>,
+    pub schedule: Schedule,
+    pub retention: Option<Retention>,
+    pub mode: Option<String>,
+    pub strategy: Option<String>,
+    pub with_image: bool,
+    pub ping_url: Option<String>,
+}
+
+impl Policy {
+    /// SHA-256 of the canonical JSON of this policy.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a policy always serialises");
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+impl PolicyOptions {
+    /// The policy settings found in a container's labels.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> PolicyOptions {
+        let get = |k: &str| {
+            labels
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        PolicyOptions {
+            schedule: get(LABEL_SCHEDULE),
+            retention: get(LABEL_RETENTION),
+            mode: get(LABEL_MODE),
+            strategy: get(LABEL_STRATEGY),
+            with_image: get("lifeboat.with-image").map(|v| v == "true"),
+            ping_url: get("lifeboat.ping-url"),
+        }
+    }
+
+    /// `self` with every field that `over` sets replaced.
+    pub fn overlay(&self, over: &PolicyOptions) -> PolicyOptions {
+        PolicyOptions {
+            schedule: over.schedule.clone().or_else(|| self.schedule.clone()),
+            retention: over.retention.clone().or_else(|| self.retention.clone()),
+            mode: over.mode.clone().or_else(|| self.mode.clone()),
+            strategy: over.strategy.clone().or_else(|| self.strategy.clone()),
+            with_image: over.with_image.or(self.with_image),
+            ping_url: over.ping_url.clone().or_else(|| self.ping_url.clone()),
+        }
+    }
+
+    /// Merges defaults, the named policy and the labels of one container, and validates.
+    pub fn resolve(
+        defaults: &PolicyOptions,
+        named: &BTreeMap<String, PolicyOptions>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Policy, PolicyError> {
+        let own = PolicyOptions::from_labels(labels);
+        let name = labels.get(LABEL_POLICY).cloned();
+        let mut merged = defaults.clone();
+        if let Some(n) = &name {
+            let p = named.get(n).ok_or_else(|| {
+                let known: Vec<&str> = named.keys().map(String::as_str).collect();
+                PolicyError::UnknownPolicy(n.clone(), known.join(", "))
+            })?;
+            merged = merged.overlay(p);
+        }
+        merged = merged.overlay(&own);
+        let origin = |field: &str, from_label: bool| {
+            if from_label {
+                format!("label `lifeboat.{field}`")
+            } else {
+                match &name {
+                    Some(n) => {
+                        format!("`{field}` of policy `{n}` or [defaults] in the config file")
+                    }
+                    None => format!("`{field}` in the config file's [defaults]"),
+                }
+            }
+        };
+        let at = |field: &str, from_label: bool| {
+            let o = origin(field, from_label);
+            move |e: PolicyError| PolicyError::At {
+                origin: o,
+                source: Box::new(e),
+            }
+        };
+        let schedule_text = merged.schedule.as_deref().ok_or(PolicyError::NoSchedule)?;
+        let schedule =
+            Schedule::parse(schedule_text).map_err(at("schedule", own.schedule.is_some()))?;
+        let retention = merged
+            .retention
+            .as_deref()
+            .filter(|r| *r != "none")
+            .map(Retention::parse)
+            .transpose()
+            .map_err(at("retention", own.retention.is_some()))?;
+        if let Some(m) = &merged.mode
+            && !["hot", "pause", "stop", "none"].contains(&m.as_str())
+        {
+            return Err(at("mode", own.mode.is_some())(PolicyError::Mode(m.clone())));
+        }
+        if let Some(s) = &merged.strategy
+            && ![
+                "auto", "postgres", "mariadb", "mysql", "redis", "sqlite", "none",
+            ]
+            .contains(&s.as_str())
+        {
+            return Err(at("strategy", own.strategy.is_some())(
+                PolicyError::Strategy(s.clone()),
+            ));
+        }
+        Ok(Policy {
+            name,
+            schedule,
+            retention,
+            mode: merged.mode,
+            strategy: merged.strategy,
+            with_image: merged.with_image.unwrap_or(false),
+            ping_url: merged.ping_url,
+        })
+    }
+}
+
+/// Whether the daemon manages a container: `lifeboat.enable=true`, or any container when
+/// `all` (the config file's `enable_all`) unless it says `lifeboat.enable=false`.
+pub fn is_enabled(labels: &BTreeMap<String, String>, all: bool) -> bool {
+    match labels.get(LABEL_ENABLE).map(|v| v.trim()) {
+        Some("true") | Some("1") | Some("yes") => true,
+        Some("false") | Some("0") | Some("no") => false,
+        _ => all,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn labels_override_the_named_policy_which_overrides_defaults() {
+        let defaults = PolicyOptions {
+            schedule: Some("1h".into()),
+            retention: Some("last=10".into()),
+            mode: Some("pause".into()),
+            ..Default::default()
+        };
+        let named = BTreeMap::from([(
+            "critical".to_string(),
+            PolicyOptions {
+                schedule: Some("5m".into()),
+                retention: Some("7d".into()),
+                ..Default::default()
+            },
+        )]);
+        let p = PolicyOptions::resolve(
+            &defaults,
+            &named,
+            &labels(&[
+                ("lifeboat.policy", "critical"),
+                ("lifeboat.retention", "last=3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.schedule.spec(), "5m");
+        assert_eq!(p.retention.unwrap().spec(), "last=3");
+        assert_eq!(p.mode.as_deref(), Some("pause"));
+        assert_eq!(p.name.as_deref(), Some("critical"));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_setting_and_not_with_spelling() {
+        let d = PolicyOptions::default();
+        let n = BTreeMap::new();
+        let a = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "300s")])).unwrap();
+        let b = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "5m")])).unwrap();
+        let c = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "6m")])).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_eq!(a.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn errors_name_where_the_bad_value_came_from() {
+        let d = PolicyOptions::default();
+        let n = BTreeMap::new();
+        let e = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label `lifeboat.schedule`") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.policy", "gold")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`gold` is not defined"), "{e}");
+        let e = PolicyOptions::resolve(&d, &n, &labels(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no schedule"), "{e}");
+        let e = PolicyOptions::resolve(
+            &d,
+            &n,
+            &labels(&[("lifeboat.schedule", "1h"), ("lifeboat.mode", "freeze")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("freeze") && e.contains("lifeboat.mode"), "{e}");
+    }
+
+    #[test]
+    fn enablement_is_opt_in_unless_all_is_set() {
+        assert!(is_enabled(&labels(&[("lifeboat.enable", "true")]), false));
+        assert!(!is_enabled(&labels(&[]), false));
+        assert!(is_enabled(&labels(&[]), true));
+        assert!(!is_enabled(&labels(&[("lifeboat.enable", "false")]), true));
+    }
+}
