@@ -14,12 +14,14 @@ mod dump;
 mod error;
 mod hot;
 mod restore;
+mod retention;
 mod stream;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
 pub use catalog::{BackupEntry, find_backup, list_backups};
 pub use error::CoreError;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
+pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};
 
 pub use lifeboat_docker::Engine;
 pub use lifeboat_repo::Repository;

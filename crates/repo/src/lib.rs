@@ -94,6 +94,15 @@ pub struct StreamBackup<'a> {
     pub description: Option<String>,
 }
 
+/// What a prune found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Packs removed or marked for removal.
+    pub packs_removed: u64,
+    /// Bytes of unused blobs dropped.
+    pub bytes_removed: u64,
+}
+
 /// Outcome of `check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -129,6 +138,12 @@ pub trait Repository: Send + Sync {
 
     /// Writes the content of file `path` in snapshot `id` to `out`.
     fn dump(&self, id: &str, path: &str, out: &mut dyn Write) -> Result<u64, RepoError>;
+
+    /// Removes data no snapshot references any more (after [`Repository::delete`]). Packs
+    /// are marked first and deleted by a later prune at least 23 hours on (restic's two-phase
+    /// delete), so a backup from another host that started before is never broken. The
+    /// caller must make sure no backup writes meanwhile (Lifeboat's `RepoGate`).
+    fn prune(&self) -> Result<PruneReport, RepoError>;
 
     /// Checks the repository structure, and every pack's content with `read_data`.
     fn check(&self, read_data: bool) -> Result<CheckReport, RepoError>;

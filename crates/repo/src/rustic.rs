@@ -16,7 +16,7 @@ use rustic_core::{
 use crate::progress::Bars;
 use crate::source::{Problems, RecordingSource, StreamReadSource};
 use crate::{
-    CheckReport, DirBackup, PartReport, ProgressSink, RepoError, Repository, RestoreReport,
+    CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository, RestoreReport,
     SnapshotInfo, StreamBackup, StreamSource, verify,
 };
 
@@ -375,6 +375,19 @@ impl Repository for RusticRepository {
             };
             repo.dump(&node, &mut counting).map_err(self.err("dump"))?;
             Ok(counting.written)
+        })
+    }
+
+    fn prune(&self) -> Result<PruneReport, RepoError> {
+        self.with_engine(|e| {
+            let opts = rustic_core::PruneOptions::default();
+            let plan = e.prune_plan(&opts).map_err(self.err("planning the prune"))?;
+            let report = PruneReport {
+                packs_removed: plan.stats.packs_to_delete.remove,
+                bytes_removed: plan.stats.size_to_delete.remove,
+            };
+            e.prune(&opts, plan).map_err(self.err("prune"))?;
+            Ok(report)
         })
     }
 

@@ -1,0 +1,176 @@
+//! `forget` and `prune` for one service: delete the backups its retention policy no longer
+//! keeps, then free their data. Guarded: nothing is deleted while the service's newest
+//! backup failed, is partial, or is suspiciously small next to the one before (a broken
+//! service writing an empty volume must not age out its last good copies), unless forced.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lifeboat_consistency::RepoGate;
+use lifeboat_model::policy::Retention;
+use lifeboat_model::tags;
+use lifeboat_repo::{PruneReport, Repository};
+
+use crate::catalog::{BackupEntry, list_backups};
+use crate::{CoreError, Note};
+
+#[derive(Debug, Clone)]
+pub struct RetentionRequest {
+    pub retention: Retention,
+    /// Delete even when the safety gate says no.
+    pub force: bool,
+    /// The newest backup attempt of this service failed (the daemon's job history knows).
+    pub newest_attempt_failed: bool,
+    /// The newest backup is suspicious when smaller than this fraction of the previous one.
+    pub shrink_ratio: f64,
+    /// Say what would be deleted, delete nothing.
+    pub dry_run: bool,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RetentionOutcome {
+    /// Backup ids kept and deleted (or to be deleted, in a dry run).
+    pub kept: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Why nothing was deleted, when the safety gate refused.
+    pub refused: Option<String>,
+    pub prune: Option<PruneReport>,
+}
+
+/// Why deleting old backups of `name` is unsafe right now, if it is.
+pub fn prune_gate(
+    name: &str,
+    backups: &[BackupEntry],
+    newest_attempt_failed: bool,
+    shrink_ratio: f64,
+) -> Option<String> {
+    if newest_attempt_failed {
+        return Some(format!(
+            "the newest backup attempt of `{name}` failed; old backups are kept until a backup \
+             succeeds (force the prune to override)"
+        ));
+    }
+    let newest = backups.last()?;
+    if newest.manifest.partial {
+        return Some(format!(
+            "the newest backup of `{name}` ({}) is partial; old backups are kept",
+            newest.manifest.backup_id
+        ));
+    }
+    let previous = backups.iter().rev().nth(1)?;
+    let (new, old) = (newest.manifest.total_bytes(), previous.manifest.total_bytes());
+    if (new as f64) < (old as f64) * shrink_ratio {
+        return Some(format!(
+            "the newest backup of `{name}` holds {new} bytes, the previous one {old}: \
+             suspiciously small, so old backups are kept (check the service, or force the prune)"
+        ));
+    }
+    None
+}
+
+/// Applies `req.retention` to the committed backups of `name`.
+pub fn apply_retention(
+    repo: &dyn Repository,
+    name: &str,
+    req: &RetentionRequest,
+    note: Note<'_>,
+) -> Result<RetentionOutcome, CoreError> {
+    let backups = list_backups(repo, Some(name))?;
+    let times: Vec<_> = backups.iter().map(|b| b.manifest.started_at).collect();
+    let keep = req.retention.keep(&times);
+    let mut out = RetentionOutcome::default();
+    for (b, k) in backups.iter().zip(&keep) {
+        let id = b.manifest.backup_id.0.clone();
+        if *k { out.kept.push(id) } else { out.deleted.push(id) }
+    }
+    if out.deleted.is_empty() {
+        return Ok(out);
+    }
+    if !req.force
+        && let Some(why) = prune_gate(name, &backups, req.newest_attempt_failed, req.shrink_ratio)
+    {
+        out.refused = Some(why);
+        out.deleted.clear();
+        return Ok(out);
+    }
+    if req.dry_run {
+        return Ok(out);
+    }
+    // Every snapshot of each backup: the manifest goes first, which uncommits the backup;
+    // parts left by an interruption are orphans that the next backup deletes.
+    let mut by_backup: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for s in repo.snapshots(&[tags::LIFEBOAT.to_string(), tags::container(name)])? {
+        if let Some(id) = tags::value(&s.tags, "backup")
+            && out.deleted.iter().any(|d| d == id)
+        {
+            let entry = by_backup.entry(id.to_string()).or_default();
+            if s.tags.iter().any(|t| t == tags::MANIFEST) {
+                entry.0.push(s.id);
+            } else {
+                entry.1.push(s.id);
+            }
+        }
+    }
+    let manifests: Vec<String> = by_backup.values().flat_map(|(m, _)| m.clone()).collect();
+    let parts: Vec<String> = by_backup.values().flat_map(|(_, p)| p.clone()).collect();
+    note(&format!(
+        "retention: deleting {} backup(s) of {name}, keeping {}",
+        out.deleted.len(),
+        out.kept.len()
+    ));
+    repo.delete(&manifests)?;
+    if !parts.is_empty() {
+        repo.delete(&parts)?;
+    }
+    let _gate = RepoGate::exclusive(&req.state_dir, repo.location())?;
+    out.prune = Some(repo.prune()?);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_model::{BackupId, Manifest, Part, PartKind};
+
+    fn entry(bytes: u64, partial: bool) -> BackupEntry {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "schema_version": 2, "lifeboat_version": "0", "backup_id": "b",
+            "started_at": "2026-11-23T00:00:00.000000000Z",
+            "finished_at": "2026-11-23T00:00:00.000000000Z", "host": "h",
+            "engine_version": "", "engine_api_version": "", "container_name": "db",
+            "container_id": "x", "config": {"image": "i"}, "config_sha256": "", "parts": []
+        }))
+        .unwrap();
+        m.backup_id = BackupId(format!("b{bytes}"));
+        m.partial = partial;
+        m.parts = vec![Part {
+            kind: PartKind::Volume,
+            name: "v".into(),
+            belongs_to: None,
+            snapshot_path: "/volumes/v".into(),
+            snapshot_id: "s".into(),
+            files: 1,
+            dirs: 0,
+            bytes,
+            added_bytes: 0,
+        }];
+        BackupEntry {
+            snapshot_id: "s".into(),
+            time: m.started_at,
+            manifest: m,
+        }
+    }
+
+    #[test]
+    fn the_gate_refuses_after_a_failed_attempt_a_partial_or_a_shrunken_backup() {
+        let good = [entry(1000, false), entry(990, false)];
+        assert_eq!(prune_gate("db", &good, false, 0.5), None);
+        assert!(prune_gate("db", &good, true, 0.5).unwrap().contains("failed"));
+        let shrunk = [entry(1000, false), entry(10, false)];
+        assert!(prune_gate("db", &shrunk, false, 0.5).unwrap().contains("suspiciously small"));
+        let partial = [entry(1000, false), entry(1000, true)];
+        assert!(prune_gate("db", &partial, false, 0.5).unwrap().contains("partial"));
+        assert_eq!(prune_gate("db", &[entry(5, false)], false, 0.5), None);
+    }
+}
