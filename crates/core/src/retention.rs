@@ -59,7 +59,10 @@ pub fn prune_gate(
         ));
     }
     let previous = backups.iter().rev().nth(1)?;
-    let (new, old) = (newest.manifest.total_bytes(), previous.manifest.total_bytes());
+    let (new, old) = (
+        newest.manifest.total_bytes(),
+        previous.manifest.total_bytes(),
+    );
     if (new as f64) < (old as f64) * shrink_ratio {
         return Some(format!(
             "the newest backup of `{name}` holds {new} bytes, the previous one {old}: \
@@ -82,7 +85,11 @@ pub fn apply_retention(
     let mut out = RetentionOutcome::default();
     for (b, k) in backups.iter().zip(&keep) {
         let id = b.manifest.backup_id.0.clone();
-        if *k { out.kept.push(id) } else { out.deleted.push(id) }
+        if *k {
+            out.kept.push(id)
+        } else {
+            out.deleted.push(id)
+        }
     }
     if out.deleted.is_empty() {
         return Ok(out);
@@ -166,11 +173,23 @@ mod tests {
     fn the_gate_refuses_after_a_failed_attempt_a_partial_or_a_shrunken_backup() {
         let good = [entry(1000, false), entry(990, false)];
         assert_eq!(prune_gate("db", &good, false, 0.5), None);
-        assert!(prune_gate("db", &good, true, 0.5).unwrap().contains("failed"));
+        assert!(
+            prune_gate("db", &good, true, 0.5)
+                .unwrap()
+                .contains("failed")
+        );
         let shrunk = [entry(1000, false), entry(10, false)];
-        assert!(prune_gate("db", &shrunk, false, 0.5).unwrap().contains("suspiciously small"));
+        assert!(
+            prune_gate("db", &shrunk, false, 0.5)
+                .unwrap()
+                .contains("suspiciously small")
+        );
         let partial = [entry(1000, false), entry(1000, true)];
-        assert!(prune_gate("db", &partial, false, 0.5).unwrap().contains("partial"));
+        assert!(
+            prune_gate("db", &partial, false, 0.5)
+                .unwrap()
+                .contains("partial")
+        );
         assert_eq!(prune_gate("db", &[entry(5, false)], false, 0.5), None);
     }
 }

@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::convert::{compose_info, config_from_inspect, create_body};
 use crate::{
-    ContainerDetails, ContainerState, Engine, EngineError, EngineInfo, ExecOutput, ExecStream,
-    MemoryUsage, MountSource, VolumeInfo,
+    ContainerDetails, ContainerEvent, ContainerState, Engine, EngineError, EngineInfo, ExecOutput,
+    ExecStream, MemoryUsage, MountSource, VolumeInfo,
 };
 
 pub struct DockerEngine {
@@ -714,6 +714,10 @@ impl Engine for DockerEngine {
             }),
             _ => result,
         }
+    }
+
+    fn container_events(&self) -> Result<mpsc::Receiver<ContainerEvent>, EngineError> {
+        Ok(crate::events::subscribe(&self.rt, &self.docker))
     }
 
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError> {

@@ -10,6 +10,7 @@
 mod convert;
 mod engine;
 mod error;
+mod events;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -96,6 +97,16 @@ pub trait ExecStream: Read + Send {
     fn finish(&mut self) -> Result<ExecOutput, EngineError>;
 }
 
+/// A change to a container, from the engine's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// `create`, `start`, `die`, `destroy`, `rename`, `update`...
+    pub action: String,
+    pub id: String,
+    /// The container's name at the time of the event.
+    pub name: String,
+}
+
 /// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
 /// not exist"; errors name the object and say what to do.
 pub trait Engine: Send + Sync {
@@ -161,5 +172,13 @@ pub trait Engine: Send + Sync {
         timeout: std::time::Duration,
     ) -> Result<ExecOutput, EngineError>;
     /// One sample of a running container's memory use; `None` when it is not running.
+    /// Container lifecycle events from now on, as they happen (no polling). The channel
+    /// closes when the engine connection drops: re-read the state and subscribe again.
+    fn container_events(&self) -> Result<std::sync::mpsc::Receiver<ContainerEvent>, EngineError> {
+        Err(EngineError::Unreachable {
+            detail: "this engine has no event stream".into(),
+        })
+    }
+
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError>;
 }

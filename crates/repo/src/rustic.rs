@@ -16,8 +16,8 @@ use rustic_core::{
 use crate::progress::Bars;
 use crate::source::{Problems, RecordingSource, StreamReadSource};
 use crate::{
-    CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository, RestoreReport,
-    SnapshotInfo, StreamBackup, StreamSource, verify,
+    CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository,
+    RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
 };
 
 /// Data packs are capped at this size (compressed). The engine's restore reads whole pack
@@ -381,7 +381,9 @@ impl Repository for RusticRepository {
     fn prune(&self) -> Result<PruneReport, RepoError> {
         self.with_engine(|e| {
             let opts = rustic_core::PruneOptions::default();
-            let plan = e.prune_plan(&opts).map_err(self.err("planning the prune"))?;
+            let plan = e
+                .prune_plan(&opts)
+                .map_err(self.err("planning the prune"))?;
             let report = PruneReport {
                 packs_removed: plan.stats.packs_to_delete.remove,
                 bytes_removed: plan.stats.size_to_delete.remove,

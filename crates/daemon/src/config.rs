@@ -1,0 +1,230 @@
+//! The daemon's config file (TOML) and command-line settings, validated into a
+//! [`DaemonPlan`] once, at start. Every error names the file and the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lifeboat_model::policy::{PolicyOptions, parse_duration};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+
+/// The file as written. Example in `deploy/lifeboat.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonOptions {
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub defaults: PolicyOptions,
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyOptions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    pub listen: Option<String>,
+    /// Serve `/metrics` and `/healthz` on their own listener too.
+    pub metrics_listen: Option<String>,
+    /// Jobs running at once, across services (default 2).
+    pub concurrency: Option<usize>,
+    /// Spread of each scheduled start (default 30s).
+    pub jitter: Option<String>,
+    /// The RPO of a service is its schedule interval times this (default 1.5).
+    pub rpo_tolerance: Option<f64>,
+    /// Retention refuses to delete when the newest backup is smaller than this fraction of
+    /// the previous one (default 0.5).
+    pub shrink_ratio: Option<f64>,
+    /// Receives a JSON POST on every failure and on recovery.
+    pub webhook_url: Option<String>,
+    /// Manage every container unless labelled `lifeboat.enable=false` (default: only those
+    /// labelled `lifeboat.enable=true`).
+    pub enable_all: Option<bool>,
+    /// How long SIGTERM waits for running jobs before undoing their pauses and stops.
+    pub shutdown_grace: Option<String>,
+    /// Where the API token is kept when LIFEBOAT_API_TOKEN is not set.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct DaemonPlan {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub concurrency: usize,
+    pub jitter: Duration,
+    pub rpo_tolerance: f64,
+    pub shrink_ratio: f64,
+    pub webhook_url: Option<String>,
+    pub enable_all: bool,
+    pub shutdown_grace: Duration,
+    pub token_file: PathBuf,
+    pub defaults: PolicyOptions,
+    pub policies: BTreeMap<String, PolicyOptions>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("{setting} = `{value}` is not valid: {why}")]
+    Setting {
+        setting: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+impl DaemonOptions {
+    pub fn load(path: &Path) -> Result<DaemonOptions, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Validates; `listen` from the command line wins over the file.
+    pub fn plan(self, listen: Option<&str>, state_dir: &Path) -> Result<DaemonPlan, ConfigError> {
+        let d = self.daemon;
+        let addr = |setting: &'static str, text: &str| -> Result<SocketAddr, ConfigError> {
+            text.parse().map_err(|_| ConfigError::Setting {
+                setting,
+                value: text.to_string(),
+                why: "write an address and port, e.g. 127.0.0.1:9187".into(),
+            })
+        };
+        let duration = |setting: &'static str, text: Option<&str>, default: u64| match text {
+            None => Ok(Duration::from_secs(default)),
+            Some("0") | Some("0s") => Ok(Duration::ZERO),
+            Some(t) => parse_duration(t).map_err(|e| ConfigError::Setting {
+                setting,
+                value: t.to_string(),
+                why: e.to_string(),
+            }),
+        };
+        let listen = addr(
+            "listen",
+            listen.or(d.listen.as_deref()).unwrap_or(DEFAULT_LISTEN),
+        )?;
+        let metrics_listen = d
+            .metrics_listen
+            .as_deref()
+            .map(|t| addr("metrics_listen", t))
+            .transpose()?;
+        if let Some(url) = &d.webhook_url
+            && !url.starts_with("http://")
+        {
+            return Err(ConfigError::Setting {
+                setting: "webhook_url",
+                value: url.clone(),
+                why: "only http:// URLs are supported (no TLS is built in); point it at a \
+                      local relay for https endpoints"
+                    .into(),
+            });
+        }
+        let ratio = |setting: &'static str, v: Option<f64>, default: f64, min: f64| {
+            let v = v.unwrap_or(default);
+            if v.is_finite() && v >= min {
+                Ok(v)
+            } else {
+                Err(ConfigError::Setting {
+                    setting,
+                    value: v.to_string(),
+                    why: format!("it must be a number of at least {min}"),
+                })
+            }
+        };
+        for (name, p) in std::iter::once(("[defaults]".to_string(), &self.defaults)).chain(
+            self.policies
+                .iter()
+                .map(|(n, p)| (format!("[policies.{n}]"), p)),
+        ) {
+            if let Some(url) = &p.ping_url
+                && !url.starts_with("http://")
+            {
+                return Err(ConfigError::Setting {
+                    setting: "ping_url",
+                    value: format!("{url} (in {name})"),
+                    why: "only http:// URLs are supported".into(),
+                });
+            }
+        }
+        Ok(DaemonPlan {
+            listen,
+            metrics_listen,
+            concurrency: d.concurrency.unwrap_or(2).max(1),
+            jitter: duration("jitter", d.jitter.as_deref(), 30)?,
+            rpo_tolerance: ratio("rpo_tolerance", d.rpo_tolerance, 1.5, 1.0)?,
+            shrink_ratio: ratio("shrink_ratio", d.shrink_ratio, 0.5, 0.0)?,
+            webhook_url: d.webhook_url,
+            enable_all: d.enable_all.unwrap_or(false),
+            shutdown_grace: duration("shutdown_grace", d.shutdown_grace.as_deref(), 300)?,
+            token_file: d.token_file.unwrap_or_else(|| state_dir.join("api.token")),
+            defaults: self.defaults,
+            policies: self.policies,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_file_parses_into_a_plan() {
+        let o: DaemonOptions = toml::from_str(
+            r#"
+            [daemon]
+            listen = "127.0.0.1:9999"
+            concurrency = 3
+            jitter = "10s"
+            webhook_url = "http://127.0.0.1:8000/hook"
+
+            [defaults]
+            schedule = "1h"
+            retention = "last=24,daily=7"
+
+            [policies.critical]
+            schedule = "5m"
+            retention = "7d"
+            mode = "hot"
+            "#,
+        )
+        .unwrap();
+        let p = o.plan(None, Path::new("/var/lib/lifeboat")).unwrap();
+        assert_eq!(p.listen.port(), 9999);
+        assert_eq!(p.concurrency, 3);
+        assert_eq!(p.jitter, Duration::from_secs(10));
+        assert_eq!(p.policies["critical"].schedule.as_deref(), Some("5m"));
+        assert_eq!(p.token_file, Path::new("/var/lib/lifeboat/api.token"));
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_values_are_named() {
+        let e = toml::from_str::<DaemonOptions>("[daemon]\nlisten_port = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let o: DaemonOptions = toml::from_str("[daemon]\nwebhook_url = \"https://x\"\n").unwrap();
+        let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
+        assert!(e.contains("webhook_url") && e.contains("http://"), "{e}");
+        let e = DaemonOptions::default()
+            .plan(Some("localhost"), Path::new("/s"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") && e.contains("127.0.0.1:9187"), "{e}");
+    }
+}

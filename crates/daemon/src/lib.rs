@@ -1,0 +1,15 @@
+//! `lifeboat daemon`: runs each service's backup policy on its schedule, keeps what the
+//! retention says (behind a safety gate), records every job in an embedded SQLite history,
+//! and serves a token-protected JSON API, Prometheus metrics and a web dashboard.
+//!
+//! Layout: `config` (file and label options → validated plan), `scheduler` (pure timing
+//! logic), `store` (job history and policy log), `services` (discovery and the engine's
+//! event stream), `runner` (executes jobs through `lifeboat-core`), `notify` (webhooks and
+//! pings), `metrics`, `api` (axum: translates HTTP to calls, nothing more), `dashboard`.
+//!
+//! Never: block an async task on the engine or the repository (both are synchronous and
+//! run on blocking threads), or let the HTTP layer touch the domain crates directly.
+
+pub mod config;
+pub mod scheduler;
+pub mod store;

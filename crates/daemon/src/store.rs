@@ -1,0 +1,384 @@
+//! The daemon's memory across restarts: every job (what, when, how it ended) and every
+//! change of a service's effective policy, in one SQLite file (`<state-dir>/daemon.db`).
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("job history {path}: {source}; check the state directory's disk and permissions")]
+pub struct StoreError {
+    path: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// One job as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    /// `backup`, `restore` or `prune`.
+    pub kind: String,
+    pub service: String,
+    /// `schedule` or `api`.
+    pub trigger: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `aborted`.
+    pub state: String,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub bytes_added: Option<i64>,
+    pub bytes_total: Option<i64>,
+    pub snapshot_id: Option<String>,
+    pub backup_id: Option<String>,
+    pub policy_sha256: Option<String>,
+    pub error: Option<String>,
+    /// Kind-specific JSON (restore options, retention outcome).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnd {
+    pub ok: bool,
+    pub bytes_added: Option<u64>,
+    pub bytes_total: Option<u64>,
+    pub snapshot_id: Option<String>,
+    pub backup_id: Option<String>,
+    pub error: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// One entry of the policy log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyChange {
+    pub service: String,
+    pub sha256: String,
+    pub policy: serde_json::Value,
+    pub recorded_at: String,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, service TEXT NOT NULL, trigger TEXT NOT NULL, state TEXT NOT NULL,
+    queued_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_seconds REAL,
+    bytes_added INTEGER, bytes_total INTEGER, snapshot_id TEXT, backup_id TEXT,
+    policy_sha256 TEXT, error TEXT, detail TEXT, request TEXT);
+CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, id);
+CREATE TABLE IF NOT EXISTS policy_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL, sha256 TEXT NOT NULL, policy TEXT NOT NULL, recorded_at TEXT NOT NULL);
+";
+
+const JOB_COLUMNS: &str = "id, kind, service, trigger, state, queued_at, started_at, \
+    finished_at, duration_seconds, bytes_added, bytes_total, snapshot_id, backup_id, \
+    policy_sha256, error, detail";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        service: r.get(2)?,
+        trigger: r.get(3)?,
+        state: r.get(4)?,
+        queued_at: r.get(5)?,
+        started_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        duration_seconds: r.get(8)?,
+        bytes_added: r.get(9)?,
+        bytes_total: r.get(10)?,
+        snapshot_id: r.get(11)?,
+        backup_id: r.get(12)?,
+        policy_sha256: r.get(13)?,
+        error: r.get(14)?,
+        detail: r
+            .get::<_, Option<String>>(15)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
+    })
+}
+
+fn now() -> String {
+    lifeboat_model::format_timestamp(Timestamp::now())
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let err = |source| StoreError {
+            path: shown.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Store { conn, path: shown })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Jobs a previous daemon left queued or running (it was killed): marked aborted.
+    pub fn abort_unfinished(&self) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'aborted', finished_at = ?1, error = \
+                 'the daemon stopped before this job ended' \
+                 WHERE state IN ('queued', 'running')",
+                params![now()],
+            )
+            .map_err(self.err())
+    }
+
+    pub fn queue(
+        &self,
+        kind: &str,
+        service: &str,
+        trigger: &str,
+        request: Option<&serde_json::Value>,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (kind, service, trigger, state, queued_at, request) \
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+                params![
+                    kind,
+                    service,
+                    trigger,
+                    now(),
+                    request.map(|r| r.to_string())
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn start(&self, id: i64, policy_sha256: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'running', started_at = ?2, policy_sha256 = ?3 WHERE id = ?1",
+                params![id, now(), policy_sha256],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    pub fn finish(&self, id: i64, seconds: f64, end: &JobEnd) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, duration_seconds = ?4, \
+                 bytes_added = ?5, bytes_total = ?6, snapshot_id = ?7, backup_id = ?8, \
+                 error = ?9, detail = ?10 WHERE id = ?1",
+                params![
+                    id,
+                    if end.ok { "succeeded" } else { "failed" },
+                    now(),
+                    seconds,
+                    end.bytes_added.map(|b| b as i64),
+                    end.bytes_total.map(|b| b as i64),
+                    end.snapshot_id,
+                    end.backup_id,
+                    end.error,
+                    end.detail.as_ref().map(|d| d.to_string()),
+                ],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The request a queued job was created with.
+    pub fn request(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT request FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
+        Ok(text.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Newest first; of one service when given.
+    pub fn jobs(&self, service: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR service = ?1) \
+                 ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![service, limit as i64], job_from_row)
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The newest finished backup job of `service`, and the newest successful one.
+    pub fn last_backups(&self, service: &str) -> Result<(Option<Job>, Option<Job>), StoreError> {
+        let q = |cond: &str| {
+            self.conn
+                .query_row(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = 'backup' \
+                         AND {cond} ORDER BY id DESC LIMIT 1"
+                    ),
+                    params![service],
+                    job_from_row,
+                )
+                .optional()
+                .map_err(self.err())
+        };
+        Ok((
+            q("state IN ('succeeded', 'failed', 'aborted')")?,
+            q("state = 'succeeded'")?,
+        ))
+    }
+
+    /// Backup jobs of `service` that failed (all time), for the failure counter.
+    pub fn failures(&self, service: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM jobs WHERE service = ?1 AND kind = 'backup' AND state = 'failed'",
+                params![service],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// Records `sha256` for `service` unless it is already its latest entry. True if new.
+    pub fn record_policy(
+        &self,
+        service: &str,
+        sha256: &str,
+        policy: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let last: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT sha256 FROM policy_log WHERE service = ?1 ORDER BY id DESC LIMIT 1",
+                params![service],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        if last.as_deref() == Some(sha256) {
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "INSERT INTO policy_log (service, sha256, policy, recorded_at) VALUES (?1, ?2, ?3, ?4)",
+                params![service, sha256, policy.to_string(), now()],
+            )
+            .map_err(self.err())?;
+        Ok(true)
+    }
+
+    /// The policy history, oldest first; of one service when given.
+    pub fn policy_log(&self, service: Option<&str>) -> Result<Vec<PolicyChange>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT service, sha256, policy, recorded_at FROM policy_log \
+                 WHERE (?1 IS NULL OR service = ?1) ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![service], |r| {
+                Ok(PolicyChange {
+                    service: r.get(0)?,
+                    sha256: r.get(1)?,
+                    policy: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                    recorded_at: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_survive_reopening_and_unfinished_ones_become_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.db");
+        let (done, cut) = {
+            let s = Store::open(&path).unwrap();
+            let a = s.queue("backup", "db", "schedule", None).unwrap();
+            s.start(a, Some("f00")).unwrap();
+            s.finish(
+                a,
+                1.5,
+                &JobEnd {
+                    ok: true,
+                    bytes_added: Some(10),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let b = s.queue("backup", "db", "api", None).unwrap();
+            s.start(b, None).unwrap();
+            (a, b) // the daemon dies here
+        };
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.abort_unfinished().unwrap(), 1);
+        let a = s.job(done).unwrap().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.bytes_added, a.policy_sha256.as_deref()),
+            ("succeeded", Some(10), Some("f00"))
+        );
+        assert_eq!(s.job(cut).unwrap().unwrap().state, "aborted");
+        let (last, ok) = s.last_backups("db").unwrap();
+        assert_eq!(last.unwrap().id, cut);
+        assert_eq!(ok.unwrap().id, done);
+        assert_eq!(s.jobs(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_policy_log_records_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("daemon.db")).unwrap();
+        let p = serde_json::json!({"schedule": "5m"});
+        assert!(s.record_policy("db", "aaa", &p).unwrap());
+        assert!(!s.record_policy("db", "aaa", &p).unwrap());
+        assert!(s.record_policy("db", "bbb", &p).unwrap());
+        assert!(s.record_policy("web", "aaa", &p).unwrap());
+        let log = s.policy_log(Some("db")).unwrap();
+        assert_eq!(
+            log.iter().map(|c| c.sha256.as_str()).collect::<Vec<_>>(),
+            ["aaa", "bbb"]
+        );
+    }
+}
