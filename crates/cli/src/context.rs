@@ -1,7 +1,5 @@
 //! Resolving where the repository is and how to unlock it, from flags and environment.
 
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -133,28 +131,12 @@ fn read_password_file(path: &Path) -> anyhow::Result<String> {
 
 /// Writes a new random key file readable only by its owner. Refuses to replace one.
 pub fn generate_key_file(path: &Path) -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read random bytes for the key file")?;
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "cannot create key file {} (does it exist already?)",
-                path.display()
-            )
-        })?;
-    std::io::Write::write_all(&mut f, format!("{key}\n").as_bytes())?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(key)
+    lifeboat_core::secret::generate_secret_file(path).with_context(|| {
+        format!(
+            "cannot create key file {} (does it exist already?)",
+            path.display()
+        )
+    })
 }
 
 pub fn hostname() -> String {

@@ -46,6 +46,12 @@ enum Command {
     Check(cmd::check::Args),
     /// Find what will make a backup or restore fail (exit 0 clear, 1 warnings, 2 errors).
     Doctor(cmd::doctor::Args),
+    /// Run policies on schedule: backups, retention, job history, HTTP API, metrics and
+    /// dashboard (foreground; SIGTERM stops it cleanly).
+    Daemon(cmd::daemon::Args),
+    /// Inspect the daemon's policies.
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
 }
 
 fn main() {
@@ -66,6 +72,8 @@ fn main() {
         Command::Restore(a) => cmd::restore::run(&cli.global, a),
         Command::Check(a) => cmd::check::run(&cli.global, a),
         Command::Doctor(a) => cmd::doctor::run(&cli.global, a),
+        Command::Daemon(a) => cmd::daemon::run(&cli.global, a),
+        Command::Policy(c) => cmd::policy::run(&cli.global, c),
     };
     let code = match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ mod error;
 mod hot;
 mod restore;
 mod retention;
+pub mod secret;
 mod stream;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};

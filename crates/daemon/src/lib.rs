@@ -10,6 +10,17 @@
 //! Never: block an async task on the engine or the repository (both are synchronous and
 //! run on blocking threads), or let the HTTP layer touch the domain crates directly.
 
+pub mod api;
 pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod notify;
+pub mod run;
+pub mod runner;
 pub mod scheduler;
+pub mod services;
 pub mod store;
+
+pub use config::{DaemonOptions, DaemonPlan};
+pub use daemon::RunEnv;
+pub use run::{DaemonError, run};

@@ -1,8 +1,9 @@
 //! When each service's jobs run: pure logic over an injected `now`, no clock, no I/O.
 //!
 //! Guarantees: jobs of one service never overlap; at most `limit` jobs run at once; a
-//! schedule slot gets a deterministic jitter in `[0, jitter)` so services sharing a schedule
-//! do not all start in the same second; a slot missed while the daemon was down runs once
+//! schedule slot gets a deterministic jitter in `[0, min(jitter, interval / 10))` so
+//! services sharing a schedule do not all start in the same second (a short schedule is not
+//! stretched by it); a slot missed while the daemon was down runs once
 //! at start, not once per missed slot; a service never backed up is due at once.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -48,6 +49,13 @@ pub fn jitter_for(service: &str, slot: Timestamp, jitter: Duration) -> Duration 
     Duration::from_millis(h.finish() % ms)
 }
 
+/// `slot` plus its jitter, bounded by a tenth of the schedule's interval.
+fn jittered(name: &str, schedule: &Schedule, slot: Timestamp, jitter: Duration) -> Timestamp {
+    let bound = jitter.min(schedule.interval(slot) / 10);
+    slot.checked_add(jitter_for(name, slot, bound))
+        .unwrap_or(slot)
+}
+
 impl<T> Scheduler<T> {
     pub fn new(limit: usize, jitter: Duration) -> Self {
         Scheduler {
@@ -70,8 +78,7 @@ impl<T> Scheduler<T> {
             // services does not start them all in the same second).
             _ => now,
         };
-        slot.checked_add(jitter_for(name, slot, self.jitter))
-            .unwrap_or(slot)
+        jittered(name, schedule, slot, self.jitter)
     }
 
     /// Adds a service or updates its schedule. `last_start` is when its last backup started
@@ -183,10 +190,7 @@ impl<T> Scheduler<T> {
                 && let Some(s) = &e.schedule
             {
                 let slot = s.next_after(started).unwrap_or(now);
-                e.next = Some(
-                    slot.checked_add(jitter_for(name, slot, jitter))
-                        .unwrap_or(slot),
-                );
+                e.next = Some(jittered(name, s, slot, jitter));
             }
         }
         self.drop_if_idle(name);
@@ -341,8 +345,9 @@ mod tests {
                 _ => t(0),
             };
             let next = s.next_run("svc").unwrap();
+            let bound = Duration::from_millis(jitter).min(Duration::from_secs(interval) / 10);
             prop_assert!(next >= base);
-            prop_assert!(next < base.checked_add(Duration::from_millis(jitter.max(1))).unwrap());
+            prop_assert!(next == base || next < base.checked_add(bound).unwrap());
         }
 
         #[test]

@@ -1,0 +1,215 @@
+//! The HTTP layer: translates requests into daemon calls and results into JSON, nothing
+//! more. Every route but `/healthz` and the dashboard's static page needs
+//! `Authorization: Bearer <token>`; the page itself holds no data and asks for the token.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::runner::{PruneJob, RestoreJob};
+
+type D = State<Arc<Daemon>>;
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({"error": message.to_string()}))).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(d): D, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), d.token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token: send `Authorization: Bearer <token>` (the token is \
+                 LIFEBOAT_API_TOKEN, or the token file the daemon printed at first start)",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            r
+        }
+    }
+}
+
+/// The API, metrics and dashboard on one router.
+pub fn router(d: Arc<Daemon>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{name}", get(service))
+        .route("/api/v1/services/{name}/backup", post(backup))
+        .route("/api/v1/services/{name}/restore", post(restore))
+        .route("/api/v1/services/{name}/prune", post(prune))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/snapshots", get(snapshots))
+        .route("/api/v1/policy/log", get(policy_log))
+        .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(dashboard))
+        .merge(protected)
+        .with_state(d)
+}
+
+/// Only `/metrics` and `/healthz`, for a separate metrics listener.
+pub fn metrics_router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(d.clone(), require_token))
+        .route("/healthz", get(healthz))
+        .with_state(d)
+}
+
+async fn healthz(State(d): D) -> Response {
+    let stopping = d.stopping.load(std::sync::atomic::Ordering::Relaxed);
+    axum::Json(json!({"status": if stopping { "stopping" } else { "ok" }, "version": env!("CARGO_PKG_VERSION")}))
+        .into_response()
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn metrics(State(d): D) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&d),
+    )
+        .into_response()
+}
+
+async fn services(State(d): D) -> Response {
+    axum::Json(json!({"services": d.services_view()})).into_response()
+}
+
+async fn service(State(d): D, Path(name): Path<String>) -> Response {
+    match d.services_view().into_iter().find(|s| s.name == name) {
+        Some(s) => axum::Json(s).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no managed service `{name}`"),
+        ),
+    }
+}
+
+fn accepted(result: Result<i64, crate::run::EnqueueError>) -> Response {
+    match result {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"job_id": id, "url": format!("/api/v1/jobs/{id}")})),
+        )
+            .into_response(),
+        Err(e) => error(e.status(), e),
+    }
+}
+
+/// An optional JSON body: empty means all defaults.
+fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> Result<T, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+async fn backup(State(d): D, Path(name): Path<String>) -> Response {
+    accepted(d.enqueue(&name, "backup", None))
+}
+
+async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
+    match body::<RestoreJob>(&bytes) {
+        Ok(r) => accepted(d.enqueue(&name, "restore", serde_json::to_value(r).ok())),
+        Err(resp) => resp,
+    }
+}
+
+async fn prune(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
+    match body::<PruneJob>(&bytes) {
+        Ok(r) => accepted(d.enqueue(&name, "prune", serde_json::to_value(r).ok())),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn jobs(State(d): D, Query(q): Query<JobsQuery>) -> Response {
+    match d
+        .store()
+        .jobs(q.service.as_deref(), q.limit.unwrap_or(50).min(1000))
+    {
+        Ok(jobs) => axum::Json(json!({"jobs": jobs})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn job(State(d): D, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a job id (a number)"),
+        );
+    };
+    match d.store().job(id) {
+        Ok(Some(j)) => axum::Json(j).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ServiceQuery {
+    service: Option<String>,
+}
+
+async fn snapshots(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
+    let d2 = d.clone();
+    let r = tokio::task::spawn_blocking(move || d2.snapshots(q.service.as_deref())).await;
+    match r {
+        Ok(Ok(list)) => axum::Json(json!({"snapshots": list})).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn policy_log(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
+    match d.store().policy_log(q.service.as_deref()) {
+        Ok(log) => axum::Json(json!({"policy_log": log})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Snapshot rows as the API lists them (no configuration, so no secrets).
+pub fn snapshot_row(b: &lifeboat_core::BackupEntry) -> Value {
+    let m = &b.manifest;
+    json!({
+        "service": m.container_name, "backup_id": m.backup_id.0, "snapshot_id": b.snapshot_id,
+        "started_at": lifeboat_model::format_timestamp(m.started_at),
+        "finished_at": lifeboat_model::format_timestamp(m.finished_at),
+        "bytes": m.total_bytes(), "added_bytes": m.parts.iter().map(|p| p.added_bytes).sum::<u64>(),
+        "partial": m.partial, "consistency": m.consistency, "policy_sha256": m.policy_sha256,
+        "host": m.host,
+    })
+}

@@ -1,0 +1,129 @@
+//! `/metrics` in the Prometheus text format, rendered from the daemon's state.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::daemon::{Daemon, Rpo};
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(d: &Daemon) -> String {
+    let views = d.services_view();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (service, v) in rows {
+            if service.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{service=\"{}\"}} {v}", label(&service));
+            }
+        }
+    };
+    let per = |f: &dyn Fn(&crate::daemon::ServiceView) -> Option<f64>| -> Vec<(String, f64)> {
+        views
+            .iter()
+            .filter_map(|v| f(v).map(|x| (v.name.clone(), x)))
+            .collect()
+    };
+    family(
+        "lifeboat_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the last successful backup of the service finished.",
+        per(&|v| {
+            v.last_success_at
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second() as f64)
+        }),
+    );
+    let success = |v: &crate::daemon::ServiceView| {
+        // The last successful job, found through the service's own state.
+        d.state()
+            .services
+            .get(&v.name)
+            .and_then(|s| s.last_success.clone())
+    };
+    family(
+        "lifeboat_last_backup_duration_seconds",
+        "gauge",
+        "Duration of the last successful backup.",
+        per(&|v| success(v).and_then(|j| j.duration_seconds)),
+    );
+    family(
+        "lifeboat_last_backup_added_bytes",
+        "gauge",
+        "Bytes the last successful backup added to the repository (after deduplication).",
+        per(&|v| success(v).and_then(|j| j.bytes_added).map(|b| b as f64)),
+    );
+    family(
+        "lifeboat_backup_failures_total",
+        "counter",
+        "Failed backups of the service (all time, from the job history).",
+        per(&|v| Some(v.failures_total as f64)),
+    );
+    family(
+        "lifeboat_last_backup_failed",
+        "gauge",
+        "1 when the service's most recent backup attempt failed.",
+        per(&|v| Some(v.last_job.as_ref().is_some_and(|j| j.state != "succeeded") as u8 as f64)),
+    );
+    family(
+        "lifeboat_snapshots",
+        "gauge",
+        "Committed backups of the service in the repository.",
+        per(&|v| v.snapshots.map(|n| n as f64)),
+    );
+    family(
+        "lifeboat_rpo_seconds",
+        "gauge",
+        "Recovery point objective: the schedule interval times the tolerance.",
+        per(&|v| v.rpo_seconds.map(|s| s as f64)),
+    );
+    family(
+        "lifeboat_rpo_breached",
+        "gauge",
+        "1 when the last successful backup is older than the RPO (or there is none).",
+        per(&|v| Some((v.rpo == Rpo::Red) as u8 as f64)),
+    );
+    let running = d.state().scheduler.running();
+    family(
+        "lifeboat_jobs_running",
+        "gauge",
+        "Jobs running now.",
+        vec![(String::new(), running as f64)],
+    );
+    family(
+        "lifeboat_notifications_failed_total",
+        "counter",
+        "Webhooks and pings not delivered after retries.",
+        vec![(
+            String::new(),
+            d.notifier.failed.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    family(
+        "lifeboat_notifications_sent_total",
+        "counter",
+        "Webhooks and pings delivered.",
+        vec![(
+            String::new(),
+            d.notifier.sent.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,342 @@
+//! Starting, running and stopping the daemon: token, job history, discovery thread,
+//! scheduler loop, HTTP listeners, and the SIGTERM path (stop scheduling, let running jobs
+//! finish within the grace period, else undo their pauses and stops before exiting).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use lifeboat_docker::Engine;
+use serde_json::{Value, json};
+
+use crate::config::DaemonPlan;
+use crate::daemon::{Daemon, RunEnv, State, log_line};
+use crate::notify::Notifier;
+use crate::scheduler::{Scheduler, Start};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another daemon running? Pick another with --listen"
+    )]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API token file {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the daemon's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("no managed service `{0}` (label its container lifeboat.enable=true)")]
+    Unknown(String),
+    #[error("`{0}` has no valid policy: {1}")]
+    Invalid(String, String),
+    #[error("the daemon is shutting down; try again after it restarts")]
+    Stopping,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl EnqueueError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EnqueueError::Unknown(_) => StatusCode::NOT_FOUND,
+            EnqueueError::Invalid(..) => StatusCode::CONFLICT,
+            EnqueueError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            EnqueueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl Daemon {
+    /// Queues a job of `kind` for `service`; it starts when the service's current job is
+    /// done and a slot is free. Restores may name a service that is gone (that is their
+    /// point); backups and prunes need a managed service with a valid policy.
+    pub fn enqueue(
+        &self,
+        service: &str,
+        kind: &str,
+        request: Option<Value>,
+    ) -> Result<i64, EnqueueError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(EnqueueError::Stopping);
+        }
+        if service.is_empty() || service.contains('/') {
+            return Err(EnqueueError::Unknown(service.to_string()));
+        }
+        {
+            let st = self.state();
+            match st.services.get(service) {
+                Some(s) if kind != "restore" => {
+                    if let Some(e) = &s.policy_error {
+                        return Err(EnqueueError::Invalid(service.into(), e.clone()));
+                    }
+                }
+                None if kind != "restore" => return Err(EnqueueError::Unknown(service.into())),
+                _ => {}
+            }
+        }
+        let id = self.store().queue(kind, service, "api", request.as_ref())?;
+        self.state()
+            .scheduler
+            .request(service, id, Timestamp::now());
+        self.log(
+            "info",
+            "job queued",
+            json!({"job": id, "kind": kind, "service": service}),
+        );
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Committed backups in the repository, newest last.
+    pub fn snapshots(&self, service: Option<&str>) -> Result<Vec<Value>, String> {
+        let repo = lifeboat_repo::RusticRepository::open(&self.env.repo, &self.env.password, None)
+            .map_err(|e| e.to_string())?;
+        let list = lifeboat_core::list_backups(&repo, service).map_err(|e| e.to_string())?;
+        Ok(list.iter().map(crate::api::snapshot_row).collect())
+    }
+}
+
+/// The API token: `LIFEBOAT_API_TOKEN`, else the token file, else a new token file (the
+/// token is printed once, on stderr).
+pub fn api_token(plan: &DaemonPlan) -> Result<String, DaemonError> {
+    if let Ok(t) = std::env::var("LIFEBOAT_API_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let path = &plan.token_file;
+    let err = |source| DaemonError::Token {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.exists() {
+        return lifeboat_core::secret::read_secret_file(path).map_err(err);
+    }
+    let token = lifeboat_core::secret::generate_secret_file(path).map_err(err)?;
+    eprintln!(
+        "lifeboat: new API token (shown once; kept in {}, mode 0600): {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Counts each service's committed backups once at start (for metrics and the dashboard).
+fn count_snapshots(d: &Daemon) {
+    match d.snapshots(None) {
+        Ok(rows) => {
+            let mut st = d.state();
+            for s in st.services.values_mut() {
+                s.snapshots = Some(
+                    rows.iter()
+                        .filter(|r| r["service"] == s.name.as_str())
+                        .count(),
+                );
+            }
+        }
+        Err(e) => d.log("error", "cannot list the repository", json!({"error": e})),
+    }
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let token = api_token(&plan)?;
+    let store = Store::open(&env.state_dir.join("daemon.db"))?;
+    let aborted = store.abort_unfinished()?;
+    if aborted > 0 {
+        log_line(
+            "warn",
+            "jobs cut short by the previous daemon marked aborted",
+            json!({"count": aborted}),
+        );
+    }
+    let d = Arc::new(Daemon {
+        notifier: Notifier::new(rt.handle().clone(), plan.webhook_url.clone()),
+        state: std::sync::Mutex::new(State {
+            scheduler: Scheduler::new(plan.concurrency, plan.jitter),
+            services: Default::default(),
+        }),
+        store: std::sync::Mutex::new(store),
+        plan,
+        env,
+        engine,
+        token,
+        wake: tokio::sync::Notify::new(),
+        stopping: Default::default(),
+        started_at: Timestamp::now(),
+        jobs_started: Default::default(),
+    });
+    // Listeners first: a port clash fails the start before anything runs.
+    let listeners = rt.block_on(async {
+        let mut out = Vec::new();
+        let mut addrs = vec![(d.plan.listen, false)];
+        if let Some(m) = d.plan.metrics_listen {
+            addrs.push((m, true));
+        }
+        for (addr, metrics_only) in addrs {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            out.push((l, metrics_only));
+        }
+        Ok::<_, DaemonError>(out)
+    })?;
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("lifeboat-events".into())
+            .spawn(move || crate::services::watch(d))
+            .map_err(DaemonError::Runtime)?;
+    }
+    log_line(
+        "info",
+        "daemon started",
+        json!({"listen": d.plan.listen.to_string(), "metrics_listen": d.plan.metrics_listen.map(|a| a.to_string()),
+               "repository": d.env.repo.0, "concurrency": d.plan.concurrency, "pid": std::process::id()}),
+    );
+    rt.block_on(async move {
+        for (listener, metrics_only) in listeners {
+            let app = if metrics_only {
+                crate::api::metrics_router(d.clone())
+            } else {
+                crate::api::router(d.clone())
+            };
+            let d2 = d.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    while !d2.stopping.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+            });
+        }
+        {
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || count_snapshots(&d));
+        }
+        schedule_loop(d).await;
+    });
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn schedule_loop(d: Arc<Daemon>) {
+    let mut jobs = tokio::task::JoinSet::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let now = Timestamp::now();
+        let starts = d.state().scheduler.poll(now);
+        for (service, start) in starts {
+            let id = match &start {
+                Start::Requested(id) => *id,
+                Start::Scheduled => match d.store().queue("backup", &service, "schedule", None) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        d.log(
+                            "error",
+                            "cannot record a scheduled job",
+                            json!({"service": service, "error": e.to_string()}),
+                        );
+                        d.state().scheduler.finished(&service, &start, now, now);
+                        continue;
+                    }
+                },
+            };
+            d.jobs_started.fetch_add(1, Ordering::Relaxed);
+            let d2 = d.clone();
+            jobs.spawn_blocking(move || {
+                d2.execute(&service, id);
+                d2.state()
+                    .scheduler
+                    .finished(&service, &start, now, Timestamp::now());
+                d2.wake.notify_one();
+            });
+        }
+        let wait = d
+            .state()
+            .scheduler
+            .next_wakeup()
+            .map(|t| {
+                Duration::from_millis(
+                    (t.as_millisecond() - Timestamp::now().as_millisecond()).max(20) as u64,
+                )
+            })
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = d.wake.notified() => {}
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            _ = &mut signal => break,
+        }
+    }
+    d.stopping.store(true, Ordering::Relaxed);
+    let running = d.state().scheduler.running();
+    log_line(
+        "info",
+        "stopping: no new jobs; waiting for running ones",
+        json!({"running": running, "grace_seconds": d.plan.shutdown_grace.as_secs()}),
+    );
+    let all_done = async { while jobs.join_next().await.is_some() {} };
+    let in_time = tokio::time::timeout(d.plan.shutdown_grace, all_done)
+        .await
+        .is_ok();
+    if !in_time {
+        // Jobs still running: undo what they paused or stopped, then leave. Their intents
+        // are on disk too, so even a kill here is repaired by the next start.
+        let d2 = d.clone();
+        let undone = tokio::task::spawn_blocking(move || {
+            lifeboat_consistency::recover(
+                d2.engine.as_ref(),
+                &d2.env.state_dir,
+                Some(std::process::id()),
+            )
+        })
+        .await
+        .unwrap_or_default();
+        log_line(
+            "warn",
+            "grace period over: jobs abandoned, containers put back",
+            json!({"undone": undone}),
+        );
+        let _ = d.store().abort_unfinished();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // let listeners close
+    log_line("info", "daemon stopped", json!({}));
+}

@@ -1,0 +1,325 @@
+//! Runs one job on a blocking thread, through `lifeboat-core`, and records it: backup
+//! (then retention), restore, or prune. Every outcome lands in the job history, the
+//! service's state, the log, and (on failure or recovery) the notifications.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use lifeboat_consistency::Mode;
+use lifeboat_core::{
+    BackupRequest, RestoreRequest, RetentionRequest, UnhealthyPolicy, apply_retention,
+    backup_container, list_backups, restore_container,
+};
+use lifeboat_model::policy::Policy;
+use lifeboat_repo::RusticRepository;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::daemon::Daemon;
+use crate::store::JobEnd;
+
+/// What `POST .../restore` may ask.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreJob {
+    pub snapshot: Option<String>,
+    #[serde(rename = "as")]
+    pub as_name: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `POST .../prune` may ask.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneJob {
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn fail(e: impl std::fmt::Display) -> JobEnd {
+    JobEnd {
+        ok: false,
+        error: Some(e.to_string()),
+        ..Default::default()
+    }
+}
+
+impl Daemon {
+    fn open_repo(&self) -> Result<RusticRepository, lifeboat_repo::RepoError> {
+        RusticRepository::open(&self.env.repo, &self.env.password, None)
+    }
+
+    fn backup_request(
+        &self,
+        policy: Option<&Policy>,
+        sha: Option<String>,
+    ) -> Result<BackupRequest, String> {
+        Ok(BackupRequest {
+            with_image: policy.is_some_and(|p| p.with_image),
+            host_root: self.env.host_root.clone(),
+            state_dir: self.env.state_dir.clone(),
+            hostname: self.env.hostname.clone(),
+            extra_tags: Vec::new(),
+            mode: policy
+                .and_then(|p| p.mode.as_deref())
+                .map(Mode::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            unhealthy: UnhealthyPolicy::Skip,
+            strategy: policy.and_then(|p| p.strategy.clone()),
+            policy_sha256: sha,
+        })
+    }
+
+    /// Runs job `id` of `service` to its end and records it.
+    pub fn execute(&self, service: &str, id: i64) {
+        let job = self.store().job(id).ok().flatten();
+        let kind = job.as_ref().map(|j| j.kind.clone()).unwrap_or_default();
+        let request = self.store().request(id).ok().flatten();
+        let (policy, sha) = {
+            let st = self.state();
+            let s = st.services.get(service);
+            (
+                s.and_then(|s| s.policy.clone()),
+                s.and_then(|s| s.policy_sha256.clone()),
+            )
+        };
+        if let Err(e) = self.store().start(id, sha.as_deref()) {
+            self.log(
+                "error",
+                "cannot record job start",
+                json!({"job": id, "error": e.to_string()}),
+            );
+        }
+        self.log(
+            "info",
+            "job started",
+            json!({"job": id, "kind": kind, "service": service}),
+        );
+        let t0 = Instant::now();
+        let end = match kind.as_str() {
+            "backup" => self.backup(service, id, policy.as_ref(), sha),
+            "restore" => match serde_json::from_value::<RestoreJob>(request.unwrap_or(json!({}))) {
+                Ok(r) => self.restore(service, id, &r),
+                Err(e) => fail(format!("bad restore request: {e}")),
+            },
+            "prune" => {
+                let force = request
+                    .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
+                    .is_some_and(|p| p.force);
+                self.prune(service, id, policy.as_ref(), force)
+            }
+            other => fail(format!("unknown job kind `{other}`")),
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        if let Err(e) = self.store().finish(id, seconds, &end) {
+            self.log(
+                "error",
+                "cannot record job end",
+                json!({"job": id, "error": e.to_string()}),
+            );
+        }
+        self.log(
+            if end.ok { "info" } else { "error" },
+            "job finished",
+            json!({"job": id, "kind": kind, "service": service, "ok": end.ok, "seconds": seconds,
+                   "bytes_added": end.bytes_added, "snapshot": end.snapshot_id, "error": end.error}),
+        );
+        if kind == "backup" {
+            self.after_backup(service, id, &end, policy.as_ref());
+        }
+    }
+
+    fn note_for(&self, service: &str, id: i64) -> impl Fn(&str) + '_ {
+        let service = service.to_string();
+        move |line: &str| {
+            crate::daemon::log_line("info", line, json!({"service": service, "job": id}));
+        }
+    }
+
+    fn backup(
+        &self,
+        service: &str,
+        id: i64,
+        policy: Option<&Policy>,
+        sha: Option<String>,
+    ) -> JobEnd {
+        let req = match self.backup_request(policy, sha) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let note = self.note_for(service, id);
+        let out = match backup_container(self.engine.as_ref(), &repo, service, &req, &note) {
+            Ok(out) => out,
+            Err(e) => return fail(e),
+        };
+        let m = &out.manifest;
+        let mut end = JobEnd {
+            ok: true,
+            bytes_added: Some(m.parts.iter().map(|p| p.added_bytes).sum()),
+            bytes_total: Some(m.total_bytes()),
+            snapshot_id: Some(out.manifest_snapshot.clone()),
+            backup_id: Some(m.backup_id.0.clone()),
+            error: None,
+            detail: Some(
+                json!({"partial": m.partial, "problems": m.problems, "consistency": m.consistency}),
+            ),
+        };
+        if let Some(retention) = policy.and_then(|p| p.retention.clone()) {
+            let req = RetentionRequest {
+                retention,
+                force: false,
+                newest_attempt_failed: false,
+                shrink_ratio: self.plan.shrink_ratio,
+                dry_run: false,
+                state_dir: self.env.state_dir.clone(),
+            };
+            let detail = match apply_retention(&repo, service, &req, &note) {
+                Ok(r) => {
+                    if let Some(why) = &r.refused {
+                        self.log(
+                            "warn",
+                            "retention refused",
+                            json!({"service": service, "reason": why}),
+                        );
+                        self.notifier.webhook(json!({"event": "retention_refused", "service": service, "message": why}));
+                    }
+                    serde_json::to_value(&r).unwrap_or_default()
+                }
+                Err(e) => {
+                    self.notifier.webhook(json!({"event": "retention_failed", "service": service, "error": e.to_string()}));
+                    json!({"error": e.to_string()})
+                }
+            };
+            if let Some(d) = end.detail.as_mut().and_then(|d| d.as_object_mut()) {
+                d.insert("retention".into(), detail);
+            }
+        }
+        if let Ok(list) = list_backups(&repo, Some(service)) {
+            self.set_snapshot_count(service, list.len());
+        }
+        end
+    }
+
+    pub fn set_snapshot_count(&self, service: &str, n: usize) {
+        if let Some(s) = self.state().services.get_mut(service) {
+            s.snapshots = Some(n);
+        }
+    }
+
+    fn after_backup(&self, service: &str, id: i64, end: &JobEnd, policy: Option<&Policy>) {
+        let job = self.store().job(id).ok().flatten();
+        let was_failing = {
+            let mut st = self.state();
+            let Some(s) = st.services.get_mut(service) else {
+                return;
+            };
+            let was = s.last_job.as_ref().is_some_and(|j| j.state != "succeeded");
+            s.last_job = job.clone();
+            if end.ok {
+                s.last_success = job.clone();
+            } else {
+                s.failures += 1;
+            }
+            was
+        };
+        self.notifier
+            .ping(policy.and_then(|p| p.ping_url.as_deref()), end.ok);
+        if !end.ok {
+            self.notifier.webhook(json!({
+                "event": "backup_failed", "service": service, "job": id,
+                "error": end.error, "time": lifeboat_model::format_timestamp(Timestamp::now()),
+                "message": format!("backup of `{service}` failed: {}", end.error.as_deref().unwrap_or("")),
+            }));
+        } else if was_failing {
+            self.notifier.webhook(json!({
+                "event": "backup_recovered", "service": service, "job": id,
+                "snapshot": end.snapshot_id,
+                "message": format!("backup of `{service}` works again"),
+            }));
+        }
+    }
+
+    fn restore(&self, service: &str, id: i64, r: &RestoreJob) -> JobEnd {
+        let backup = match self.backup_request(None, None) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
+        let req = RestoreRequest {
+            snapshot: r.snapshot.clone(),
+            at: None,
+            as_name: r.as_name.clone(),
+            force: r.force,
+            dry_run: r.dry_run,
+            health_timeout: Duration::from_secs(120),
+            backup,
+        };
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let note = self.note_for(service, id);
+        match restore_container(self.engine.as_ref(), &repo, service, &req, &note) {
+            Ok(out) => JobEnd {
+                ok: true,
+                snapshot_id: Some(out.from_snapshot.clone()),
+                backup_id: Some(out.backup_id.clone()),
+                detail: Some(json!({
+                    "container": out.container, "safety_snapshot": out.safety_snapshot,
+                    "volumes": out.volumes, "binds": out.binds, "started": out.started,
+                    "health": out.health, "dry_run": out.dry_run, "actions": out.actions,
+                    "seconds": out.seconds,
+                })),
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        }
+    }
+
+    fn prune(&self, service: &str, id: i64, policy: Option<&Policy>, force: bool) -> JobEnd {
+        let Some(retention) = policy.and_then(|p| p.retention.clone()) else {
+            return fail(format!(
+                "`{service}` has no retention policy: set the label lifeboat.retention (e.g. 7d)"
+            ));
+        };
+        let newest_attempt_failed = self
+            .state()
+            .services
+            .get(service)
+            .and_then(|s| s.last_job.as_ref().map(|j| j.state != "succeeded"))
+            .unwrap_or(false);
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let req = RetentionRequest {
+            retention,
+            force,
+            newest_attempt_failed,
+            shrink_ratio: self.plan.shrink_ratio,
+            dry_run: false,
+            state_dir: self.env.state_dir.clone(),
+        };
+        match apply_retention(&repo, service, &req, &self.note_for(service, id)) {
+            Ok(r) => {
+                if let Ok(list) = list_backups(&repo, Some(service)) {
+                    self.set_snapshot_count(service, list.len());
+                }
+                JobEnd {
+                    ok: r.refused.is_none(),
+                    error: r.refused.clone(),
+                    detail: serde_json::to_value(&r).ok(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => fail(e),
+        }
+    }
+}
