@@ -45,6 +45,9 @@ pub struct DaemonSection {
     pub enable_all: Option<bool>,
     /// How long SIGTERM waits for running jobs before undoing their pauses and stops.
     pub shutdown_grace: Option<String>,
+    /// Manage only containers carrying this label (`key=value`): several daemons with
+    /// different repositories can share one host.
+    pub scope: Option<String>,
     /// Where the API token is kept when LIFEBOAT_API_TOKEN is not set.
     pub token_file: Option<PathBuf>,
 }
@@ -61,6 +64,8 @@ pub struct DaemonPlan {
     pub webhook_url: Option<String>,
     pub enable_all: bool,
     pub shutdown_grace: Duration,
+    /// Only containers with this label (key, value) are managed.
+    pub scope: Option<(String, String)>,
     pub token_file: PathBuf,
     pub defaults: PolicyOptions,
     pub policies: BTreeMap<String, PolicyOptions>,
@@ -162,7 +167,21 @@ impl DaemonOptions {
                 });
             }
         }
+        let scope = match d.scope.as_deref().map(|s| s.split_once('=')) {
+            None => None,
+            Some(Some((k, v))) if !k.trim().is_empty() => {
+                Some((k.trim().to_string(), v.trim().to_string()))
+            }
+            Some(_) => {
+                return Err(ConfigError::Setting {
+                    setting: "scope",
+                    value: d.scope.clone().unwrap_or_default(),
+                    why: "write a label as key=value, e.g. lifeboat.daemon=primary".into(),
+                });
+            }
+        };
         Ok(DaemonPlan {
+            scope,
             listen,
             metrics_listen,
             concurrency: d.concurrency.unwrap_or(2).max(1),

@@ -61,7 +61,12 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         return;
     };
     let name = c.name.clone();
-    if !is_enabled(&c.config.labels, d.plan.enable_all) {
+    let in_scope = d
+        .plan
+        .scope
+        .as_ref()
+        .is_none_or(|(k, v)| c.config.label(k) == Some(v.as_str()));
+    if !in_scope || !is_enabled(&c.config.labels, d.plan.enable_all) {
         let mut st = d.state();
         if st.services.remove(&name).is_some() {
             st.scheduler.unschedule(&name);
@@ -105,7 +110,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
             service.policy = Some(policy.clone());
             service.policy_sha256 = Some(sha.clone());
             let last_start = history
-                .0
+                .2
                 .as_ref()
                 .and_then(|j| j.started_at.as_deref())
                 .and_then(|t| t.parse().ok());

@@ -61,6 +61,9 @@ pub struct PolicyChange {
     pub recorded_at: String,
 }
 
+/// See [`Store::last_backups`].
+pub type LastBackups = (Option<Job>, Option<Job>, Option<Job>);
+
 pub struct Store {
     conn: Connection,
     path: String,
@@ -242,8 +245,10 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// The newest finished backup job of `service`, and the newest successful one.
-    pub fn last_backups(&self, service: &str) -> Result<(Option<Job>, Option<Job>), StoreError> {
+    /// Of `service`'s backup jobs: the newest finished one, the newest successful one, and
+    /// the newest that ran to an end (succeeded or failed; an aborted run does not count
+    /// as its slot's run, so it is retried at start).
+    pub fn last_backups(&self, service: &str) -> Result<LastBackups, StoreError> {
         let q = |cond: &str| {
             self.conn
                 .query_row(
@@ -260,6 +265,7 @@ impl Store {
         Ok((
             q("state IN ('succeeded', 'failed', 'aborted')")?,
             q("state = 'succeeded'")?,
+            q("state IN ('succeeded', 'failed')")?,
         ))
     }
 
@@ -360,9 +366,14 @@ mod tests {
             ("succeeded", Some(10), Some("f00"))
         );
         assert_eq!(s.job(cut).unwrap().unwrap().state, "aborted");
-        let (last, ok) = s.last_backups("db").unwrap();
+        let (last, ok, ran) = s.last_backups("db").unwrap();
         assert_eq!(last.unwrap().id, cut);
         assert_eq!(ok.unwrap().id, done);
+        assert_eq!(
+            ran.unwrap().id,
+            done,
+            "an aborted run is not its slot's run"
+        );
         assert_eq!(s.jobs(None, 10).unwrap().len(), 2);
     }
 

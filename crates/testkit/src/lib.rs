@@ -7,6 +7,7 @@
 
 mod corpus;
 mod docker;
+pub mod http;
 mod tree;
 
 pub use corpus::write_corpus;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod common;
 mod consistency;
+mod daemon;
 mod doctor;
 mod freeze_thaw;
 mod hot_mariadb;

@@ -1,0 +1,535 @@
+//! `lifeboat daemon` against the real engine: schedules, retention, failure metrics and
+//! webhooks, the token, the event stream, and a daemon killed or stopped mid-job.
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_testkit::http::{self, Receiver, Response, free_port};
+
+use crate::common::*;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A running daemon on its own port; killed (SIGKILL) when dropped if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon that manages only containers labelled `lifeboat.test=<scope>` (the
+    /// engine is shared with other tests), with more `[daemon]` settings.
+    pub fn start(lb: &Lb, scope: &str, settings: &str) -> Daemon {
+        let cfg = lb.state.path().join("lifeboat.toml");
+        let config =
+            format!("[daemon]\nscope = \"lifeboat.test={scope}\"\njitter = \"0s\"\n{settings}\n");
+        std::fs::write(&cfg, config).unwrap();
+        let port = free_port();
+        let log = lb.state.path().join(format!("daemon-{port}.log"));
+        let child = lb
+            .command()
+            .env("LIFEBOAT_API_TOKEN", TOKEN)
+            .args(["daemon", "--config"])
+            .arg(&cfg)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the daemon");
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        d.wait_until(
+            "the daemon answers /healthz",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(d.base.trim_start_matches("http://")).is_ok(),
+        );
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http::request(
+            "GET",
+            &format!("{}{path}", self.base),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            None,
+        )
+    }
+
+    pub fn post(&self, path: &str, body: Option<&str>) -> Response {
+        http::request(
+            "POST",
+            &format!("{}{path}", self.base),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            body,
+        )
+    }
+
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        let r = self.get(&format!("/api/v1/services/{name}"));
+        if r.status == 200 {
+            r.json()
+        } else {
+            serde_json::Value::Null
+        }
+    }
+
+    pub fn jobs(&self, name: &str) -> Vec<serde_json::Value> {
+        self.get(&format!("/api/v1/jobs?service={name}")).json()["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn metric(&self, line_prefix: &str) -> Option<f64> {
+        self.get("/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\ndaemon log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits for job `id` to end; returns it.
+    pub fn wait_job(&self, id: i64, timeout: Duration) -> serde_json::Value {
+        let mut job = serde_json::Value::Null;
+        self.wait_until(&format!("job {id} to end"), timeout, || {
+            job = self.get(&format!("/api/v1/jobs/{id}")).json();
+            ["succeeded", "failed", "aborted"].contains(&job["state"].as_str().unwrap_or(""))
+        });
+        job
+    }
+
+    pub fn signal(&self, sig: &str) {
+        assert!(
+            std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn succeeded(jobs: &[serde_json::Value]) -> usize {
+    jobs.iter().filter(|j| j["state"] == "succeeded").count()
+}
+
+#[test]
+fn a_ten_second_schedule_backs_up_three_times_and_retention_keeps_two() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-sched");
+    let vol = unique("lbt-sched-data");
+    new_volume(&mut c, &vol);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=10s",
+            "-l",
+            "lifeboat.retention=last=2",
+        ],
+    );
+    let d = Daemon::start(&lb, &name, "");
+    let t0 = Instant::now();
+    d.wait_until(
+        "three successful scheduled backups",
+        Duration::from_secs(60),
+        || succeeded(&d.jobs(&name)) >= 3,
+    );
+    let elapsed = t0.elapsed().as_secs_f64();
+    // First at start, then every 10 s: the third lands about 20 s in, never much sooner.
+    assert!(
+        (18.0..45.0).contains(&elapsed),
+        "three backups took {elapsed:.1}s"
+    );
+    let jobs = d.jobs(&name);
+    assert!(
+        jobs.iter()
+            .all(|j| j["trigger"] == "schedule" && j["kind"] == "backup"),
+        "{jobs:?}"
+    );
+    d.wait_until(
+        "retention after the third backup",
+        Duration::from_secs(20),
+        || lb.backups(&name).len() == 2,
+    );
+    let newest = jobs.iter().find(|j| j["state"] == "succeeded").unwrap();
+    let retention = &newest["detail"]["retention"];
+    assert_eq!(
+        retention["kept"].as_array().unwrap().len(),
+        2,
+        "{retention}"
+    );
+    // The policy fingerprint is the service's, recorded in the manifest and the policy log.
+    let sha = d.service(&name)["policy_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sha.len(), 64);
+    let snaps = d.get(&format!("/api/v1/snapshots?service={name}")).json();
+    let rows = snaps["snapshots"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|r| r["policy_sha256"] == sha.as_str()),
+        "{rows:?}"
+    );
+    let log = lb.run(&["policy", "log", &name, "--json"]).ok().json();
+    assert_eq!(log["policy_log"][0]["sha256"], sha.as_str());
+    assert_eq!(
+        d.metric(&format!("lifeboat_snapshots{{service=\"{name}\"}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        d.metric(&format!("lifeboat_rpo_breached{{service=\"{name}\"}}")),
+        Some(0.0)
+    );
+    assert!(
+        d.metric(&format!(
+            "lifeboat_last_success_timestamp_seconds{{service=\"{name}\"}}"
+        ))
+        .unwrap()
+            > 1.7e9
+    );
+}
+
+#[test]
+fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recovers() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let name = unique("lbt-fail");
+    // The pre hook fails until /ok exists: a broken service, then a fixed one.
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.pre=test -f /ok",
+        ],
+    );
+    let d = Daemon::start(&lb, &name, &format!("webhook_url = \"{}/hook\"", hook.url));
+    let failed = hook
+        .wait_for("backup_failed", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no failure webhook\n{}", d.log_text()));
+    let event: serde_json::Value = serde_json::from_str(&failed).unwrap();
+    assert_eq!(event["service"], name.as_str());
+    assert!(event["error"].as_str().unwrap().contains("hook"), "{event}");
+    let failures = format!("lifeboat_backup_failures_total{{service=\"{name}\"}}");
+    assert_eq!(d.metric(&failures), Some(1.0));
+    assert_eq!(
+        d.metric(&format!(
+            "lifeboat_last_backup_failed{{service=\"{name}\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(d.service(&name)["status"], "failing");
+    assert!(lb.backups(&name).is_empty());
+
+    docker(&["exec", &name, "sh", "-c", "touch /ok"]);
+    let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["trigger"], "api");
+    let recovered = hook.wait_for("backup_recovered", Duration::from_secs(20));
+    assert!(recovered.is_some(), "no recovery webhook\n{}", d.log_text());
+    assert_eq!(
+        d.metric(&format!(
+            "lifeboat_last_backup_failed{{service=\"{name}\"}}"
+        )),
+        Some(0.0)
+    );
+    assert_eq!(
+        d.metric(&failures),
+        Some(1.0),
+        "the counter keeps the past failure"
+    );
+}
+
+#[test]
+fn the_api_refuses_requests_without_the_token() {
+    let lb = Lb::new();
+    let d = Daemon::start(&lb, "none", "");
+    let url = |p: &str| format!("{}{p}", d.base);
+    for path in [
+        "/api/v1/services",
+        "/api/v1/jobs",
+        "/metrics",
+        "/api/v1/snapshots",
+    ] {
+        let none = http::request("GET", &url(path), &[], None);
+        assert_eq!(none.status, 401, "{path}: {}", none.body);
+        assert!(none.body.contains("Bearer"), "{}", none.body);
+        let wrong = http::request("GET", &url(path), &[("Authorization", "Bearer nope")], None);
+        assert_eq!(wrong.status, 401, "{path}");
+        assert_eq!(d.get(path).status, 200, "{path} with the token");
+    }
+    let post = http::request("POST", &url("/api/v1/services/x/backup"), &[], None);
+    assert_eq!(post.status, 401);
+    assert_eq!(
+        http::request("GET", &url("/healthz"), &[], None).status,
+        200
+    );
+    // With the token, bad requests are named.
+    assert_eq!(
+        d.post("/api/v1/services/no-such-service/backup", None)
+            .status,
+        404
+    );
+    assert_eq!(d.get("/api/v1/jobs/abc").status, 400);
+    assert_eq!(d.get("/api/v1/jobs/999999").status, 404);
+    let bad = d.post("/api/v1/services/x/restore", Some("{\"forse\": true}"));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("forse"), "{}", bad.body);
+}
+
+#[test]
+fn a_label_change_and_a_new_container_are_picked_up_from_the_event_stream() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-events");
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+        ],
+    );
+    let d = Daemon::start(&lb, &name, "");
+    d.wait_until(
+        "the service with its 1h schedule",
+        Duration::from_secs(20),
+        || d.service(&name)["policy"]["schedule"] == "1h",
+    );
+    let first = d.service(&name)["policy_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Compose applies a label change by recreating the container.
+    docker(&["rm", "-f", &name]);
+    d.wait_until(
+        "the service marked missing",
+        Duration::from_secs(20),
+        || d.service(&name)["status"] == "missing",
+    );
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=2h",
+            "-l",
+            "lifeboat.retention=7d",
+        ],
+    );
+    d.wait_until("the new schedule", Duration::from_secs(20), || {
+        d.service(&name)["policy"]["schedule"] == "2h"
+    });
+    let second = d.service(&name)["policy_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, second);
+    let log = d.get(&format!("/api/v1/policy/log?service={name}")).json();
+    let shas: Vec<&str> = log["policy_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(shas, [first.as_str(), second.as_str()]);
+    // A container created after the start, with a bad label: listed as not protected.
+    let other = unique("lbt-events-new");
+    run_sleeper(
+        &mut c,
+        &other,
+        &[
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=often",
+        ],
+    );
+    d.wait_until("the new container", Duration::from_secs(20), || {
+        d.service(&other)["status"] == "invalid"
+    });
+    assert!(
+        d.service(&other)["policy_error"]
+            .as_str()
+            .unwrap()
+            .contains("often")
+    );
+    assert!(!d.log_text().contains("poll"), "discovery must not poll");
+}
+
+/// Fills a volume with `mb` MiB of incompressible data, so that reading it takes a while.
+fn big_volume(c: &mut Cleanup, name: &str, mb: usize) {
+    let path = new_volume(c, name);
+    let mut f = std::fs::File::create(path.join("blob")).unwrap();
+    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::copy(
+        &mut std::io::Read::take(&mut urandom, (mb as u64) << 20),
+        &mut f,
+    )
+    .unwrap();
+}
+
+fn paused(name: &str) -> bool {
+    inspect(name, "{{.State.Paused}}") == "true"
+}
+
+#[test]
+fn a_daemon_killed_mid_backup_leaves_no_container_paused_after_restart() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-kill");
+    let vol = unique("lbt-kill-data");
+    big_volume(&mut c, &vol, 400);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.mode=pause",
+        ],
+    );
+    let mut d = Daemon::start(&lb, &name, "");
+    d.wait_until(
+        "the container paused by the backup",
+        Duration::from_secs(30),
+        || paused(&name),
+    );
+    d.signal("KILL");
+    let _ = d.child.wait();
+    assert!(
+        paused(&name),
+        "a SIGKILLed daemon cannot undo its pause: the next start must"
+    );
+    let d2 = Daemon::start(&lb, &name, "");
+    d2.wait_until(
+        "the container unpaused by the restarted daemon",
+        Duration::from_secs(20),
+        || !paused(&name),
+    );
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+    let jobs = d2.jobs(&name);
+    let first = jobs.iter().min_by_key(|j| j["id"].as_i64()).unwrap();
+    assert_eq!(first["state"], "aborted", "{first}");
+    // The interrupted slot is run again, once, and it completes.
+    d2.wait_until(
+        "a complete backup after the restart",
+        Duration::from_secs(90),
+        || succeeded(&d2.jobs(&name)) == 1,
+    );
+    assert_eq!(lb.backups(&name).len(), 1);
+    assert!(!paused(&name));
+}
+
+#[test]
+fn sigterm_mid_backup_lets_the_job_finish_and_unpauses() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-term");
+    let vol = unique("lbt-term-data");
+    big_volume(&mut c, &vol, 300);
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.mode=pause",
+        ],
+    );
+    let mut d = Daemon::start(&lb, &name, "");
+    d.wait_until(
+        "the container paused by the backup",
+        Duration::from_secs(30),
+        || paused(&name),
+    );
+    d.signal("TERM");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "daemon exit {status:?}\n{}", d.log_text());
+    assert!(!paused(&name));
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+    assert_eq!(
+        lb.backups(&name).len(),
+        1,
+        "the running job finished before exit"
+    );
+    assert!(d.log_text().contains("daemon stopped"));
+}
