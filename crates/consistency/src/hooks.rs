@@ -71,15 +71,16 @@ impl Hooks {
 }
 
 /// Runs `command` with `sh -c` inside `container`; a non-zero exit or a timeout is an error.
+/// Runs a hook in the container with id `id`; errors name it by `name`.
 pub fn run_hook(
     engine: &dyn Engine,
-    container: &str,
+    (id, container): (&str, &str),
     which: &'static str,
     command: &str,
     timeout: Duration,
 ) -> Result<(), HookError> {
     let cmd = vec!["sh".to_string(), "-c".to_string(), command.to_string()];
-    let out = engine.exec(container, &cmd, timeout)?;
+    let out = engine.exec(id, &cmd, timeout)?;
     match out.exit_code {
         Some(0) => Ok(()),
         Some(code) => Err(HookError::Failed {

@@ -93,7 +93,14 @@ pub(crate) fn capture_consistently<T>(
     let pre = match (&hooks.pre, hooks_apply) {
         (Some(cmd), true) => {
             note(&format!("{}: pre hook", details.name));
-            run_hook(engine, &details.id, "pre", cmd, hooks.timeout).map_err(CoreError::from)
+            run_hook(
+                engine,
+                (&details.id, &details.name),
+                "pre",
+                cmd,
+                hooks.timeout,
+            )
+            .map_err(CoreError::from)
         }
         _ => Ok(()),
     };
@@ -148,7 +155,14 @@ pub(crate) fn capture_consistently<T>(
     let post = match (&hooks.post, hooks_apply) {
         (Some(cmd), true) => {
             note(&format!("{}: post hook", details.name));
-            run_hook(engine, &details.id, "post", cmd, hooks.timeout).map_err(CoreError::from)
+            run_hook(
+                engine,
+                (&details.id, &details.name),
+                "post",
+                cmd,
+                hooks.timeout,
+            )
+            .map_err(CoreError::from)
         }
         _ => Ok(()),
     };

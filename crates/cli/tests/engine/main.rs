@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod consistency;
 mod daemon;
+mod dashboard;
 mod doctor;
 mod freeze_thaw;
 mod hot_mariadb;
