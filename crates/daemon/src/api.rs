@@ -123,12 +123,11 @@ fn accepted(result: Result<i64, crate::run::EnqueueError>) -> Response {
 }
 
 /// An optional JSON body: empty means all defaults.
-fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> Result<T, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| format!("request body: {e}"))
 }
 
 async fn backup(State(d): D, Path(name): Path<String>) -> Response {
@@ -138,14 +137,14 @@ async fn backup(State(d): D, Path(name): Path<String>) -> Response {
 async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
     match body::<RestoreJob>(&bytes) {
         Ok(r) => accepted(d.enqueue(&name, "restore", serde_json::to_value(r).ok())),
-        Err(resp) => resp,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 async fn prune(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
     match body::<PruneJob>(&bytes) {
         Ok(r) => accepted(d.enqueue(&name, "prune", serde_json::to_value(r).ok())),
-        Err(resp) => resp,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
