@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lifeboat_model::policy::{PolicyOptions, parse_duration};
+use lifeboat_model::policy::{PolicyOptions, Retention, Schedule, parse_duration};
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
@@ -157,6 +157,21 @@ impl DaemonOptions {
                 .iter()
                 .map(|(n, p)| (format!("[policies.{n}]"), p)),
         ) {
+            // Checked here so a typo fails the start, not the first service that uses it.
+            let named =
+                |setting: &'static str, value: &str, e: lifeboat_model::policy::PolicyError| {
+                    ConfigError::Setting {
+                        setting,
+                        value: format!("{value} (in {name})"),
+                        why: e.to_string(),
+                    }
+                };
+            if let Some(s) = &p.schedule {
+                Schedule::parse(s).map_err(|e| named("schedule", s, e))?;
+            }
+            if let Some(r) = p.retention.as_deref().filter(|r| *r != "none") {
+                Retention::parse(r).map_err(|e| named("retention", r, e))?;
+            }
             if let Some(url) = &p.ping_url
                 && !url.starts_with("http://")
             {
@@ -240,6 +255,9 @@ mod tests {
         let o: DaemonOptions = toml::from_str("[daemon]\nwebhook_url = \"https://x\"\n").unwrap();
         let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
         assert!(e.contains("webhook_url") && e.contains("http://"), "{e}");
+        let o: DaemonOptions = toml::from_str("[policies.gold]\nschedule = \"hourly\"\n").unwrap();
+        let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
+        assert!(e.contains("[policies.gold]") && e.contains("hourly"), "{e}");
         let e = DaemonOptions::default()
             .plan(Some("localhost"), Path::new("/s"))
             .unwrap_err()

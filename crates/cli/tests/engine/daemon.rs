@@ -533,3 +533,123 @@ fn sigterm_mid_backup_lets_the_job_finish_and_unpauses() {
     );
     assert!(d.log_text().contains("daemon stopped"));
 }
+
+#[test]
+fn a_restore_requested_through_the_api_rebuilds_a_side_by_side_copy() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-apirest");
+    let vol = unique("lbt-apirest-data");
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("records"), "1000 records\n").unwrap();
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            "lifeboat.schedule=1h",
+        ],
+    );
+    let d = Daemon::start(&lb, &name, "");
+    d.wait_until("the first backup", Duration::from_secs(30), || {
+        succeeded(&d.jobs(&name)) == 1
+    });
+    let copy = format!("{name}-copy");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    // Without --force the running original is never overwritten: the job fails, says why.
+    let refused = d.post(&format!("/api/v1/services/{name}/restore"), None);
+    assert_eq!(refused.status, 202);
+    let job = d.wait_job(
+        refused.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("refusing to overwrite"),
+        "{job}"
+    );
+    let r = d.post(
+        &format!("/api/v1/services/{name}/restore"),
+        Some(&format!("{{\"as\": \"{copy}\"}}")),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "restore");
+    assert_eq!(inspect(&copy, "{{.State.Running}}"), "true");
+    let restored = docker(&["exec", &copy, "sh", "-c", "cat /data/records"]);
+    assert_eq!(restored.trim(), "1000 records");
+}
+
+#[test]
+fn retention_refuses_to_delete_after_a_suspiciously_small_backup() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let name = unique("lbt-shrink");
+    let vol = unique("lbt-shrink-data");
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("table"), vec![7u8; 2 << 20]).unwrap();
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.retention=last=1",
+        ],
+    );
+    let d = Daemon::start(&lb, &name, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("the first backup", Duration::from_secs(30), || {
+        succeeded(&d.jobs(&name)) == 1
+    });
+    // The service loses its data; the next backup is tiny.
+    std::fs::remove_file(path.join("table")).unwrap();
+    let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded");
+    let refused = job["detail"]["retention"]["refused"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(refused.contains("suspiciously small"), "{job}");
+    assert_eq!(lb.backups(&name).len(), 2, "the good backup is kept");
+    assert!(
+        hook.wait_for("retention_refused", Duration::from_secs(20))
+            .is_some()
+    );
+    // Forced, the prune applies the policy.
+    let r = d.post(
+        &format!("/api/v1/services/{name}/prune"),
+        Some("{\"force\": true}"),
+    );
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(lb.backups(&name).len(), 1);
+}
