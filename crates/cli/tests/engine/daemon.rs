@@ -236,6 +236,7 @@ fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recove
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let hook = Receiver::start();
+    let pings = Receiver::start();
     let name = unique("lbt-fail");
     // The pre hook fails until /ok exists: a broken service, then a fixed one.
     run_sleeper(
@@ -250,6 +251,8 @@ fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recove
             "lifeboat.schedule=1h",
             "-l",
             "lifeboat.pre=test -f /ok",
+            "-l",
+            &format!("lifeboat.ping-url={}/ping/abc", pings.url),
         ],
     );
     let d = Daemon::start(&lb, &name, &format!("webhook_url = \"{}/hook\"", hook.url));
@@ -269,6 +272,8 @@ fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recove
     );
     assert_eq!(d.service(&name)["status"], "failing");
     assert!(lb.backups(&name).is_empty());
+    let fail_ping = pings.wait_for("GET /ping/abc/fail HTTP", Duration::from_secs(20));
+    assert!(fail_ping.is_some(), "no failure ping");
 
     docker(&["exec", &name, "sh", "-c", "touch /ok"]);
     let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
@@ -279,6 +284,8 @@ fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recove
     );
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["trigger"], "api");
+    let ok_ping = pings.wait_for("GET /ping/abc HTTP", Duration::from_secs(20));
+    assert!(ok_ping.is_some(), "no success ping");
     let recovered = hook.wait_for("backup_recovered", Duration::from_secs(20));
     assert!(recovered.is_some(), "no recovery webhook\n{}", d.log_text());
     assert_eq!(
@@ -652,4 +659,120 @@ fn retention_refuses_to_delete_after_a_suspiciously_small_backup() {
     );
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(lb.backups(&name).len(), 1);
+}
+
+#[test]
+fn without_a_token_variable_a_token_file_is_generated_once_and_metrics_can_listen_apart() {
+    let lb = Lb::new();
+    let token_file = lb.state.path().join("api.token");
+    let api = free_port();
+    let metrics = free_port();
+    let config = lb.state.path().join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nscope = \"lifeboat.test=none\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        lb.command()
+            .env_remove("LIFEBOAT_API_TOKEN")
+            .args([
+                "daemon",
+                "--listen",
+                &format!("127.0.0.1:{api}"),
+                "--config",
+            ])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_port = |port: u16| {
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "port {port} never opened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let stop = |mut child: Child| {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(child.wait().unwrap().success(), "{err}");
+        err
+    };
+    let first = start();
+    wait_port(api);
+    wait_port(metrics);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let auth = format!("Bearer {token}");
+    let m = http::request(
+        "GET",
+        &format!("http://127.0.0.1:{metrics}/metrics"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(m.status, 200);
+    assert!(m.body.contains("lifeboat_jobs_running 0"), "{}", m.body);
+    assert_eq!(
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{metrics}/metrics"),
+            &[],
+            None
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{metrics}/healthz"),
+            &[],
+            None
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{api}/api/v1/services"),
+            &[("Authorization", &auth)],
+            None
+        )
+        .status,
+        200
+    );
+    let err = stop(first);
+    assert!(err.contains(&token), "the new token is printed once: {err}");
+    let second = start();
+    wait_port(api);
+    let err = stop(second);
+    assert!(
+        !err.contains(&token),
+        "a kept token is never printed again: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
 }
