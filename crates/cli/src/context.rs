@@ -115,6 +115,7 @@ impl GlobalArgs {
             unhealthy: UnhealthyPolicy::Skip,
             strategy: None,
             policy_sha256: None,
+            run_id: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct BackupRequest {
     pub strategy: Option<String>,
     /// Fingerprint of the daemon policy that asked for this backup, kept in the manifest.
     pub policy_sha256: Option<String>,
+    /// The multi-container run this backup belongs to (manifest field and `run=` tag).
+    pub run_id: Option<String>,
 }
 
 /// The health gate: an unhealthy, restarting or dead container is not backed up by default.
@@ -137,6 +139,7 @@ pub fn backup_container(
             problems,
             parts,
             policy_sha256: req.policy_sha256.clone(),
+            run_id: req.run_id.clone(),
         };
         let id = commit_manifest(repo, &manifest, &base_tags)?;
         Ok((id, manifest))
@@ -173,6 +176,9 @@ fn base_tags(details: &ContainerDetails, backup_id: &BackupId, req: &BackupReque
     ];
     if let Some(c) = &details.compose {
         out.push(tags::project(&c.project));
+    }
+    if let Some(run) = &req.run_id {
+        out.push(tags::run(run));
     }
     out.extend(req.extra_tags.iter().cloned());
     out

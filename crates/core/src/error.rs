@@ -30,6 +30,8 @@ pub enum CoreError {
     Hook(#[from] lifeboat_consistency::HookError),
     #[error("{0}; nothing was stored")]
     Hot(String),
+    #[error("{0}")]
+    Stack(String),
     #[error(
         "`{name}` is {status}: not backed up, its data may be mid-recovery. Fix it first, or \
          pass --unhealthy=wait to wait for it or --unhealthy=force to back it up anyway"

@@ -15,6 +15,7 @@ mod error;
 mod hot;
 mod restore;
 mod retention;
+pub mod stack;
 pub mod secret;
 mod stream;
 

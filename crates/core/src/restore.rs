@@ -21,6 +21,9 @@ pub struct RestoreRequest {
     /// Restore side by side under this name (volumes and bind paths renamed too).
     pub as_name: Option<String>,
     pub force: bool,
+    /// A drill's sandbox: with `as_name`, the copy joins only this (internal) network, under
+    /// its original name and compose service as aliases, with no published ports.
+    pub sandbox_network: Option<String>,
     /// Check and describe, change nothing.
     pub dry_run: bool,
     /// How long to wait for a healthcheck to pass.
@@ -309,6 +312,9 @@ fn create_and_start(
 ) -> Result<(), CoreError> {
     let name = &plan.target_name;
     let mut config = restored_config(&plan.manifest, req.as_name.as_deref());
+    if let Some(net) = &req.sandbox_network {
+        sandbox_config(&mut config, &plan.manifest, net);
+    }
     if plan.use_image_id {
         note(&format!(
             "image {} not found by name; using it by ID {}",
@@ -340,7 +346,7 @@ fn create_and_start(
     Ok(())
 }
 
-fn is_builtin_network(name: &str) -> bool {
+pub(crate) fn is_builtin_network(name: &str) -> bool {
     matches!(name, "bridge" | "host" | "none") || name.starts_with("container:")
 }
 
@@ -505,6 +511,22 @@ fn restored_config(manifest: &Manifest, as_name: Option<&str>) -> ContainerConfi
             .retain(|k, _| !k.starts_with("com.docker.compose."));
     }
     config
+}
+
+/// Confines a drill's copy: one internal network where it answers to its production names
+/// (so its dependents find it), no published ports, no restart policy.
+fn sandbox_config(config: &mut ContainerConfig, manifest: &Manifest, network: &str) {
+    let mut aliases = vec![manifest.container_name.clone()];
+    if let Some(c) = &manifest.compose {
+        aliases.push(c.service.clone());
+    }
+    config.networks = vec![lifeboat_model::NetworkAttachment {
+        name: network.to_string(),
+        aliases,
+        driver: "bridge".into(),
+    }];
+    config.port_bindings.clear();
+    config.restart_policy = Default::default();
 }
 
 fn load_image(engine: &dyn Engine, repo: &dyn Repository, part: &Part) -> Result<(), CoreError> {

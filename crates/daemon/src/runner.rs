@@ -71,6 +71,7 @@ impl Daemon {
             unhealthy: UnhealthyPolicy::Skip,
             strategy: policy.and_then(|p| p.strategy.clone()),
             policy_sha256: sha,
+            run_id: None,
         })
     }
 
@@ -257,6 +258,7 @@ impl Daemon {
             at: None,
             as_name: r.as_name.clone(),
             force: r.force,
+            sandbox_network: None,
             dry_run: r.dry_run,
             health_timeout: Duration::from_secs(120),
             backup,

@@ -36,6 +36,9 @@ pub mod tags {
     pub fn host(name: &str) -> String {
         format!("host={name}")
     }
+    pub fn run(id: &str) -> String {
+        format!("run={id}")
+    }
 
     /// The value of a `key=value` tag among `tags`.
     pub fn value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
@@ -60,6 +63,14 @@ impl BackupId {
             &digest[..8]
         ))
     }
+}
+
+/// `run-20261123T203434Z-1a2b3c4d`: one id for the backups of several containers taken in
+/// one run.
+pub fn new_run_id(at: Timestamp, host: &str) -> String {
+    let seed = format!("run|{at}|{host}|{}", std::process::id());
+    let digest = hex::encode(Sha256::digest(seed.as_bytes()));
+    format!("run-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &digest[..8])
 }
 
 impl std::fmt::Display for BackupId {
@@ -153,6 +164,10 @@ pub struct Manifest {
     /// log` shows it); absent for backups run by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_sha256: Option<String>,
+    /// Shared by every backup of one multi-container run (`backup --project`, `--all`), so a
+    /// stack can be restored from one consistent moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 fn default_consistency() -> String {
@@ -242,6 +257,7 @@ mod tests {
             partial: false,
             problems: vec![],
             policy_sha256: None,
+            run_id: None,
         }
     }
 

@@ -12,8 +12,12 @@ pub struct Args {
     /// Containers to back up
     pub names: Vec<String>,
     /// Back up every container (except those labelled lifeboat.enable=false)
-    #[arg(long, conflicts_with = "names")]
+    #[arg(long, conflicts_with_all = ["names", "project"])]
     pub all: bool,
+    /// Back up every container of this compose project, in one run (one run id, so the
+    /// stack can be restored from one moment)
+    #[arg(long, conflicts_with = "names")]
+    pub project: Option<String>,
     /// Also store the image (`docker save`), to restore on a host without a registry
     #[arg(long)]
     pub with_image: bool,
@@ -41,17 +45,31 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
-    if a.names.is_empty() && !a.all {
-        bail!("name the containers to back up, or pass --all");
+    if a.names.is_empty() && !a.all && a.project.is_none() {
+        bail!("name the containers to back up, or pass --project NAME or --all");
     }
     let engine = g.engine()?;
     let repo = g.open_repo()?;
-    let names = if a.all {
-        enabled_containers(&engine)?
+    let names = if a.all || a.project.is_some() {
+        enabled_containers(&engine, a.project.as_deref())?
     } else {
         a.names.clone()
     };
+    if let Some(p) = &a.project
+        && names.is_empty()
+    {
+        bail!(
+            "no container belongs to compose project `{p}` (label com.docker.compose.project); \
+             list projects with `docker ps -a --format '{{{{.Label \"com.docker.compose.project\"}}}}'`"
+        );
+    }
     let mut req = g.backup_request(a.with_image);
+    if names.len() > 1 || a.project.is_some() {
+        req.run_id = Some(lifeboat_model::new_run_id(
+            jiff::Timestamp::now(),
+            &req.hostname,
+        ));
+    }
     req.mode = a.mode.as_deref().map(Mode::parse).transpose()?;
     req.unhealthy = match a.unhealthy.as_str() {
         "force" => UnhealthyPolicy::Force,
@@ -107,17 +125,19 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"backups": results}))?
+            serde_json::to_string_pretty(&json!({"run_id": req.run_id, "backups": results}))?
         );
     }
     Ok(worst)
 }
 
-fn enabled_containers(engine: &dyn Engine) -> anyhow::Result<Vec<String>> {
+/// Containers not labelled `lifeboat.enable=false`, of compose project `project` if given.
+fn enabled_containers(engine: &dyn Engine, project: Option<&str>) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for name in engine.container_names()? {
         if let Some(c) = engine.container(&name)?
             && c.config.label("lifeboat.enable") != Some("false")
+            && project.is_none_or(|p| c.compose.as_ref().is_some_and(|cp| cp.project == p))
         {
             out.push(name);
         }

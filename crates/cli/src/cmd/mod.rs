@@ -5,4 +5,5 @@ pub mod doctor;
 pub mod init;
 pub mod policy;
 pub mod restore;
+pub mod restore_stack;
 pub mod snapshots;

@@ -11,8 +11,21 @@ use crate::output::note;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The container whose backup to restore
-    pub name: String,
+    /// The containers whose backups to restore (one: a single restore; several: a stack)
+    #[arg(required_unless_present_any = ["project", "all"])]
+    pub names: Vec<String>,
+    /// Restore every service of this compose project, in dependency order
+    #[arg(long, conflicts_with_all = ["names", "all"])]
+    pub project: Option<String>,
+    /// Restore every container that has a backup, in dependency order
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Print the stack plan (backups chosen, dependency order) and change nothing
+    #[arg(long)]
+    pub plan: bool,
+    /// For a stack: seconds for the whole restore, dependencies' health included
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
     /// Restore this backup (snapshot id or backup id, prefixes accepted)
     #[arg(long, conflicts_with = "at")]
     pub snapshot: Option<String>,
@@ -35,13 +48,14 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
-    if a.as_name.as_deref() == Some(a.name.as_str()) {
+    if a.names.len() != 1 || a.project.is_some() || a.all || a.plan {
+        return super::restore_stack::run(g, a);
+    }
+    let name = &a.names[0];
+    if a.as_name.as_deref() == Some(name.as_str()) {
         bail!("--as names the same container; drop --as to restore in place");
     }
-    let at = match &a.at {
-        Some(t) => Some(parse_timestamp(t).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    let at = parse_at(a.at.as_deref())?;
     let engine = g.engine()?;
     let repo = g.open_repo()?;
     let req = RestoreRequest {
@@ -49,11 +63,12 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         at,
         as_name: a.as_name.clone(),
         force: a.force,
+        sandbox_network: None,
         dry_run: a.dry_run,
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
     };
-    let out = restore_container(&engine, &repo, &a.name, &req, &note)?;
+    let out = restore_container(&engine, &repo, name, &req, &note)?;
     if g.json {
         println!(
             "{}",
@@ -94,4 +109,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     }
     Ok(Code::Ok)
+}
+
+/// `--at` as a timestamp.
+pub fn parse_at(at: Option<&str>) -> anyhow::Result<Option<jiff::Timestamp>> {
+    at.map(|t| parse_timestamp(t).map_err(anyhow::Error::msg))
+        .transpose()
 }
