@@ -15,8 +15,8 @@ mod error;
 mod hot;
 mod restore;
 mod retention;
-pub mod stack;
 pub mod secret;
+pub mod stack;
 mod stream;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};

@@ -72,7 +72,10 @@ pub fn choose_backups(
         .collect();
     let services: BTreeSet<String> = match selection {
         Selection::Names(n) => n.iter().cloned().collect(),
-        _ => candidates.iter().map(|b| b.manifest.container_name.clone()).collect(),
+        _ => candidates
+            .iter()
+            .map(|b| b.manifest.container_name.clone())
+            .collect(),
     };
     if services.is_empty() {
         return Err(CoreError::NoBackup {
@@ -92,7 +95,9 @@ pub fn choose_backups(
         if let Some(run) = &b.manifest.run_id {
             let e = runs.entry(run.clone()).or_default();
             let name = b.manifest.container_name.clone();
-            if e.get(&name).is_none_or(|o| o.manifest.started_at < b.manifest.started_at) {
+            if e.get(&name)
+                .is_none_or(|o| o.manifest.started_at < b.manifest.started_at)
+            {
                 e.insert(name, b.clone());
             }
         }
@@ -149,7 +154,12 @@ pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
         );
     }
     if let Some(v) = m.config.label("lifeboat.depends-on") {
-        out.extend(v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from));
+        out.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(String::from),
+        );
     }
     out.sort();
     out.dedup();
@@ -170,7 +180,10 @@ impl std::fmt::Display for GraphError {
                 "dependency cycle: {} (fix the depends_on / lifeboat.depends-on labels)",
                 c.join(" -> ")
             ),
-            GraphError::Missing { service, dependency } => write!(
+            GraphError::Missing {
+                service,
+                dependency,
+            } => write!(
                 f,
                 "`{service}` depends on `{dependency}`, which is neither in the restore nor \
                  running here: add it to the restore (e.g. --project), restore it first, or \
@@ -188,7 +201,9 @@ pub fn levels(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Vec<String>>, 
     while done.len() < deps.len() {
         let level: Vec<String> = deps
             .iter()
-            .filter(|(s, d)| !done.contains(s.as_str()) && d.iter().all(|x| done.contains(x.as_str())))
+            .filter(|(s, d)| {
+                !done.contains(s.as_str()) && d.iter().all(|x| done.contains(x.as_str()))
+            })
             .map(|(s, _)| s.clone())
             .collect();
         if level.is_empty() {
@@ -205,7 +220,11 @@ pub fn levels(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Vec<String>>, 
 fn find_cycle(deps: &BTreeMap<String, Vec<String>>, done: &BTreeSet<&str>) -> Vec<String> {
     // Every remaining node has an unfinished dependency: walk them until one repeats.
     let mut path: Vec<String> = Vec::new();
-    let mut at = deps.keys().find(|k| !done.contains(k.as_str())).cloned().unwrap_or_default();
+    let mut at = deps
+        .keys()
+        .find(|k| !done.contains(k.as_str()))
+        .cloned()
+        .unwrap_or_default();
     loop {
         if let Some(i) = path.iter().position(|p| *p == at) {
             let mut cycle = path[i..].to_vec();
@@ -213,7 +232,11 @@ fn find_cycle(deps: &BTreeMap<String, Vec<String>>, done: &BTreeSet<&str>) -> Ve
             return cycle;
         }
         path.push(at.clone());
-        at = deps[&at].iter().find(|d| !done.contains(d.as_str())).cloned().unwrap_or_default();
+        at = deps[&at]
+            .iter()
+            .find(|d| !done.contains(d.as_str()))
+            .cloned()
+            .unwrap_or_default();
     }
 }
 
@@ -228,7 +251,12 @@ pub fn plan_stack(
     // A dependency may name a compose service or a container.
     let by_service: BTreeMap<String, String> = chosen
         .iter()
-        .filter_map(|(n, b)| b.manifest.compose.as_ref().map(|c| (c.service.clone(), n.clone())))
+        .filter_map(|(n, b)| {
+            b.manifest
+                .compose
+                .as_ref()
+                .map(|c| (c.service.clone(), n.clone()))
+        })
         .collect();
     let mut depends_on = BTreeMap::new();
     let mut external = BTreeMap::new();
@@ -301,7 +329,11 @@ pub struct ServiceResult {
 
 /// Waits for `names` to be healthy (or running, without a healthcheck), with exponential
 /// backoff, until `deadline`.
-pub fn wait_ready(engine: &dyn Engine, names: &[String], deadline: Instant) -> Result<(), CoreError> {
+pub fn wait_ready(
+    engine: &dyn Engine,
+    names: &[String],
+    deadline: Instant,
+) -> Result<(), CoreError> {
     let mut delay = Duration::from_millis(200);
     loop {
         let mut waiting = None;
@@ -381,7 +413,9 @@ pub fn restore_stack(
                             req.snapshot = Some(plan.backups[service].snapshot_id.clone());
                             req.at = None;
                             req.as_name = rename(service);
-                            req.health_timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+                            req.health_timeout = deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_secs(1));
                             restore_container(engine, repo, service, &req, &note)
                         });
                         outcome(service, &target(service), r, t0)
@@ -392,12 +426,20 @@ pub fn restore_stack(
             for line in rx {
                 note(&line);
             }
-            handles.into_iter().map(|h| h.join().expect("restore thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("restore thread"))
+                .collect()
         });
         let failed = level_results.iter().any(|r| !r.ok);
         results.extend(level_results);
         if failed {
-            let skipped: Vec<&String> = plan.levels.iter().flatten().filter(|s| !results.iter().any(|r| &r.service == *s)).collect();
+            let skipped: Vec<&String> = plan
+                .levels
+                .iter()
+                .flatten()
+                .filter(|s| !results.iter().any(|r| &r.service == *s))
+                .collect();
             for s in skipped {
                 results.push(ServiceResult {
                     service: s.clone(),
@@ -432,7 +474,12 @@ fn ensure_networks(engine: &dyn Engine, plan: &StackPlan, note: Note<'_>) -> Res
     Ok(())
 }
 
-fn outcome(service: &str, container: &str, r: Result<RestoreOutcome, CoreError>, t0: Instant) -> ServiceResult {
+fn outcome(
+    service: &str,
+    container: &str,
+    r: Result<RestoreOutcome, CoreError>,
+    t0: Instant,
+) -> ServiceResult {
     match r {
         Ok(o) => ServiceResult {
             service: service.to_string(),
@@ -466,10 +513,19 @@ mod tests {
 
     #[test]
     fn a_three_tier_stack_restores_database_first_and_independent_services_together() {
-        let g = graph(&[("web", &["agent"]), ("agent", &["db"]), ("db", &[]), ("cache", &[])]);
+        let g = graph(&[
+            ("web", &["agent"]),
+            ("agent", &["db"]),
+            ("db", &[]),
+            ("cache", &[]),
+        ]);
         assert_eq!(
             levels(&g).unwrap(),
-            vec![vec!["cache".to_string(), "db".into()], vec!["agent".into()], vec!["web".into()]]
+            vec![
+                vec!["cache".to_string(), "db".into()],
+                vec!["agent".into()],
+                vec!["web".into()]
+            ]
         );
     }
 
@@ -497,8 +553,13 @@ mod tests {
             "container_id": "x", "config": {"image": "i"}, "config_sha256": "", "parts": []
         }))
         .unwrap();
-        m.config.labels.insert("com.docker.compose.depends_on".into(), "db:service_healthy:false,queue:service_started:true".into());
-        m.config.labels.insert("lifeboat.depends-on".into(), "auth, db".into());
+        m.config.labels.insert(
+            "com.docker.compose.depends_on".into(),
+            "db:service_healthy:false,queue:service_started:true".into(),
+        );
+        m.config
+            .labels
+            .insert("lifeboat.depends-on".into(), "auth, db".into());
         assert_eq!(declared_dependencies(&m), ["auth", "db", "queue"]);
     }
 }

@@ -14,6 +14,7 @@ pub use config::{
     RestartPolicy, redact_env,
 };
 pub use manifest::{
-    BackupId, ComposeInfo, Manifest, ManifestError, Part, PartKind, SCHEMA_VERSION, new_run_id, tags,
+    BackupId, ComposeInfo, Manifest, ManifestError, Part, PartKind, SCHEMA_VERSION, new_run_id,
+    tags,
 };
 pub use time::{format_timestamp, parse_timestamp};

@@ -49,10 +49,14 @@ pub fn print_plan(plan: &StackPlan) {
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     if a.as_name.is_some() {
-        bail!("--as restores one container; for a side-by-side copy of a stack use `lifeboat drill`");
+        bail!(
+            "--as restores one container; for a side-by-side copy of a stack use `lifeboat drill`"
+        );
     }
     if a.snapshot.is_some() {
-        bail!("--snapshot names one backup; for a stack use --at TIME (each service's newest backup then)");
+        bail!(
+            "--snapshot names one backup; for a stack use --at TIME (each service's newest backup then)"
+        );
     }
     let at = parse_at(a.at.as_deref())?;
     let engine = g.engine()?;
@@ -61,7 +65,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let plan = plan_stack(&engine, &repo, &sel, at)?;
     if a.plan || a.dry_run {
         if g.json {
-            println!("{}", serde_json::to_string_pretty(&json!({"plan": plan, "dry_run": true}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"plan": plan, "dry_run": true}))?
+            );
         } else {
             println!("plan: nothing was changed. `lifeboat restore` would restore, in this order:");
             print_plan(&plan);
@@ -79,7 +86,15 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         sandbox_network: None,
     };
     let t0 = Instant::now();
-    let results = restore_stack(&engine, &repo, &plan, &req, &|_| None, Duration::from_secs(a.timeout), &note);
+    let results = restore_stack(
+        &engine,
+        &repo,
+        &plan,
+        &req,
+        &|_| None,
+        Duration::from_secs(a.timeout),
+        &note,
+    );
     let seconds = t0.elapsed().as_secs_f64();
     let ok = results.iter().all(|r| r.ok);
     if g.json {
@@ -93,15 +108,30 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     } else {
         for r in &results {
             match &r.error {
-                None => println!("restored {} in {:.1}s{}", r.service, r.seconds, r.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()),
+                None => println!(
+                    "restored {} in {:.1}s{}",
+                    r.service,
+                    r.seconds,
+                    r.health
+                        .as_ref()
+                        .map(|h| format!(", {h}"))
+                        .unwrap_or_default()
+                ),
                 Some(e) => println!("FAILED {}: {e}", r.service),
             }
         }
-        println!("stack restore {} in {seconds:.1}s", if ok { "complete" } else { "incomplete" });
+        println!(
+            "stack restore {} in {seconds:.1}s",
+            if ok { "complete" } else { "incomplete" }
+        );
     }
     Ok(if ok {
         Code::Ok
-    } else if results.iter().any(|r| r.error.as_deref().is_some_and(|e| e.starts_with("refusing to overwrite"))) {
+    } else if results.iter().any(|r| {
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("refusing to overwrite"))
+    }) {
         Code::Refused
     } else {
         Code::Error

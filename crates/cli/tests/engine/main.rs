@@ -16,3 +16,4 @@ mod restic;
 mod roundtrip;
 mod safety;
 mod services;
+mod stack;
