@@ -46,6 +46,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Find what will make a backup or restore fail (exit 0 clear, 1 warnings, 2 errors).
     Doctor(cmd::doctor::Args),
+    /// Restore into a sandbox, check it answers, report the recovery time, tear it down.
+    Drill(cmd::drill::Args),
     /// Run policies on schedule: backups, retention, job history, HTTP API, metrics and
     /// dashboard (foreground; SIGTERM stops it cleanly).
     Daemon(cmd::daemon::Args),
@@ -73,6 +75,7 @@ fn main() {
         Command::Check(a) => cmd::check::run(&cli.global, a),
         Command::Doctor(a) => cmd::doctor::run(&cli.global, a),
         Command::Daemon(a) => cmd::daemon::run(&cli.global, a),
+        Command::Drill(a) => cmd::drill::run(&cli.global, a),
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
     };
     let code = match result {

@@ -16,6 +16,8 @@ pub struct DumpStrategy {
     pub restore: Vec<String>,
     /// Exits 0 once the server accepts connections.
     pub ready: Vec<String>,
+    /// A real query a drill runs on the restored server: prints what it holds.
+    pub probe: Vec<String>,
     /// `KEY=value` pairs passed to those commands (passwords).
     pub env: Vec<String>,
     /// Text the dump tool writes at the very end of a complete dump.
@@ -73,6 +75,15 @@ pub fn detect(
                 "ON_ERROR_STOP=0",
             ]),
             ready: strings(&["pg_isready", "-U", &user]),
+            probe: strings(&[
+                "psql",
+                "-U",
+                &user,
+                "-d",
+                "postgres",
+                "-Atc",
+                "SELECT string_agg(datname, ',') FROM pg_database WHERE NOT datistemplate",
+            ]),
             env: pass,
             trailer: "PostgreSQL database cluster dump complete",
             data_markers: &["PG_VERSION"],
@@ -114,6 +125,16 @@ pub fn detect(
             ]),
             restore: strings(&["sh", "-c", &client, "sh", &format!("-u{my_user}")]),
             ready: strings(&["sh", "-c", &admin, "sh", &format!("-u{my_user}"), "ping"]),
+            probe: strings(&[
+                "sh",
+                "-c",
+                &client,
+                "sh",
+                &format!("-u{my_user}"),
+                "-Nse",
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema NOT IN \
+                 ('mysql','information_schema','performance_schema','sys')",
+            ]),
             env: pass,
             trailer: "-- Dump completed",
             data_markers: &["ibdata1", "aria_log_control"],

@@ -104,6 +104,26 @@ pub fn consistent_copy(src: &Path, dest: &Path) -> Result<(), SqliteError> {
     Ok(())
 }
 
+/// `PRAGMA integrity_check` on a database file, opened read-only: `Ok("ok")` when sound,
+/// else the problems SQLite lists.
+pub fn integrity_check(path: &Path) -> Result<String, SqliteError> {
+    let err = |e: &dyn std::fmt::Display| SqliteError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| err(&e))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| err(&e))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| err(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(&e))?;
+    Ok(rows.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod backup;
 mod catalog;
 mod consistent;
 pub mod doctor;
+pub mod drill;
 mod dump;
 mod error;
 mod hot;

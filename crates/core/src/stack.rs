@@ -53,13 +53,16 @@ pub struct StackBackup {
     pub manifest: Manifest,
 }
 
+/// The backup of each service, the run they all belong to (if one), and notes.
+pub type Chosen = (BTreeMap<String, BackupEntry>, Option<String>, Vec<String>);
+
 /// Backups to restore, one per service: from the newest complete run at or before `at`
 /// when there is one, else each service's newest backup at or before `at`.
 pub fn choose_backups(
     all: Vec<BackupEntry>,
     selection: &Selection,
     at: Option<Timestamp>,
-) -> Result<(BTreeMap<String, BackupEntry>, Option<String>, Vec<String>), CoreError> {
+) -> Result<Chosen, CoreError> {
     let mut notes = Vec::new();
     let wanted = |m: &Manifest| match selection {
         Selection::Project(p) => m.compose.as_ref().is_some_and(|c| &c.project == p),

@@ -452,6 +452,30 @@ impl Engine for DockerEngine {
             .map_err(|e| classify("create", "network", name, e))
     }
 
+    fn create_internal_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            internal: Some(true),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.docker.create_network(req))
+            .map(|_| ())
+            .map_err(|e| classify("create", "network", name, e))
+    }
+
+    fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(self.docker.remove_network(name))
+            .map_err(|e| classify("remove", "network", name, e))
+    }
+
     fn create_container(
         &self,
         name: &str,

@@ -134,6 +134,13 @@ pub trait Engine: Send + Sync {
     /// The driver of a network, `None` when it does not exist.
     fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError>;
     fn create_network(&self, name: &str, driver: &str) -> Result<(), EngineError>;
+    /// Creates an internal bridge network (no route out of the host), labelled.
+    fn create_internal_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     /// Creates (does not start) a container; the first network in `config.networks` is
     /// attached at creation, the others must be connected with [`Engine::connect_network`].
     fn create_container(&self, name: &str, config: &ContainerConfig)

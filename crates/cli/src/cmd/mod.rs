@@ -2,6 +2,7 @@ pub mod backup;
 pub mod check;
 pub mod daemon;
 pub mod doctor;
+pub mod drill;
 pub mod init;
 pub mod policy;
 pub mod restore;

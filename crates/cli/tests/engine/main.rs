@@ -7,6 +7,7 @@ mod consistency;
 mod daemon;
 mod dashboard;
 mod doctor;
+mod drill;
 mod freeze_thaw;
 mod hot_mariadb;
 mod hot_postgres;

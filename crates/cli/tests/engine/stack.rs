@@ -169,6 +169,8 @@ impl Stack {
                 "wget -qO- http://agent:8080/cgi-bin/count | grep -q '[0-9]'",
                 "--health-interval",
                 "1s",
+                "-l",
+                "lifeboat.probe=wget -qO- http://127.0.0.1/index.html | grep -q front",
                 BUSYBOX_IMAGE,
                 "httpd",
                 "-f",

@@ -1,0 +1,163 @@
+//! `lifeboat drill`: a sandboxed restore that must pass on a good backup, fail clearly on a
+//! damaged one, and leave nothing behind nor touch production.
+
+use std::process::Command;
+
+use crate::common::*;
+use crate::stack::Stack;
+
+/// Containers, volumes and networks named after drill `id` (tests run in parallel: other
+/// drills may be running).
+fn drill_leftovers(id: &serde_json::Value) -> Vec<String> {
+    let id = id.as_str().expect("a drill id");
+    let mut out = Vec::new();
+    for args in [
+        vec!["ps", "-a", "--format", "{{.Names}}"],
+        vec!["volume", "ls", "--format", "{{.Name}}"],
+        vec!["network", "ls", "--format", "{{.Name}}"],
+    ] {
+        out.extend(
+            docker(&args)
+                .lines()
+                .filter(|l| l.contains(id))
+                .map(String::from),
+        );
+    }
+    out
+}
+
+/// What production looks like: container ids and states, volume file listings.
+fn production(names: &[&String], volumes: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .iter()
+        .map(|n| inspect(n, "{{.Id}} {{.State.Status}} {{.RestartCount}}"))
+        .collect();
+    for v in volumes {
+        let mut files: Vec<String> = walkdir::WalkDir::new(volume_path(v))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.file_name() != "replies")
+            .map(|e| format!("{} {}", e.path().display(), e.metadata().unwrap().len()))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
+fn drill_jobs(lb: &Lb) -> String {
+    let db = lb.state.path().join("daemon.db");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT service || ' ' || state FROM jobs WHERE kind = 'drill' ORDER BY id")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_stack_drill_passes_in_a_sandbox_and_leaves_nothing_behind() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let s = Stack::start(&mut c, 0);
+    lb.run(&["backup", "--project", &s.project]).ok();
+    let names = [&s.db, &s.agent, &s.web];
+    let before = production(&names, &[s.volumes[0].clone(), s.volumes[2].clone()]);
+    let report = lb
+        .run(&["drill", "--project", &s.project, "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let services = report["services"].as_array().unwrap();
+    assert_eq!(services.len(), 3);
+    let probes = |svc: &str| -> Vec<(String, bool)> {
+        services.iter().find(|x| x["service"] == svc).unwrap()["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["ok"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        probes(&s.db),
+        [("redis ping and key count".to_string(), true)]
+    );
+    assert_eq!(probes(&s.web), [("lifeboat.probe".to_string(), true)]);
+    let secs = report["recovery_seconds"].as_f64().unwrap();
+    assert!(secs > 0.5 && secs < 120.0, "recovery {secs}");
+    assert!(report["teardown_problems"].as_array().unwrap().is_empty());
+    assert!(
+        drill_leftovers(&report["drill_id"]).is_empty(),
+        "left behind: {:?}",
+        drill_leftovers(&report["drill_id"])
+    );
+    assert_eq!(
+        production(&names, &[s.volumes[0].clone(), s.volumes[2].clone()]),
+        before,
+        "production was touched"
+    );
+    for n in names {
+        assert_eq!(inspect(n, "{{.State.Health.Status}}"), "healthy");
+    }
+    let jobs = drill_jobs(&lb);
+    for n in names {
+        assert!(jobs.contains(&format!("{n} succeeded")), "{jobs}");
+    }
+}
+
+#[test]
+fn a_drill_fails_clearly_on_a_damaged_snapshot_and_still_cleans_up() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-drillbad");
+    let vol = unique("lbt-drillbad-data");
+    let path = new_volume(&mut c, &vol);
+    crate::stack::fill(&path.join("blob"), 8);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    corrupt_largest_pack(&lb.repo(), 0.5);
+    let run = lb.run(&["drill", &name, "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["ok"], false);
+    let svc = &report["services"][0];
+    assert_eq!(svc["restored"], false);
+    let error = svc["error"].as_str().unwrap();
+    assert!(error.contains("blob"), "the damaged file is named: {error}");
+    assert!(
+        drill_leftovers(&report["drill_id"]).is_empty(),
+        "left behind: {:?}",
+        drill_leftovers(&report["drill_id"])
+    );
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+    assert!(drill_jobs(&lb).contains(&format!("{name} failed")));
+}
+
+#[test]
+fn a_drill_checks_sqlite_integrity() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-drillsql");
+    let vol = unique("lbt-drillsql-data");
+    let path = new_volume(&mut c, &vol);
+    let db = path.join("app.db");
+    let ok = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    let report = lb.run(&["drill", &name, "--json"]).ok().json();
+    let probes = report["services"][0]["probes"].as_array().unwrap().clone();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0]["name"], "sqlite integrity /data/app.db");
+    assert_eq!(probes[0]["output"], "ok");
+    assert!(drill_leftovers(&report["drill_id"]).is_empty());
+}

@@ -1,0 +1,360 @@
+//! Restore drills: restore a backup (or a whole stack) into a sandbox that cannot touch
+//! production, check that it answers, measure how long that took, and tear it all down.
+//!
+//! The sandbox: one new internal network (no route out), containers named `<drill>-<name>`,
+//! volumes `<drill>-<name>_<volume>`, bind paths `<path>-<drill>-<name>`, no published
+//! ports, no restart policy. Inside it each copy answers to its production name and compose
+//! service (network aliases), so dependents find their dependencies as they would in
+//! production. Nothing is overwritten: a leftover sandbox path stops the drill before it
+//! starts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use lifeboat_capture::under_root;
+use lifeboat_consistency::RepoGate;
+use lifeboat_docker::Engine;
+use lifeboat_model::{Manifest, MountKind, PartKind};
+use lifeboat_repo::Repository;
+use serde::Serialize;
+
+use crate::backup::BackupRequest;
+use crate::restore::RestoreRequest;
+use crate::stack::{Selection, StackPlan, plan_stack, restore_stack};
+use crate::{CoreError, Note};
+
+/// 8 hex digits that differ between runs (time and process id).
+fn short_id() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (std::time::SystemTime::now(), std::process::id()).hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillRequest {
+    pub selection: Selection,
+    pub at: Option<Timestamp>,
+    /// For the whole drill: restores, health and probes.
+    pub timeout: Duration,
+    /// Host root and state directory, as for backups.
+    pub backup: BackupRequest,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub name: String,
+    pub ok: bool,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillService {
+    pub service: String,
+    pub sandbox_container: String,
+    pub backup_id: String,
+    pub snapshot_id: String,
+    pub restored: bool,
+    pub probes: Vec<Probe>,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub drill_id: String,
+    pub ok: bool,
+    /// From the start of the drill to every service restored, healthy and probed.
+    pub recovery_seconds: f64,
+    pub started_at: String,
+    pub run_id: Option<String>,
+    pub services: Vec<DrillService>,
+    pub notes: Vec<String>,
+    /// Anything the teardown could not remove (empty when the sandbox left nothing).
+    pub teardown_problems: Vec<String>,
+}
+
+/// Everything the sandbox creates, to remove afterwards.
+struct Sandbox {
+    id: String,
+    network: String,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    bind_paths: Vec<PathBuf>,
+}
+
+fn sandbox_name(drill: &str, service: &str) -> String {
+    format!("{drill}-{service}")
+}
+
+impl Sandbox {
+    fn new(plan: &StackPlan, host_root: &std::path::Path) -> Sandbox {
+        let id = format!("lbdrill-{}", short_id());
+        let mut s = Sandbox {
+            network: format!("{id}-net"),
+            containers: Vec::new(),
+            volumes: Vec::new(),
+            bind_paths: Vec::new(),
+            id,
+        };
+        for (service, b) in &plan.backups {
+            let name = sandbox_name(&s.id, service);
+            for m in &b.manifest.config.mounts {
+                match m.kind {
+                    MountKind::Volume => s.volumes.push(format!("{name}_{}", m.source)),
+                    MountKind::Bind => s.bind_paths.push(under_root(
+                        host_root,
+                        &format!("{}-{name}", m.source.trim_end_matches('/')),
+                    )),
+                    MountKind::Tmpfs => {}
+                }
+            }
+            s.containers.push(name);
+        }
+        s
+    }
+
+    fn teardown(&self, engine: &dyn Engine) -> Vec<String> {
+        let mut problems = Vec::new();
+        for c in &self.containers {
+            if let Ok(Some(_)) = engine.container(c)
+                && let Err(e) = engine.remove_container(c)
+            {
+                problems.push(format!("container {c}: {e}"));
+            }
+        }
+        for v in &self.volumes {
+            if let Ok(Some(_)) = engine.volume(v)
+                && let Err(e) = engine.remove_volume(v)
+            {
+                problems.push(format!("volume {v}: {e}"));
+            }
+        }
+        for p in &self.bind_paths {
+            let r = match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+                Ok(_) => std::fs::remove_file(p),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = r {
+                problems.push(format!("path {}: {e}", p.display()));
+            }
+        }
+        if let Ok(Some(_)) = engine.network_driver(&self.network)
+            && let Err(e) = engine.remove_network(&self.network)
+        {
+            problems.push(format!("network {}: {e}", self.network));
+        }
+        problems
+    }
+}
+
+/// Runs a drill; `Err` only when it could not start (nothing to drill, a plan error, a
+/// leftover sandbox path). A failing restore or probe is a report with `ok: false`.
+pub fn run_drill(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    req: &DrillRequest,
+    note: Note<'_>,
+) -> Result<DrillReport, CoreError> {
+    let t0 = Instant::now();
+    let started_at = lifeboat_model::format_timestamp(Timestamp::now());
+    let plan = plan_stack(engine, repo, &req.selection, req.at)?;
+    let sandbox = Sandbox::new(&plan, &req.backup.host_root);
+    if let Some(p) = sandbox.bind_paths.iter().find(|p| p.exists()) {
+        return Err(CoreError::Refused {
+            what: format!("the drill's sandbox path {} exists", p.display()),
+            hint: "remove it (a leftover of an interrupted drill?) and run the drill again".into(),
+        });
+    }
+    // A prune must not delete what the drill is reading.
+    let _gate = RepoGate::shared(&req.backup.state_dir, repo.location())?;
+    let labels = BTreeMap::from([("lifeboat.drill".to_string(), sandbox.id.clone())]);
+    note(&format!(
+        "drill {}: sandbox network {} (internal)",
+        sandbox.id, sandbox.network
+    ));
+    engine.create_internal_network(&sandbox.network, &labels)?;
+    let result = drill_in(engine, repo, req, &plan, &sandbox, note);
+    let recovery_seconds = t0.elapsed().as_secs_f64();
+    note(&format!("drill {}: tearing down the sandbox", sandbox.id));
+    let teardown_problems = sandbox.teardown(engine);
+    let services = result?;
+    Ok(DrillReport {
+        drill_id: sandbox.id.clone(),
+        ok: services.iter().all(|s| s.ok) && teardown_problems.is_empty(),
+        recovery_seconds,
+        started_at,
+        run_id: plan.run_id.clone(),
+        services,
+        notes: plan.notes.clone(),
+        teardown_problems,
+    })
+}
+
+fn drill_in(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    req: &DrillRequest,
+    plan: &StackPlan,
+    sandbox: &Sandbox,
+    note: Note<'_>,
+) -> Result<Vec<DrillService>, CoreError> {
+    let restore = RestoreRequest {
+        snapshot: None,
+        at: None,
+        as_name: None,
+        force: false,
+        sandbox_network: Some(sandbox.network.clone()),
+        dry_run: false,
+        health_timeout: req.timeout,
+        backup: req.backup.clone(),
+    };
+    let drill = sandbox.id.clone();
+    let rename = move |s: &str| Some(sandbox_name(&drill, s));
+    let results = restore_stack(engine, repo, plan, &restore, &rename, req.timeout, note);
+    let mut out = Vec::new();
+    for r in results {
+        let b = &plan.backups[&r.service];
+        let probes = if r.ok {
+            note(&format!("probing {}", r.container));
+            probes(engine, &b.manifest, &r.container, &req.backup.host_root)
+        } else {
+            Vec::new()
+        };
+        let ok = r.ok && probes.iter().all(|p| p.ok);
+        out.push(DrillService {
+            service: r.service.clone(),
+            sandbox_container: r.container.clone(),
+            backup_id: b.backup_id.clone(),
+            snapshot_id: b.snapshot_id.clone(),
+            restored: r.ok,
+            ok,
+            error: r.error.clone().or_else(|| {
+                probes
+                    .iter()
+                    .find(|p| !p.ok)
+                    .map(|p| format!("probe {} failed: {}", p.name, p.output))
+            }),
+            probes,
+        });
+    }
+    Ok(out)
+}
+
+fn exec_probe(
+    engine: &dyn Engine,
+    container: &str,
+    name: &str,
+    cmd: Vec<String>,
+    env: &[String],
+) -> Probe {
+    let r = engine.exec_with_input(
+        container,
+        &cmd,
+        env,
+        Box::new(std::io::empty()),
+        Duration::from_secs(60),
+    );
+    match r {
+        Ok(out) => Probe {
+            name: name.into(),
+            ok: out.exit_code == Some(0),
+            output: match out.exit_code {
+                Some(_) => out.output.trim().chars().take(500).collect(),
+                None => "did not finish within 60 s".into(),
+            },
+        },
+        Err(e) => Probe {
+            name: name.into(),
+            ok: false,
+            output: e.to_string(),
+        },
+    }
+}
+
+/// The checks that say a restored service answers: built in per strategy (a query on
+/// PostgreSQL and MariaDB, Redis ping and key count, SQLite integrity check) plus the
+/// `lifeboat.probe` label's command.
+pub fn probes(
+    engine: &dyn Engine,
+    m: &Manifest,
+    container: &str,
+    host_root: &std::path::Path,
+) -> Vec<Probe> {
+    let mut out = Vec::new();
+    let config = &m.config;
+    if let Some(s) = crate::dump::strategy(config) {
+        out.push(exec_probe(
+            engine,
+            container,
+            &format!("{} query", s.name),
+            s.probe.clone(),
+            &s.env,
+        ));
+    }
+    if crate::dump::is_redis(config) {
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "redis-cli ping | grep -qx PONG && redis-cli dbsize".into(),
+        ];
+        out.push(exec_probe(
+            engine,
+            container,
+            "redis ping and key count",
+            cmd,
+            &[],
+        ));
+    }
+    if m.parts.iter().any(|p| p.kind == PartKind::Sqlite) {
+        out.extend(sqlite_probes(engine, m, container, host_root));
+    }
+    if let Some(cmd) = config.label("lifeboat.probe") {
+        let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
+        out.push(exec_probe(engine, container, "lifeboat.probe", cmd, &[]));
+    }
+    out
+}
+
+fn sqlite_probes(
+    engine: &dyn Engine,
+    m: &Manifest,
+    container: &str,
+    host_root: &std::path::Path,
+) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for mount in &m.config.mounts {
+        let dir = match mount.kind {
+            MountKind::Volume => match engine.volume(&format!("{container}_{}", mount.source)) {
+                Ok(Some(v)) => under_root(host_root, &v.mountpoint),
+                _ => continue,
+            },
+            MountKind::Bind => under_root(
+                host_root,
+                &format!("{}-{container}", mount.source.trim_end_matches('/')),
+            ),
+            MountKind::Tmpfs => continue,
+        };
+        for rel in lifeboat_consistency::sqlite::find_databases(&dir) {
+            let shown = format!(
+                "{}/{}",
+                mount.destination.trim_end_matches('/'),
+                rel.display()
+            );
+            let checked = lifeboat_consistency::sqlite::integrity_check(&dir.join(&rel));
+            let (ok, output) = match checked {
+                Ok(text) => (text == "ok", text),
+                Err(e) => (false, e.message),
+            };
+            out.push(Probe {
+                name: format!("sqlite integrity {shown}"),
+                ok,
+                output,
+            });
+        }
+    }
+    out
+}
