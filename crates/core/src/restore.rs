@@ -514,7 +514,8 @@ fn restored_config(manifest: &Manifest, as_name: Option<&str>) -> ContainerConfi
 }
 
 /// Confines a drill's copy: one internal network where it answers to its production names
-/// (so its dependents find it), no published ports, no restart policy.
+/// (so its dependents find it), no published ports, no restart policy, and labels that keep
+/// daemons away from it.
 fn sandbox_config(config: &mut ContainerConfig, manifest: &Manifest, network: &str) {
     let mut aliases = vec![manifest.container_name.clone()];
     if let Some(c) = &manifest.compose {
@@ -527,6 +528,13 @@ fn sandbox_config(config: &mut ContainerConfig, manifest: &Manifest, network: &s
     }];
     config.port_bindings.clear();
     config.restart_policy = Default::default();
+    // A daemon must never manage (back up, drill, alert on) a drill's copy.
+    config
+        .labels
+        .insert("lifeboat.enable".into(), "false".into());
+    config
+        .labels
+        .insert("lifeboat.sandbox".into(), network.to_string());
 }
 
 fn load_image(engine: &dyn Engine, repo: &dyn Repository, part: &Part) -> Result<(), CoreError> {

@@ -25,6 +25,9 @@ pub struct RetentionRequest {
     pub shrink_ratio: f64,
     /// Say what would be deleted, delete nothing.
     pub dry_run: bool,
+    /// With drills enabled: the backup ids a drill verified. Only those count as good: the
+    /// newest verified backup is always kept, and nothing is deleted before one exists.
+    pub verified: Option<Vec<String>>,
     pub state_dir: PathBuf,
 }
 
@@ -81,7 +84,17 @@ pub fn apply_retention(
 ) -> Result<RetentionOutcome, CoreError> {
     let backups = list_backups(repo, Some(name))?;
     let times: Vec<_> = backups.iter().map(|b| b.manifest.started_at).collect();
-    let keep = req.retention.keep(&times);
+    let mut keep = req.retention.keep(&times);
+    let mut unverified = false;
+    if let Some(verified) = &req.verified {
+        match backups
+            .iter()
+            .rposition(|b| verified.contains(&b.manifest.backup_id.0))
+        {
+            Some(i) => keep[i] = true,
+            None => unverified = true,
+        }
+    }
     let mut out = RetentionOutcome::default();
     for (b, k) in backups.iter().zip(&keep) {
         let id = b.manifest.backup_id.0.clone();
@@ -94,8 +107,17 @@ pub fn apply_retention(
     if out.deleted.is_empty() {
         return Ok(out);
     }
+    let why =
+        prune_gate(name, &backups, req.newest_attempt_failed, req.shrink_ratio).or_else(|| {
+            unverified.then(|| {
+                format!(
+                    "no backup of `{name}` has been verified by a drill yet; old backups are kept \
+                 until one is (run `lifeboat drill {name}`)"
+                )
+            })
+        });
     if !req.force
-        && let Some(why) = prune_gate(name, &backups, req.newest_attempt_failed, req.shrink_ratio)
+        && let Some(why) = why
     {
         out.refused = Some(why);
         out.deleted.clear();

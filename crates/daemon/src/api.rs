@@ -58,6 +58,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/v1/services/{name}/backup", post(backup))
         .route("/api/v1/services/{name}/restore", post(restore))
         .route("/api/v1/services/{name}/prune", post(prune))
+        .route("/api/v1/services/{name}/drill", post(drill))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/snapshots", get(snapshots))
@@ -132,6 +133,10 @@ fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> Result<T, String
 
 async fn backup(State(d): D, Path(name): Path<String>) -> Response {
     accepted(d.enqueue(&name, "backup", None))
+}
+
+async fn drill(State(d): D, Path(name): Path<String>) -> Response {
+    accepted(d.enqueue(&name, "drill", None))
 }
 
 async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {

@@ -40,6 +40,9 @@ pub struct Service {
     pub last_job: Option<Job>,
     pub last_success: Option<Job>,
     pub failures: u64,
+    /// The newest finished drill, and the newest successful one (the last verified restore).
+    pub last_drill: Option<Job>,
+    pub last_verified: Option<Job>,
     /// Committed backups in the repository (known after the first listing).
     pub snapshots: Option<usize>,
     pub first_seen: Timestamp,
@@ -95,6 +98,12 @@ pub struct ServiceView {
     pub rpo: Rpo,
     pub snapshots: Option<usize>,
     pub failures_total: u64,
+    /// When a drill last restored, started and probed a backup of this service.
+    pub last_verified_at: Option<String>,
+    pub last_verified_backup: Option<String>,
+    /// The newest drill failed.
+    pub last_drill_failed: bool,
+    pub next_drill: Option<String>,
 }
 
 fn parse_ts(s: &Option<String>) -> Option<Timestamp> {
@@ -166,6 +175,22 @@ impl Service {
             rpo,
             snapshots: self.snapshots,
             failures_total: self.failures,
+            last_verified_at: self
+                .last_verified
+                .as_ref()
+                .and_then(|j| j.finished_at.clone()),
+            last_verified_backup: self
+                .last_verified
+                .as_ref()
+                .and_then(|j| j.backup_id.clone()),
+            last_drill_failed: self
+                .last_drill
+                .as_ref()
+                .is_some_and(|j| j.state != "succeeded"),
+            next_drill: state
+                .scheduler
+                .next_run(&drill_key(&self.name))
+                .map(lifeboat_model::format_timestamp),
         }
     }
 }
@@ -192,6 +217,11 @@ impl Daemon {
     pub fn log(&self, level: &str, msg: &str, fields: serde_json::Value) {
         log_line(level, msg, fields);
     }
+}
+
+/// The scheduler entry of a service's drills (its backups use the service's name).
+pub fn drill_key(service: &str) -> String {
+    format!("{service}#drill")
 }
 
 pub fn log_line(level: &str, msg: &str, fields: serde_json::Value) {

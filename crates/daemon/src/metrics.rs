@@ -90,6 +90,23 @@ pub fn render(d: &Daemon) -> String {
         "1 when the last successful backup is older than the RPO (or there is none).",
         per(&|v| Some((v.rpo == Rpo::Red) as u8 as f64)),
     );
+    family(
+        "lifeboat_last_verified_timestamp_seconds",
+        "gauge",
+        "Unix time a restore drill last restored, started and probed a backup of the service.",
+        per(&|v| {
+            v.last_verified_at
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second() as f64)
+        }),
+    );
+    family(
+        "lifeboat_last_drill_failed",
+        "gauge",
+        "1 when the service's most recent restore drill failed.",
+        per(&|v| Some(v.last_drill_failed as u8 as f64)),
+    );
     let running = d.state().scheduler.running();
     family(
         "lifeboat_jobs_running",

@@ -262,10 +262,25 @@ async fn schedule_loop(d: Arc<Daemon>) {
     loop {
         let now = Timestamp::now();
         let starts = d.state().scheduler.poll(now);
-        for (service, start) in starts {
+        for (key, start) in starts {
+            // A service's drills have their own schedule entry (`<service>#drill`).
+            let (service, kind) = match key.strip_suffix("#drill") {
+                Some(s) => (s.to_string(), "drill"),
+                None => (key.clone(), "backup"),
+            };
+            let never_backed_up = d
+                .state()
+                .services
+                .get(&service)
+                .is_none_or(|s| s.last_success.is_none());
+            if kind == "drill" && never_backed_up {
+                // Nothing to drill yet; the first backup queues one.
+                d.state().scheduler.finished(&key, &start, now, now);
+                continue;
+            }
             let id = match &start {
                 Start::Requested(id) => *id,
-                Start::Scheduled => match d.store().queue("backup", &service, "schedule", None) {
+                Start::Scheduled => match d.store().queue(kind, &service, "schedule", None) {
                     Ok(id) => id,
                     Err(e) => {
                         d.log(
@@ -273,7 +288,7 @@ async fn schedule_loop(d: Arc<Daemon>) {
                             "cannot record a scheduled job",
                             json!({"service": service, "error": e.to_string()}),
                         );
-                        d.state().scheduler.finished(&service, &start, now, now);
+                        d.state().scheduler.finished(&key, &start, now, now);
                         continue;
                     }
                 },
@@ -284,7 +299,7 @@ async fn schedule_loop(d: Arc<Daemon>) {
                 d2.execute(&service, id);
                 d2.state()
                     .scheduler
-                    .finished(&service, &start, now, Timestamp::now());
+                    .finished(&key, &start, now, Timestamp::now());
                 d2.wake.notify_one();
             });
         }

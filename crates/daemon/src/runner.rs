@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use lifeboat_consistency::Mode;
+use lifeboat_core::drill::{DrillRequest, run_drill};
+use lifeboat_core::stack::Selection;
 use lifeboat_core::{
     BackupRequest, RestoreRequest, RetentionRequest, UnhealthyPolicy, apply_retention,
     backup_container, list_backups, restore_container,
@@ -107,6 +109,7 @@ impl Daemon {
                 Ok(r) => self.restore(service, id, &r),
                 Err(e) => fail(format!("bad restore request: {e}")),
             },
+            "drill" => self.drill(service),
             "prune" => {
                 let force = request
                     .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
@@ -131,6 +134,9 @@ impl Daemon {
         );
         if kind == "backup" {
             self.after_backup(service, id, &end, policy.as_ref());
+        }
+        if kind == "drill" {
+            self.after_drill(service, id, &end);
         }
     }
 
@@ -181,6 +187,7 @@ impl Daemon {
                 shrink_ratio: self.plan.shrink_ratio,
                 dry_run: false,
                 state_dir: self.env.state_dir.clone(),
+                verified: self.verified(service, policy),
             };
             let detail = match apply_retention(&repo, service, &req, &note) {
                 Ok(r) => {
@@ -209,6 +216,68 @@ impl Daemon {
         end
     }
 
+    /// With drills enabled for `service`: the backups a drill verified.
+    fn verified(&self, service: &str, policy: Option<&Policy>) -> Option<Vec<String>> {
+        policy?.drill.as_ref()?;
+        Some(self.store().verified_backups(service).unwrap_or_default())
+    }
+
+    /// Restores the service's newest backup into a sandbox, probes it, tears it down.
+    fn drill(&self, service: &str) -> JobEnd {
+        let req = DrillRequest {
+            selection: Selection::Names(vec![service.to_string()]),
+            at: None,
+            timeout: Duration::from_secs(600),
+            backup: match self.backup_request(None, None) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            },
+        };
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        match run_drill(
+            self.engine.as_ref(),
+            &repo,
+            &req,
+            &self.note_for(service, 0),
+        ) {
+            Ok(report) => {
+                let s = report.services.iter().find(|s| s.service == service);
+                JobEnd {
+                    ok: report.ok,
+                    backup_id: s.map(|s| s.backup_id.clone()),
+                    snapshot_id: s.map(|s| s.snapshot_id.clone()),
+                    error: report
+                        .services
+                        .iter()
+                        .find_map(|s| s.error.clone())
+                        .or_else(|| report.teardown_problems.first().cloned()),
+                    detail: serde_json::to_value(&report).ok(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => fail(e),
+        }
+    }
+
+    fn after_drill(&self, service: &str, id: i64, end: &JobEnd) {
+        let job = self.store().job(id).ok().flatten();
+        if let Some(s) = self.state().services.get_mut(service) {
+            s.last_drill = job.clone();
+            if end.ok {
+                s.last_verified = job;
+            }
+        }
+        if !end.ok {
+            self.notifier.webhook(json!({
+                "event": "drill_failed", "service": service, "job": id, "error": end.error,
+                "message": format!("restore drill of `{service}` failed: {}", end.error.as_deref().unwrap_or("")),
+            }));
+        }
+    }
+
     pub fn set_snapshot_count(&self, service: &str, n: usize) {
         if let Some(s) = self.state().services.get_mut(service) {
             s.snapshots = Some(n);
@@ -233,6 +302,23 @@ impl Daemon {
         };
         self.notifier
             .ping(policy.and_then(|p| p.ping_url.as_deref()), end.ok);
+        // A backup never restored is not trusted: the first one is drilled at once.
+        let never_verified = self
+            .state()
+            .services
+            .get(service)
+            .is_some_and(|s| s.last_verified.is_none());
+        if end.ok
+            && never_verified
+            && policy.is_some_and(|p| p.drill.is_some())
+            && let Err(e) = self.enqueue(service, "drill", None)
+        {
+            self.log(
+                "warn",
+                "cannot queue the first drill",
+                json!({"service": service, "error": e.to_string()}),
+            );
+        }
         if !end.ok {
             self.notifier.webhook(json!({
                 "event": "backup_failed", "service": service, "job": id,
@@ -308,6 +394,7 @@ impl Daemon {
             shrink_ratio: self.plan.shrink_ratio,
             dry_run: false,
             state_dir: self.env.state_dir.clone(),
+            verified: self.verified(service, policy),
         };
         match apply_retention(&repo, service, &req, &self.note_for(service, id)) {
             Ok(r) => {

@@ -11,7 +11,7 @@ use lifeboat_docker::{ContainerDetails, EngineError};
 use lifeboat_model::policy::{PolicyOptions, is_enabled};
 use serde_json::json;
 
-use crate::daemon::{Daemon, Service};
+use crate::daemon::{Daemon, Service, drill_key};
 
 /// Reads every container and brings the service list in line with it.
 pub fn discover(d: &Daemon) -> Result<(), EngineError> {
@@ -47,6 +47,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         {
             s.present = false;
             st.scheduler.unschedule(name);
+            st.scheduler.unschedule(&drill_key(name));
             drop(st);
             d.log(
                 "warn",
@@ -70,6 +71,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         let mut st = d.state();
         if st.services.remove(&name).is_some() {
             st.scheduler.unschedule(&name);
+            st.scheduler.unschedule(&drill_key(&name));
             drop(st);
             d.log(
                 "info",
@@ -80,11 +82,12 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         return;
     }
     let resolved = PolicyOptions::resolve(&d.plan.defaults, &d.plan.policies, &c.config.labels);
-    let (history, failures) = {
+    let (history, failures, drills) = {
         let store = d.store();
         (
             store.last_backups(&name).unwrap_or_default(),
             store.failures(&name).unwrap_or(0),
+            store.last_drills(&name).unwrap_or_default(),
         )
     };
     let mut st = d.state();
@@ -98,6 +101,8 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         last_job: history.0.clone(),
         last_success: history.1.clone(),
         failures,
+        last_drill: drills.0.clone(),
+        last_verified: drills.1.clone(),
         snapshots: None,
         first_seen: now,
     });
@@ -116,6 +121,18 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
                 .and_then(|t| t.parse().ok());
             st.scheduler
                 .upsert(&name, policy.schedule.clone(), last_start, now);
+            match &policy.drill {
+                Some(drill) => {
+                    let last = drills
+                        .0
+                        .as_ref()
+                        .and_then(|j| j.started_at.as_deref())
+                        .and_then(|t| t.parse().ok());
+                    st.scheduler
+                        .upsert(&drill_key(&name), drill.clone(), last, now);
+                }
+                None => st.scheduler.unschedule(&drill_key(&name)),
+            }
             drop(st);
             if changed {
                 let value = serde_json::to_value(&policy).unwrap_or_default();
@@ -137,6 +154,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
             service.policy = None;
             service.policy_sha256 = None;
             st.scheduler.unschedule(&name);
+            st.scheduler.unschedule(&drill_key(&name));
             drop(st);
             if was.as_deref() != Some(text.as_str()) {
                 d.log(

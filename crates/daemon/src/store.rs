@@ -269,6 +269,42 @@ impl Store {
         ))
     }
 
+    /// Of `service`'s drills: the newest finished one and the newest successful one.
+    pub fn last_drills(&self, service: &str) -> Result<(Option<Job>, Option<Job>), StoreError> {
+        let q = |cond: &str| {
+            self.conn
+                .query_row(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = 'drill' \
+                         AND {cond} ORDER BY id DESC LIMIT 1"
+                    ),
+                    params![service],
+                    job_from_row,
+                )
+                .optional()
+                .map_err(self.err())
+        };
+        Ok((
+            q("state IN ('succeeded', 'failed', 'aborted')")?,
+            q("state = 'succeeded'")?,
+        ))
+    }
+
+    /// Backup ids of `service` that a successful drill restored and probed.
+    pub fn verified_backups(&self, service: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT backup_id FROM jobs WHERE service = ?1 AND kind = 'drill' \
+                 AND state = 'succeeded' AND backup_id IS NOT NULL",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![service], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Backup jobs of `service` that failed (all time), for the failure counter.
     pub fn failures(&self, service: &str) -> Result<u64, StoreError> {
         self.conn

@@ -776,3 +776,97 @@ fn without_a_token_variable_a_token_file_is_generated_once_and_metrics_can_liste
     );
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
 }
+
+#[test]
+fn with_drills_the_first_backup_is_verified_and_retention_keeps_the_newest_verified_one() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-drilld");
+    let vol = unique("lbt-drilld-data");
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("data"), vec![3u8; 1 << 20]).unwrap();
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-v",
+            &format!("{vol}:/data"),
+            "-l",
+            &format!("lifeboat.test={name}"),
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.retention=last=1",
+            "-l",
+            "lifeboat.drill=1d",
+        ],
+    );
+    let d = Daemon::start(&lb, &name, "");
+    let drilled = |d: &Daemon| {
+        d.jobs(&name)
+            .into_iter()
+            .filter(|j| j["kind"] == "drill" && j["state"] == "succeeded")
+            .count()
+    };
+    d.wait_until("the first backup's drill", Duration::from_secs(60), || {
+        drilled(&d) == 1
+    });
+    let first = lb.backups(&name)[0]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let svc = d.service(&name);
+    assert_eq!(svc["last_verified_backup"], first.as_str(), "{svc}");
+    assert!(
+        d.metric(&format!(
+            "lifeboat_last_verified_timestamp_seconds{{service=\"{name}\"}}"
+        ))
+        .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(
+        d.metric(&format!("lifeboat_last_drill_failed{{service=\"{name}\"}}")),
+        Some(0.0)
+    );
+
+    // A second backup is not verified yet: `last=1` must still keep the verified first one.
+    let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded");
+    let kept: Vec<String> = lb
+        .backups(&name)
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the newest verified backup is kept: {kept:?}"
+    );
+    assert!(kept.contains(&first));
+    // Once a drill verifies the second, the first may go.
+    let r = d.post(&format!("/api/v1/services/{name}/drill"), None);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_ne!(job["backup_id"], first.as_str());
+    let r = d.post(&format!("/api/v1/services/{name}/prune"), None);
+    let job = d.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let left = lb.backups(&name);
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0]["backup_id"], first.as_str());
+    // The drills' sandbox copies carried the service's labels: never managed themselves.
+    let services = d.get("/api/v1/services").json()["services"].clone();
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+}

@@ -160,6 +160,8 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
             "lifeboat.schedule=1h",
             "-l",
             "lifeboat.retention=last=5",
+            "-l",
+            "lifeboat.drill=1d",
         ],
     );
     let failing = format!("{name}-failing");
@@ -178,10 +180,20 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
         ],
     );
     let d = Daemon::start(&lb, &name, "");
-    d.wait_until("the first backups", Duration::from_secs(60), || {
-        d.jobs(&name).iter().any(|j| j["state"] == "succeeded")
-            && d.jobs(&failing).iter().any(|j| j["state"] == "failed")
-    });
+    d.wait_until(
+        "the first backups and the first drill",
+        Duration::from_secs(90),
+        || {
+            let jobs = d.jobs(&name);
+            let done = |kind: &str| {
+                jobs.iter()
+                    .any(|j| j["kind"] == kind && j["state"] == "succeeded")
+            };
+            done("backup")
+                && done("drill")
+                && d.jobs(&failing).iter().any(|j| j["state"] == "failed")
+        },
+    );
 
     let b = Browser::start();
     // Without the token the page holds no data and asks for it.
@@ -237,7 +249,7 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
     );
     b.wait_js(
         "two backups listed",
-        &format!("return document.querySelector(\"{row}\").children[5].textContent === '2'"),
+        &format!("return document.querySelector(\"{row}\").children[6].textContent === '2'"),
         Duration::from_secs(20),
     );
     b.wait_js(
@@ -246,6 +258,11 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
             "return document.getElementById('snapshots').innerText.split('{name}-20').length === 3"
         ),
         Duration::from_secs(20),
+    );
+    b.wait_js(
+        "the first backup verified by its drill",
+        &format!("return document.querySelector(\"{row} [data-field=verified]\").textContent.includes('ago')"),
+        Duration::from_secs(60),
     );
     let attention = b.js("return document.getElementById('status').textContent");
     assert!(

@@ -25,6 +25,7 @@ pub const LABEL_RETENTION: &str = "lifeboat.retention";
 pub const LABEL_MODE: &str = "lifeboat.mode";
 pub const LABEL_STRATEGY: &str = "lifeboat.strategy";
 pub const LABEL_POLICY: &str = "lifeboat.policy";
+pub const LABEL_DRILL: &str = "lifeboat.drill";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -70,6 +71,8 @@ pub struct PolicyOptions {
     /// Called (GET) after each successful backup, healthchecks-style; `<url>/fail` after a
     /// failed one.
     pub ping_url: Option<String>,
+    /// When to verify the newest backup with a restore drill (a schedule, like `schedule`).
+    pub drill: Option<String>,
 }
 
 /// The validated policy the daemon executes for one service.
@@ -83,6 +86,9 @@ pub struct Policy {
     pub strategy: Option<String>,
     pub with_image: bool,
     pub ping_url: Option<String>,
+    /// Drills enabled: retention then counts a backup as good only once a drill verified it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Schedule>,
 }
 
 impl Policy {
@@ -109,6 +115,7 @@ impl PolicyOptions {
             strategy: get(LABEL_STRATEGY),
             with_image: get("lifeboat.with-image").map(|v| v == "true"),
             ping_url: get("lifeboat.ping-url"),
+            drill: get(LABEL_DRILL),
         }
     }
 
@@ -121,6 +128,7 @@ impl PolicyOptions {
             strategy: over.strategy.clone().or_else(|| self.strategy.clone()),
             with_image: over.with_image.or(self.with_image),
             ping_url: over.ping_url.clone().or_else(|| self.ping_url.clone()),
+            drill: over.drill.clone().or_else(|| self.drill.clone()),
         }
     }
 
@@ -170,6 +178,13 @@ impl PolicyOptions {
             .map(Retention::parse)
             .transpose()
             .map_err(at("retention", own.retention.is_some()))?;
+        let drill = merged
+            .drill
+            .as_deref()
+            .filter(|d| *d != "none")
+            .map(Schedule::parse)
+            .transpose()
+            .map_err(at("drill", own.drill.is_some()))?;
         if let Some(m) = &merged.mode
             && !["hot", "pause", "stop", "none"].contains(&m.as_str())
         {
@@ -193,6 +208,7 @@ impl PolicyOptions {
             strategy: merged.strategy,
             with_image: merged.with_image.unwrap_or(false),
             ping_url: merged.ping_url,
+            drill,
         })
     }
 }
