@@ -11,7 +11,7 @@ use crate::common::*;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// A running daemon on its own port; killed (SIGKILL) when dropped if still running.
+/// A running daemon on its own port; stopped when dropped (SIGTERM, SIGKILL after 30 s).
 pub struct Daemon {
     pub child: Child,
     pub base: String,
@@ -135,7 +135,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so a job in flight (a drill's sandbox) is finished and cleaned up.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
