@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use lifeboat_capture::under_root;
-use lifeboat_consistency::RepoGate;
+use lifeboat_consistency::{ContainerLock, RepoGate};
 use lifeboat_docker::Engine;
 use lifeboat_model::{Manifest, MountKind, PartKind};
 use lifeboat_repo::Repository;
@@ -151,6 +151,58 @@ impl Sandbox {
     }
 }
 
+/// Where running drills hold their locks: one place per host (not per state directory), so
+/// that no Lifeboat on this host mistakes another one's running drill for a dead one.
+fn drill_lock_dir() -> PathBuf {
+    PathBuf::from("/run/lifeboat")
+}
+
+/// Removes what killed drills left behind: sandbox containers (label `lifeboat.sandbox`)
+/// whose drill no longer runs, their volumes and bind paths, and their network. Returns what
+/// it did, one line each.
+pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(names) = engine.container_names() else {
+        return done;
+    };
+    for name in names.iter().filter(|n| n.starts_with("lbdrill-")) {
+        let Ok(Some(c)) = engine.container(name) else {
+            continue;
+        };
+        let Some(network) = c.config.label("lifeboat.sandbox").map(String::from) else {
+            continue;
+        };
+        let drill = network.trim_end_matches("-net");
+        // A drill that still runs holds its lock; the lock is released by the kernel when
+        // the drill's process dies.
+        if ContainerLock::acquire(&drill_lock_dir(), drill).is_err() {
+            continue;
+        }
+        if engine.remove_container(name).is_ok() {
+            done.push(format!("removed container {name} left by a killed drill"));
+        }
+        for m in &c.mounts {
+            match m.kind {
+                MountKind::Volume if m.name.starts_with("lbdrill-") => {
+                    if engine.remove_volume(&m.name).is_ok() {
+                        done.push(format!("removed volume {}", m.name));
+                    }
+                }
+                MountKind::Bind if m.name.contains("-lbdrill-") => {
+                    if std::fs::remove_dir_all(under_root(host_root, &m.name)).is_ok() {
+                        done.push(format!("removed path {}", m.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if engine.remove_network(&network).is_ok() {
+            done.push(format!("removed network {network}"));
+        }
+    }
+    done
+}
+
 /// Runs a drill; `Err` only when it could not start (nothing to drill, a plan error, a
 /// leftover sandbox path). A failing restore or probe is a report with `ok: false`.
 pub fn run_drill(
@@ -161,8 +213,13 @@ pub fn run_drill(
 ) -> Result<DrillReport, CoreError> {
     let t0 = Instant::now();
     let started_at = lifeboat_model::format_timestamp(Timestamp::now());
+    for line in clean_stale_sandboxes(engine, &req.backup.host_root) {
+        note(&line);
+    }
     let plan = plan_stack(engine, repo, &req.selection, req.at)?;
     let sandbox = Sandbox::new(&plan, &req.backup.host_root);
+    // Held while the drill runs: a sandbox whose lock is free belongs to a killed drill.
+    let _alive = ContainerLock::acquire(&drill_lock_dir(), &sandbox.id)?;
     if let Some(p) = sandbox.bind_paths.iter().find(|p| p.exists()) {
         return Err(CoreError::Refused {
             what: format!("the drill's sandbox path {} exists", p.display()),

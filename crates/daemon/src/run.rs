@@ -238,7 +238,13 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         }
         {
             let d = d.clone();
-            tokio::task::spawn_blocking(move || count_snapshots(&d));
+            tokio::task::spawn_blocking(move || {
+                let root = &d.env.host_root;
+                for line in lifeboat_core::drill::clean_stale_sandboxes(d.engine.as_ref(), root) {
+                    d.log("warn", &line, json!({}));
+                }
+                count_snapshots(&d)
+            });
         }
         schedule_loop(d).await;
     });

@@ -161,3 +161,45 @@ fn a_drill_checks_sqlite_integrity() {
     assert_eq!(probes[0]["output"], "ok");
     assert!(drill_leftovers(&report["drill_id"]).is_empty());
 }
+
+#[test]
+fn the_next_drill_removes_the_sandbox_a_killed_drill_left() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    // What a drill killed with SIGKILL leaves: a sandbox network, container and volume.
+    let dead = format!("lbdrill-{:08x}", std::process::id() ^ 0xdead_0000);
+    let net = format!("{dead}-net");
+    let stale = format!("{dead}-svc");
+    let stale_vol = format!("{stale}_data");
+    c.networks.push(net.clone());
+    c.containers.push(stale.clone());
+    c.volumes.push(stale_vol.clone());
+    docker(&["network", "create", "--internal", &net]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &stale,
+        "--network",
+        &net,
+        "-l",
+        &format!("lifeboat.sandbox={net}"),
+        "-v",
+        &format!("{stale_vol}:/data"),
+        BUSYBOX_IMAGE,
+        "sleep",
+        "86400",
+    ]);
+    let name = unique("lbt-drillnext");
+    run_sleeper(&mut c, &name, &[]);
+    lb.run(&["backup", &name]).ok();
+    let run = lb.run(&["drill", &name]).ok();
+    assert!(
+        run.stderr.contains(&format!("removed container {stale}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!docker_ok(&["inspect", &stale]));
+    assert!(!docker_ok(&["volume", "inspect", &stale_vol]));
+    assert!(!docker_ok(&["network", "inspect", &net]));
+}
