@@ -182,18 +182,17 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
             done.push(format!("removed container {name} left by a killed drill"));
         }
         for m in &c.mounts {
-            match m.kind {
+            let removed = match m.kind {
                 MountKind::Volume if m.name.starts_with("lbdrill-") => {
-                    if engine.remove_volume(&m.name).is_ok() {
-                        done.push(format!("removed volume {}", m.name));
-                    }
+                    engine.remove_volume(&m.name).is_ok()
                 }
                 MountKind::Bind if m.name.contains("-lbdrill-") => {
-                    if std::fs::remove_dir_all(under_root(host_root, &m.name)).is_ok() {
-                        done.push(format!("removed path {}", m.name));
-                    }
+                    std::fs::remove_dir_all(under_root(host_root, &m.name)).is_ok()
                 }
-                _ => {}
+                _ => false,
+            };
+            if removed {
+                done.push(format!("removed {:?} {}", m.kind, m.name).to_lowercase());
             }
         }
         if engine.remove_network(&network).is_ok() {
