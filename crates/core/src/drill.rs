@@ -192,7 +192,8 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
                 _ => false,
             };
             if removed {
-                done.push(format!("removed {:?} {}", m.kind, m.name).to_lowercase());
+                let kind = format!("{:?}", m.kind).to_lowercase();
+                done.push(format!("removed {kind} {}", m.name));
             }
         }
         if engine.remove_network(&network).is_ok() {
