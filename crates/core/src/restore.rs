@@ -528,6 +528,8 @@ fn sandbox_config(config: &mut ContainerConfig, manifest: &Manifest, network: &s
     }];
     config.port_bindings.clear();
     config.restart_policy = Default::default();
+    // Links point at production containers; the sandbox's aliases stand in for them.
+    config.links.clear();
     // A daemon must never manage (back up, drill, alert on) a drill's copy.
     config
         .labels

@@ -142,7 +142,7 @@ pub fn choose_backups(
     Ok((chosen, None, notes))
 }
 
-/// What `m` depends on, by the names found in its labels: compose `depends_on` (service
+/// What `m` depends on: compose `depends_on` (service names), legacy links (container
 /// names) and `lifeboat.depends-on` (container or service names, comma separated).
 pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
     let mut out = Vec::new();
@@ -156,6 +156,13 @@ pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
                 .map(String::from),
         );
     }
+    out.extend(
+        m.config
+            .links
+            .iter()
+            .filter_map(|l| l.split(':').next())
+            .map(String::from),
+    );
     if let Some(v) = m.config.label("lifeboat.depends-on") {
         out.extend(
             v.split(',')

@@ -144,6 +144,11 @@ pub fn config_from_inspect(
         cap_add: strings(host.get("CapAdd")).unwrap_or_default(),
         cap_drop: strings(host.get("CapDrop")).unwrap_or_default(),
         extra_hosts: strings(host.get("ExtraHosts")).unwrap_or_default(),
+        links: strings(host.get("Links"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| link_from_inspect(l))
+            .collect(),
         privileged: b(host, "Privileged"),
         init: host.get("Init").and_then(Value::as_bool),
         was_running: inspect
@@ -267,6 +272,9 @@ pub fn create_body(config: &ContainerConfig) -> Value {
         "CpuShares": config.cpu_shares, "CapAdd": config.cap_add, "CapDrop": config.cap_drop,
         "ExtraHosts": config.extra_hosts, "Privileged": config.privileged, "Mounts": mounts,
     });
+    if !config.links.is_empty() {
+        host["Links"] = json!(config.links);
+    }
     if !config.network_mode.is_empty() {
         host["NetworkMode"] = json!(config.network_mode);
     }
@@ -283,9 +291,26 @@ pub fn create_body(config: &ContainerConfig) -> Value {
     Value::Object(body)
 }
 
+/// Inspect shows a link as `/db:/web/db`; creating one takes `db:db`.
+fn link_from_inspect(link: &str) -> Option<String> {
+    let (target, alias) = link.split_once(':')?;
+    let alias = alias.rsplit('/').next()?;
+    Some(format!("{}:{alias}", target.trim_start_matches('/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_from_inspect_become_name_and_alias() {
+        assert_eq!(link_from_inspect("/db:/web/db").as_deref(), Some("db:db"));
+        assert_eq!(
+            link_from_inspect("/pg-1:/web-1/database").as_deref(),
+            Some("pg-1:database")
+        );
+        assert_eq!(link_from_inspect("nonsense"), None);
+    }
 
     fn inspect() -> Value {
         json!({

@@ -50,6 +50,9 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub extra_hosts: Vec<String>,
+    /// Legacy `--link`s as `container:alias`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     pub privileged: bool,
     pub init: Option<bool>,
     /// Whether the container was running when captured; restore starts it only then.

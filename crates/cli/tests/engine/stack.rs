@@ -384,3 +384,25 @@ fn cycles_and_missing_dependencies_are_named_before_anything_is_touched() {
     assert_ne!(refused.code, 0);
     assert_eq!(inspect(&a, "{{.State.Running}}"), "true");
 }
+
+#[test]
+fn legacy_links_are_restored_and_order_the_stack() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let db = unique("lbt-linkdb");
+    let web = unique("lbt-linkweb");
+    run_sleeper(&mut c, &db, &[]);
+    run_sleeper(&mut c, &web, &["--link", &format!("{db}:database")]);
+    lb.run(&["backup", &db, &web]).ok();
+    docker(&["rm", "-f", &web, &db]);
+    let plan = lb
+        .run(&["restore", &web, &db, "--plan", "--json"])
+        .ok()
+        .json();
+    assert_eq!(plan["plan"]["levels"], serde_json::json!([[db], [web]]));
+    lb.run(&["restore", &web, &db]).ok();
+    let links = inspect(&web, "{{json .HostConfig.Links}}");
+    assert!(links.contains(&format!("/{db}:/{web}/database")), "{links}");
+    let resolved = docker(&["exec", &web, "sh", "-c", "cat /etc/hosts"]);
+    assert!(resolved.contains("database"), "{resolved}");
+}
