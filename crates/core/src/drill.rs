@@ -216,7 +216,12 @@ pub fn run_drill(
     for line in clean_stale_sandboxes(engine, &req.backup.host_root) {
         note(&line);
     }
-    let plan = plan_stack(engine, repo, &req.selection, req.at)?;
+    // A service rarely answers alone: its dependencies join the drill.
+    let selection = match &req.selection {
+        Selection::Names(n) => Selection::WithDependencies(n.clone()),
+        other => other.clone(),
+    };
+    let plan = plan_stack(engine, repo, &selection, req.at)?;
     let sandbox = Sandbox::new(&plan, &req.backup.host_root);
     // Held while the drill runs: a sandbox whose lock is free belongs to a killed drill.
     let _alive = ContainerLock::acquire(&drill_lock_dir(), &sandbox.id)?;

@@ -23,6 +23,9 @@ pub enum Selection {
     Project(String),
     /// These containers.
     Names(Vec<String>),
+    /// These containers and, transitively, what they depend on (drills: a service rarely
+    /// answers alone).
+    WithDependencies(Vec<String>),
     /// Every container with a backup.
     All,
 }
@@ -66,7 +69,7 @@ pub fn choose_backups(
     let mut notes = Vec::new();
     let wanted = |m: &Manifest| match selection {
         Selection::Project(p) => m.compose.as_ref().is_some_and(|c| &c.project == p),
-        Selection::Names(n) => n.contains(&m.container_name),
+        Selection::Names(n) | Selection::WithDependencies(n) => n.contains(&m.container_name),
         Selection::All => true,
     };
     let candidates: Vec<BackupEntry> = all
@@ -74,7 +77,7 @@ pub fn choose_backups(
         .filter(|b| wanted(&b.manifest) && at.is_none_or(|at| b.manifest.started_at <= at))
         .collect();
     let services: BTreeSet<String> = match selection {
-        Selection::Names(n) => n.iter().cloned().collect(),
+        Selection::Names(n) | Selection::WithDependencies(n) => n.iter().cloned().collect(),
         _ => candidates
             .iter()
             .map(|b| b.manifest.container_name.clone())
@@ -176,6 +179,44 @@ pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
     out
 }
 
+/// `names` plus everything they depend on, transitively, as far as backups of it exist
+/// (dependencies are looked up by container name, then by compose service in the same
+/// project).
+pub fn with_dependencies(all: &[BackupEntry], names: &[String]) -> Vec<String> {
+    let newest = |name: &str| {
+        all.iter()
+            .filter(|b| b.manifest.container_name == name)
+            .max_by_key(|b| b.manifest.started_at)
+    };
+    let mut out: Vec<String> = names.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(b) = newest(&out[i]) {
+            let project = b.manifest.compose.as_ref().map(|c| c.project.clone());
+            for d in declared_dependencies(&b.manifest) {
+                let found = if newest(&d).is_some() {
+                    Some(d)
+                } else {
+                    all.iter()
+                        .find(|o| {
+                            o.manifest.compose.as_ref().is_some_and(|c| {
+                                c.service == d && Some(&c.project) == project.as_ref()
+                            })
+                        })
+                        .map(|o| o.manifest.container_name.clone())
+                };
+                if let Some(f) = found
+                    && !out.contains(&f)
+                {
+                    out.push(f);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphError {
     Cycle(Vec<String>),
@@ -257,7 +298,16 @@ pub fn plan_stack(
     selection: &Selection,
     at: Option<Timestamp>,
 ) -> Result<StackPlan, CoreError> {
-    let (chosen, run_id, mut notes) = choose_backups(list_backups(repo, None)?, selection, at)?;
+    let all = list_backups(repo, None)?;
+    let expanded;
+    let selection = match selection {
+        Selection::WithDependencies(names) => {
+            expanded = Selection::Names(with_dependencies(&all, names));
+            &expanded
+        }
+        other => other,
+    };
+    let (chosen, run_id, mut notes) = choose_backups(all, selection, at)?;
     // A dependency may name a compose service or a container.
     let by_service: BTreeMap<String, String> = chosen
         .iter()

@@ -108,6 +108,17 @@ fn a_stack_drill_passes_in_a_sandbox_and_leaves_nothing_behind() {
     for n in names {
         assert!(jobs.contains(&format!("{n} succeeded")), "{jobs}");
     }
+    // Drilling the web front alone brings what it needs along: the agent and the database.
+    let report = lb.run(&["drill", &s.web, "--json"]).ok().json();
+    let drilled: Vec<&str> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(drilled.len(), 3, "{drilled:?}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert!(drill_leftovers(&report["drill_id"]).is_empty());
 }
 
 #[test]
