@@ -59,7 +59,9 @@ pub fn code_of(err: &anyhow::Error) -> Code {
             return match e {
                 CoreError::Repo(r) => repo_code(r),
                 CoreError::Engine(g) => engine_code(g),
-                CoreError::NoSuchContainer(_) | CoreError::NoBackup { .. } => Code::NotFound,
+                CoreError::NoSuchContainer(_)
+                | CoreError::NoBackup { .. }
+                | CoreError::NoStackBackup { .. } => Code::NotFound,
                 CoreError::Lock(lifeboat_consistency::LockError::Busy(..)) => Code::Locked,
                 CoreError::Refused { .. } => Code::Refused,
                 _ => Code::Error,

@@ -22,6 +22,11 @@ pub enum CoreError {
     NoSuchContainer(String),
     #[error("no backup of `{name}` {detail}: list them with `lifeboat snapshots {name}`")]
     NoBackup { name: String, detail: String },
+    #[error(
+        "no backup of {what} {detail}: back it up with `lifeboat backup --project NAME` (or \
+         --all), and list backups with `lifeboat snapshots`"
+    )]
+    NoStackBackup { what: String, detail: String },
     #[error(transparent)]
     Lock(#[from] lifeboat_consistency::LockError),
     #[error(transparent)]

@@ -84,9 +84,9 @@ pub fn choose_backups(
             .collect(),
     };
     if services.is_empty() {
-        return Err(CoreError::NoBackup {
-            name: match selection {
-                Selection::Project(p) => format!("project {p}"),
+        return Err(CoreError::NoStackBackup {
+            what: match selection {
+                Selection::Project(p) => format!("compose project `{p}`"),
                 _ => "any container".into(),
             },
             detail: match at {

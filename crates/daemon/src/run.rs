@@ -22,19 +22,11 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(
-        "cannot listen on {addr}: {source}; is another daemon running? Pick another with --listen"
+        "cannot listen on {addr}: {cause}; is another daemon running? Pick another with --listen"
     )]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("API token file {path}: {source}")]
-    Token {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Listen { addr: String, cause: std::io::Error },
+    #[error("API token file {path}: {cause}")]
+    Token { path: String, cause: std::io::Error },
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -121,9 +113,9 @@ pub fn api_token(plan: &DaemonPlan) -> Result<String, DaemonError> {
         return Ok(t.trim().to_string());
     }
     let path = &plan.token_file;
-    let err = |source| DaemonError::Token {
+    let err = |cause| DaemonError::Token {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     if path.exists() {
         return lifeboat_core::secret::read_secret_file(path).map_err(err);
@@ -194,12 +186,13 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             addrs.push((m, true));
         }
         for (addr, metrics_only) in addrs {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| DaemonError::Listen {
-                    addr: addr.to_string(),
-                    source,
-                })?;
+            let l =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|cause| DaemonError::Listen {
+                        addr: addr.to_string(),
+                        cause,
+                    })?;
             out.push((l, metrics_only));
         }
         Ok::<_, DaemonError>(out)

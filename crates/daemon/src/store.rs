@@ -8,11 +8,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-#[error("job history {path}: {source}; check the state directory's disk and permissions")]
+#[error("job history {path}: {cause}; check the state directory's disk and permissions")]
 pub struct StoreError {
     path: String,
-    #[source]
-    source: rusqlite::Error,
+    cause: rusqlite::Error,
 }
 
 /// One job as recorded.
@@ -116,9 +115,9 @@ fn now() -> String {
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let err = |source| StoreError {
+        let err = |cause| StoreError {
             path: shown.clone(),
-            source,
+            cause,
         };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -133,9 +132,9 @@ impl Store {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError {
+        |cause| StoreError {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 
