@@ -214,3 +214,57 @@ fn the_next_drill_removes_the_sandbox_a_killed_drill_left() {
     assert!(!docker_ok(&["volume", "inspect", &stale_vol]));
     assert!(!docker_ok(&["network", "inspect", &net]));
 }
+
+#[test]
+fn a_drill_queries_restored_postgres_and_mariadb_servers() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let pg = unique("lbt-drillpg");
+    let pg_vol = unique("lbt-drillpg-data");
+    new_volume(&mut c, &pg_vol);
+    crate::hot_postgres::start_server(&mut c, &pg, &pg_vol);
+    docker(&["exec", "-d", &pg, "bash", "-c", crate::hot_postgres::WRITER]);
+    let maria = unique("lbt-drillmaria");
+    let maria_vol = unique("lbt-drillmaria-data");
+    new_volume(&mut c, &maria_vol);
+    crate::services::start_mariadb(&mut c, &maria, &maria_vol, &[]);
+    crate::services::wait_until(
+        "postgres rows",
+        std::time::Duration::from_secs(30),
+        20,
+        || crate::services::acked(&pg),
+    );
+    lb.run(&["backup", &pg, &maria]).ok();
+    let report = lb.run(&["drill", &pg, &maria, "--json"]).ok().json();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let probe = |svc: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == svc)
+            .unwrap()["probes"][0]
+            .clone()
+    };
+    let p = probe(&pg);
+    assert_eq!(
+        (p["name"].as_str(), p["ok"].as_bool()),
+        (Some("postgres query"), Some(true)),
+        "{p}"
+    );
+    assert!(
+        p["output"].as_str().unwrap().contains("agent"),
+        "the restored cluster holds the agent database: {p}"
+    );
+    let m = probe(&maria);
+    assert_eq!(
+        (m["name"].as_str(), m["ok"].as_bool()),
+        (Some("mariadb query"), Some(true)),
+        "{m}"
+    );
+    assert!(
+        m["output"].as_str().unwrap().trim().parse::<u64>().unwrap() >= 1,
+        "user tables: {m}"
+    );
+    assert!(drill_leftovers(&report["drill_id"]).is_empty());
+}

@@ -13,11 +13,11 @@ if [ ! -s $PGDATA/PG_VERSION ]; then mkdir -p $PGDATA && chown postgres $PGDATA 
 su postgres -c "$PGBIN/pg_ctl -D $PGDATA -l /tmp/pg.log -o '-c listen_addresses=' -w start" >/dev/null
 exec sleep infinity"#;
 
-const WRITER: &str = r#"psql -U postgres -qc "CREATE DATABASE agent" >/dev/null
+pub const WRITER: &str = r#"psql -U postgres -qc "CREATE DATABASE agent" >/dev/null
 psql -U postgres -d agent -qc "CREATE TABLE records(seq int PRIMARY KEY, at timestamptz DEFAULT now())"
 i=0; while true; do i=$((i+1)); psql -U postgres -d agent -qAtc "INSERT INTO records(seq) VALUES($i)" >/dev/null && echo $i > /tmp/acked; done"#;
 
-fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
+pub fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
     c.containers.push(name.to_string());
     docker(&[
         "run",
