@@ -1,0 +1,197 @@
+//! Running a stack restore: level by level, each service once its dependencies are healthy.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use lifeboat_docker::Engine;
+use lifeboat_repo::Repository;
+use serde::Serialize;
+
+use super::StackPlan;
+use crate::restore::{RestoreOutcome, RestoreRequest, restore_container};
+use crate::{CoreError, Note};
+
+/// One service's result in a stack restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceResult {
+    pub service: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub seconds: f64,
+    pub health: Option<String>,
+    /// The container it was restored as (differs with a name prefix).
+    pub container: String,
+}
+
+/// Waits for `names` to be healthy (or running, without a healthcheck), with exponential
+/// backoff, until `deadline`.
+pub fn wait_ready(
+    engine: &dyn Engine,
+    names: &[String],
+    deadline: Instant,
+) -> Result<(), CoreError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut waiting = None;
+        for n in names {
+            let ready = match engine.container(n)? {
+                Some(c) => match &c.state.health {
+                    Some(h) => h == "healthy",
+                    None => c.state.running,
+                },
+                None => false,
+            };
+            if !ready {
+                waiting = Some(n.clone());
+                break;
+            }
+        }
+        let Some(n) = waiting else { return Ok(()) };
+        if Instant::now() >= deadline {
+            return Err(CoreError::Stack(format!(
+                "dependency `{n}` did not become healthy in time; its dependents were not started"
+            )));
+        }
+        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Restores the stack level by level. `request` gives the options of each service's
+/// restore (its `snapshot` is set per service; `rename` maps a service to the container name
+/// to restore it as). Stops at the first failing level: dependents never start on a broken
+/// dependency.
+pub fn restore_stack(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    plan: &StackPlan,
+    request: &RestoreRequest,
+    rename: &(dyn Fn(&str) -> Option<String> + Sync),
+    overall: Duration,
+    note: Note<'_>,
+) -> Vec<ServiceResult> {
+    let deadline = Instant::now() + overall;
+    let target = |s: &str| rename(s).unwrap_or_else(|| s.to_string());
+    let mut results = Vec::new();
+    if request.sandbox_network.is_none()
+        && let Err(e) = ensure_networks(engine, plan, note)
+    {
+        return vec![ServiceResult {
+            service: "(networks)".into(),
+            ok: false,
+            error: Some(e.to_string()),
+            seconds: 0.0,
+            health: None,
+            container: String::new(),
+        }];
+    }
+    for level in &plan.levels {
+        // Workers send their progress lines here; this thread prints them (`note` is not
+        // thread-safe).
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let level_results: Vec<ServiceResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = level
+                .iter()
+                .map(|service| {
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let note = |line: &str| {
+                            let _ = tx.send(format!("{service}: {line}"));
+                        };
+                        let t0 = Instant::now();
+                        let deps: Vec<String> = plan.depends_on[service]
+                            .iter()
+                            .map(|d| target(d))
+                            .chain(plan.external[service].iter().cloned())
+                            .collect();
+                        let r = wait_ready(engine, &deps, deadline).and_then(|()| {
+                            let mut req = request.clone();
+                            req.snapshot = Some(plan.backups[service].snapshot_id.clone());
+                            req.at = None;
+                            req.as_name = rename(service);
+                            req.health_timeout = deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_secs(1));
+                            restore_container(engine, repo, service, &req, &note)
+                        });
+                        outcome(service, &target(service), r, t0)
+                    })
+                })
+                .collect();
+            drop(tx);
+            for line in rx {
+                note(&line);
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("restore thread"))
+                .collect()
+        });
+        let failed = level_results.iter().any(|r| !r.ok);
+        results.extend(level_results);
+        if failed {
+            let skipped: Vec<&String> = plan
+                .levels
+                .iter()
+                .flatten()
+                .filter(|s| !results.iter().any(|r| &r.service == *s))
+                .collect();
+            for s in skipped {
+                results.push(ServiceResult {
+                    service: s.clone(),
+                    ok: false,
+                    error: Some("not restored: a service it may depend on failed".into()),
+                    seconds: 0.0,
+                    health: None,
+                    container: target(s),
+                });
+            }
+            break;
+        }
+    }
+    results
+}
+
+/// Creates the stack's missing user networks once, before services restore in parallel (two
+/// restores creating the same network at once could make two networks of one name).
+fn ensure_networks(engine: &dyn Engine, plan: &StackPlan, note: Note<'_>) -> Result<(), CoreError> {
+    let mut seen = BTreeSet::new();
+    for b in plan.backups.values() {
+        for net in &b.manifest.config.networks {
+            if crate::restore::is_builtin_network(&net.name) || !seen.insert(net.name.clone()) {
+                continue;
+            }
+            if engine.network_driver(&net.name)?.is_none() {
+                note(&format!("creating network {}", net.name));
+                engine.create_network(&net.name, &net.driver)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn outcome(
+    service: &str,
+    container: &str,
+    r: Result<RestoreOutcome, CoreError>,
+    t0: Instant,
+) -> ServiceResult {
+    match r {
+        Ok(o) => ServiceResult {
+            service: service.to_string(),
+            ok: true,
+            error: None,
+            seconds: t0.elapsed().as_secs_f64(),
+            health: o.health,
+            container: container.to_string(),
+        },
+        Err(e) => ServiceResult {
+            service: service.to_string(),
+            ok: false,
+            error: Some(e.to_string()),
+            seconds: t0.elapsed().as_secs_f64(),
+            health: None,
+            container: container.to_string(),
+        },
+    }
+}
