@@ -115,6 +115,18 @@ pub fn render(d: &Daemon) -> String {
         vec![(String::new(), running as f64)],
     );
     family(
+        "lifeboat_jobs_started_total",
+        "counter",
+        "Jobs started since the daemon started.",
+        vec![(String::new(), d.jobs_started.load(Ordering::Relaxed) as f64)],
+    );
+    family(
+        "lifeboat_daemon_start_time_seconds",
+        "gauge",
+        "Unix time the daemon started.",
+        vec![(String::new(), d.started_at.as_second() as f64)],
+    );
+    family(
         "lifeboat_notifications_failed_total",
         "counter",
         "Webhooks and pings not delivered after retries.",
