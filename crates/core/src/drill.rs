@@ -200,6 +200,23 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
             done.push(format!("removed network {network}"));
         }
     }
+    // A drill killed before its containers existed leaves volumes and a network only.
+    let stale = |name: &str| {
+        name.starts_with("lbdrill-")
+            && name
+                .get(..16)
+                .is_some_and(|id| ContainerLock::acquire(&drill_lock_dir(), id).is_ok())
+    };
+    for v in engine.volume_names().unwrap_or_default() {
+        if stale(&v) && engine.remove_volume(&v).is_ok() {
+            done.push(format!("removed volume {v} left by a killed drill"));
+        }
+    }
+    for n in engine.network_names().unwrap_or_default() {
+        if stale(&n) && n.ends_with("-net") && engine.remove_network(&n).is_ok() {
+            done.push(format!("removed network {n} left by a killed drill"));
+        }
+    }
     done
 }
 

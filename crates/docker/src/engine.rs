@@ -470,6 +470,27 @@ impl Engine for DockerEngine {
             .map_err(|e| classify("create", "network", name, e))
     }
 
+    fn volume_names(&self) -> Result<Vec<String>, EngineError> {
+        let list = self
+            .rt
+            .block_on(self.docker.list_volumes(None::<q::ListVolumesOptions>))
+            .map_err(|e| classify("list", "volumes", "", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    fn network_names(&self) -> Result<Vec<String>, EngineError> {
+        let list = self
+            .rt
+            .block_on(self.docker.list_networks(None))
+            .map_err(|e| classify("list", "networks", "", e))?;
+        Ok(list.into_iter().filter_map(|n| n.name).collect())
+    }
+
     fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         self.rt
             .block_on(self.docker.remove_network(name))

@@ -141,6 +141,9 @@ pub trait Engine: Send + Sync {
         labels: &BTreeMap<String, String>,
     ) -> Result<(), EngineError>;
     fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Names of every volume and every network on the engine.
+    fn volume_names(&self) -> Result<Vec<String>, EngineError>;
+    fn network_names(&self) -> Result<Vec<String>, EngineError>;
     /// Creates (does not start) a container; the first network in `config.networks` is
     /// attached at creation, the others must be connected with [`Engine::connect_network`].
     fn create_container(&self, name: &str, config: &ContainerConfig)
