@@ -248,45 +248,42 @@ impl Store {
     /// the newest that ran to an end (succeeded or failed; an aborted run does not count
     /// as its slot's run, so it is retried at start).
     pub fn last_backups(&self, service: &str) -> Result<LastBackups, StoreError> {
-        let q = |cond: &str| {
-            self.conn
-                .query_row(
-                    &format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = 'backup' \
-                         AND {cond} ORDER BY id DESC LIMIT 1"
-                    ),
-                    params![service],
-                    job_from_row,
-                )
-                .optional()
-                .map_err(self.err())
-        };
         Ok((
-            q("state IN ('succeeded', 'failed', 'aborted')")?,
-            q("state = 'succeeded'")?,
-            q("state IN ('succeeded', 'failed')")?,
+            self.newest_job(
+                service,
+                "backup",
+                "state IN ('succeeded', 'failed', 'aborted')",
+            )?,
+            self.newest_job(service, "backup", "state = 'succeeded'")?,
+            self.newest_job(service, "backup", "state IN ('succeeded', 'failed')")?,
         ))
     }
 
     /// Of `service`'s drills: the newest finished one and the newest successful one.
     pub fn last_drills(&self, service: &str) -> Result<(Option<Job>, Option<Job>), StoreError> {
-        let q = |cond: &str| {
-            self.conn
-                .query_row(
-                    &format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = 'drill' \
-                         AND {cond} ORDER BY id DESC LIMIT 1"
-                    ),
-                    params![service],
-                    job_from_row,
-                )
-                .optional()
-                .map_err(self.err())
-        };
         Ok((
-            q("state IN ('succeeded', 'failed', 'aborted')")?,
-            q("state = 'succeeded'")?,
+            self.newest_job(
+                service,
+                "drill",
+                "state IN ('succeeded', 'failed', 'aborted')",
+            )?,
+            self.newest_job(service, "drill", "state = 'succeeded'")?,
         ))
+    }
+
+    /// The newest job of `kind` for `service` matching the SQL condition `cond`.
+    fn newest_job(&self, service: &str, kind: &str, cond: &str) -> Result<Option<Job>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = ?2 AND {cond} \
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![service, kind],
+                job_from_row,
+            )
+            .optional()
+            .map_err(self.err())
     }
 
     /// Backup ids of `service` that a successful drill restored and probed.
