@@ -152,6 +152,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Starts a sleeper the test's daemon manages: `lifeboat.enable=true` and the daemon's scope
+/// label `lifeboat.test=<scope>`, volume `vol` on /data if given, and more `labels`.
+pub fn managed(c: &mut Cleanup, scope: &str, name: &str, vol: Option<&str>, labels: &[&str]) {
+    let mount = vol.map(|v| format!("{v}:/data"));
+    let scope = format!("lifeboat.test={scope}");
+    let mut flags = vec!["-l", "lifeboat.enable=true", "-l", &scope];
+    if let Some(m) = &mount {
+        flags.extend(["-v", m]);
+    }
+    for l in labels {
+        flags.extend(["-l", l]);
+    }
+    run_sleeper(c, name, &flags);
+}
+
 fn succeeded(jobs: &[serde_json::Value]) -> usize {
     jobs.iter().filter(|j| j["state"] == "succeeded").count()
 }
@@ -163,21 +178,12 @@ fn a_ten_second_schedule_backs_up_three_times_and_retention_keeps_two() {
     let name = unique("lbt-sched");
     let vol = unique("lbt-sched-data");
     new_volume(&mut c, &vol);
-    run_sleeper(
+    managed(
         &mut c,
         &name,
-        &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.schedule=10s",
-            "-l",
-            "lifeboat.retention=last=2",
-        ],
+        &name,
+        Some(&vol),
+        &["lifeboat.schedule=10s", "lifeboat.retention=last=2"],
     );
     let d = Daemon::start(&lb, &name, "");
     let t0 = Instant::now();
@@ -250,19 +256,14 @@ fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recove
     let pings = Receiver::start();
     let name = unique("lbt-fail");
     // The pre hook fails until /ok exists: a broken service, then a fixed one.
-    run_sleeper(
+    managed(
         &mut c,
         &name,
+        &name,
+        None,
         &[
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
             "lifeboat.schedule=1h",
-            "-l",
             "lifeboat.pre=test -f /ok",
-            "-l",
             &format!("lifeboat.ping-url={}/ping/abc", pings.url),
         ],
     );
@@ -354,18 +355,7 @@ fn a_label_change_and_a_new_container_are_picked_up_from_the_event_stream() {
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let name = unique("lbt-events");
-    run_sleeper(
-        &mut c,
-        &name,
-        &[
-            "-l",
-            "lifeboat.schedule=1h",
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-        ],
-    );
+    managed(&mut c, &name, &name, None, &["lifeboat.schedule=1h"]);
     let d = Daemon::start(&lb, &name, "");
     d.wait_until(
         "the service with its 1h schedule",
@@ -383,19 +373,12 @@ fn a_label_change_and_a_new_container_are_picked_up_from_the_event_stream() {
         Duration::from_secs(20),
         || d.service(&name)["status"] == "missing",
     );
-    run_sleeper(
+    managed(
         &mut c,
         &name,
-        &[
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.schedule=2h",
-            "-l",
-            "lifeboat.retention=7d",
-        ],
+        &name,
+        None,
+        &["lifeboat.schedule=2h", "lifeboat.retention=7d"],
     );
     d.wait_until("the new schedule", Duration::from_secs(20), || {
         d.service(&name)["policy"]["schedule"] == "2h"
@@ -415,18 +398,7 @@ fn a_label_change_and_a_new_container_are_picked_up_from_the_event_stream() {
     assert_eq!(shas, [first.as_str(), second.as_str()]);
     // A container created after the start, with a bad label: listed as not protected.
     let other = unique("lbt-events-new");
-    run_sleeper(
-        &mut c,
-        &other,
-        &[
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.schedule=often",
-        ],
-    );
+    managed(&mut c, &name, &other, None, &["lifeboat.schedule=often"]);
     d.wait_until("the new container", Duration::from_secs(20), || {
         d.service(&other)["status"] == "invalid"
     });
@@ -439,16 +411,9 @@ fn a_label_change_and_a_new_container_are_picked_up_from_the_event_stream() {
     assert!(!d.log_text().contains("poll"), "discovery must not poll");
 }
 
-/// Fills a volume with `mb` MiB of incompressible data, so that reading it takes a while.
+/// A volume holding `mb` MiB of incompressible data, so that reading it takes a while.
 fn big_volume(c: &mut Cleanup, name: &str, mb: usize) {
-    let path = new_volume(c, name);
-    let mut f = std::fs::File::create(path.join("blob")).unwrap();
-    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
-    std::io::copy(
-        &mut std::io::Read::take(&mut urandom, (mb as u64) << 20),
-        &mut f,
-    )
-    .unwrap();
+    crate::stack::fill(&new_volume(c, name).join("blob"), mb);
 }
 
 fn paused(name: &str) -> bool {
@@ -462,21 +427,12 @@ fn a_daemon_killed_mid_backup_leaves_no_container_paused_after_restart() {
     let name = unique("lbt-kill");
     let vol = unique("lbt-kill-data");
     big_volume(&mut c, &vol, 400);
-    run_sleeper(
+    managed(
         &mut c,
         &name,
-        &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.schedule=1h",
-            "-l",
-            "lifeboat.mode=pause",
-        ],
+        &name,
+        Some(&vol),
+        &["lifeboat.schedule=1h", "lifeboat.mode=pause"],
     );
     let mut d = Daemon::start(&lb, &name, "");
     d.wait_until(
@@ -517,21 +473,12 @@ fn sigterm_mid_backup_lets_the_job_finish_and_unpauses() {
     let name = unique("lbt-term");
     let vol = unique("lbt-term-data");
     big_volume(&mut c, &vol, 300);
-    run_sleeper(
+    managed(
         &mut c,
         &name,
-        &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.schedule=1h",
-            "-l",
-            "lifeboat.mode=pause",
-        ],
+        &name,
+        Some(&vol),
+        &["lifeboat.schedule=1h", "lifeboat.mode=pause"],
     );
     let mut d = Daemon::start(&lb, &name, "");
     d.wait_until(
@@ -560,20 +507,7 @@ fn a_restore_requested_through_the_api_rebuilds_a_side_by_side_copy() {
     let vol = unique("lbt-apirest-data");
     let path = new_volume(&mut c, &vol);
     std::fs::write(path.join("records"), "1000 records\n").unwrap();
-    run_sleeper(
-        &mut c,
-        &name,
-        &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            "lifeboat.schedule=1h",
-        ],
-    );
+    managed(&mut c, &name, &name, Some(&vol), &["lifeboat.schedule=1h"]);
     let d = Daemon::start(&lb, &name, "");
     d.wait_until("the first backup", Duration::from_secs(30), || {
         succeeded(&d.jobs(&name)) == 1
@@ -621,21 +555,12 @@ fn retention_refuses_to_delete_after_a_suspiciously_small_backup() {
     let vol = unique("lbt-shrink-data");
     let path = new_volume(&mut c, &vol);
     std::fs::write(path.join("table"), vec![7u8; 2 << 20]).unwrap();
-    run_sleeper(
+    managed(
         &mut c,
         &name,
-        &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            "lifeboat.schedule=1h",
-            "-l",
-            "lifeboat.retention=last=1",
-        ],
+        &name,
+        Some(&vol),
+        &["lifeboat.schedule=1h", "lifeboat.retention=last=1"],
     );
     let d = Daemon::start(&lb, &name, &format!("webhook_url = \"{}/hook\"", hook.url));
     d.wait_until("the first backup", Duration::from_secs(30), || {
@@ -796,21 +721,14 @@ fn with_drills_the_first_backup_is_verified_and_retention_keeps_the_newest_verif
     let vol = unique("lbt-drilld-data");
     let path = new_volume(&mut c, &vol);
     std::fs::write(path.join("data"), vec![3u8; 1 << 20]).unwrap();
-    run_sleeper(
+    managed(
         &mut c,
         &name,
+        &name,
+        Some(&vol),
         &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
             "lifeboat.schedule=1h",
-            "-l",
             "lifeboat.retention=last=1",
-            "-l",
             "lifeboat.drill=1d",
         ],
     );

@@ -10,7 +10,7 @@ use lifeboat_testkit::http::{self, base64_decode, free_port};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::daemon::{Daemon, TOKEN};
+use crate::daemon::{Daemon, TOKEN, managed};
 
 struct Browser {
     driver: Child,
@@ -146,38 +146,24 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
     let name = unique("lbt-dash");
     let vol = unique("lbt-dash-data");
     new_volume(&mut c, &vol);
-    run_sleeper(
+    managed(
         &mut c,
         &name,
+        &name,
+        Some(&vol),
         &[
-            "-v",
-            &format!("{vol}:/data"),
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
             "lifeboat.schedule=1h",
-            "-l",
             "lifeboat.retention=last=5",
-            "-l",
             "lifeboat.drill=1d",
         ],
     );
     let failing = format!("{name}-failing");
-    run_sleeper(
+    managed(
         &mut c,
+        &name,
         &failing,
-        &[
-            "-l",
-            &format!("lifeboat.test={name}"),
-            "-l",
-            "lifeboat.enable=true",
-            "-l",
-            "lifeboat.schedule=1h",
-            "-l",
-            "lifeboat.pre=exit 3",
-        ],
+        None,
+        &["lifeboat.schedule=1h", "lifeboat.pre=exit 3"],
     );
     let d = Daemon::start(&lb, &name, "");
     d.wait_until(
