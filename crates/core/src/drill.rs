@@ -21,7 +21,7 @@ use lifeboat_repo::Repository;
 use serde::Serialize;
 
 use crate::backup::BackupRequest;
-use crate::restore::RestoreRequest;
+use crate::restore::{RestoreRequest, renamed_bind, renamed_volume};
 use crate::stack::{Selection, StackPlan, plan_stack, restore_stack};
 use crate::{CoreError, Note};
 
@@ -103,11 +103,10 @@ impl Sandbox {
             let name = sandbox_name(&s.id, service);
             for m in &b.manifest.config.mounts {
                 match m.kind {
-                    MountKind::Volume => s.volumes.push(format!("{name}_{}", m.source)),
-                    MountKind::Bind => s.bind_paths.push(under_root(
-                        host_root,
-                        &format!("{}-{name}", m.source.trim_end_matches('/')),
-                    )),
+                    MountKind::Volume => s.volumes.push(renamed_volume(&m.source, Some(&name))),
+                    MountKind::Bind => s
+                        .bind_paths
+                        .push(under_root(host_root, &renamed_bind(&m.source, Some(&name)))),
                     MountKind::Tmpfs => {}
                 }
             }
@@ -407,14 +406,13 @@ fn sqlite_probes(
     let mut out = Vec::new();
     for mount in &m.config.mounts {
         let dir = match mount.kind {
-            MountKind::Volume => match engine.volume(&format!("{container}_{}", mount.source)) {
-                Ok(Some(v)) => under_root(host_root, &v.mountpoint),
-                _ => continue,
-            },
-            MountKind::Bind => under_root(
-                host_root,
-                &format!("{}-{container}", mount.source.trim_end_matches('/')),
-            ),
+            MountKind::Volume => {
+                match engine.volume(&renamed_volume(&mount.source, Some(container))) {
+                    Ok(Some(v)) => under_root(host_root, &v.mountpoint),
+                    _ => continue,
+                }
+            }
+            MountKind::Bind => under_root(host_root, &renamed_bind(&mount.source, Some(container))),
             MountKind::Tmpfs => continue,
         };
         for rel in lifeboat_consistency::sqlite::find_databases(&dir) {

@@ -58,14 +58,16 @@ struct Target {
     name: String,
 }
 
-fn renamed_volume(volume: &str, as_name: Option<&str>) -> String {
+/// A volume's name in a copy restored `--as` (or into a drill's sandbox).
+pub(crate) fn renamed_volume(volume: &str, as_name: Option<&str>) -> String {
     match as_name {
         Some(n) => format!("{n}_{volume}"),
         None => volume.to_string(),
     }
 }
 
-fn renamed_bind(path: &str, as_name: Option<&str>) -> String {
+/// A bind path's host path in a copy restored `--as` (or into a drill's sandbox).
+pub(crate) fn renamed_bind(path: &str, as_name: Option<&str>) -> String {
     match as_name {
         Some(n) => format!("{}-{n}", path.trim_end_matches('/')),
         None => path.to_string(),
