@@ -20,6 +20,8 @@ pub enum Code {
     EngineUnreachable = 13,
     Refused = 14,
     NotFound = 15,
+    /// The restore target could not be written (full disk, refused path); the repository is fine.
+    TargetWrite = 16,
 }
 
 impl Code {
@@ -38,7 +40,8 @@ fn repo_code(e: &RepoError) -> Code {
         RepoError::NotFound { .. } => Code::RepoMissing,
         RepoError::WrongPassword { .. } => Code::WrongPassword,
         RepoError::SnapshotNotFound { .. } => Code::NotFound,
-        RepoError::RestoreIncomplete { .. } => Code::Damaged,
+        RepoError::RestoreIncomplete { .. } | RepoError::HostileSnapshot { .. } => Code::Damaged,
+        RepoError::TargetWrite { .. } => Code::TargetWrite,
         RepoError::AlreadyExists { .. } => Code::Refused,
         _ => Code::Error,
     }

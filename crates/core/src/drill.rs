@@ -421,7 +421,7 @@ fn sqlite_probes(
                 mount.destination.trim_end_matches('/'),
                 rel.display()
             );
-            let checked = lifeboat_consistency::sqlite::integrity_check(&dir.join(&rel));
+            let checked = lifeboat_consistency::sqlite::integrity_check(&dir, &rel);
             let (ok, output) = match checked {
                 Ok(text) => (text == "ok", text),
                 Err(e) => (false, e.message),

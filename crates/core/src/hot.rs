@@ -92,7 +92,10 @@ impl Staging {
     pub(crate) fn new(state_dir: &Path, container: &str, backup_id: &str) -> Staging {
         let parent = state_dir.join("staging").join(container);
         let _ = std::fs::remove_dir_all(&parent);
-        Staging(parent.join(backup_id))
+        // A name no container can guess: the copies are written while SQLite runs confined
+        // to the container's mount, where a planted file at a guessable path could pose as
+        // the copy's journal.
+        Staging(parent.join(format!("{backup_id}-{}", unguessable())))
     }
 }
 
@@ -122,7 +125,8 @@ fn stage(
                 part.name,
                 rel.display()
             ));
-            consistent_copy(&live, &dir.join(rel)).map_err(|e| CoreError::Hot(e.to_string()))?;
+            consistent_copy(&part.read_path, rel, &dir.join(rel))
+                .map_err(|e| CoreError::Hot(e.to_string()))?;
             part.exclude.push(live.clone());
             part.exclude.extend(side_files(&live));
         }
@@ -141,8 +145,21 @@ fn stage(
     Ok(())
 }
 
+/// 128 random bits, hex.
+fn unguessable() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    hex::encode(bytes)
+}
+
+/// Directories inside the staging tree take the owner and mode of their originals, reached
+/// beneath the mount without following symlinks.
 fn copy_dir_owners(original: &Path, staged: &Path) {
     use std::os::unix::fs::MetadataExt;
+    let Ok(original) = lifeboat_safepath::Beneath::open(original) else {
+        return;
+    };
     for entry in walkdir::WalkDir::new(staged)
         .into_iter()
         .filter_map(Result::ok)
@@ -153,7 +170,8 @@ fn copy_dir_owners(original: &Path, staged: &Path) {
         let Ok(rel) = entry.path().strip_prefix(staged) else {
             continue;
         };
-        if let Ok(m) = std::fs::metadata(original.join(rel)) {
+        let dir = original.locate(rel).and_then(|l| l.open_dir());
+        if let Ok(m) = dir.and_then(|fd| std::fs::File::from(fd).metadata()) {
             let _ = std::os::unix::fs::chown(entry.path(), Some(m.uid()), Some(m.gid()));
             let _ = std::fs::set_permissions(entry.path(), m.permissions());
         }

@@ -38,6 +38,34 @@ pub enum RepoError {
         files: Vec<String>,
     },
 
+    #[error(
+        "refusing to restore snapshot {id}: entry {entry} would be written outside the restore \
+         target ({reason}); nothing was restored. Restic refuses such snapshots too: someone \
+         with the repository key may have tampered with it; restore an earlier backup and run \
+         `lifeboat check`"
+    )]
+    HostileSnapshot {
+        id: String,
+        entry: String,
+        reason: String,
+    },
+
+    #[error(
+        "restore of {what} could not write into the target: {reason}{}; the repository is \
+         fine, the restore target is not",
+        free_space_hint(*free)
+    )]
+    TargetWrite {
+        /// Which part, from which snapshot, into which directory.
+        what: String,
+        reason: String,
+        /// Free space left on the target's file system and what the restore needed in all,
+        /// when the disk is full.
+        free: Option<(u64, u64)>,
+        /// The target's file system is full (`ENOSPC` or `EDQUOT`).
+        no_space: bool,
+    },
+
     #[error("{op} failed on the repository at `{location}`: {message}")]
     Engine {
         op: &'static str,
@@ -61,5 +89,17 @@ impl RepoError {
             location: location.to_string(),
             message: err.to_string(),
         }
+    }
+}
+
+fn free_space_hint(free: Option<(u64, u64)>) -> String {
+    match free {
+        Some((free, needed)) => format!(
+            " ({} free on that file system, {} needed: free space there, or restore \
+             elsewhere with `--as`)",
+            bytesize::ByteSize::b(free),
+            bytesize::ByteSize::b(needed)
+        ),
+        None => String::new(),
     }
 }

@@ -19,10 +19,13 @@
 //! to do; wrong password and missing repository are distinct variants because the CLI maps
 //! them to distinct exit codes.
 
+#[cfg(feature = "craft")]
+pub mod craft;
 mod error;
 mod progress;
 mod rustic;
 mod source;
+mod tree_check;
 mod verify;
 
 use std::io::{Read, Write};

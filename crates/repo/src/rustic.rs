@@ -15,6 +15,7 @@ use rustic_core::{
 
 use crate::progress::Bars;
 use crate::source::{Problems, RecordingSource, StreamReadSource};
+use crate::tree_check;
 use crate::{
     CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository,
     RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
@@ -174,11 +175,11 @@ impl RusticRepository {
         })
     }
 
-    fn err(&self, op: &'static str) -> impl Fn(Box<RusticError>) -> RepoError + '_ {
+    pub(crate) fn err(&self, op: &'static str) -> impl Fn(Box<RusticError>) -> RepoError + '_ {
         move |e| RepoError::engine(op, &self.location.0, e.display_log())
     }
 
-    fn snapshot_template(
+    pub(crate) fn snapshot_template(
         &self,
         tags: &[String],
         description: Option<String>,
@@ -210,7 +211,7 @@ impl RusticRepository {
     }
 
     /// Runs `op` on the engine with its id index loaded (for backups).
-    fn with_ids_index<T>(
+    pub(crate) fn with_ids_index<T>(
         &self,
         op: impl FnOnce(&Engine<rustic_core::IndexedIdsStatus>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
@@ -429,6 +430,14 @@ impl RusticRepository {
         let ls = repo
             .ls(&node, &LsOptions::default())
             .map_err(self.err("restore"))?;
+        // Every name is checked before anything is written: a snapshot is hostile input.
+        if let Some(refusal) = tree_check::first_refusal(ls.clone()).map_err(self.err("restore"))? {
+            return Err(RepoError::HostileSnapshot {
+                id: id.to_string(),
+                entry: refusal.entry,
+                reason: refusal.reason.to_string(),
+            });
+        }
         // A directory is restored into `target`; a single file (a bind-mounted file) is
         // restored as `target` itself.
         let dir_to_create = if node.is_dir() {
@@ -452,9 +461,12 @@ impl RusticRepository {
             LocalDestination::new(&dest_path, true, !node.is_dir()).map_err(self.err("restore"))?;
         let mut opts = RestoreOptions::default().numeric_id(true);
         opts.sparse = serde_json::from_str("\"ByContent\"").ok();
+        let target_error = |message: String, needed_bytes: u64| {
+            target_write_error(id, path, target, message, needed_bytes)
+        };
         let plan = repo
             .prepare_restore(&opts, ls.clone(), &dest, false)
-            .map_err(self.err("restore"))?;
+            .map_err(|e| target_error(e.display_log(), 0))?;
         let report = RestoreReport {
             files: plan.stats.files.restore + plan.stats.files.unchanged,
             dirs: plan.stats.dirs.restore + plan.stats.dirs.unchanged,
@@ -467,6 +479,11 @@ impl RusticRepository {
         }));
         let engine_error = match outcome {
             Ok(Ok(())) => None,
+            // The patched engine returns write failures into the target as errors; only
+            // reading the repository still panics.
+            Ok(Err(e)) if e.display_log().contains(TARGET_WRITE_MARK) => {
+                return Err(target_error(e.display_log(), report.bytes));
+            }
             Ok(Err(e)) => Some(e.display_log()),
             Err(panic) => Some(panic_text(panic.as_ref())),
         };
@@ -488,6 +505,55 @@ impl RusticRepository {
         })?;
         Ok(report)
     }
+}
+
+/// How the patched engine starts the message of a failed write into the restore target.
+const TARGET_WRITE_MARK: &str = "Failed to write into the restore target";
+
+/// A restore that could not write into its target (full disk, refused path): the error
+/// names the target and, when the disk is full, the free space.
+fn target_write_error(
+    id: &str,
+    path: &str,
+    target: &Path,
+    message: String,
+    needed_bytes: u64,
+) -> RepoError {
+    // ENOSPC (28) and EDQUOT (122), as std displays and debug-prints them.
+    let no_space = ["os error 28)", "os error 122)", "code: 28,", "code: 122,"]
+        .iter()
+        .any(|m| message.contains(m));
+    let file = message
+        .split_once("at `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(file, _)| file.to_string());
+    let cause = if no_space {
+        "no space left on the file system".to_string()
+    } else {
+        last_cause(&message)
+    };
+    RepoError::TargetWrite {
+        what: format!("`{path}` from snapshot {id} into {}", target.display()),
+        reason: match file {
+            Some(f) if !f.is_empty() => format!("{cause} (writing `{f}`)"),
+            _ => cause,
+        },
+        free: no_space
+            .then(|| lifeboat_safepath::free_bytes(target))
+            .flatten()
+            .map(|free| (free, needed_bytes)),
+        no_space,
+    }
+}
+
+/// The innermost cause of an engine error, which says what really went wrong.
+fn last_cause(message: &str) -> String {
+    message
+        .rsplit("caused by: ")
+        .next()
+        .unwrap_or(message)
+        .trim()
+        .to_string()
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

@@ -9,8 +9,9 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use lifeboat_safepath::{Access, Beneath};
 use rustic_core::{
-    LocalSource, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticResult,
+    ErrorKind, LocalSource, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
     repofile::{Metadata, Node, NodeType},
 };
 
@@ -85,8 +86,62 @@ pub(crate) struct RecordingSource {
     pub(crate) exclude: Vec<PathBuf>,
 }
 
+/// Opens a walked file again beneath the source root, never through a symlink, and only if
+/// it is still the file the walk saw (same device and inode): a container that swaps a
+/// directory for a symlink to a host path mid-backup gets an error, not the host's file.
+pub(crate) struct SafeOpen {
+    root: Arc<Beneath>,
+    rel: PathBuf,
+    identity: (u64, u64),
+}
+
+impl ReadSourceOpen for SafeOpen {
+    type Reader = std::fs::File;
+
+    fn open(self) -> RusticResult<Self::Reader> {
+        use std::os::unix::fs::MetadataExt;
+        let opened = self
+            .root
+            .locate(&self.rel)
+            .and_then(|l| l.open_file(Access::Read, false))
+            .and_then(|f| {
+                let m = f.metadata()?;
+                if same_file(self.identity, (m.dev(), m.ino())) {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::other(
+                        "replaced during the backup (not the file the walk listed)",
+                    ))
+                }
+            });
+        opened.map_err(|e| {
+            RusticError::with_source(
+                ErrorKind::InputOutput,
+                "`{path}` was not read: it must stay inside the mount.",
+                e,
+            )
+            .attach_context("path", self.rel.display().to_string())
+        })
+    }
+}
+
+/// Whether the walked entry `rel` is reached beneath the root without a symlink and is
+/// still what the walk described.
+fn still_inside(root: &Beneath, rel: &Path, node: &Node) -> bool {
+    root.locate(rel)
+        .and_then(|l| l.identity())
+        .is_ok_and(|id| same_file((node.meta.device_id, node.meta.inode), id))
+}
+
+/// The walk records the device only for hard-linked files; the inode always. Reaching the
+/// file beneath the root without symlinks is what keeps it inside the mount; this only
+/// tells that it is still the file the walk saw.
+fn same_file(walked: (u64, u64), now: (u64, u64)) -> bool {
+    walked.1 == now.1 && (walked.0 == 0 || walked.0 == now.0)
+}
+
 impl ReadSource for RecordingSource {
-    type Open = RecordingOpen<<LocalSource as ReadSource>::Open>;
+    type Open = RecordingOpen<SafeOpen>;
     type Iter = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<Self::Open>>> + Send>;
 
     fn size(&self) -> RusticResult<Option<u64>> {
@@ -111,28 +166,63 @@ impl ReadSource for RecordingSource {
                 None
             }
         };
+        // Every entry is checked beneath the source root; a single-file source is its
+        // parent directory's entry.
+        let (root_dir, base) = match std::fs::symlink_metadata(&source) {
+            Ok(m) if m.is_dir() => (source.clone(), PathBuf::new()),
+            _ => (
+                source.parent().map(Path::to_path_buf).unwrap_or_default(),
+                source.file_name().map(PathBuf::from).unwrap_or_default(),
+            ),
+        };
+        let beneath = match Beneath::open(&root_dir) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                problems.push(format!("{}: cannot open: {e}", root_dir.display()));
+                None
+            }
+        };
         let entries = self.inner.entries().filter(
             move |item| !matches!(item, Ok(ReadSourceEntry { path, .. }) if exclude.iter().any(|x| path.starts_with(x))),
         );
-        Box::new(root.into_iter().chain(entries.map(move |item| match item {
+        let checked = entries.filter_map(move |item| match item {
             Ok(ReadSourceEntry { path, node, open }) => {
-                let path = match path.strip_prefix(&source) {
-                    Ok(rel) if rel.as_os_str().is_empty() => as_path.clone(),
-                    Ok(rel) => as_path.join(rel),
-                    Err(_) => path,
+                let Ok(rel) = path.strip_prefix(&source).map(Path::to_path_buf) else {
+                    problems.push(format!("{}: left out: outside the source", path.display()));
+                    return None;
                 };
-                let open = open.map(|inner| RecordingOpen {
-                    inner,
+                let below_root = base.join(&rel);
+                let shown = path.display().to_string();
+                let beneath = beneath.as_ref()?;
+                if !still_inside(beneath, &below_root, &node) {
+                    problems.push(format!(
+                        "{shown}: left out: it changed during the backup (moved, or reached \
+                         through a symlink) and must stay inside the mount"
+                    ));
+                    return None;
+                }
+                let path = if rel.as_os_str().is_empty() {
+                    as_path.clone()
+                } else {
+                    as_path.join(&rel)
+                };
+                let open = open.map(|_engine_open| RecordingOpen {
+                    inner: SafeOpen {
+                        root: beneath.clone(),
+                        rel: below_root,
+                        identity: (node.meta.device_id, node.meta.inode),
+                    },
                     path: path.display().to_string(),
                     problems: problems.clone(),
                 });
-                Ok(ReadSourceEntry { path, node, open })
+                Some(Ok(ReadSourceEntry { path, node, open }))
             }
             Err(err) => {
                 problems.push(format!("cannot read entry: {}", err.display_log()));
-                Err(err)
+                Some(Err(err))
             }
-        })))
+        });
+        Box::new(root.into_iter().chain(checked))
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+
+use lifeboat_safepath::Beneath;
 use std::path::{Path, PathBuf};
 
 use rustic_core::{
@@ -12,16 +14,23 @@ use rustic_core::{
 };
 
 /// Paths (relative to `target`) of files whose restored content differs from the snapshot.
+/// Files are reached beneath `target` without following symlinks.
 pub(crate) fn bad_files<S: IndexedFull>(
     repo: &Repository<S>,
     nodes: impl Iterator<Item = RusticResult<(PathBuf, Node)>>,
     target: &Path,
 ) -> Vec<String> {
+    let beneath = Beneath::open(target).ok();
     let mut bad = Vec::new();
     for item in nodes {
         match item {
             Ok((path, node)) if node.is_file() => {
-                if !file_matches(repo, &node, &target.join(&path)) {
+                let file = match &beneath {
+                    Some(b) if !path.as_os_str().is_empty() => b.open_file(&path),
+                    // A single-file target is the file itself.
+                    _ => open_nofollow(target, false),
+                };
+                if !file.is_ok_and(|f| file_matches(repo, &node, &f)) {
                     bad.push(path.display().to_string());
                 }
             }
@@ -32,10 +41,7 @@ pub(crate) fn bad_files<S: IndexedFull>(
     bad
 }
 
-fn file_matches<S: IndexedFull>(repo: &Repository<S>, node: &Node, path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
+fn file_matches<S: IndexedFull>(repo: &Repository<S>, node: &Node, file: &File) -> bool {
     let mut offset = 0u64;
     for id in node.content.iter().flatten() {
         let Ok(expected) = repo.get_blob_cached(&BlobId::from(*id), BlobType::Data) else {
@@ -50,23 +56,43 @@ fn file_matches<S: IndexedFull>(repo: &Repository<S>, node: &Node, path: &Path) 
     file.metadata().is_ok_and(|m| m.len() == offset)
 }
 
+/// Opens `path` itself, refusing a symlink (and, with `dir`, anything but a directory).
+fn open_nofollow(path: &Path, dir: bool) -> io::Result<File> {
+    let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    if !dir && !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// The engine restores the children of a directory but leaves the directory it restores
 /// into as it found it; a volume's root owner and mode matter (postgres refuses to start
-/// on a data directory with the wrong owner), so they are applied here.
+/// on a data directory with the wrong owner), so they are applied here, through a descriptor
+/// of the directory itself: a target replaced by a symlink meanwhile is refused, not followed.
 pub(crate) fn apply_root_metadata(node: &Node, target: &Path) -> io::Result<()> {
     if !node.is_dir() {
         return Ok(());
     }
+    let dir = open_nofollow(target, true)?;
     let meta = &node.meta;
     if meta.uid.is_some() || meta.gid.is_some() {
-        std::os::unix::fs::chown(target, meta.uid, meta.gid)?;
+        std::os::unix::fs::fchown(&dir, meta.uid, meta.gid)?;
     }
     if let Some(go_mode) = meta.mode {
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(unix_mode(go_mode)))?;
+        dir.set_permissions(std::fs::Permissions::from_mode(unix_mode(go_mode)))?;
     }
     if let Some(mtime) = meta.mtime {
-        let times = std::fs::FileTimes::new().set_modified(mtime.into());
-        File::open(target)?.set_times(times)?;
+        dir.set_times(std::fs::FileTimes::new().set_modified(mtime.into()))?;
     }
     Ok(())
 }

@@ -1,0 +1,3 @@
+pub mod hotcold;
+pub mod index;
+pub mod snapshots;
