@@ -8,6 +8,8 @@ use lifeboat_repo::RepoError;
 pub enum Code {
     Ok = 0,
     Error = 1,
+    /// A command-line usage error, or a name or time that breaks its rule.
+    Usage = 2,
     /// `doctor` found warnings (same value as `Error`, by the doctor's own contract).
     DoctorWarnings = 101,
     /// `doctor` found errors.
@@ -67,6 +69,8 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 | CoreError::NoStackBackup { .. } => Code::NotFound,
                 CoreError::Lock(lifeboat_consistency::LockError::Busy(..)) => Code::Locked,
                 CoreError::Refused { .. } => Code::Refused,
+                CoreError::BadName(_) => Code::Usage,
+                CoreError::HostileManifest { .. } => Code::Damaged,
                 _ => Code::Error,
             };
         }
@@ -84,7 +88,7 @@ pub fn code_of(err: &anyhow::Error) -> Code {
 /// exit code.
 pub fn report(err: &anyhow::Error, json: bool) -> Code {
     let code = code_of(err);
-    let text = format!("{err:#}");
+    let text = lifeboat_docker::secrets::redact(&format!("{err:#}"));
     eprintln!("lifeboat: error: {text}");
     if json {
         println!(

@@ -80,18 +80,20 @@ impl ProgressSink for Progress {
 
 /// Prints a human note on stderr (kept off stdout so `--json` stays parseable).
 pub fn note(line: &str) {
-    eprintln!("{line}");
+    eprintln!("{}", lifeboat_docker::secrets::redact(line));
 }
 
 struct StderrLogger(log::LevelFilter);
 
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.0
+        // Lifeboat's own warnings (a skipped backup, say) show without -v.
+        m.level() <= self.0 || (m.level() <= log::Level::Warn && m.target().starts_with("lifeboat"))
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            eprintln!("[{}] {}", r.level().as_str().to_lowercase(), r.args());
+            let text = lifeboat_docker::secrets::redact(&r.args().to_string());
+            eprintln!("[{}] {text}", r.level().as_str().to_lowercase());
         }
     }
     fn flush(&self) {}
@@ -104,7 +106,7 @@ pub fn init_logging(verbose: u8) {
         _ => log::LevelFilter::Debug,
     };
     if log::set_boxed_logger(Box::new(StderrLogger(level))).is_ok() {
-        log::set_max_level(level);
+        log::set_max_level(level.max(log::LevelFilter::Warn));
     }
 }
 

@@ -13,6 +13,8 @@ pub struct BackupEntry {
     pub snapshot_id: String,
     pub time: Timestamp,
     pub manifest: Manifest,
+    /// A safety backup taken by `restore --force` ([`tags::SAFETY`]).
+    pub safety: bool,
 }
 
 fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
@@ -21,27 +23,73 @@ fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
         snapshot: s.id.clone(),
         source,
     })?;
+    // A restore may quote these back (engine errors echo create bodies): scrub them too.
+    lifeboat_docker::secrets::remember_env(&manifest.config.env);
     Ok(BackupEntry {
+        safety: s.tags.iter().any(|t| t == tags::SAFETY),
         snapshot_id: s.id,
         time: s.time,
         manifest,
     })
 }
 
-/// Committed backups, oldest first, of `container` (or of all containers).
-pub fn list_backups(
+/// A manifest snapshot that could not be read (corrupt, or written by a newer Lifeboat).
+#[derive(Debug, Clone)]
+pub struct UnreadableBackup {
+    pub snapshot_id: String,
+    pub time: Timestamp,
+    pub reason: String,
+    /// Written by a newer Lifeboat (not damage: upgrade to read it).
+    pub newer_schema: bool,
+}
+
+/// Committed backups, oldest first, of `container` (or of all containers), and the manifests
+/// that could not be read. One bad manifest never hides the others.
+pub fn scan_backups(
     repo: &dyn Repository,
     container: Option<&str>,
-) -> Result<Vec<BackupEntry>, CoreError> {
+) -> Result<(Vec<BackupEntry>, Vec<UnreadableBackup>), CoreError> {
     let mut want = vec![tags::LIFEBOAT.to_string(), tags::MANIFEST.to_string()];
     if let Some(name) = container {
         want.push(tags::container(name));
     }
-    repo.snapshots(&want)?.into_iter().map(entry).collect()
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for s in repo.snapshots(&want)? {
+        let (id, time) = (s.id.clone(), s.time);
+        match entry(s) {
+            Ok(e) => good.push(e),
+            Err(CoreError::Manifest { source, .. }) => bad.push(UnreadableBackup {
+                snapshot_id: id,
+                time,
+                newer_schema: matches!(source, lifeboat_model::ManifestError::NewerSchema { .. }),
+                reason: source.to_string(),
+            }),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Committed backups, oldest first, of `container` (or of all containers). Manifests that
+/// cannot be read are skipped with a warning naming them (`lifeboat check` lists them).
+pub fn list_backups(
+    repo: &dyn Repository,
+    container: Option<&str>,
+) -> Result<Vec<BackupEntry>, CoreError> {
+    let (good, bad) = scan_backups(repo, container)?;
+    for b in bad {
+        log::warn!(
+            "skipping backup with manifest snapshot {} ({}): {}",
+            b.snapshot_id,
+            b.time,
+            b.reason
+        );
+    }
+    Ok(good)
 }
 
 /// The backup of `container` to restore: by snapshot or backup id (prefixes accepted), else
-/// the newest taken at or before `at`, else the newest.
+/// the newest taken at or before `at`, else the newest. Safety backups are chosen only by id.
 pub fn find_backup(
     repo: &dyn Repository,
     container: &str,
@@ -54,8 +102,11 @@ pub fn find_backup(
             .into_iter()
             .rev()
             .find(|b| b.snapshot_id.starts_with(id) || b.manifest.backup_id.0.starts_with(id)),
-        (None, Some(at)) => all.into_iter().rev().find(|b| b.manifest.started_at <= at),
-        (None, None) => all.into_iter().last(),
+        (None, Some(at)) => all
+            .into_iter()
+            .rev()
+            .find(|b| !b.safety && b.manifest.started_at <= at),
+        (None, None) => all.into_iter().rev().find(|b| !b.safety),
     };
     found.ok_or_else(|| CoreError::NoBackup {
         name: container.to_string(),

@@ -60,6 +60,16 @@ pub enum CoreError {
         seconds: u64,
         status: String,
     },
+    #[error("{0}; nothing was changed")]
+    BadName(#[from] lifeboat_model::names::NameError),
+    #[error(
+        "refusing backup {snapshot}: its manifest holds an {error}; nothing was changed. The \
+         repository may have been tampered with: restore an earlier backup"
+    )]
+    HostileManifest {
+        snapshot: String,
+        error: lifeboat_model::names::NameError,
+    },
     #[error("{op} `{path}`: {source}")]
     Io {
         op: &'static str,

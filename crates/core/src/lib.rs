@@ -21,7 +21,7 @@ pub mod stack;
 mod stream;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
-pub use catalog::{BackupEntry, find_backup, list_backups};
+pub use catalog::{BackupEntry, UnreadableBackup, find_backup, list_backups, scan_backups};
 pub use error::CoreError;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use lifeboat_capture::{IMAGE_SNAPSHOT_PATH, under_root};
 use lifeboat_docker::Engine;
-use lifeboat_model::{ContainerConfig, Manifest, MountKind, Part, PartKind};
+use lifeboat_model::{ContainerConfig, Manifest, MountKind, Part, PartKind, names};
 use lifeboat_repo::Repository;
 
 use crate::backup::{BackupRequest, backup_container};
@@ -147,7 +147,18 @@ fn plan(
     name: &str,
     req: &RestoreRequest,
 ) -> Result<Plan, CoreError> {
+    names::container_name(name)?;
+    if let Some(s) = &req.snapshot {
+        names::snapshot_selector(s)?;
+    }
+    if let Some(a) = &req.as_name {
+        names::container_name(a)?;
+    }
     let entry = find_backup(repo, name, req.snapshot.as_deref(), req.at)?;
+    check_manifest_names(&entry.manifest).map_err(|error| CoreError::HostileManifest {
+        snapshot: entry.snapshot_id.clone(),
+        error,
+    })?;
     let manifest = entry.manifest;
     let as_name = req.as_name.as_deref();
     let target_name = as_name.unwrap_or(&manifest.container_name).to_string();
@@ -217,6 +228,27 @@ fn plan(
         image_present,
         use_image_id,
     })
+}
+
+/// Every name in a manifest that becomes an engine object or a host path: a manifest is
+/// read from the repository, so it is checked like any other input before it is used.
+fn check_manifest_names(m: &Manifest) -> Result<(), names::NameError> {
+    names::container_name(&m.container_name)?;
+    for p in &m.parts {
+        match p.belongs_to.unwrap_or(p.kind) {
+            PartKind::Bind => names::bind_path(&p.name)?,
+            PartKind::Volume => names::volume_name(&p.name)?,
+            _ => {}
+        }
+    }
+    for mount in &m.config.mounts {
+        match mount.kind {
+            MountKind::Bind => names::bind_path(&mount.source)?,
+            MountKind::Volume => names::volume_name(&mount.source)?,
+            MountKind::Tmpfs => {}
+        }
+    }
+    Ok(())
 }
 
 /// Restores container `name` as described by `req`. Refusals happen before any change.
@@ -443,7 +475,7 @@ fn safety_backup(
     note: Note<'_>,
 ) -> Result<Option<String>, CoreError> {
     let mut backup = req.backup.clone();
-    backup.extra_tags.push("safety".into());
+    backup.extra_tags.push(lifeboat_model::tags::SAFETY.into());
     backup.with_image = false;
     // What is about to be replaced is captured as it is, healthy or not.
     backup.unhealthy = crate::UnhealthyPolicy::Force;
@@ -471,7 +503,7 @@ fn safety_backup(
         ));
         let tags = vec![
             lifeboat_model::tags::LIFEBOAT.to_string(),
-            "safety".to_string(),
+            lifeboat_model::tags::SAFETY.to_string(),
             lifeboat_model::tags::part(t.part.kind),
             format!("replaced={}", t.name),
         ];

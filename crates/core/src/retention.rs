@@ -188,6 +188,7 @@ mod tests {
             snapshot_id: "s".into(),
             time: m.started_at,
             manifest: m,
+            safety: false,
         }
     }
 

@@ -27,13 +27,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization` value: the scheme is case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 async fn require_token(State(d): D, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), d.token.as_bytes()) => next.run(req).await,
         _ => {
@@ -140,7 +145,7 @@ async fn drill(State(d): D, Path(name): Path<String>) -> Response {
 }
 
 async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
-    match body::<RestoreJob>(&bytes) {
+    match body::<RestoreJob>(&bytes).and_then(|r| r.validate().map(|()| r)) {
         Ok(r) => accepted(d.enqueue(&name, "restore", serde_json::to_value(r).ok())),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -213,7 +218,22 @@ pub fn snapshot_row(b: &lifeboat_core::BackupEntry) -> Value {
         "started_at": lifeboat_model::format_timestamp(m.started_at),
         "finished_at": lifeboat_model::format_timestamp(m.finished_at),
         "bytes": m.total_bytes(), "added_bytes": m.parts.iter().map(|p| p.added_bytes).sum::<u64>(),
-        "partial": m.partial, "consistency": m.consistency, "policy_sha256": m.policy_sha256,
+        "partial": m.partial, "safety": b.safety, "consistency": m.consistency, "policy_sha256": m.policy_sha256,
         "host": m.host,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_case_insensitively() {
+        for v in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", " Bearer t0k"] {
+            assert_eq!(bearer_token(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "Bearert0k", "t0k", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

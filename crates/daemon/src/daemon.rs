@@ -233,5 +233,5 @@ pub fn log_line(level: &str, msg: &str, fields: serde_json::Value) {
     if let (Some(o), serde_json::Value::Object(f)) = (obj.as_object_mut(), fields) {
         o.extend(f);
     }
-    eprintln!("{obj}");
+    eprintln!("{}", lifeboat_docker::secrets::redact(&obj.to_string()));
 }

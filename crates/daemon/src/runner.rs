@@ -33,6 +33,20 @@ pub struct RestoreJob {
     pub dry_run: bool,
 }
 
+impl RestoreJob {
+    /// The names in the request, checked before the job is queued (and again by the restore).
+    pub fn validate(&self) -> Result<(), String> {
+        use lifeboat_model::names;
+        if let Some(a) = &self.as_name {
+            names::container_name(a).map_err(|e| format!("`as`: {e}"))?;
+        }
+        if let Some(s) = &self.snapshot {
+            names::snapshot_selector(s).map_err(|e| format!("`snapshot`: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// What `POST .../prune` may ask.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +132,9 @@ impl Daemon {
             }
             other => fail(format!("unknown job kind `{other}`")),
         };
+        // Hook output and engine errors may quote env values: scrubbed before the end of a
+        // job is stored, logged, sent or shown.
+        let end = end.redacted();
         let seconds = t0.elapsed().as_secs_f64();
         if let Err(e) = self.store().finish(id, seconds, &end) {
             self.log(

@@ -51,6 +51,18 @@ pub struct JobEnd {
     pub detail: Option<serde_json::Value>,
 }
 
+impl JobEnd {
+    /// A copy with every known secret value scrubbed from its error and detail.
+    pub fn redacted(mut self) -> JobEnd {
+        use lifeboat_docker::secrets::redact;
+        self.error = self.error.map(|e| redact(&e));
+        self.detail = self
+            .detail
+            .and_then(|d| serde_json::from_str(&redact(&d.to_string())).ok());
+        self
+    }
+}
+
 /// One entry of the policy log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyChange {

@@ -99,13 +99,15 @@ pub fn config_from_inspect(
             start_period_ns: i(h, "StartPeriod"),
             retries: i(h, "Retries"),
         });
+    let env = strings(cfg.get("Env")).unwrap_or_default();
+    crate::secrets::remember_env(&env);
     ContainerConfig {
         image: s(cfg, "Image"),
         image_id: s(inspect, "Image"),
         repo_digests: Vec::new(),
         entrypoint: strings(cfg.get("Entrypoint")),
         cmd: strings(cfg.get("Cmd")),
-        env: strings(cfg.get("Env")).unwrap_or_default(),
+        env,
         labels: string_map(cfg.get("Labels")),
         user: s(cfg, "User"),
         working_dir: s(cfg, "WorkingDir"),

@@ -11,6 +11,7 @@ mod convert;
 mod engine;
 mod error;
 mod events;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -6,6 +6,7 @@
 
 mod config;
 mod manifest;
+pub mod names;
 pub mod policy;
 mod time;
 

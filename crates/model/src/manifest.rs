@@ -20,6 +20,9 @@ pub mod tags {
     pub const LIFEBOAT: &str = "lifeboat";
     /// The manifest snapshot: written last, it commits a backup.
     pub const MANIFEST: &str = "lifeboat-manifest";
+    /// A safety backup: what `restore --force` replaced. Listed as such, restorable by id,
+    /// never chosen by default (it is the state the user wanted to leave).
+    pub const SAFETY: &str = "safety";
 
     pub fn container(name: &str) -> String {
         format!("container={name}")

@@ -117,8 +117,9 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                 let e = anyhow::Error::from(e);
                 let code = code_of(&e);
                 worst = worst.max(code);
-                eprintln!("lifeboat: error: {name}: {e:#}");
-                results.push(json!({"container": name, "ok": false, "error": format!("{e:#}"), "exit_code": code.value()}));
+                let text = lifeboat_docker::secrets::redact(&format!("{e:#}"));
+                eprintln!("lifeboat: error: {name}: {text}");
+                results.push(json!({"container": name, "ok": false, "error": text, "exit_code": code.value()}));
             }
         }
     }

@@ -13,7 +13,22 @@ pub struct Args {
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
-    let report = repo.check(a.read_data)?;
+    let mut report = repo.check(a.read_data)?;
+    // Backups whose manifest cannot be read are skipped by every listing; name them here.
+    let (_, unreadable) = lifeboat_core::scan_backups(&repo, None)?;
+    for u in unreadable {
+        let line = format!(
+            "backup with manifest snapshot {} ({}) cannot be read: {}",
+            u.snapshot_id,
+            lifeboat_model::format_timestamp(u.time),
+            u.reason
+        );
+        if u.newer_schema {
+            report.warnings.push(line);
+        } else {
+            report.errors.push(line);
+        }
+    }
     let ok = report.errors.is_empty();
     if g.json {
         println!(

@@ -5,7 +5,7 @@ use lifeboat_core::drill::{DrillReport, DrillRequest, run_drill};
 use lifeboat_daemon::store::{JobEnd, Store};
 use serde_json::json;
 
-use super::restore::parse_at;
+use super::restore::at_arg;
 use super::restore_stack::selection;
 use crate::context::GlobalArgs;
 use crate::exit::Code;
@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "names")]
     pub all: bool,
     /// Drill the backups as of this RFC 3339 time (newest at or before it)
-    #[arg(long)]
-    pub at: Option<String>,
+    #[arg(long, value_parser = at_arg)]
+    pub at: Option<jiff::Timestamp>,
     /// Seconds for the whole drill: restores, health checks and probes
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -37,7 +37,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
     let req = DrillRequest {
         selection: selection(a.project.as_deref(), a.all, &a.names),
-        at: parse_at(a.at.as_deref())?,
+        at: a.at,
         timeout: Duration::from_secs(a.timeout),
         backup: g.backup_request(false),
     };

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use lifeboat_core::{RestoreRequest, restore_container};
-use lifeboat_model::parse_timestamp;
+use lifeboat_model::{names, parse_timestamp};
 use serde_json::json;
 
 use crate::context::GlobalArgs;
@@ -27,14 +27,14 @@ pub struct Args {
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Restore this backup (snapshot id or backup id, prefixes accepted)
-    #[arg(long, conflicts_with = "at")]
+    #[arg(long, conflicts_with = "at", value_parser = snapshot_arg)]
     pub snapshot: Option<String>,
     /// Restore the newest backup taken at or before this RFC 3339 time
-    #[arg(long)]
-    pub at: Option<String>,
+    #[arg(long, value_parser = at_arg)]
+    pub at: Option<jiff::Timestamp>,
     /// Restore side by side under a new name (volumes become NEWNAME_VOLUME, bind paths
     /// PATH-NEWNAME, published ports get free host ports)
-    #[arg(long = "as", value_name = "NEWNAME")]
+    #[arg(long = "as", value_name = "NEWNAME", value_parser = container_arg)]
     pub as_name: Option<String>,
     /// Replace an existing container and non-empty volumes, after a safety backup of them
     #[arg(long)]
@@ -55,7 +55,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     if a.as_name.as_deref() == Some(name.as_str()) {
         bail!("--as names the same container; drop --as to restore in place");
     }
-    let at = parse_at(a.at.as_deref())?;
+    let at = a.at;
     let engine = g.engine()?;
     let repo = g.open_repo()?;
     let req = RestoreRequest {
@@ -111,8 +111,21 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     Ok(Code::Ok)
 }
 
-/// `--at` as a timestamp.
-pub fn parse_at(at: Option<&str>) -> anyhow::Result<Option<jiff::Timestamp>> {
-    at.map(|t| parse_timestamp(t).map_err(anyhow::Error::msg))
-        .transpose()
+/// `--at`: an RFC 3339 time (a bad one is a usage error, exit 2).
+pub fn at_arg(text: &str) -> Result<jiff::Timestamp, String> {
+    parse_timestamp(text)
+}
+
+/// `--as` and container names: Docker's rule, checked before any path is derived.
+pub fn container_arg(text: &str) -> Result<String, String> {
+    names::container_name(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--snapshot`: an id or prefix; empty is an error, not "the newest".
+pub fn snapshot_arg(text: &str) -> Result<String, String> {
+    names::snapshot_selector(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
 }

@@ -7,7 +7,7 @@ use lifeboat_core::RestoreRequest;
 use lifeboat_core::stack::{Selection, StackPlan, plan_stack, restore_stack};
 use serde_json::json;
 
-use super::restore::{Args, parse_at};
+use super::restore::Args;
 use crate::context::GlobalArgs;
 use crate::exit::Code;
 use crate::output::note;
@@ -58,7 +58,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             "--snapshot names one backup; for a stack use --at TIME (each service's newest backup then)"
         );
     }
-    let at = parse_at(a.at.as_deref())?;
+    let at = a.at;
     let engine = g.engine()?;
     let repo = g.open_repo()?;
     let sel = selection(a.project.as_deref(), a.all, &a.names);

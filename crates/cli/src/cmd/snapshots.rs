@@ -29,6 +29,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                     "image": m.config.image,
                     "with_image": m.parts.iter().any(|p| p.kind == PartKind::Image),
                     "partial": m.partial,
+                    "safety": b.safety,
                     "consistency": m.consistency,
                     "bytes": m.total_bytes(),
                     "config_sha256": m.config_sha256,
@@ -62,13 +63,18 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             .map(|p| format!("{}:{}", p.kind.as_str(), p.name))
             .collect();
         println!(
-            "{:<10} {:<20} {:<24} {:>10}  {}{}",
+            "{:<10} {:<20} {:<24} {:>10}  {}{}{}",
             &b.snapshot_id[..8.min(b.snapshot_id.len())],
             m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             m.container_name,
             human_bytes(m.total_bytes()),
             parts.join(" "),
-            if m.partial { "  [PARTIAL]" } else { "" }
+            if m.partial { "  [PARTIAL]" } else { "" },
+            if b.safety {
+                "  [SAFETY: taken by restore --force; restore it with --snapshot]"
+            } else {
+                ""
+            }
         );
     }
     Ok(Code::Ok)

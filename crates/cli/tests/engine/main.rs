@@ -16,5 +16,6 @@ mod hot_sqlite;
 mod restic;
 mod roundtrip;
 mod safety;
+mod security;
 mod services;
 mod stack;

@@ -156,7 +156,11 @@ pub fn plan_stack(
     selection: &Selection,
     at: Option<Timestamp>,
 ) -> Result<StackPlan, CoreError> {
-    let all = list_backups(repo, None)?;
+    // Safety backups are the states a forced restore replaced: never chosen for a stack.
+    let all: Vec<BackupEntry> = list_backups(repo, None)?
+        .into_iter()
+        .filter(|b| !b.safety)
+        .collect();
     let expanded;
     let selection = match selection {
         Selection::WithDependencies(names) => {
