@@ -116,6 +116,7 @@ impl GlobalArgs {
             strategy: None,
             policy_sha256: None,
             run_id: None,
+            priority: lifeboat_core::Priority::Lowered,
         }
     }
 }

@@ -60,11 +60,6 @@ fn main() {
     output::bound_allocator_arenas();
     output::install_panic_hook();
     let cli = Cli::parse();
-    if let Command::Backup(a) = &cli.command
-        && !a.normal_priority
-    {
-        output::lower_priority(a.idle_io);
-    }
     output::init_logging(cli.global.verbose);
     context::recover_leftovers(&cli.global);
     let result = match &cli.command {

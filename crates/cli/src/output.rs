@@ -140,33 +140,3 @@ pub fn bound_allocator_arenas() {
         }
     }
 }
-
-/// Lowers this process's CPU priority (nice 10) and I/O priority (lowest best-effort level,
-/// or with `idle_io` the idle class) before any thread starts, so every thread inherits it and
-/// a backup yields to the service it protects. Measured in `bench/stall.sh` (writer's longest
-/// stall during a hot backup of a 1 GB SQLite database): ~265 ms at best-effort, ~145 ms with
-/// the idle class. The idle class can starve a backup on a disk that is never idle, so it is
-/// opt-in.
-#[allow(unsafe_code)]
-pub fn lower_priority(idle_io: bool) {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_BE: libc::c_long = 2;
-    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-    let ioprio = if idle_io {
-        IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
-    } else {
-        (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7
-    };
-    // SAFETY: both calls only change scheduling attributes of the calling thread; they take
-    // plain integers and are made before any other thread exists.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            0 as libc::c_long,
-            ioprio,
-        );
-    }
-}

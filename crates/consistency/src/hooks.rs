@@ -70,8 +70,27 @@ impl Hooks {
     }
 }
 
-/// Runs `command` with `sh -c` inside `container`; a non-zero exit or a timeout is an error.
-/// Runs a hook in the container with id `id`; errors name it by `name`.
+/// `command` run by the container's shell.
+pub(crate) fn sh(command: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), command.into()]
+}
+
+/// Runs the thaw command; a non-zero exit is an error. Used by a freeze session and by the
+/// undo of a killed run's freeze intent.
+pub(crate) fn run_thaw(engine: &dyn Engine, container: &str, cmd: &str) -> Result<(), EngineError> {
+    let out = engine.exec(container, &sh(cmd), Duration::from_secs(60))?;
+    match out.exit_code {
+        Some(0) => Ok(()),
+        code => Err(EngineError::Api {
+            op: "thaw",
+            name: container.to_string(),
+            message: format!("lifeboat.thaw exited with {code:?}: {}", out.output.trim()),
+        }),
+    }
+}
+
+/// Runs `command` with `sh -c` in the container with id `id`; a non-zero exit or a timeout
+/// is an error naming the container `container`.
 pub fn run_hook(
     engine: &dyn Engine,
     (id, container): (&str, &str),
@@ -79,8 +98,7 @@ pub fn run_hook(
     command: &str,
     timeout: Duration,
 ) -> Result<(), HookError> {
-    let cmd = vec!["sh".to_string(), "-c".to_string(), command.to_string()];
-    let out = engine.exec(id, &cmd, timeout)?;
+    let out = engine.exec(id, &sh(command), timeout)?;
     match out.exit_code {
         Some(0) => Ok(()),
         Some(code) => Err(HookError::Failed {

@@ -159,7 +159,7 @@ fn undo_intent(engine: &dyn Engine, intent: &Intent) -> Result<(), EngineError> 
         }
         IntentAction::Stopped if !now.state.running => engine.start_container(&intent.container_id),
         IntentAction::Frozen if now.state.running => match &intent.thaw {
-            Some(cmd) => crate::session::run_thaw(engine, &intent.container_id, cmd),
+            Some(cmd) => crate::hooks::run_thaw(engine, &intent.container_id, cmd),
             None => Ok(()),
         },
         _ => Ok(()),

@@ -54,13 +54,17 @@ pub struct RepoGate {
 }
 
 impl RepoGate {
-    fn open(state_dir: &Path, location: &str) -> Result<(File, String), LockError> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        location.hash(&mut h);
+    /// The gate's file, named by the repository's own id (hex, from its `config`): stable
+    /// across builds and shared by every spelling of the repository's location.
+    fn open(state_dir: &Path, repo_id: &str) -> Result<(File, String), LockError> {
+        let safe: String = repo_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(64)
+            .collect();
         let path = state_dir
             .join("locks")
-            .join(format!("repository-{:016x}.lock", h.finish()));
+            .join(format!("repository-{safe}.lock"));
         let shown = path.display().to_string();
         let io = |e| LockError::Io(shown.clone(), e);
         if let Some(dir) = path.parent() {
@@ -75,16 +79,16 @@ impl RepoGate {
         Ok((file, shown))
     }
 
-    /// Waits until no prune runs on the repository at `location`.
-    pub fn shared(state_dir: &Path, location: &str) -> Result<Self, LockError> {
-        let (file, shown) = Self::open(state_dir, location)?;
+    /// Waits until no prune runs on the repository with id `repo_id`.
+    pub fn shared(state_dir: &Path, repo_id: &str) -> Result<Self, LockError> {
+        let (file, shown) = Self::open(state_dir, repo_id)?;
         file.lock_shared().map_err(|e| LockError::Io(shown, e))?;
         Ok(RepoGate { _file: file })
     }
 
-    /// Waits until no backup writes to the repository at `location`.
-    pub fn exclusive(state_dir: &Path, location: &str) -> Result<Self, LockError> {
-        let (file, shown) = Self::open(state_dir, location)?;
+    /// Waits until no backup writes to the repository with id `repo_id`.
+    pub fn exclusive(state_dir: &Path, repo_id: &str) -> Result<Self, LockError> {
+        let (file, shown) = Self::open(state_dir, repo_id)?;
         file.lock().map_err(|e| LockError::Io(shown, e))?;
         Ok(RepoGate { _file: file })
     }
@@ -97,11 +101,11 @@ mod gate_tests {
     #[test]
     fn a_prune_waits_for_running_backups_and_backups_share() {
         let dir = tempfile::tempdir().unwrap();
-        let a = RepoGate::shared(dir.path(), "/repo").unwrap();
-        let _b = RepoGate::shared(dir.path(), "/repo").unwrap();
-        let (file, _) = RepoGate::open(dir.path(), "/repo").unwrap();
+        let a = RepoGate::shared(dir.path(), "0a1b").unwrap();
+        let _b = RepoGate::shared(dir.path(), "0a1b").unwrap();
+        let (file, _) = RepoGate::open(dir.path(), "0a1b").unwrap();
         assert!(file.try_lock().is_err(), "exclusive while backups run");
-        let (other, _) = RepoGate::open(dir.path(), "/other").unwrap();
+        let (other, _) = RepoGate::open(dir.path(), "9f9f").unwrap();
         assert!(
             other.try_lock().is_ok(),
             "another repository is independent"
@@ -109,5 +113,14 @@ mod gate_tests {
         drop(a);
         drop(_b);
         assert!(file.try_lock().is_ok());
+    }
+
+    #[test]
+    fn the_gate_file_is_named_by_the_repository_id_not_a_hash_of_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, shown) = RepoGate::open(dir.path(), "5e1f00d").unwrap();
+        assert!(shown.ends_with("locks/repository-5e1f00d.lock"), "{shown}");
+        let (_, hostile) = RepoGate::open(dir.path(), "../../x").unwrap();
+        assert!(hostile.ends_with("locks/repository-x.lock"), "{hostile}");
     }
 }

@@ -9,27 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lifeboat_docker::{Engine, EngineError, ExecStream};
+use lifeboat_docker::{Engine, ExecStream};
 
 use crate::HookError;
+use crate::hooks::{run_thaw, sh};
 use crate::journal::{Intent, IntentAction, write_intent};
-
-fn sh(cmd: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), cmd.into()]
-}
-
-/// Runs the thaw command; a non-zero exit is an error.
-pub(crate) fn run_thaw(engine: &dyn Engine, container: &str, cmd: &str) -> Result<(), EngineError> {
-    let out = engine.exec(container, &sh(cmd), Duration::from_secs(60))?;
-    match out.exit_code {
-        Some(0) => Ok(()),
-        code => Err(EngineError::Api {
-            op: "thaw",
-            name: container.to_string(),
-            message: format!("lifeboat.thaw exited with {code:?}: {}", out.output.trim()),
-        }),
-    }
-}
 
 /// A freeze in place. Call [`FreezeSession::release`]; dropping it releases too.
 #[must_use = "a freeze must be released"]

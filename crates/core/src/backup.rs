@@ -35,6 +35,8 @@ pub struct BackupRequest {
     pub policy_sha256: Option<String>,
     /// The multi-container run this backup belongs to (manifest field and `run=` tag).
     pub run_id: Option<String>,
+    /// The CPU and I/O priority the backup runs at (lowered unless asked otherwise).
+    pub priority: crate::Priority,
 }
 
 /// The health gate: an unhealthy, restarting or dead container is not backed up by default.
@@ -65,6 +67,8 @@ pub fn backup_container(
     req: &BackupRequest,
     note: Note<'_>,
 ) -> Result<BackupOutcome, CoreError> {
+    // Every backup, whoever starts it, runs at the documented priority.
+    let _priority = crate::priority::PriorityGuard::enter(req.priority);
     let started_at = Timestamp::now();
     let info = engine.info()?;
     let details = engine
@@ -72,7 +76,7 @@ pub fn backup_container(
         .ok_or_else(|| CoreError::NoSuchContainer(name.to_string()))?;
     let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
     // Shared with other backups, exclusive with a prune of the same repository.
-    let _gate = RepoGate::shared(&req.state_dir, repo.location())?;
+    let _gate = RepoGate::shared(&req.state_dir, repo.id())?;
     let mut details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
     if let Some(s) = &req.strategy
         && details.config.label("lifeboat.strategy").is_none()

@@ -248,7 +248,7 @@ pub fn run_drill(
         });
     }
     // A prune must not delete what the drill is reading.
-    let _gate = RepoGate::shared(&req.backup.state_dir, repo.location())?;
+    let _gate = RepoGate::shared(&req.backup.state_dir, repo.id())?;
     let labels = BTreeMap::from([("lifeboat.drill".to_string(), sandbox.id.clone())]);
     note(&format!(
         "drill {}: sandbox network {} (internal)",

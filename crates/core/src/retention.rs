@@ -152,7 +152,7 @@ pub fn apply_retention(
     if !parts.is_empty() {
         repo.delete(&parts)?;
     }
-    let _gate = RepoGate::exclusive(&req.state_dir, repo.location())?;
+    let _gate = RepoGate::exclusive(&req.state_dir, repo.id())?;
     out.prune = Some(repo.prune()?);
     Ok(out)
 }

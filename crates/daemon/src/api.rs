@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
+use crate::queue::EnqueueError;
 use crate::runner::{PruneJob, RestoreJob};
 
 type D = State<Arc<Daemon>>;
@@ -117,14 +118,24 @@ async fn service(State(d): D, Path(name): Path<String>) -> Response {
     }
 }
 
-fn accepted(result: Result<i64, crate::run::EnqueueError>) -> Response {
+fn accepted(result: Result<i64, EnqueueError>) -> Response {
     match result {
         Ok(id) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"job_id": id, "url": format!("/api/v1/jobs/{id}")})),
         )
             .into_response(),
-        Err(e) => error(e.status(), e),
+        Err(e) => error(enqueue_status(&e), e),
+    }
+}
+
+/// The status code for a job the daemon would not queue.
+fn enqueue_status(e: &EnqueueError) -> StatusCode {
+    match e {
+        EnqueueError::Unknown(_) => StatusCode::NOT_FOUND,
+        EnqueueError::Invalid(..) => StatusCode::CONFLICT,
+        EnqueueError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        EnqueueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -197,7 +208,10 @@ async fn snapshots(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
     let d2 = d.clone();
     let r = tokio::task::spawn_blocking(move || d2.snapshots(q.service.as_deref())).await;
     match r {
-        Ok(Ok(list)) => axum::Json(json!({"snapshots": list})).into_response(),
+        Ok(Ok(list)) => {
+            let rows: Vec<Value> = list.iter().map(snapshot_row).collect();
+            axum::Json(json!({"snapshots": rows})).into_response()
+        }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -215,23 +215,11 @@ impl Daemon {
 
     /// Structured log line on stderr (one JSON object per line).
     pub fn log(&self, level: &str, msg: &str, fields: serde_json::Value) {
-        log_line(level, msg, fields);
+        crate::log::log_line(level, msg, fields);
     }
 }
 
 /// The scheduler entry of a service's drills (its backups use the service's name).
 pub fn drill_key(service: &str) -> String {
     format!("{service}#drill")
-}
-
-pub fn log_line(level: &str, msg: &str, fields: serde_json::Value) {
-    let mut obj = serde_json::json!({
-        "time": lifeboat_model::format_timestamp(Timestamp::now()),
-        "level": level,
-        "msg": msg,
-    });
-    if let (Some(o), serde_json::Value::Object(f)) = (obj.as_object_mut(), fields) {
-        o.extend(f);
-    }
-    eprintln!("{}", lifeboat_docker::secrets::redact(&obj.to_string()));
 }

@@ -4,8 +4,10 @@
 //!
 //! Layout: `config` (file and label options → validated plan), `scheduler` (pure timing
 //! logic), `store` (job history and policy log), `services` (discovery and the engine's
-//! event stream), `runner` (executes jobs through `lifeboat-core`), `notify` (webhooks and
-//! pings), `metrics`, `api` (axum: translates HTTP to calls, nothing more), `dashboard`.
+//! event stream), `runner` (executes jobs through `lifeboat-core`), `queue` (the domain API
+//! the HTTP layer calls), `notify` (webhooks and pings), `log`, `metrics`, `api` (axum:
+//! translates HTTP to calls and typed errors to status codes, nothing more), `dashboard`;
+//! `run` wires them together. No two modules import each other.
 //!
 //! Never: block an async task on the engine or the repository (both are synchronous and
 //! run on blocking threads), or let the HTTP layer touch the domain crates directly.
@@ -13,8 +15,10 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod queue;
 pub mod run;
 pub mod runner;
 pub mod scheduler;

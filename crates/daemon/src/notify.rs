@@ -13,7 +13,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::daemon::log_line;
+use crate::log::log_line;
 
 pub struct Notifier {
     rt: tokio::runtime::Handle,

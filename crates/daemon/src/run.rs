@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use jiff::Timestamp;
 use lifeboat_docker::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::DaemonPlan;
-use crate::daemon::{Daemon, RunEnv, State, log_line};
+use crate::daemon::{Daemon, RunEnv, State};
+use crate::log::log_line;
 use crate::notify::Notifier;
 use crate::scheduler::{Scheduler, Start};
 use crate::store::Store;
@@ -29,79 +29,6 @@ pub enum DaemonError {
     Token { path: String, cause: std::io::Error },
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EnqueueError {
-    #[error("no managed service `{0}` (label its container lifeboat.enable=true)")]
-    Unknown(String),
-    #[error("`{0}` has no valid policy: {1}")]
-    Invalid(String, String),
-    #[error("the daemon is shutting down; try again after it restarts")]
-    Stopping,
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
-
-impl EnqueueError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            EnqueueError::Unknown(_) => StatusCode::NOT_FOUND,
-            EnqueueError::Invalid(..) => StatusCode::CONFLICT,
-            EnqueueError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
-            EnqueueError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl Daemon {
-    /// Queues a job of `kind` for `service`; it starts when the service's current job is
-    /// done and a slot is free. Restores may name a service that is gone (that is their
-    /// point); backups and prunes need a managed service with a valid policy.
-    pub fn enqueue(
-        &self,
-        service: &str,
-        kind: &str,
-        request: Option<Value>,
-    ) -> Result<i64, EnqueueError> {
-        if self.stopping.load(Ordering::Relaxed) {
-            return Err(EnqueueError::Stopping);
-        }
-        if service.is_empty() || service.contains('/') {
-            return Err(EnqueueError::Unknown(service.to_string()));
-        }
-        {
-            let st = self.state();
-            match st.services.get(service) {
-                Some(s) if kind != "restore" => {
-                    if let Some(e) = &s.policy_error {
-                        return Err(EnqueueError::Invalid(service.into(), e.clone()));
-                    }
-                }
-                None if kind != "restore" => return Err(EnqueueError::Unknown(service.into())),
-                _ => {}
-            }
-        }
-        let id = self.store().queue(kind, service, "api", request.as_ref())?;
-        self.state()
-            .scheduler
-            .request(service, id, Timestamp::now());
-        self.log(
-            "info",
-            "job queued",
-            json!({"job": id, "kind": kind, "service": service}),
-        );
-        self.wake.notify_one();
-        Ok(id)
-    }
-
-    /// Committed backups in the repository, newest last.
-    pub fn snapshots(&self, service: Option<&str>) -> Result<Vec<Value>, String> {
-        let repo = lifeboat_repo::RusticRepository::open(&self.env.repo, &self.env.password, None)
-            .map_err(|e| e.to_string())?;
-        let list = lifeboat_core::list_backups(&repo, service).map_err(|e| e.to_string())?;
-        Ok(list.iter().map(crate::api::snapshot_row).collect())
-    }
 }
 
 /// The API token: `LIFEBOAT_API_TOKEN`, else the token file, else a new token file (the
@@ -136,7 +63,7 @@ fn count_snapshots(d: &Daemon) {
             for s in st.services.values_mut() {
                 s.snapshots = Some(
                     rows.iter()
-                        .filter(|r| r["service"] == s.name.as_str())
+                        .filter(|b| b.manifest.container_name == s.name)
                         .count(),
                 );
             }

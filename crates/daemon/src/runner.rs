@@ -88,6 +88,7 @@ impl Daemon {
             strategy: policy.and_then(|p| p.strategy.clone()),
             policy_sha256: sha,
             run_id: None,
+            priority: lifeboat_core::Priority::Lowered,
         })
     }
 
@@ -160,7 +161,7 @@ impl Daemon {
     fn note_for(&self, service: &str, id: i64) -> impl Fn(&str) + '_ {
         let service = service.to_string();
         move |line: &str| {
-            crate::daemon::log_line("info", line, json!({"service": service, "job": id}));
+            crate::log::log_line("info", line, json!({"service": service, "job": id}));
         }
     }
 

@@ -153,4 +153,8 @@ pub trait Repository: Send + Sync {
 
     /// Where the repository lives, for messages.
     fn location(&self) -> &str;
+
+    /// The repository's own id (from its `config`): one repository has one id however its
+    /// location is spelled, so it keys everything shared between processes (the prune gate).
+    fn id(&self) -> &str;
 }

@@ -55,6 +55,9 @@ impl RepoLocation {
 /// An open repository. Each operation loads the index it needs; operations are serialised.
 pub struct RusticRepository {
     location: RepoLocation,
+    /// The repository's own id (from its `config` file): the same for every spelling of
+    /// its location.
+    id: String,
     password: String,
     progress: Option<Arc<dyn ProgressSink>>,
     /// The opened engine, taken out for an operation and put back after it (the engine's
@@ -123,6 +126,7 @@ impl RusticRepository {
         })
         .map_err(|e| RepoError::engine("init", &location.0, e.display_log()))?;
         Ok(RusticRepository {
+            id: open.config().id.to_hex().to_string(),
             location: location.clone(),
             password: password.to_string(),
             progress,
@@ -143,6 +147,7 @@ impl RusticRepository {
         }
         let open = open_engine(location, password, progress.clone())?;
         Ok(RusticRepository {
+            id: open.config().id.to_hex().to_string(),
             location: location.clone(),
             password: password.to_string(),
             progress,
@@ -412,6 +417,10 @@ impl Repository for RusticRepository {
 
     fn location(&self) -> &str {
         &self.location.0
+    }
+
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 

@@ -1,6 +1,6 @@
 use anyhow::bail;
 use lifeboat_consistency::Mode;
-use lifeboat_core::{Engine, UnhealthyPolicy, backup_container};
+use lifeboat_core::{UnhealthyPolicy, backup_container};
 use serde_json::json;
 
 use crate::context::GlobalArgs;
@@ -51,7 +51,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let engine = g.engine()?;
     let repo = g.open_repo()?;
     let names = if a.all || a.project.is_some() {
-        enabled_containers(&engine, a.project.as_deref())?
+        lifeboat_core::containers_in_scope(&engine, a.project.as_deref())?
     } else {
         a.names.clone()
     };
@@ -64,6 +64,11 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     }
     let mut req = g.backup_request(a.with_image);
+    req.priority = match (a.normal_priority, a.idle_io) {
+        (true, _) => lifeboat_core::Priority::Normal,
+        (_, true) => lifeboat_core::Priority::IdleIo,
+        _ => lifeboat_core::Priority::Lowered,
+    };
     if names.len() > 1 || a.project.is_some() {
         req.run_id = Some(lifeboat_model::new_run_id(
             jiff::Timestamp::now(),
@@ -130,18 +135,4 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     }
     Ok(worst)
-}
-
-/// Containers not labelled `lifeboat.enable=false`, of compose project `project` if given.
-fn enabled_containers(engine: &dyn Engine, project: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for name in engine.container_names()? {
-        if let Some(c) = engine.container(&name)?
-            && c.config.label("lifeboat.enable") != Some("false")
-            && project.is_none_or(|p| c.compose.as_ref().is_some_and(|cp| cp.project == p))
-        {
-            out.push(name);
-        }
-    }
-    Ok(out)
 }

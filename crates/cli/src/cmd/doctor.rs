@@ -9,7 +9,8 @@ use crate::exit::Code;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Containers to examine (all when none is named)
+    /// Containers to examine (when none is named: every container not labelled
+    /// lifeboat.enable=false, 0 or no, the rule `backup --all` uses)
     pub names: Vec<String>,
     /// Examine every container
     #[arg(long, conflicts_with = "names")]

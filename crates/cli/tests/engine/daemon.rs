@@ -799,3 +799,71 @@ fn with_drills_the_first_backup_is_verified_and_retention_keeps_the_newest_verif
     let services = d.get("/api/v1/services").json()["services"].clone();
     assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
 }
+
+/// (thread id, nice, I/O priority class) of every thread of process `pid`.
+fn thread_priorities(pid: u32) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let tid = t.file_name().to_string_lossy().to_string();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) start at ")".
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let nice = fields.get(16).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let io = std::process::Command::new("ionice")
+            .args(["-p", &tid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        out.push((tid, nice, io));
+    }
+    out
+}
+
+#[test]
+fn backups_run_by_the_daemon_run_at_the_lowered_priority_and_its_api_does_not() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-prio");
+    let vol = unique("lbt-prio-data");
+    big_volume(&mut c, &vol, 400);
+    managed(&mut c, &name, &name, Some(&vol), &["lifeboat.schedule=1h"]);
+    let d = Daemon::start(&lb, &name, "");
+    let pid = d.child.id();
+    let mut lowered = Vec::new();
+    let mut main_nice = None;
+    d.wait_until("the first backup", Duration::from_secs(120), || {
+        for (tid, nice, io) in thread_priorities(pid) {
+            if tid == pid.to_string() {
+                main_nice = Some(nice);
+            }
+            if nice == 10 {
+                lowered.push(io);
+            }
+        }
+        succeeded(&d.jobs(&name)) == 1
+    });
+    assert!(
+        !lowered.is_empty(),
+        "no thread ran at nice 10 during the backup"
+    );
+    assert!(
+        lowered
+            .iter()
+            .any(|io| io.contains("best-effort") && io.contains('7')),
+        "the backup threads run at best-effort level 7: {lowered:?}"
+    );
+    assert_eq!(main_nice, Some(0), "the daemon itself keeps its priority");
+    let r = d.get("/api/v1/services");
+    assert_eq!(r.status, 200);
+}

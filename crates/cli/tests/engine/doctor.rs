@@ -212,3 +212,52 @@ fn stopped_container_in_hot_mode_and_a_bad_hook_timeout_are_reported() {
     assert_finding(&findings, "lifecycle.hot_needs_running", "warning");
     assert_finding(&findings, "consistency.hook_timeout", "warning");
 }
+
+#[test]
+fn backup_all_and_doctor_leave_out_the_same_opted_out_containers() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let project = unique("scope");
+    let label = format!("com.docker.compose.project={project}");
+    let mut expect_in = Vec::new();
+    let mut expect_out = Vec::new();
+    for value in [Some("true"), None, Some("false"), Some("0"), Some("no")] {
+        let name = unique(&format!("scope-{}", value.unwrap_or("unset")));
+        let mut flags = vec!["-l".to_string(), label.clone()];
+        if let Some(v) = value {
+            flags.extend(["-l".to_string(), format!("lifeboat.enable={v}")]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        run_sleeper(&mut c, &name, &flags);
+        match value {
+            Some("true") | None => expect_in.push(name),
+            _ => expect_out.push(name),
+        }
+    }
+    let out = lb
+        .run(&["backup", "--project", &project, "--json"])
+        .ok()
+        .json();
+    let mut backed_up: Vec<String> = out["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["container"].as_str().unwrap().to_string())
+        .collect();
+    backed_up.sort();
+    expect_in.sort();
+    assert_eq!(backed_up, expect_in);
+    let doctor = lb.run(&["doctor", "--json"]).json();
+    let examined: Vec<String> = doctor["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["container"].as_str().unwrap().to_string())
+        .collect();
+    for name in &expect_in {
+        assert!(examined.contains(name), "doctor examines {name}");
+    }
+    for name in &expect_out {
+        assert!(!examined.contains(name), "doctor leaves out {name}");
+    }
+}

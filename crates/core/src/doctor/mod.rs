@@ -78,7 +78,7 @@ pub fn doctor(
     let now = Timestamp::now();
     let info = engine.info()?;
     let names = if names.is_empty() {
-        engine.container_names()?
+        crate::containers_in_scope(engine, None)?
     } else {
         names.to_vec()
     };

@@ -1,0 +1,72 @@
+//! The daemon's domain API, what the HTTP layer calls: queue a job for a service, list the
+//! committed backups. Returns domain types and typed errors; never builds HTTP responses
+//! (the `api` module maps these errors to status codes).
+
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+use lifeboat_core::BackupEntry;
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("no managed service `{0}` (label its container lifeboat.enable=true)")]
+    Unknown(String),
+    #[error("`{0}` has no valid policy: {1}")]
+    Invalid(String, String),
+    #[error("the daemon is shutting down; try again after it restarts")]
+    Stopping,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Daemon {
+    /// Queues a job of `kind` for `service`; it starts when the service's current job is
+    /// done and a slot is free. Restores may name a service that is gone (that is their
+    /// point); backups and prunes need a managed service with a valid policy.
+    pub fn enqueue(
+        &self,
+        service: &str,
+        kind: &str,
+        request: Option<Value>,
+    ) -> Result<i64, EnqueueError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(EnqueueError::Stopping);
+        }
+        if service.is_empty() || service.contains('/') {
+            return Err(EnqueueError::Unknown(service.to_string()));
+        }
+        {
+            let st = self.state();
+            match st.services.get(service) {
+                Some(s) if kind != "restore" => {
+                    if let Some(e) = &s.policy_error {
+                        return Err(EnqueueError::Invalid(service.into(), e.clone()));
+                    }
+                }
+                None if kind != "restore" => return Err(EnqueueError::Unknown(service.into())),
+                _ => {}
+            }
+        }
+        let id = self.store().queue(kind, service, "api", request.as_ref())?;
+        self.state()
+            .scheduler
+            .request(service, id, Timestamp::now());
+        self.log(
+            "info",
+            "job queued",
+            json!({"job": id, "kind": kind, "service": service}),
+        );
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Committed backups in the repository, newest last.
+    pub fn snapshots(&self, service: Option<&str>) -> Result<Vec<BackupEntry>, String> {
+        let repo = lifeboat_repo::RusticRepository::open(&self.env.repo, &self.env.password, None)
+            .map_err(|e| e.to_string())?;
+        lifeboat_core::list_backups(&repo, service).map_err(|e| e.to_string())
+    }
+}
