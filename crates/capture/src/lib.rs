@@ -85,7 +85,7 @@ pub fn under_root(host_root: &Path, path: &str) -> PathBuf {
 fn excluded(details: &ContainerDetails) -> Vec<String> {
     details
         .config
-        .label("lifeboat.exclude")
+        .label(lifeboat_model::labels::EXCLUDE)
         .map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_string())
@@ -227,7 +227,9 @@ mod tests {
                 mount(MountKind::Tmpfs, "", "", "/tmp"),
             ],
             compose: None,
-            inspect: serde_json::Value::Null,
+            layer: None,
+            oom_killed: false,
+            restart_count: 0,
         }
     }
 
@@ -252,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conf")).unwrap();
         let p = plan(
-            &details(dir.path(), &[("lifeboat.exclude", "data")]),
+            &details(dir.path(), &[(lifeboat_model::labels::EXCLUDE, "data")]),
             Path::new("/"),
             false,
         )

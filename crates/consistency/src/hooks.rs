@@ -43,7 +43,7 @@ pub enum HookError {
 
 impl Hooks {
     pub fn from_labels(config: &ContainerConfig) -> Result<Hooks, HookError> {
-        let timeout = match config.label("lifeboat.hook-timeout") {
+        let timeout = match config.label(lifeboat_model::labels::HOOK_TIMEOUT) {
             None => 60,
             Some(t) => t
                 .trim()
@@ -56,14 +56,17 @@ impl Hooks {
                 .map(str::to_string)
                 .filter(|c| !c.trim().is_empty())
         };
-        let freeze = match (cmd("lifeboat.freeze"), cmd("lifeboat.thaw")) {
+        let freeze = match (
+            cmd(lifeboat_model::labels::FREEZE),
+            cmd(lifeboat_model::labels::THAW),
+        ) {
             (Some(f), Some(t)) => Some((f, t)),
             (None, None) => None,
             _ => return Err(HookError::Unpaired),
         };
         Ok(Hooks {
-            pre: cmd("lifeboat.pre"),
-            post: cmd("lifeboat.post"),
+            pre: cmd(lifeboat_model::labels::PRE),
+            post: cmd(lifeboat_model::labels::POST),
             freeze,
             timeout: Duration::from_secs(timeout),
         })
@@ -135,15 +138,17 @@ mod tests {
             Hooks::from_labels(&c).unwrap().timeout,
             Duration::from_secs(60)
         );
-        c.labels.insert("lifeboat.pre".into(), "sync".into());
-        c.labels.insert("lifeboat.hook-timeout".into(), "5".into());
+        c.labels
+            .insert(lifeboat_model::labels::PRE.into(), "sync".into());
+        c.labels
+            .insert(lifeboat_model::labels::HOOK_TIMEOUT.into(), "5".into());
         let h = Hooks::from_labels(&c).unwrap();
         assert_eq!(
             (h.pre.as_deref(), h.post, h.timeout),
             (Some("sync"), None, Duration::from_secs(5))
         );
         c.labels
-            .insert("lifeboat.hook-timeout".into(), "soon".into());
+            .insert(lifeboat_model::labels::HOOK_TIMEOUT.into(), "soon".into());
         assert!(Hooks::from_labels(&c).is_err());
     }
 }

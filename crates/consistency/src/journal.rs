@@ -154,7 +154,7 @@ fn undo_intent(engine: &dyn Engine, intent: &Intent) -> Result<(), EngineError> 
         return Ok(());
     };
     match intent.action {
-        IntentAction::Paused if now.state.status == "paused" => {
+        IntentAction::Paused if now.state.is_paused() => {
             engine.unpause_container(&intent.container_id)
         }
         IntentAction::Stopped if !now.state.running => engine.start_container(&intent.container_id),

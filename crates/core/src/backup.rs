@@ -30,7 +30,7 @@ pub struct BackupRequest {
     /// What to do with an unhealthy, restarting or dead container.
     pub unhealthy: UnhealthyPolicy,
     /// Overrides the container's `lifeboat.strategy` label (a daemon policy's strategy).
-    pub strategy: Option<String>,
+    pub strategy: Option<lifeboat_model::Strategy>,
     /// Fingerprint of the daemon policy that asked for this backup, kept in the manifest.
     pub policy_sha256: Option<String>,
     /// The multi-container run this backup belongs to (manifest field and `run=` tag).
@@ -79,15 +79,18 @@ pub fn backup_container(
     let _gate = RepoGate::shared(&req.state_dir, repo.id())?;
     let mut details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
     if let Some(s) = &req.strategy
-        && details.config.label("lifeboat.strategy").is_none()
+        && details
+            .config
+            .label(lifeboat_model::labels::STRATEGY)
+            .is_none()
     {
         // A policy's strategy acts as the label would, and is recorded with the config.
         details
             .config
             .labels
-            .insert("lifeboat.strategy".into(), s.clone());
+            .insert(lifeboat_model::labels::STRATEGY.into(), s.to_string());
     }
-    let label = details.config.label("lifeboat.mode");
+    let label = details.config.label(lifeboat_model::labels::MODE);
     let chosen = match (req.mode, label) {
         (Some(m), _) => Some(m),
         (None, Some(l)) => Some(Mode::parse(l)?),

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lifeboat_consistency::{Hooks, Mode, freeze, run_hook, start_freeze};
-use lifeboat_docker::{ContainerDetails, Engine};
+use lifeboat_docker::{ContainerDetails, ContainerStatus, Engine, Health};
 
 use crate::{CoreError, Note, UnhealthyPolicy};
 
 fn unhealthy_status(d: &ContainerDetails) -> Option<String> {
-    match (d.state.status.as_str(), d.state.health.as_deref()) {
-        (s @ ("restarting" | "dead"), _) => Some(s.to_string()),
-        (_, Some("unhealthy")) => Some("unhealthy".to_string()),
+    match (d.state.status, d.state.health) {
+        (Some(s @ (ContainerStatus::Restarting | ContainerStatus::Dead)), _) => Some(s.to_string()),
+        (_, Some(Health::Unhealthy)) => Some(Health::Unhealthy.to_string()),
         _ => None,
     }
 }
@@ -57,8 +57,8 @@ pub(crate) fn health_gate(
                             name: details.name.clone(),
                         })?;
                 match unhealthy_status(&now) {
-                    None if now.state.health.as_deref() != Some("starting") => return Ok(now),
-                    None => last = "starting".into(),
+                    None if now.state.health != Some(Health::Starting) => return Ok(now),
+                    None => last = Health::Starting.to_string(),
                     Some(s) => last = s,
                 }
             }
@@ -81,7 +81,7 @@ pub(crate) fn capture_consistently<T>(
     note: Note<'_>,
     capture: impl FnOnce() -> Result<T, CoreError>,
 ) -> Result<T, CoreError> {
-    let running = details.state.running && details.state.status != "paused";
+    let running = details.state.running && !details.state.is_paused();
     let any_hook = hooks.pre.is_some() || hooks.post.is_some() || hooks.freeze.is_some();
     let hooks_apply = running && any_hook;
     if !running && any_hook {

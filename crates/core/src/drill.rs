@@ -168,7 +168,11 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
         let Ok(Some(c)) = engine.container(name) else {
             continue;
         };
-        let Some(network) = c.config.label("lifeboat.sandbox").map(String::from) else {
+        let Some(network) = c
+            .config
+            .label(lifeboat_model::labels::SANDBOX)
+            .map(String::from)
+        else {
             continue;
         };
         let drill = network.trim_end_matches("-net");
@@ -249,7 +253,10 @@ pub fn run_drill(
     }
     // A prune must not delete what the drill is reading.
     let _gate = RepoGate::shared(&req.backup.state_dir, repo.id())?;
-    let labels = BTreeMap::from([("lifeboat.drill".to_string(), sandbox.id.clone())]);
+    let labels = BTreeMap::from([(
+        lifeboat_model::labels::DRILL.to_string(),
+        sandbox.id.clone(),
+    )]);
     note(&format!(
         "drill {}: sandbox network {} (internal)",
         sandbox.id, sandbox.network
@@ -390,9 +397,15 @@ pub fn probes(
     if m.parts.iter().any(|p| p.kind == PartKind::Sqlite) {
         out.extend(sqlite_probes(engine, m, container, host_root));
     }
-    if let Some(cmd) = config.label("lifeboat.probe") {
+    if let Some(cmd) = config.label(lifeboat_model::labels::PROBE) {
         let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
-        out.push(exec_probe(engine, container, "lifeboat.probe", cmd, &[]));
+        out.push(exec_probe(
+            engine,
+            container,
+            lifeboat_model::labels::PROBE,
+            cmd,
+            &[],
+        ));
     }
     out
 }

@@ -10,27 +10,23 @@ use std::time::{Duration, Instant};
 use lifeboat_capture::PlannedPart;
 use lifeboat_consistency::dumps::{DumpStrategy, TailReader, complete, detect};
 use lifeboat_docker::{ContainerDetails, Engine, ExecStream};
-use lifeboat_model::{ContainerConfig, Part, PartKind};
+use lifeboat_model::{ContainerConfig, Part, PartKind, Strategy};
 use lifeboat_repo::{PartReport, Repository, StreamBackup, StreamSource};
 
 use crate::{CoreError, Note};
 
-/// The values the `lifeboat.strategy` label takes; `auto` (or no label) detects.
-pub(crate) const STRATEGIES: [&str; 7] = [
-    "auto", "postgres", "mariadb", "mysql", "redis", "sqlite", "none",
-];
-
-/// The `lifeboat.strategy` label, checked.
-pub(crate) fn strategy_label(config: &ContainerConfig) -> Result<&str, CoreError> {
-    let label = config.label("lifeboat.strategy").unwrap_or("auto").trim();
-    if STRATEGIES.contains(&label) {
-        Ok(label)
-    } else {
-        Err(CoreError::Hot(format!(
-            "unknown label lifeboat.strategy=`{label}`: use one of {}",
-            STRATEGIES.join(", ")
-        )))
-    }
+/// The `lifeboat.strategy` label, parsed (no label means [`Strategy::Auto`]).
+pub(crate) fn strategy_label(config: &ContainerConfig) -> Result<Strategy, CoreError> {
+    let label = config
+        .label(lifeboat_model::labels::STRATEGY)
+        .unwrap_or("auto");
+    Strategy::from_word(label).ok_or_else(|| {
+        CoreError::Hot(format!(
+            "unknown label lifeboat.strategy=`{}`: use one of {}",
+            label.trim(),
+            Strategy::words()
+        ))
+    })
 }
 
 /// The dump strategy of a container: forced by `lifeboat.strategy`, else detected from its
@@ -39,10 +35,12 @@ pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
     let cmd = config.cmd.as_deref().unwrap_or_default();
     let entrypoint = config.entrypoint.as_deref().unwrap_or_default();
     let env = credentials(config);
-    match strategy_label(config).unwrap_or("auto") {
-        "auto" => detect(&config.image, cmd, entrypoint, &env),
-        forced @ ("postgres" | "mariadb" | "mysql") => detect(forced, &[], &[], &env),
-        _ => None,
+    match strategy_label(config).unwrap_or(Strategy::Auto) {
+        Strategy::Auto => detect(&config.image, cmd, entrypoint, &env),
+        forced @ (Strategy::Postgres | Strategy::Mariadb | Strategy::Mysql) => {
+            detect(forced.as_str(), &[], &[], &env)
+        }
+        Strategy::Redis | Strategy::Sqlite | Strategy::None => None,
     }
 }
 
@@ -53,10 +51,10 @@ pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
 fn credentials(config: &ContainerConfig) -> Vec<String> {
     use lifeboat_consistency::dumps::{LABEL_PASSWORD, LABEL_USER};
     let mut env = config.env.clone();
-    if let Some(user) = config.label("lifeboat.db-user") {
+    if let Some(user) = config.label(lifeboat_model::labels::DB_USER) {
         env.push(format!("{LABEL_USER}={user}"));
     }
-    if let Some(var) = config.label("lifeboat.db-password-env") {
+    if let Some(var) = config.label(lifeboat_model::labels::DB_PASSWORD_ENV) {
         let value = config
             .env
             .iter()
@@ -70,13 +68,13 @@ fn credentials(config: &ContainerConfig) -> Vec<String> {
 
 /// Whether the container is Redis: forced by `lifeboat.strategy=redis`, else detected.
 pub(crate) fn is_redis(config: &ContainerConfig) -> bool {
-    match strategy_label(config).unwrap_or("auto") {
-        "auto" => lifeboat_consistency::redis::is_redis(
+    match strategy_label(config).unwrap_or(Strategy::Auto) {
+        Strategy::Auto => lifeboat_consistency::redis::is_redis(
             &config.image,
             config.cmd.as_deref().unwrap_or_default(),
             config.entrypoint.as_deref().unwrap_or_default(),
         ),
-        label => label == "redis",
+        label => label == Strategy::Redis,
     }
 }
 

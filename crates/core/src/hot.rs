@@ -39,7 +39,7 @@ impl HotPlan {
     ) -> Result<HotPlan, CoreError> {
         let label = crate::dump::strategy_label(&details.config)?;
         Ok(HotPlan {
-            databases: if label == "none" {
+            databases: if label == lifeboat_model::Strategy::None {
                 Vec::new()
             } else {
                 find(parts)

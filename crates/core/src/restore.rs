@@ -567,10 +567,10 @@ fn sandbox_config(config: &mut ContainerConfig, manifest: &Manifest, network: &s
     // A daemon must never manage (back up, drill, alert on) a drill's copy.
     config
         .labels
-        .insert("lifeboat.enable".into(), "false".into());
+        .insert(lifeboat_model::labels::ENABLE.into(), "false".into());
     config
         .labels
-        .insert("lifeboat.sandbox".into(), network.to_string());
+        .insert(lifeboat_model::labels::SANDBOX.into(), network.to_string());
 }
 
 fn load_image(engine: &dyn Engine, repo: &dyn Repository, part: &Part) -> Result<(), CoreError> {
@@ -586,12 +586,8 @@ fn wait_healthy(engine: &dyn Engine, name: &str, timeout: Duration) -> Result<St
     let mut status = String::from("unknown");
     loop {
         if let Some(c) = engine.container(name)? {
-            status = c
-                .state
-                .health
-                .clone()
-                .unwrap_or_else(|| c.state.status.clone());
-            if status == "healthy" {
+            status = c.state.describe().to_string();
+            if c.state.health == Some(lifeboat_model::Health::Healthy) {
                 return Ok(status);
             }
         }

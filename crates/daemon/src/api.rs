@@ -14,6 +14,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use lifeboat_model::JobKind;
+
 use crate::daemon::Daemon;
 use crate::queue::EnqueueError;
 use crate::runner::{PruneJob, RestoreJob};
@@ -148,23 +150,23 @@ fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> Result<T, String
 }
 
 async fn backup(State(d): D, Path(name): Path<String>) -> Response {
-    accepted(d.enqueue(&name, "backup", None))
+    accepted(d.enqueue(&name, JobKind::Backup, None))
 }
 
 async fn drill(State(d): D, Path(name): Path<String>) -> Response {
-    accepted(d.enqueue(&name, "drill", None))
+    accepted(d.enqueue(&name, JobKind::Drill, None))
 }
 
 async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
     match body::<RestoreJob>(&bytes).and_then(|r| r.validate().map(|()| r)) {
-        Ok(r) => accepted(d.enqueue(&name, "restore", serde_json::to_value(r).ok())),
+        Ok(r) => accepted(d.enqueue(&name, JobKind::Restore, serde_json::to_value(r).ok())),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 async fn prune(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
     match body::<PruneJob>(&bytes) {
-        Ok(r) => accepted(d.enqueue(&name, "prune", serde_json::to_value(r).ok())),
+        Ok(r) => accepted(d.enqueue(&name, JobKind::Prune, serde_json::to_value(r).ok())),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use lifeboat_docker::Engine;
+use lifeboat_model::JobState;
 use lifeboat_model::policy::Policy;
 use lifeboat_repo::RepoLocation;
 use serde::Serialize;
@@ -142,7 +143,7 @@ impl Service {
         let failing = self
             .last_job
             .as_ref()
-            .is_some_and(|j| j.state != "succeeded");
+            .is_some_and(|j| j.state != JobState::Succeeded);
         let status = if self.policy_error.is_some() {
             "invalid"
         } else if !self.present {
@@ -186,7 +187,7 @@ impl Service {
             last_drill_failed: self
                 .last_drill
                 .as_ref()
-                .is_some_and(|j| j.state != "succeeded"),
+                .is_some_and(|j| j.state != JobState::Succeeded),
             next_drill: state
                 .scheduler
                 .next_run(&drill_key(&self.name))

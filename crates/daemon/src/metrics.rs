@@ -70,7 +70,14 @@ pub fn render(d: &Daemon) -> String {
         "lifeboat_last_backup_failed",
         "gauge",
         "1 when the service's most recent backup attempt failed.",
-        per(&|v| Some(v.last_job.as_ref().is_some_and(|j| j.state != "succeeded") as u8 as f64)),
+        per(&|v| {
+            Some(
+                v.last_job
+                    .as_ref()
+                    .is_some_and(|j| j.state != lifeboat_model::JobState::Succeeded)
+                    as u8 as f64,
+            )
+        }),
     );
     family(
         "lifeboat_snapshots",

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 use lifeboat_core::BackupEntry;
+use lifeboat_model::JobKind;
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
@@ -29,7 +30,7 @@ impl Daemon {
     pub fn enqueue(
         &self,
         service: &str,
-        kind: &str,
+        kind: JobKind,
         request: Option<Value>,
     ) -> Result<i64, EnqueueError> {
         if self.stopping.load(Ordering::Relaxed) {
@@ -41,12 +42,14 @@ impl Daemon {
         {
             let st = self.state();
             match st.services.get(service) {
-                Some(s) if kind != "restore" => {
+                Some(s) if kind != JobKind::Restore => {
                     if let Some(e) = &s.policy_error {
                         return Err(EnqueueError::Invalid(service.into(), e.clone()));
                     }
                 }
-                None if kind != "restore" => return Err(EnqueueError::Unknown(service.into())),
+                None if kind != JobKind::Restore => {
+                    return Err(EnqueueError::Unknown(service.into()));
+                }
                 _ => {}
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use lifeboat_docker::Engine;
+use lifeboat_model::JobKind;
 use serde_json::json;
 
 use crate::config::DaemonPlan;
@@ -191,15 +192,15 @@ async fn schedule_loop(d: Arc<Daemon>) {
         for (key, start) in starts {
             // A service's drills have their own schedule entry (`<service>#drill`).
             let (service, kind) = match key.strip_suffix("#drill") {
-                Some(s) => (s.to_string(), "drill"),
-                None => (key.clone(), "backup"),
+                Some(s) => (s.to_string(), JobKind::Drill),
+                None => (key.clone(), JobKind::Backup),
             };
             let never_backed_up = d
                 .state()
                 .services
                 .get(&service)
                 .is_none_or(|s| s.last_success.is_none());
-            if kind == "drill" && never_backed_up {
+            if kind == JobKind::Drill && never_backed_up {
                 // Nothing to drill yet; the first backup queues one.
                 d.state().scheduler.finished(&key, &start, now, now);
                 continue;

@@ -2,10 +2,10 @@
 //! (then retention), restore, or prune. Every outcome lands in the job history, the
 //! service's state, the log, and (on failure or recovery) the notifications.
 
+use lifeboat_model::{JobKind, JobState};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use lifeboat_consistency::Mode;
 use lifeboat_core::drill::{DrillRequest, run_drill};
 use lifeboat_core::stack::Selection;
 use lifeboat_core::{
@@ -79,13 +79,9 @@ impl Daemon {
             state_dir: self.env.state_dir.clone(),
             hostname: self.env.hostname.clone(),
             extra_tags: Vec::new(),
-            mode: policy
-                .and_then(|p| p.mode.as_deref())
-                .map(Mode::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            mode: policy.and_then(|p| p.mode),
             unhealthy: UnhealthyPolicy::Skip,
-            strategy: policy.and_then(|p| p.strategy.clone()),
+            strategy: policy.and_then(|p| p.strategy),
             policy_sha256: sha,
             run_id: None,
             priority: lifeboat_core::Priority::Lowered,
@@ -94,8 +90,11 @@ impl Daemon {
 
     /// Runs job `id` of `service` to its end and records it.
     pub fn execute(&self, service: &str, id: i64) {
-        let job = self.store().job(id).ok().flatten();
-        let kind = job.as_ref().map(|j| j.kind.clone()).unwrap_or_default();
+        let Some(job) = self.store().job(id).ok().flatten() else {
+            self.log("error", "no such job in the history", json!({"job": id}));
+            return;
+        };
+        let kind = job.kind;
         let request = self.store().request(id).ok().flatten();
         let (policy, sha) = {
             let st = self.state();
@@ -118,20 +117,21 @@ impl Daemon {
             json!({"job": id, "kind": kind, "service": service}),
         );
         let t0 = Instant::now();
-        let end = match kind.as_str() {
-            "backup" => self.backup(service, id, policy.as_ref(), sha),
-            "restore" => match serde_json::from_value::<RestoreJob>(request.unwrap_or(json!({}))) {
-                Ok(r) => self.restore(service, id, &r),
-                Err(e) => fail(format!("bad restore request: {e}")),
-            },
-            "drill" => self.drill(service),
-            "prune" => {
+        let end = match kind {
+            JobKind::Backup => self.backup(service, id, policy.as_ref(), sha),
+            JobKind::Restore => {
+                match serde_json::from_value::<RestoreJob>(request.unwrap_or(json!({}))) {
+                    Ok(r) => self.restore(service, id, &r),
+                    Err(e) => fail(format!("bad restore request: {e}")),
+                }
+            }
+            JobKind::Drill => self.drill(service),
+            JobKind::Prune => {
                 let force = request
                     .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
                     .is_some_and(|p| p.force);
                 self.prune(service, id, policy.as_ref(), force)
             }
-            other => fail(format!("unknown job kind `{other}`")),
         };
         // Hook output and engine errors may quote env values: scrubbed before the end of a
         // job is stored, logged, sent or shown.
@@ -150,11 +150,10 @@ impl Daemon {
             json!({"job": id, "kind": kind, "service": service, "ok": end.ok, "seconds": seconds,
                    "bytes_added": end.bytes_added, "snapshot": end.snapshot_id, "error": end.error}),
         );
-        if kind == "backup" {
-            self.after_backup(service, id, &end, policy.as_ref());
-        }
-        if kind == "drill" {
-            self.after_drill(service, id, &end);
+        match kind {
+            JobKind::Backup => self.after_backup(service, id, &end, policy.as_ref()),
+            JobKind::Drill => self.after_drill(service, id, &end),
+            JobKind::Restore | JobKind::Prune => {}
         }
     }
 
@@ -309,7 +308,10 @@ impl Daemon {
             let Some(s) = st.services.get_mut(service) else {
                 return;
             };
-            let was = s.last_job.as_ref().is_some_and(|j| j.state != "succeeded");
+            let was = s
+                .last_job
+                .as_ref()
+                .is_some_and(|j| j.state != JobState::Succeeded);
             s.last_job = job.clone();
             if end.ok {
                 s.last_success = job.clone();
@@ -329,7 +331,7 @@ impl Daemon {
         if end.ok
             && never_verified
             && policy.is_some_and(|p| p.drill.is_some())
-            && let Err(e) = self.enqueue(service, "drill", None)
+            && let Err(e) = self.enqueue(service, JobKind::Drill, None)
         {
             self.log(
                 "warn",
@@ -399,7 +401,7 @@ impl Daemon {
             .state()
             .services
             .get(service)
-            .and_then(|s| s.last_job.as_ref().map(|j| j.state != "succeeded"))
+            .and_then(|s| s.last_job.as_ref().map(|j| j.state != JobState::Succeeded))
             .unwrap_or(false);
         let repo = match self.open_repo() {
             Ok(r) => r,

@@ -1,6 +1,7 @@
 //! The daemon's memory across restarts: every job (what, when, how it ended) and every
 //! change of a service's effective policy, in one SQLite file (`<state-dir>/daemon.db`).
 
+use lifeboat_model::{JobKind, JobState};
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -18,13 +19,11 @@ pub struct StoreError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub id: i64,
-    /// `backup`, `restore` or `prune`.
-    pub kind: String,
+    pub kind: JobKind,
     pub service: String,
     /// `schedule` or `api`.
     pub trigger: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `aborted`.
-    pub state: String,
+    pub state: JobState,
     pub queued_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -97,13 +96,25 @@ const JOB_COLUMNS: &str = "id, kind, service, trigger, state, queued_at, started
     finished_at, duration_seconds, bytes_added, bytes_total, snapshot_id, backup_id, \
     policy_sha256, error, detail";
 
+/// A word stored in the history, parsed back into its enum (the one boundary for both).
+fn word<T>(r: &rusqlite::Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown word `{text}` in the job history").into(),
+        )
+    })
+}
+
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
-        kind: r.get(1)?,
+        kind: word(r, 1, JobKind::from_word)?,
         service: r.get(2)?,
         trigger: r.get(3)?,
-        state: r.get(4)?,
+        state: word(r, 4, JobState::from_word)?,
         queued_at: r.get(5)?,
         started_at: r.get(6)?,
         finished_at: r.get(7)?,
@@ -164,7 +175,7 @@ impl Store {
 
     pub fn queue(
         &self,
-        kind: &str,
+        kind: JobKind,
         service: &str,
         trigger: &str,
         request: Option<&serde_json::Value>,
@@ -174,7 +185,7 @@ impl Store {
                 "INSERT INTO jobs (kind, service, trigger, state, queued_at, request) \
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
                 params![
-                    kind,
+                    kind.as_str(),
                     service,
                     trigger,
                     now(),
@@ -203,7 +214,12 @@ impl Store {
                  error = ?9, detail = ?10 WHERE id = ?1",
                 params![
                     id,
-                    if end.ok { "succeeded" } else { "failed" },
+                    if end.ok {
+                        JobState::Succeeded
+                    } else {
+                        JobState::Failed
+                    }
+                    .as_str(),
                     now(),
                     seconds,
                     end.bytes_added.map(|b| b as i64),
@@ -263,11 +279,11 @@ impl Store {
         Ok((
             self.newest_job(
                 service,
-                "backup",
+                JobKind::Backup,
                 "state IN ('succeeded', 'failed', 'aborted')",
             )?,
-            self.newest_job(service, "backup", "state = 'succeeded'")?,
-            self.newest_job(service, "backup", "state IN ('succeeded', 'failed')")?,
+            self.newest_job(service, JobKind::Backup, "state = 'succeeded'")?,
+            self.newest_job(service, JobKind::Backup, "state IN ('succeeded', 'failed')")?,
         ))
     }
 
@@ -276,22 +292,27 @@ impl Store {
         Ok((
             self.newest_job(
                 service,
-                "drill",
+                JobKind::Drill,
                 "state IN ('succeeded', 'failed', 'aborted')",
             )?,
-            self.newest_job(service, "drill", "state = 'succeeded'")?,
+            self.newest_job(service, JobKind::Drill, "state = 'succeeded'")?,
         ))
     }
 
     /// The newest job of `kind` for `service` matching the SQL condition `cond`.
-    fn newest_job(&self, service: &str, kind: &str, cond: &str) -> Result<Option<Job>, StoreError> {
+    fn newest_job(
+        &self,
+        service: &str,
+        kind: JobKind,
+        cond: &str,
+    ) -> Result<Option<Job>, StoreError> {
         self.conn
             .query_row(
                 &format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE service = ?1 AND kind = ?2 AND {cond} \
                      ORDER BY id DESC LIMIT 1"
                 ),
-                params![service, kind],
+                params![service, kind.as_str()],
                 job_from_row,
             )
             .optional()
@@ -386,7 +407,7 @@ mod tests {
         let path = dir.path().join("daemon.db");
         let (done, cut) = {
             let s = Store::open(&path).unwrap();
-            let a = s.queue("backup", "db", "schedule", None).unwrap();
+            let a = s.queue(JobKind::Backup, "db", "schedule", None).unwrap();
             s.start(a, Some("f00")).unwrap();
             s.finish(
                 a,
@@ -398,7 +419,7 @@ mod tests {
                 },
             )
             .unwrap();
-            let b = s.queue("backup", "db", "api", None).unwrap();
+            let b = s.queue(JobKind::Backup, "db", "api", None).unwrap();
             s.start(b, None).unwrap();
             (a, b) // the daemon dies here
         };
@@ -409,7 +430,7 @@ mod tests {
             (a.state.as_str(), a.bytes_added, a.policy_sha256.as_deref()),
             ("succeeded", Some(10), Some("f00"))
         );
-        assert_eq!(s.job(cut).unwrap().unwrap().state, "aborted");
+        assert_eq!(s.job(cut).unwrap().unwrap().state, JobState::Aborted);
         let (last, ok, ran) = s.last_backups("db").unwrap();
         assert_eq!(last.unwrap().id, cut);
         assert_eq!(ok.unwrap().id, done);

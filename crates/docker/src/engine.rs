@@ -276,13 +276,12 @@ impl Engine for DockerEngine {
             status: inspect
                 .pointer("/State/Status")
                 .and_then(Value::as_str)
-                .unwrap_or_default()
-                .into(),
+                .and_then(crate::ContainerStatus::from_word),
             running: config.was_running,
             health: inspect
                 .pointer("/State/Health/Status")
                 .and_then(Value::as_str)
-                .map(str::to_string),
+                .and_then(crate::Health::from_word),
         };
         Ok(Some(ContainerDetails {
             id: inspect
@@ -298,9 +297,30 @@ impl Engine for DockerEngine {
                 .into(),
             state,
             compose: compose_info(&config),
+            layer: match (
+                inspect
+                    .pointer("/GraphDriver/Data/UpperDir")
+                    .and_then(Value::as_str),
+                inspect
+                    .pointer("/GraphDriver/Data/MergedDir")
+                    .and_then(Value::as_str),
+            ) {
+                (Some(upper), Some(merged)) => Some(crate::LayerDirs {
+                    upper: upper.to_string(),
+                    merged: merged.to_string(),
+                }),
+                _ => None,
+            },
+            oom_killed: inspect
+                .pointer("/State/OOMKilled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            restart_count: inspect
+                .get("RestartCount")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
             config,
             mounts,
-            inspect,
         }))
     }
 

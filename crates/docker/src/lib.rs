@@ -22,6 +22,7 @@ pub use convert::{compose_info, config_from_inspect, create_body};
 pub use engine::DockerEngine;
 
 pub use error::EngineError;
+pub use lifeboat_model::{ContainerStatus, Health};
 
 /// Facts about the engine, recorded in every manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,11 +35,27 @@ pub struct EngineInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerState {
-    /// `created`, `running`, `paused`, `restarting`, `exited`, `dead`.
-    pub status: String,
+    /// What the engine says; `None` for a word this build does not know.
+    pub status: Option<ContainerStatus>,
     pub running: bool,
-    /// `healthy`, `unhealthy`, `starting`, or `None` without a healthcheck.
-    pub health: Option<String>,
+    /// The healthcheck's verdict, or `None` without a healthcheck.
+    pub health: Option<Health>,
+}
+
+impl ContainerState {
+    /// The state's word for messages ("running", "unhealthy"): health when there is one.
+    pub fn describe(&self) -> &'static str {
+        match (self.health, self.status) {
+            (Some(h), _) => h.as_str(),
+            (None, Some(s)) => s.as_str(),
+            (None, None) => "unknown",
+        }
+    }
+
+    /// Whether the container is paused.
+    pub fn is_paused(&self) -> bool {
+        self.status == Some(ContainerStatus::Paused)
+    }
 }
 
 /// Where a mount's data lives on this host.
@@ -61,8 +78,21 @@ pub struct ContainerDetails {
     pub config: ContainerConfig,
     pub mounts: Vec<MountSource>,
     pub compose: Option<ComposeInfo>,
-    /// The full inspect document, kept in the snapshot for forensics. Holds secrets.
-    pub inspect: serde_json::Value,
+    /// The container's writable layer, where the storage driver exposes it (overlay2).
+    pub layer: Option<LayerDirs>,
+    /// The kernel killed it for memory at its last exit.
+    pub oom_killed: bool,
+    /// How often the engine restarted it.
+    pub restart_count: u64,
+}
+
+/// The directories of a container's writable layer on the host (overlay2's `GraphDriver`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDirs {
+    /// The container's own changes (what `docker commit` would hold).
+    pub upper: String,
+    /// The merged view the container sees.
+    pub merged: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

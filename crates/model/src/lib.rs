@@ -5,10 +5,12 @@
 //! engine or the repository: every other crate depends on it, so it stays small and stable.
 
 mod config;
+pub mod labels;
 mod manifest;
 pub mod names;
 pub mod policy;
 mod time;
+pub mod vocab;
 
 pub use config::{
     ContainerConfig, Healthcheck, MountKind, MountSpec, NetworkAttachment, PortBinding,
@@ -19,3 +21,4 @@ pub use manifest::{
     tags,
 };
 pub use time::{format_timestamp, parse_timestamp};
+pub use vocab::{ContainerStatus, Health, JobKind, JobState, Mode, ModeError, Strategy};

@@ -25,8 +25,8 @@ pub struct Args {
     /// (freeze its processes), stop (cold backup, started again after) or none (plain copy).
     /// Overrides the lifeboat.mode label; the default is hot when SQLite databases are
     /// found, else none.
-    #[arg(long, value_parser = ["hot", "pause", "stop", "none"])]
-    pub mode: Option<String>,
+    #[arg(long, value_parser = mode_arg)]
+    pub mode: Option<Mode>,
     /// What to do with an unhealthy, restarting or dead container: skip it (and fail), wait
     /// for it (--wait-healthy seconds), or force the backup anyway
     #[arg(long, default_value = "skip", value_parser = ["skip", "wait", "force"])]
@@ -75,7 +75,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             &req.hostname,
         ));
     }
-    req.mode = a.mode.as_deref().map(Mode::parse).transpose()?;
+    req.mode = a.mode;
     req.unhealthy = match a.unhealthy.as_str() {
         "force" => UnhealthyPolicy::Force,
         "wait" => UnhealthyPolicy::Wait(std::time::Duration::from_secs(a.wait_healthy)),
@@ -135,4 +135,9 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     }
     Ok(worst)
+}
+
+/// `--mode`: one of the consistency modes (a bad one is a usage error, exit 2).
+fn mode_arg(text: &str) -> Result<Mode, String> {
+    Mode::parse(text).map_err(|e| e.to_string())
 }

@@ -99,7 +99,7 @@ fn record(g: &GlobalArgs, report: &DrillReport) {
             ..Default::default()
         };
         let r = store
-            .queue("drill", &s.service, "cli", None)
+            .queue(lifeboat_model::JobKind::Drill, &s.service, "cli", None)
             .and_then(|id| store.start(id, None).map(|_| id))
             .and_then(|id| store.finish(id, report.recovery_seconds, &end));
         if let Err(e) = r {

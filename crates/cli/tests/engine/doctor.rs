@@ -261,3 +261,32 @@ fn backup_all_and_doctor_leave_out_the_same_opted_out_containers() {
         assert!(!examined.contains(name), "doctor leaves out {name}");
     }
 }
+
+#[test]
+fn doctor_reads_the_same_dependencies_a_stack_restore_orders_by() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (db, agent) = (unique("dep-db"), unique("dep-agent"));
+    run_sleeper(&mut c, &db, &[]);
+    let label = format!("lifeboat.depends-on={db}");
+    run_sleeper(&mut c, &agent, &["-l", &label]);
+    lb.run(&["backup", &agent]).ok();
+    let (_, findings, json) = diagnose(&lb, &agent);
+    assert!(
+        findings
+            .iter()
+            .any(|(check, _)| check == "restore.dependencies_not_backed_up"),
+        "{json}"
+    );
+    assert!(
+        json.to_string().contains(&db),
+        "names the dependency: {json}"
+    );
+    lb.run(&["backup", &db]).ok();
+    let (_, findings, _) = diagnose(&lb, &agent);
+    assert!(
+        !findings
+            .iter()
+            .any(|(check, _)| check == "restore.dependencies_not_backed_up")
+    );
+}

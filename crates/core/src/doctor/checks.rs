@@ -1,5 +1,6 @@
 //! The checks: pure functions from facts to findings, one severity, one line, one fix each.
 
+use lifeboat_model::{ContainerStatus, Health, Mode};
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -203,26 +204,26 @@ fn lifecycle(c: &ContainerFacts) -> Vec<Finding> {
             "add a HEALTHCHECK (or healthcheck: in compose) that proves the service answers".into(),
         ));
     }
-    match (state.status.as_str(), state.health.as_deref()) {
-        ("restarting", _) => out.push(f(
+    match (state.status, state.health) {
+        (Some(ContainerStatus::Restarting), _) => out.push(f(
             Severity::Error,
             "lifecycle.restarting",
             "it is restarting: its data may be mid-recovery".into(),
             format!("fix it first: `docker logs {name}`"),
         )),
-        ("dead", _) => out.push(f(
+        (Some(ContainerStatus::Dead), _) => out.push(f(
             Severity::Error,
             "lifecycle.dead",
             "it is dead".into(),
             format!("inspect and recreate it: `docker logs {name}`"),
         )),
-        ("paused", _) => out.push(f(
+        (Some(ContainerStatus::Paused), _) => out.push(f(
             Severity::Warning,
             "lifecycle.paused",
             "it is paused".into(),
             format!("`docker unpause {name}` unless that is intended"),
         )),
-        (_, Some("unhealthy")) => out.push(f(
+        (_, Some(Health::Unhealthy)) => out.push(f(
             Severity::Error,
             "lifecycle.unhealthy",
             "its healthcheck fails: a backup now may capture broken state".into(),
@@ -230,8 +231,8 @@ fn lifecycle(c: &ContainerFacts) -> Vec<Finding> {
         )),
         _ => {}
     }
-    let mode = c.details.config.label("lifeboat.mode");
-    if mode == Some("hot") && !state.running {
+    let mode = c.details.config.label(lifeboat_model::labels::MODE);
+    if mode.and_then(Mode::from_word) == Some(Mode::Hot) && !state.running {
         out.push(f(
             Severity::Warning,
             "lifecycle.hot_needs_running",
@@ -243,7 +244,7 @@ fn lifecycle(c: &ContainerFacts) -> Vec<Finding> {
             ),
         ));
     }
-    if let Some(t) = c.details.config.label("lifeboat.hook-timeout")
+    if let Some(t) = c.details.config.label(lifeboat_model::labels::HOOK_TIMEOUT)
         && t.trim().parse::<u64>().map_or(true, |s| s == 0 || s > 3600)
     {
         out.push(f(
@@ -303,7 +304,11 @@ fn mount_findings(c: &ContainerFacts, m: &MountFacts) -> Vec<Finding> {
         }
     }
     if c.details.state.running {
-        let mode = c.details.config.label("lifeboat.mode").unwrap_or("auto");
+        let mode = c
+            .details
+            .config
+            .label(lifeboat_model::labels::MODE)
+            .unwrap_or("auto");
         // A server recognised by its image or command is dumped with its own tool.
         let has_dump = crate::dump::strategy(&c.details.config).is_some();
         // Hot mode (the automatic default) captures SQLite consistently; pause and stop
@@ -367,7 +372,7 @@ fn coverage(
                 c.layer_configs.iter().take(5).cloned().collect::<Vec<_>>().join(", ")),
             "mount them from a volume or a bind mount".into()));
     }
-    if let Some(ex) = cfg.label("lifeboat.exclude") {
+    if let Some(ex) = cfg.label(lifeboat_model::labels::EXCLUDE) {
         out.push(f(
             Severity::Warning,
             "coverage.excluded",
@@ -417,39 +422,25 @@ fn restore_readiness(
     let cfg = &c.details.config;
     let mut out = Vec::new();
     let backed_up = |n: &str| backups.iter().any(|b| b.manifest.container_name == n);
-    let mut deps: Vec<String> = Vec::new();
-    if let (Some(project), Some(list)) = (
-        cfg.label("com.docker.compose.project"),
-        cfg.label("com.docker.compose.depends_on"),
-    ) {
-        for service in list
-            .split(',')
-            .filter_map(|d| d.split(':').next())
-            .filter(|s| !s.is_empty())
-        {
-            let found = all.iter().find(|o| {
-                o.details.config.label("com.docker.compose.project") == Some(project)
-                    && o.details.config.label("com.docker.compose.service") == Some(service)
-            });
-            deps.push(found.map_or_else(|| service.to_string(), |o| o.details.name.clone()));
-        }
-    }
-    if let Some(links) = c
-        .details
-        .inspect
-        .pointer("/HostConfig/Links")
-        .and_then(|l| l.as_array())
-    {
-        for l in links.iter().filter_map(|l| l.as_str()) {
-            deps.push(
-                l.split(':')
-                    .next()
-                    .unwrap_or(l)
-                    .trim_start_matches('/')
-                    .to_string(),
-            );
-        }
-    }
+    // The same dependencies a stack restore orders by, resolved the same way: a container
+    // of that name, else the compose service of that name in the same project.
+    let project = c.details.compose.as_ref().map(|p| p.project.as_str());
+    let deps: Vec<String> = crate::stack::declared_dependencies(cfg)
+        .into_iter()
+        .map(|d| {
+            if all.iter().any(|o| o.details.name == d) {
+                return d;
+            }
+            all.iter()
+                .find(|o| {
+                    o.details
+                        .compose
+                        .as_ref()
+                        .is_some_and(|p| Some(p.project.as_str()) == project && p.service == d)
+                })
+                .map_or(d, |o| o.details.name.clone())
+        })
+        .collect();
     let missing: Vec<&String> = deps.iter().filter(|d| !backed_up(d)).collect();
     if !missing.is_empty() {
         out.push(f(

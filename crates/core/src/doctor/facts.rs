@@ -7,7 +7,6 @@ use std::path::Path;
 use lifeboat_capture::under_root;
 use lifeboat_docker::{ContainerDetails, Engine, MemoryUsage};
 use lifeboat_model::MountKind;
-use serde_json::Value;
 
 use super::DoctorRequest;
 use crate::CoreError;
@@ -18,7 +17,7 @@ pub struct ContainerFacts {
     pub details: ContainerDetails,
     pub memory: Option<MemoryUsage>,
     pub oom_killed: bool,
-    pub restart_count: i64,
+    pub restart_count: u64,
     /// The uid and gid the container's process runs as, when known.
     pub user: Option<(u32, u32)>,
     /// Config-looking files in the container's writable layer (not captured by a backup).
@@ -60,13 +59,8 @@ pub(crate) fn gather(
     } else {
         None
     };
-    let inspect = &details.inspect;
-    let merged = inspect
-        .pointer("/GraphDriver/Data/MergedDir")
-        .and_then(Value::as_str);
-    let upper = inspect
-        .pointer("/GraphDriver/Data/UpperDir")
-        .and_then(Value::as_str);
+    let merged = details.layer.as_ref().map(|l| l.merged.as_str());
+    let upper = details.layer.as_ref().map(|l| l.upper.as_str());
     let user = resolve_user(
         &details.config.user,
         merged.map(|m| under_root(&req.host_root, m)),
@@ -96,14 +90,8 @@ pub(crate) fn gather(
         })
         .collect();
     Ok(ContainerFacts {
-        oom_killed: inspect
-            .pointer("/State/OOMKilled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        restart_count: inspect
-            .get("RestartCount")
-            .and_then(Value::as_i64)
-            .unwrap_or(0),
+        oom_killed: details.oom_killed,
+        restart_count: details.restart_count,
         memory,
         user,
         layer_configs,

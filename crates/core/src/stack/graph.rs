@@ -2,15 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lifeboat_model::Manifest;
+use lifeboat_model::ContainerConfig;
 
 use crate::catalog::BackupEntry;
 
 /// What `m` depends on: compose `depends_on` (service names), legacy links (container
 /// names) and `lifeboat.depends-on` (container or service names, comma separated).
-pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
+pub fn declared_dependencies(config: &ContainerConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(v) = m.config.label("com.docker.compose.depends_on") {
+    if let Some(v) = config.label("com.docker.compose.depends_on") {
         // "db:service_healthy:false,cache:service_started:true"
         out.extend(
             v.split(',')
@@ -21,13 +21,13 @@ pub fn declared_dependencies(m: &Manifest) -> Vec<String> {
         );
     }
     out.extend(
-        m.config
+        config
             .links
             .iter()
             .filter_map(|l| l.split(':').next())
             .map(String::from),
     );
-    if let Some(v) = m.config.label("lifeboat.depends-on") {
+    if let Some(v) = config.label(lifeboat_model::labels::DEPENDS_ON) {
         out.extend(
             v.split(',')
                 .map(str::trim)
@@ -54,7 +54,7 @@ pub fn with_dependencies(all: &[BackupEntry], names: &[String]) -> Vec<String> {
     while i < out.len() {
         if let Some(b) = newest(&out[i]) {
             let project = b.manifest.compose.as_ref().map(|c| c.project.clone());
-            for d in declared_dependencies(&b.manifest) {
+            for d in declared_dependencies(&b.manifest.config) {
                 let found = if newest(&d).is_some() {
                     Some(d)
                 } else {
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn compose_and_lifeboat_dependency_labels_are_both_read() {
-        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+        let mut m: lifeboat_model::Manifest = serde_json::from_value(serde_json::json!({
             "schema_version": 2, "lifeboat_version": "0", "backup_id": "b",
             "started_at": "2026-11-23T00:00:00.000000000Z",
             "finished_at": "2026-11-23T00:00:00.000000000Z", "host": "h",
@@ -211,7 +211,7 @@ mod tests {
         );
         m.config
             .labels
-            .insert("lifeboat.depends-on".into(), "auth, db".into());
-        assert_eq!(declared_dependencies(&m), ["auth", "db", "queue"]);
+            .insert(lifeboat_model::labels::DEPENDS_ON.into(), "auth, db".into());
+        assert_eq!(declared_dependencies(&m.config), ["auth", "db", "queue"]);
     }
 }

@@ -185,7 +185,7 @@ pub fn plan_stack(
     for (name, b) in &chosen {
         let mut inside = Vec::new();
         let mut outside = Vec::new();
-        for d in declared_dependencies(&b.manifest) {
+        for d in declared_dependencies(&b.manifest.config) {
             let resolved = if chosen.contains_key(&d) {
                 Some(d.clone())
             } else {

@@ -36,7 +36,7 @@ pub fn wait_ready(
         for n in names {
             let ready = match engine.container(n)? {
                 Some(c) => match &c.state.health {
-                    Some(h) => h == "healthy",
+                    Some(h) => *h == lifeboat_model::Health::Healthy,
                     None => c.state.running,
                 },
                 None => false,

@@ -9,6 +9,7 @@ mod duration;
 mod retention;
 mod schedule;
 
+use crate::labels;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -18,14 +19,6 @@ pub use cron::Cron;
 pub use duration::{format_duration, parse_duration};
 pub use retention::Retention;
 pub use schedule::Schedule;
-
-pub const LABEL_ENABLE: &str = "lifeboat.enable";
-pub const LABEL_SCHEDULE: &str = "lifeboat.schedule";
-pub const LABEL_RETENTION: &str = "lifeboat.retention";
-pub const LABEL_MODE: &str = "lifeboat.mode";
-pub const LABEL_STRATEGY: &str = "lifeboat.strategy";
-pub const LABEL_POLICY: &str = "lifeboat.policy";
-pub const LABEL_DRILL: &str = "lifeboat.drill";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -82,8 +75,8 @@ pub struct Policy {
     pub name: Option<String>,
     pub schedule: Schedule,
     pub retention: Option<Retention>,
-    pub mode: Option<String>,
-    pub strategy: Option<String>,
+    pub mode: Option<crate::Mode>,
+    pub strategy: Option<crate::Strategy>,
     pub with_image: bool,
     pub ping_url: Option<String>,
     /// Drills enabled: retention then counts a backup as good only once a drill verified it.
@@ -109,13 +102,13 @@ impl PolicyOptions {
                 .filter(|v| !v.is_empty())
         };
         PolicyOptions {
-            schedule: get(LABEL_SCHEDULE),
-            retention: get(LABEL_RETENTION),
-            mode: get(LABEL_MODE),
-            strategy: get(LABEL_STRATEGY),
-            with_image: get("lifeboat.with-image").map(|v| v == "true"),
-            ping_url: get("lifeboat.ping-url"),
-            drill: get(LABEL_DRILL),
+            schedule: get(labels::SCHEDULE),
+            retention: get(labels::RETENTION),
+            mode: get(labels::MODE),
+            strategy: get(labels::STRATEGY),
+            with_image: get(labels::WITH_IMAGE).map(|v| v == "true"),
+            ping_url: get(labels::PING_URL),
+            drill: get(labels::DRILL),
         }
     }
 
@@ -139,7 +132,7 @@ impl PolicyOptions {
         labels: &BTreeMap<String, String>,
     ) -> Result<Policy, PolicyError> {
         let own = PolicyOptions::from_labels(labels);
-        let name = labels.get(LABEL_POLICY).cloned();
+        let name = labels.get(labels::POLICY).cloned();
         let mut merged = defaults.clone();
         if let Some(n) = &name {
             let p = named.get(n).ok_or_else(|| {
@@ -185,27 +178,29 @@ impl PolicyOptions {
             .map(Schedule::parse)
             .transpose()
             .map_err(at("drill", own.drill.is_some()))?;
-        if let Some(m) = &merged.mode
-            && !["hot", "pause", "stop", "none"].contains(&m.as_str())
-        {
-            return Err(at("mode", own.mode.is_some())(PolicyError::Mode(m.clone())));
-        }
-        if let Some(s) = &merged.strategy
-            && ![
-                "auto", "postgres", "mariadb", "mysql", "redis", "sqlite", "none",
-            ]
-            .contains(&s.as_str())
-        {
-            return Err(at("strategy", own.strategy.is_some())(
-                PolicyError::Strategy(s.clone()),
-            ));
-        }
+        let mode = merged
+            .mode
+            .as_deref()
+            .map(|m| {
+                crate::Mode::from_word(m)
+                    .ok_or_else(|| at("mode", own.mode.is_some())(PolicyError::Mode(m.into())))
+            })
+            .transpose()?;
+        let strategy = merged
+            .strategy
+            .as_deref()
+            .map(|s| {
+                crate::Strategy::from_word(s).ok_or_else(|| {
+                    at("strategy", own.strategy.is_some())(PolicyError::Strategy(s.into()))
+                })
+            })
+            .transpose()?;
         Ok(Policy {
             name,
             schedule,
             retention,
-            mode: merged.mode,
-            strategy: merged.strategy,
+            mode,
+            strategy,
             with_image: merged.with_image.unwrap_or(false),
             ping_url: merged.ping_url,
             drill,
@@ -216,7 +211,7 @@ impl PolicyOptions {
 /// Whether the daemon manages a container: `lifeboat.enable=true`, or any container when
 /// `all` (the config file's `enable_all`) unless it says `lifeboat.enable=false`.
 pub fn is_enabled(labels: &BTreeMap<String, String>, all: bool) -> bool {
-    match labels.get(LABEL_ENABLE).map(|v| v.trim()) {
+    match labels.get(labels::ENABLE).map(|v| v.trim()) {
         Some("true") | Some("1") | Some("yes") => true,
         Some("false") | Some("0") | Some("no") => false,
         _ => all,
@@ -253,15 +248,12 @@ mod tests {
         let p = PolicyOptions::resolve(
             &defaults,
             &named,
-            &labels(&[
-                ("lifeboat.policy", "critical"),
-                ("lifeboat.retention", "last=3"),
-            ]),
+            &labels(&[(labels::POLICY, "critical"), (labels::RETENTION, "last=3")]),
         )
         .unwrap();
         assert_eq!(p.schedule.spec(), "5m");
         assert_eq!(p.retention.unwrap().spec(), "last=3");
-        assert_eq!(p.mode.as_deref(), Some("pause"));
+        assert_eq!(p.mode, Some(crate::Mode::Pause));
         assert_eq!(p.name.as_deref(), Some("critical"));
     }
 
@@ -269,9 +261,9 @@ mod tests {
     fn the_fingerprint_changes_with_any_setting_and_not_with_spelling() {
         let d = PolicyOptions::default();
         let n = BTreeMap::new();
-        let a = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "300s")])).unwrap();
-        let b = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "5m")])).unwrap();
-        let c = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "6m")])).unwrap();
+        let a = PolicyOptions::resolve(&d, &n, &labels(&[(labels::SCHEDULE, "300s")])).unwrap();
+        let b = PolicyOptions::resolve(&d, &n, &labels(&[(labels::SCHEDULE, "5m")])).unwrap();
+        let c = PolicyOptions::resolve(&d, &n, &labels(&[(labels::SCHEDULE, "6m")])).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert_eq!(a.fingerprint().len(), 64);
@@ -281,14 +273,14 @@ mod tests {
     fn errors_name_where_the_bad_value_came_from() {
         let d = PolicyOptions::default();
         let n = BTreeMap::new();
-        let e = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.schedule", "sometimes")]))
+        let e = PolicyOptions::resolve(&d, &n, &labels(&[(labels::SCHEDULE, "sometimes")]))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("label `lifeboat.schedule`") && e.contains("sometimes"),
             "{e}"
         );
-        let e = PolicyOptions::resolve(&d, &n, &labels(&[("lifeboat.policy", "gold")]))
+        let e = PolicyOptions::resolve(&d, &n, &labels(&[(labels::POLICY, "gold")]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("`gold` is not defined"), "{e}");
@@ -299,18 +291,18 @@ mod tests {
         let e = PolicyOptions::resolve(
             &d,
             &n,
-            &labels(&[("lifeboat.schedule", "1h"), ("lifeboat.mode", "freeze")]),
+            &labels(&[(labels::SCHEDULE, "1h"), (labels::MODE, "freeze")]),
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("freeze") && e.contains("lifeboat.mode"), "{e}");
+        assert!(e.contains("freeze") && e.contains(labels::MODE), "{e}");
     }
 
     #[test]
     fn enablement_is_opt_in_unless_all_is_set() {
-        assert!(is_enabled(&labels(&[("lifeboat.enable", "true")]), false));
+        assert!(is_enabled(&labels(&[(labels::ENABLE, "true")]), false));
         assert!(!is_enabled(&labels(&[]), false));
         assert!(is_enabled(&labels(&[]), true));
-        assert!(!is_enabled(&labels(&[("lifeboat.enable", "false")]), true));
+        assert!(!is_enabled(&labels(&[(labels::ENABLE, "false")]), true));
     }
 }
