@@ -76,6 +76,45 @@ pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
 }
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
+/// The snapshot path of a database server's dump (`postgres`, `mariadb`).
+pub fn dump_snapshot_path(server: &str) -> String {
+    format!("/dumps/{server}.sql")
+}
+
+impl CapturePlan {
+    /// Mount `index`'s live database files are captured as consistent copies staged in
+    /// `staged`: they leave the mount's file copy, and a `sqlite` part reads the copies.
+    pub fn add_sqlite_copies(&mut self, index: usize, staged: PathBuf, live_files: Vec<PathBuf>) {
+        let mount = &mut self.parts[index];
+        mount.exclude.extend(live_files);
+        let sqlite = PlannedPart {
+            kind: PartKind::Sqlite,
+            name: mount.name.clone(),
+            read_path: staged,
+            snapshot_path: sqlite_snapshot_path(&mount.snapshot_path),
+            exclude: Vec::new(),
+            belongs_to: Some(mount.kind),
+        };
+        self.parts.push(sqlite);
+    }
+
+    /// A server's dump replaces the file copy of its data directories (`data_dirs`, each
+    /// under the read path of the mount part with that index).
+    pub fn add_dump(&mut self, server: &str, data_dirs: Vec<(usize, PathBuf)>) {
+        for (index, dir) in data_dirs {
+            self.parts[index].exclude.push(dir);
+        }
+        self.parts.push(PlannedPart {
+            kind: PartKind::Dump,
+            name: server.to_string(),
+            read_path: PathBuf::new(),
+            snapshot_path: dump_snapshot_path(server),
+            exclude: Vec::new(),
+            belongs_to: None,
+        });
+    }
+}
+
 /// `path` (an absolute host path) as seen from this process when the host's root is mounted
 /// at `host_root`.
 pub fn under_root(host_root: &Path, path: &str) -> PathBuf {

@@ -112,7 +112,7 @@ pub fn backup_container(
     let staging = crate::hot::Staging::new(&req.state_dir, &details.name, &backup_id.0);
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
         if mode == Mode::Hot {
-            hot.prepare(engine, &details, &mut capture.parts, &staging, note)?;
+            hot.prepare(engine, &details, &mut capture, &staging, note)?;
         }
         let parts = &capture.parts;
         capture_parts(

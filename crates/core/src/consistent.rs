@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use lifeboat_consistency::{Hooks, Mode, freeze, run_hook, start_freeze};
 use lifeboat_docker::{ContainerDetails, ContainerStatus, Engine, Health};
 
+use crate::wait::{Backoff, Poll, poll_until};
 use crate::{CoreError, Note, UnhealthyPolicy};
 
 fn unhealthy_status(d: &ContainerDetails) -> Option<String> {
@@ -46,25 +47,25 @@ pub(crate) fn health_gate(
                 details.name,
                 limit.as_secs()
             ));
-            let deadline = Instant::now() + limit;
-            let mut last = status;
-            while Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(500));
+            // The state just seen was not healthy: look again after a first delay.
+            let step = Duration::from_millis(500);
+            std::thread::sleep(step);
+            let waited = poll_until(Instant::now() + limit, Backoff::new(step, step), || {
                 let now =
                     engine
                         .container(&details.id)?
                         .ok_or_else(|| CoreError::ContainerVanished {
                             name: details.name.clone(),
                         })?;
-                match unhealthy_status(&now) {
-                    None if now.state.health != Some(Health::Starting) => return Ok(now),
-                    None => last = Health::Starting.to_string(),
-                    Some(s) => last = s,
-                }
-            }
-            Err(CoreError::NotHealthy {
+                Ok::<_, CoreError>(match unhealthy_status(&now) {
+                    None if now.state.health != Some(Health::Starting) => Poll::Ready(now),
+                    None => Poll::Pending(Health::Starting.to_string()),
+                    Some(s) => Poll::Pending(s),
+                })
+            })?;
+            waited.map_err(|status| CoreError::NotHealthy {
                 name: details.name,
-                status: last,
+                status,
             })
         }
     }

@@ -7,12 +7,13 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lifeboat_capture::PlannedPart;
+use lifeboat_capture::{CapturePlan, PlannedPart};
 use lifeboat_consistency::dumps::{DumpStrategy, TailReader, complete, detect};
 use lifeboat_docker::{ContainerDetails, Engine, ExecStream};
 use lifeboat_model::{ContainerConfig, Part, PartKind, Strategy};
 use lifeboat_repo::{PartReport, Repository, StreamBackup, StreamSource};
 
+use crate::wait::{Backoff, Poll, poll_until};
 use crate::{CoreError, Note};
 
 /// The `lifeboat.strategy` label, parsed (no label means [`Strategy::Auto`]).
@@ -78,15 +79,15 @@ pub(crate) fn is_redis(config: &ContainerConfig) -> bool {
     }
 }
 
-fn snapshot_path(s: &DumpStrategy) -> String {
-    format!("/dumps/{}.sql", s.name)
-}
-
-/// Leaves the server's data directory out of the file parts and plans the dump part.
-pub(crate) fn plan(parts: &mut Vec<PlannedPart>, s: &DumpStrategy, note: Note<'_>) {
-    for part in parts
-        .iter_mut()
-        .filter(|p| matches!(p.kind, PartKind::Volume | PartKind::Bind))
+/// Finds the server's data directories in the mounts and plans the dump part instead of
+/// their file copy.
+pub(crate) fn plan(plan: &mut CapturePlan, s: &DumpStrategy, note: Note<'_>) {
+    let mut data_dirs = Vec::new();
+    for (index, part) in plan
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.kind, PartKind::Volume | PartKind::Bind))
     {
         let markers = walkdir::WalkDir::new(&part.read_path)
             .max_depth(4)
@@ -100,18 +101,11 @@ pub(crate) fn plan(parts: &mut Vec<PlannedPart>, s: &DumpStrategy, note: Note<'_
                     part.name,
                     dir.display()
                 ));
-                part.exclude.push(dir.to_path_buf());
+                data_dirs.push((index, dir.to_path_buf()));
             }
         }
     }
-    parts.push(PlannedPart {
-        kind: PartKind::Dump,
-        name: s.name.to_string(),
-        read_path: Default::default(),
-        snapshot_path: snapshot_path(s),
-        exclude: Vec::new(),
-        belongs_to: None,
-    });
+    plan.add_dump(s.name, data_dirs);
 }
 
 type SharedStream = Arc<Mutex<Box<dyn ExecStream>>>;
@@ -246,22 +240,21 @@ fn wait_ready(
         "{container}: waiting for {} to accept connections",
         s.name
     ));
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(200);
-    loop {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    let waited = poll_until(Instant::now() + timeout, backoff, || {
         let out = engine.exec(container, &s.ready, Duration::from_secs(10))?;
-        if out.exit_code == Some(0) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(CoreError::Hot(format!(
-                "{} in `{container}` did not accept connections within {} s: {}",
-                s.name,
-                timeout.as_secs(),
-                out.output.trim()
-            )));
-        }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(3));
-    }
+        Ok::<_, CoreError>(if out.exit_code == Some(0) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(out.output)
+        })
+    })?;
+    waited.map_err(|last| {
+        CoreError::Hot(format!(
+            "{} in `{container}` did not accept connections within {} s: {}",
+            s.name,
+            timeout.as_secs(),
+            last.trim()
+        ))
+    })
 }

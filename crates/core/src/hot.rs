@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lifeboat_capture::{PlannedPart, sqlite_snapshot_path};
+use lifeboat_capture::{CapturePlan, PlannedPart};
 use lifeboat_consistency::sqlite::{consistent_copy, find_databases, side_files};
 use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::PartKind;
@@ -60,7 +60,7 @@ impl HotPlan {
         &self,
         engine: &dyn Engine,
         details: &ContainerDetails,
-        parts: &mut Vec<PlannedPart>,
+        plan: &mut CapturePlan,
         staging: &Staging,
         note: Note<'_>,
     ) -> Result<(), CoreError> {
@@ -76,9 +76,9 @@ impl HotPlan {
             )
             .map_err(|e| CoreError::Hot(e.to_string()))?;
         }
-        stage(parts, &self.databases, staging, note)?;
+        stage(plan, &self.databases, staging, note)?;
         if let Some(s) = self.dump.as_ref().filter(|_| running) {
-            crate::dump::plan(parts, s, note);
+            crate::dump::plan(plan, s, note);
         }
         Ok(())
     }
@@ -105,10 +105,10 @@ impl Drop for Staging {
     }
 }
 
-/// Copies each database consistently into staging, excludes the live files from their data
-/// part, and appends one `sqlite` part per mount.
+/// Copies each database consistently into staging and adds them to the plan as `sqlite`
+/// parts, in place of the live files.
 fn stage(
-    parts: &mut Vec<PlannedPart>,
+    plan: &mut CapturePlan,
     databases: &[(usize, Vec<PathBuf>)],
     staging: &Staging,
     note: Note<'_>,
@@ -117,7 +117,8 @@ fn stage(
         let dir = staging.0.join(index.to_string());
         std::fs::create_dir_all(&dir)
             .map_err(CoreError::io("creating staging directory", dir.display()))?;
-        let part = &mut parts[*index];
+        let part = &plan.parts[*index];
+        let mut live_files = Vec::new();
         for rel in dbs {
             let live = part.read_path.join(rel);
             note(&format!(
@@ -127,20 +128,12 @@ fn stage(
             ));
             consistent_copy(&part.read_path, rel, &dir.join(rel))
                 .map_err(|e| CoreError::Hot(e.to_string()))?;
-            part.exclude.push(live.clone());
-            part.exclude.extend(side_files(&live));
+            live_files.extend(side_files(&live));
+            live_files.push(live);
         }
         // Directories inside the staging tree take the owner of their originals.
         copy_dir_owners(&part.read_path, &dir);
-        let sqlite = PlannedPart {
-            kind: PartKind::Sqlite,
-            name: part.name.clone(),
-            read_path: dir,
-            snapshot_path: sqlite_snapshot_path(&part.snapshot_path),
-            exclude: Vec::new(),
-            belongs_to: Some(part.kind),
-        };
-        parts.push(sqlite);
+        plan.add_sqlite_copies(*index, dir, live_files);
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod scope;
 pub mod secret;
 pub mod stack;
 mod stream;
+pub mod wait;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
 pub use catalog::{BackupEntry, UnreadableBackup, find_backup, list_backups, scan_backups};

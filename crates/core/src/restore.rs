@@ -581,26 +581,22 @@ fn load_image(engine: &dyn Engine, repo: &dyn Repository, part: &Part) -> Result
 
 /// Polls the container's health with exponential backoff (0.25 s doubling to 5 s).
 fn wait_healthy(engine: &dyn Engine, name: &str, timeout: Duration) -> Result<String, CoreError> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(250);
-    let mut status = String::from("unknown");
-    loop {
-        if let Some(c) = engine.container(name)? {
-            status = c.state.describe().to_string();
-            if c.state.health == Some(lifeboat_model::Health::Healthy) {
-                return Ok(status);
+    use crate::wait::{Backoff, Poll, poll_until};
+    let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let waited = poll_until(Instant::now() + timeout, backoff, || {
+        Ok::<_, CoreError>(match engine.container(name)? {
+            Some(c) if c.state.health == Some(lifeboat_model::Health::Healthy) => {
+                Poll::Ready(c.state.describe().to_string())
             }
-        }
-        if Instant::now() >= deadline {
-            return Err(CoreError::Unhealthy {
-                name: name.to_string(),
-                seconds: timeout.as_secs(),
-                status,
-            });
-        }
-        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+            Some(c) => Poll::Pending(c.state.describe().to_string()),
+            None => Poll::Pending("unknown".to_string()),
+        })
+    })?;
+    waited.map_err(|status| CoreError::Unhealthy {
+        name: name.to_string(),
+        seconds: timeout.as_secs(),
+        status,
+    })
 }
 
 #[cfg(test)]

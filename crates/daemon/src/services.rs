@@ -3,6 +3,7 @@
 //! update), never by polling. Compose applies a label change by recreating the container,
 //! which arrives here as destroy + create.
 
+use lifeboat_core::wait::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,7 +175,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
 /// Follows the event stream until the daemon stops; on a dropped connection, re-reads
 /// everything and subscribes again (with backoff), so no change is missed.
 pub fn watch(d: Arc<Daemon>) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     while !d.stopping.load(std::sync::atomic::Ordering::Relaxed) {
         // Subscribe first, then read the state: a change in between is not lost.
         let events = match d.engine.container_events() {
@@ -185,8 +186,7 @@ pub fn watch(d: Arc<Daemon>) {
                     "engine event stream unavailable",
                     json!({"error": e.to_string()}),
                 );
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                std::thread::sleep(backoff.next_delay());
                 continue;
             }
         };
@@ -197,7 +197,7 @@ pub fn watch(d: Arc<Daemon>) {
                 json!({"error": e.to_string()}),
             );
         }
-        backoff = Duration::from_secs(1);
+        backoff.reset();
         for ev in events.iter() {
             if ev.action == "rename" {
                 let _ = discover(&d);
@@ -217,6 +217,6 @@ pub fn watch(d: Arc<Daemon>) {
             apply(&d, &ev.name, details);
         }
         d.log("warn", "engine event stream ended; reconnecting", json!({}));
-        std::thread::sleep(backoff);
+        std::thread::sleep(backoff.next_delay());
     }
 }

@@ -5,15 +5,20 @@
 //! Fixtures use the `docker` CLI on purpose: they prove Lifeboat against the engine through a
 //! second, independent client.
 
+pub mod contract;
 mod corpus;
 mod docker;
+mod fake_engine;
 pub mod http;
+mod memory_repo;
 mod tree;
 
 pub use corpus::write_corpus;
 pub use docker::{
     BUSYBOX_IMAGE, Cleanup, docker, docker_ok, ensure_busybox_image, unique, volume_path,
 };
+pub use fake_engine::FakeEngine;
+pub use memory_repo::MemoryRepository;
 pub use tree::{Entry, compare_trees, compare_trees_ignoring_sparseness, snapshot_tree};
 
 /// Flips one byte in the largest pack file under `repo/data` (a bit-rot fixture) and returns

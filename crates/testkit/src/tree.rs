@@ -154,8 +154,16 @@ mod tests {
     fn compare_finds_content_mode_and_owner_differences() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
+        // Same content and the same mtime (two writes may land on different clock ticks).
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         for d in [a.path(), b.path()] {
             fs::write(d.join("f"), "same").unwrap();
+            fs::File::options()
+                .write(true)
+                .open(d.join("f"))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
         }
         assert!(
             compare_trees(a.path(), b.path()).is_empty(),

@@ -1,3 +1,7 @@
+//! `lifeboat backup NAME... | --all | --project P`: one backup per container, one run id for
+//! several. Translates flags into a `BackupRequest`; never reads data or talks to the engine
+//! itself (that is `lifeboat-core`).
+
 use anyhow::bail;
 use lifeboat_consistency::Mode;
 use lifeboat_core::{UnhealthyPolicy, backup_container};

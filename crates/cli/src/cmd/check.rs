@@ -1,3 +1,6 @@
+//! `lifeboat check [--read-data]`: the repository's structure (and every byte), plus the
+//! backups whose manifest cannot be read. Reports; never repairs or deletes anything.
+
 use lifeboat_repo::Repository;
 use serde_json::json;
 

@@ -1,3 +1,6 @@
+//! `lifeboat daemon`: loads and validates the config, then hands over to `lifeboat-daemon`.
+//! Owns nothing of the daemon's behaviour.
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -1,3 +1,6 @@
+//! `lifeboat doctor [NAME...]`: prints the findings of `lifeboat-core`'s doctor, with its own
+//! exit contract (0 clear, 1 warnings, 2 errors). Changes nothing.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! `lifeboat drill`: restores into a sandbox, probes, times and tears down (all in
+//! `lifeboat-core`), then records one job-history line per service. Never touches production.
+
 use std::time::Duration;
 
 use anyhow::bail;

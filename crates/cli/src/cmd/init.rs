@@ -1,3 +1,6 @@
+//! `lifeboat init`: creates the repository (and, without a password, a random key file).
+//! Refuses an existing one; never overwrites a key.
+
 use anyhow::Context;
 use lifeboat_repo::RusticRepository;
 use serde_json::json;

@@ -1,3 +1,6 @@
+//! One file per command: each parses its flags, calls `lifeboat-core` or the daemon crate,
+//! and prints (text or `--json`). No command holds domain logic.
+
 pub mod backup;
 pub mod check;
 pub mod daemon;

@@ -1,3 +1,6 @@
+//! `lifeboat policy log [NAME]`: every version of each service's policy, from the daemon's
+//! history. Read-only.
+
 use anyhow::Context;
 use lifeboat_daemon::store::Store;
 use serde_json::json;

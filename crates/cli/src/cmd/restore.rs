@@ -1,3 +1,6 @@
+//! `lifeboat restore NAME`: one container from its backup (several or `--project` go to
+//! `restore_stack`). Validates names and times at the boundary (exit 2); never writes itself.
+
 use std::time::Duration;
 
 use anyhow::bail;

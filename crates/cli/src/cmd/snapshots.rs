@@ -1,3 +1,6 @@
+//! `lifeboat snapshots [NAME]`: the committed backups, newest last, safety backups marked.
+//! Read-only.
+
 use lifeboat_core::list_backups;
 use lifeboat_model::{PartKind, format_timestamp};
 use serde_json::json;

@@ -223,3 +223,14 @@ fn stopped_container_is_restored_stopped() {
     assert_eq!(out["started"], false);
     assert_eq!(inspect(&name, "{{.State.Status}}"), "created");
 }
+
+#[test]
+fn the_real_engine_passes_the_engine_contract() {
+    ensure_busybox_image();
+    let engine = lifeboat_docker::DockerEngine::connect().expect("the engine answers");
+    let prefix = unique("contract");
+    let mut c = Cleanup::default();
+    c.containers.push(format!("{prefix}-ctr"));
+    c.volumes.push(format!("{prefix}-vol"));
+    lifeboat_testkit::contract::engine(&engine, BUSYBOX_IMAGE, &prefix);
+}

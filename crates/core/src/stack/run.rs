@@ -30,9 +30,9 @@ pub fn wait_ready(
     names: &[String],
     deadline: Instant,
 ) -> Result<(), CoreError> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let mut waiting = None;
+    use crate::wait::{Backoff, Poll, poll_until};
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let waited = poll_until(deadline, backoff, || {
         for n in names {
             let ready = match engine.container(n)? {
                 Some(c) => match &c.state.health {
@@ -42,19 +42,16 @@ pub fn wait_ready(
                 None => false,
             };
             if !ready {
-                waiting = Some(n.clone());
-                break;
+                return Ok::<_, CoreError>(Poll::Pending(n.clone()));
             }
         }
-        let Some(n) = waiting else { return Ok(()) };
-        if Instant::now() >= deadline {
-            return Err(CoreError::Stack(format!(
-                "dependency `{n}` did not become healthy in time; its dependents were not started"
-            )));
-        }
-        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        Ok(Poll::Ready(()))
+    })?;
+    waited.map_err(|n| {
+        CoreError::Stack(format!(
+            "dependency `{n}` did not become healthy in time; its dependents were not started"
+        ))
+    })
 }
 
 /// Restores the stack level by level. `request` gives the options of each service's

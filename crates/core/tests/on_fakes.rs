@@ -1,0 +1,178 @@
+//! Core's backup, restore planning and stack ordering on the stand-ins (a fake engine and an
+//! in-memory repository): fast checks of the logic. The engine tests are the proof that the
+//! features work.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lifeboat_core::stack::{Selection, plan_stack};
+use lifeboat_core::{
+    BackupRequest, CoreError, Priority, RestoreRequest, UnhealthyPolicy, backup_container,
+    list_backups, restore_container,
+};
+use lifeboat_docker::Engine;
+use lifeboat_model::{ContainerConfig, MountKind, MountSpec, tags};
+use lifeboat_repo::Repository;
+use lifeboat_testkit::{FakeEngine, MemoryRepository};
+
+const IMAGE: &str = "agent:1";
+
+fn quiet(_: &str) {}
+
+fn request(state: &Path) -> BackupRequest {
+    BackupRequest {
+        with_image: false,
+        host_root: "/".into(),
+        state_dir: state.to_path_buf(),
+        hostname: "test".into(),
+        extra_tags: Vec::new(),
+        mode: None,
+        unhealthy: UnhealthyPolicy::Skip,
+        strategy: None,
+        policy_sha256: None,
+        run_id: None,
+        priority: Priority::Normal,
+    }
+}
+
+fn restore_request(state: &Path) -> RestoreRequest {
+    RestoreRequest {
+        snapshot: None,
+        at: None,
+        as_name: None,
+        force: false,
+        sandbox_network: None,
+        dry_run: false,
+        health_timeout: Duration::from_secs(5),
+        backup: request(state),
+    }
+}
+
+/// A running container `name` with volume `name-data` holding `state` = `content`.
+fn service(engine: &FakeEngine, name: &str, labels: &[(&str, &str)], content: &str) {
+    let vol = format!("{name}-data");
+    let v = engine
+        .create_volume(&vol, "local", &Default::default())
+        .unwrap();
+    std::fs::write(Path::new(&v.mountpoint).join("state"), content).unwrap();
+    let config = ContainerConfig {
+        image: IMAGE.into(),
+        mounts: vec![MountSpec {
+            kind: MountKind::Volume,
+            source: vol,
+            destination: "/data".into(),
+            read_only: false,
+            driver: "local".into(),
+            volume_labels: Default::default(),
+        }],
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    engine.create_container(name, &config).unwrap();
+    engine.start_container(name).unwrap();
+}
+
+fn world() -> (tempfile::TempDir, FakeEngine, MemoryRepository) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = FakeEngine::new(&dir.path().join("engine"));
+    engine.add_image(IMAGE);
+    (dir, engine, MemoryRepository::new())
+}
+
+#[test]
+fn a_backup_stores_its_parts_first_and_commits_with_the_manifest_last() {
+    let (dir, engine, repo) = world();
+    service(&engine, "web", &[], "v1");
+    let out = backup_container(&engine, &repo, "web", &request(dir.path()), &quiet).unwrap();
+    let id = out.manifest.backup_id.0.clone();
+    let all = repo.snapshots(&[tags::backup(&id)]).unwrap();
+    assert!(all.len() >= 2, "{all:?}");
+    let last = all.last().unwrap();
+    assert!(
+        last.tags.iter().any(|t| t == tags::MANIFEST),
+        "the manifest commits: {last:?}"
+    );
+    assert!(
+        all[..all.len() - 1]
+            .iter()
+            .all(|s| !s.tags.iter().any(|t| t == tags::MANIFEST))
+    );
+    assert_eq!(list_backups(&repo, Some("web")).unwrap().len(), 1);
+}
+
+#[test]
+fn a_restore_over_an_existing_container_is_refused_before_anything_changes() {
+    let (dir, engine, repo) = world();
+    service(&engine, "web", &[], "v1");
+    backup_container(&engine, &repo, "web", &request(dir.path()), &quiet).unwrap();
+    let before = engine.calls();
+    let err =
+        restore_container(&engine, &repo, "web", &restore_request(dir.path()), &quiet).unwrap_err();
+    assert!(matches!(err, CoreError::Refused { .. }), "{err}");
+    assert_eq!(engine.calls(), before, "nothing was changed");
+}
+
+#[test]
+fn a_restore_after_loss_recreates_the_volume_then_the_container_and_starts_it() {
+    let (dir, engine, repo) = world();
+    service(&engine, "web", &[], "v1");
+    backup_container(&engine, &repo, "web", &request(dir.path()), &quiet).unwrap();
+    engine.remove_container("web").unwrap();
+    engine.remove_volume("web-data").unwrap();
+    let mark = engine.calls().len();
+    let out =
+        restore_container(&engine, &repo, "web", &restore_request(dir.path()), &quiet).unwrap();
+    assert!(out.started);
+    let calls = engine.calls()[mark..].to_vec();
+    assert_eq!(calls, ["create volume web-data", "create web", "start web"]);
+    let v = engine.volume("web-data").unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&v.mountpoint).join("state")).unwrap(),
+        "v1"
+    );
+}
+
+#[test]
+fn a_restore_as_a_path_is_refused_as_a_bad_name() {
+    let (dir, engine, repo) = world();
+    service(&engine, "web", &[], "v1");
+    backup_container(&engine, &repo, "web", &request(dir.path()), &quiet).unwrap();
+    let mut req = restore_request(dir.path());
+    req.as_name = Some("x/../../../victim".into());
+    let before = engine.calls();
+    let err = restore_container(&engine, &repo, "web", &req, &quiet).unwrap_err();
+    assert!(matches!(err, CoreError::BadName(_)), "{err}");
+    assert_eq!(engine.calls(), before);
+}
+
+#[test]
+fn a_stack_is_planned_in_dependency_order_from_every_kind_of_declaration() {
+    let (dir, engine, repo) = world();
+    service(&engine, "db", &[], "rows");
+    service(&engine, "agent", &[("lifeboat.depends-on", "db")], "cfg");
+    service(&engine, "web", &[("lifeboat.depends-on", "agent")], "html");
+    let mut req = request(dir.path());
+    req.run_id = Some("run-1".into());
+    for name in ["web", "agent", "db"] {
+        backup_container(&engine, &repo, name, &req, &quiet).unwrap();
+    }
+    let plan = plan_stack(
+        &engine,
+        &repo,
+        &Selection::Names(vec!["web".into(), "agent".into(), "db".into()]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.levels,
+        [
+            vec!["db".to_string()],
+            vec!["agent".into()],
+            vec!["web".into()]
+        ]
+    );
+    assert_eq!(plan.run_id.as_deref(), Some("run-1"));
+}
