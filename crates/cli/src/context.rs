@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use lifeboat_core::{BackupRequest, UnhealthyPolicy};
+use lifeboat_core::BackupRequest;
 use lifeboat_docker::DockerEngine;
 use lifeboat_repo::{ProgressSink, RepoLocation, RusticRepository};
 
@@ -107,16 +107,7 @@ impl GlobalArgs {
     pub fn backup_request(&self, with_image: bool) -> BackupRequest {
         BackupRequest {
             with_image,
-            host_root: self.host_root.clone(),
-            state_dir: self.state_dir.clone(),
-            hostname: hostname(),
-            extra_tags: Vec::new(),
-            mode: None,
-            unhealthy: UnhealthyPolicy::Skip,
-            strategy: None,
-            policy_sha256: None,
-            run_id: None,
-            priority: lifeboat_core::Priority::Lowered,
+            ..BackupRequest::new(self.host_root.clone(), self.state_dir.clone(), hostname())
         }
     }
 }

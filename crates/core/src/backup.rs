@@ -39,6 +39,26 @@ pub struct BackupRequest {
     pub priority: crate::Priority,
 }
 
+impl BackupRequest {
+    /// A plain backup on this host: no image, no overrides, unhealthy containers skipped,
+    /// lowered priority. Callers change what their user asked for.
+    pub fn new(host_root: PathBuf, state_dir: PathBuf, hostname: String) -> BackupRequest {
+        BackupRequest {
+            with_image: false,
+            host_root,
+            state_dir,
+            hostname,
+            extra_tags: Vec::new(),
+            mode: None,
+            unhealthy: UnhealthyPolicy::Skip,
+            strategy: None,
+            policy_sha256: None,
+            run_id: None,
+            priority: crate::Priority::Lowered,
+        }
+    }
+}
+
 /// The health gate: an unhealthy, restarting or dead container is not backed up by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnhealthyPolicy {

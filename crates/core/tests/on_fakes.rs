@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lifeboat_core::stack::{Selection, plan_stack};
 use lifeboat_core::{
-    BackupRequest, CoreError, Priority, RestoreRequest, UnhealthyPolicy, backup_container,
-    list_backups, restore_container,
+    BackupRequest, CoreError, Priority, RestoreRequest, backup_container, list_backups,
+    restore_container,
 };
 use lifeboat_docker::Engine;
 use lifeboat_model::{ContainerConfig, MountKind, MountSpec, tags};
@@ -21,17 +21,8 @@ fn quiet(_: &str) {}
 
 fn request(state: &Path) -> BackupRequest {
     BackupRequest {
-        with_image: false,
-        host_root: "/".into(),
-        state_dir: state.to_path_buf(),
-        hostname: "test".into(),
-        extra_tags: Vec::new(),
-        mode: None,
-        unhealthy: UnhealthyPolicy::Skip,
-        strategy: None,
-        policy_sha256: None,
-        run_id: None,
         priority: Priority::Normal,
+        ..BackupRequest::new("/".into(), state.to_path_buf(), "test".into())
     }
 }
 

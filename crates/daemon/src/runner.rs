@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use lifeboat_core::drill::{DrillRequest, run_drill};
 use lifeboat_core::stack::Selection;
 use lifeboat_core::{
-    BackupRequest, RestoreRequest, RetentionRequest, UnhealthyPolicy, apply_retention,
-    backup_container, list_backups, restore_container,
+    BackupRequest, RestoreRequest, RetentionRequest, apply_retention, backup_container,
+    list_backups, restore_container,
 };
 use lifeboat_model::policy::Policy;
 use lifeboat_repo::RusticRepository;
@@ -75,16 +75,14 @@ impl Daemon {
     ) -> Result<BackupRequest, String> {
         Ok(BackupRequest {
             with_image: policy.is_some_and(|p| p.with_image),
-            host_root: self.env.host_root.clone(),
-            state_dir: self.env.state_dir.clone(),
-            hostname: self.env.hostname.clone(),
-            extra_tags: Vec::new(),
             mode: policy.and_then(|p| p.mode),
-            unhealthy: UnhealthyPolicy::Skip,
             strategy: policy.and_then(|p| p.strategy),
             policy_sha256: sha,
-            run_id: None,
-            priority: lifeboat_core::Priority::Lowered,
+            ..BackupRequest::new(
+                self.env.host_root.clone(),
+                self.env.state_dir.clone(),
+                self.env.hostname.clone(),
+            )
         })
     }
 
