@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Lifeboat versus restic (Debian package) on the same generated data, in one run:
-# initial backup, no-change backup, backup after changing 1%, restore. Prints wall time,
-# the Lifeboat/restic ratio and the peak RSS of each.
+# initial backup, no-change backup, backup after changing 1%, restore, each with the page
+# cache dropped first ("cold") and, where a row can be repeated, again with a warm cache.
+# Prints wall time, the Lifeboat/restic ratio and the peak RSS of each. Times the release
+# build (what users run).
 #
 #   bench/compare.sh [SIZE_MB]        (default 2048; needs root, a Docker engine, restic)
 #
 # Lifeboat backs up a container whose named volume holds the data; restic backs up the same
-# directory. Both run with a warm page cache; the data is generated once per run.
+# directory. The data is generated once per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-2048}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
-cargo build --quiet --bin lifeboat
-LB="$CARGO_TARGET_DIR/debug/lifeboat"
+cargo build --quiet --release --bin lifeboat
+LB="$CARGO_TARGET_DIR/release/lifeboat"
 scripts/fixtures busybox >/dev/null
 
 WORK=$(mktemp -d /var/tmp/lifeboat-bench.XXXXXX)
 NAME=lifeboat-bench-$$
 VOL=$NAME-data
 cleanup() {
-  docker rm -f "$NAME" "$NAME-restored" >/dev/null 2>&1 || true
-  docker volume rm -f "$VOL" "${NAME}-restored_$VOL" >/dev/null 2>&1 || true
+  docker rm -f "$NAME" "$NAME-r1" "$NAME-r2" >/dev/null 2>&1 || true
+  docker volume rm -f "$VOL" "${NAME}-r1_$VOL" "${NAME}-r2_$VOL" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -47,28 +49,36 @@ measure() {
   echo "$label $(cat "$WORK/time")" >>"$WORK/results"
 }
 
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# run_pair ROW cold|warm: both tools, the page cache dropped before each one when cold
 run_pair() {
-  local row=$1
-  measure "lifeboat:$row" "$LB" backup "$NAME"
-  measure "restic:$row" restic -q -r "$RESTIC_REPO" backup "$DATA"
+  local row=$1 cache=$2
+  [ "$cache" = cold ] && drop_caches
+  measure "lifeboat:$row-$cache" "$LB" backup "$NAME"
+  [ "$cache" = cold ] && drop_caches
+  measure "restic:$row-$cache" restic -q -r "$RESTIC_REPO" backup "$DATA"
 }
 
-run_pair initial
-run_pair no-change
+run_pair initial cold
+run_pair no-change cold
+run_pair no-change warm
 python3 bench/gen_data.py --change "$DATA"
-run_pair change-1pct
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-measure "lifeboat:restore" "$LB" restore "$NAME" --as "$NAME-restored"
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-measure "restic:restore" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-restore"
+run_pair change-1pct cold
+drop_caches
+measure "lifeboat:restore-cold" "$LB" restore "$NAME" --as "$NAME-r1"
+drop_caches
+measure "restic:restore-cold" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-r1"
+measure "lifeboat:restore-warm" "$LB" restore "$NAME" --as "$NAME-r2"
+measure "restic:restore-warm" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-r2"
 
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
 echo "repository size: lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB"
-printf '%-12s %12s %12s %8s %14s %14s\n' row lifeboat_s restic_s ratio lifeboat_rss restic_rss
-for row in initial no-change change-1pct restore; do
+printf '%-18s %12s %12s %8s %14s %14s\n' row lifeboat_s restic_s ratio lifeboat_rss restic_rss
+for row in initial-cold no-change-cold no-change-warm change-1pct-cold restore-cold restore-warm; do
   read -r _ ls lr < <(grep "^lifeboat:$row " "$WORK/results")
   read -r _ rs rr < <(grep "^restic:$row " "$WORK/results")
   ratio=$(python3 -c "print(f'{$ls/$rs:.2f}')")
-  printf '%-12s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
+  printf '%-18s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
 done
