@@ -57,7 +57,7 @@ enum Command {
 }
 
 fn main() {
-    output::bound_allocator_arenas();
+    lifeboat_core::tuning::bound_allocator_arenas();
     output::install_panic_hook();
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose);

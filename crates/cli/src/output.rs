@@ -125,18 +125,3 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// The repository engine restores with 20 reader threads; with glibc's default of up to eight
-/// malloc arenas per core, freed pack buffers stay resident in per-thread arenas (measured on a
-/// 600 MB restore: 334 MiB peak RSS by default, 209 MiB with two arenas, same speed). The
-/// arenas are capped before any thread starts, unless the operator set MALLOC_ARENA_MAX.
-#[allow(unsafe_code)]
-pub fn bound_allocator_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator tunables; it is called first thing in main,
-        // while no other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}

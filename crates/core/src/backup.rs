@@ -88,7 +88,7 @@ pub fn backup_container(
     note: Note<'_>,
 ) -> Result<BackupOutcome, CoreError> {
     // Every backup, whoever starts it, runs at the documented priority.
-    let _priority = crate::priority::PriorityGuard::enter(req.priority);
+    let _priority = crate::tuning::PriorityGuard::enter(req.priority);
     let started_at = Timestamp::now();
     let info = engine.info()?;
     let details = engine

@@ -1,3 +1,6 @@
+//! How Lifeboat's work is tuned to share the host with the services it protects: the
+//! allocator's arenas (set once at process start) and the priority every backup runs at.
+//!
 //! The priority every backup runs at, whoever starts it (the `backup` command, a daemon job,
 //! the safety backup of a forced restore): CPU nice 10 and the lowest best-effort I/O level
 //! (or, opted in, the idle I/O class), so a backup yields to the service it protects.
@@ -7,6 +10,22 @@
 //! daemon that serves its API meanwhile. The guard puts the thread back when the backup ends
 //! (a daemon reuses its job threads). Measured in `bench/stall.sh` (writer's longest stall
 //! during a hot backup of a 1 GB SQLite database): ~265 ms at best-effort, ~145 ms idle class.
+
+/// The repository engine restores with 20 reader threads; with glibc's default of up to eight
+/// malloc arenas per core, freed pack buffers stay resident in per-thread arenas (measured on a
+/// 600 MB restore: 334 MiB peak RSS by default, 209 MiB with two arenas, same speed). The
+/// arenas are capped before any thread starts, unless the operator set MALLOC_ARENA_MAX.
+#[allow(unsafe_code)]
+pub fn bound_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tunables; it is called first thing in main,
+        // while no other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
 
 /// The priority a backup asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
