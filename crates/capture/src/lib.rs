@@ -4,6 +4,8 @@
 //! This crate only decides; it never reads data or calls the engine. `core` executes the
 //! plan against the engine and the repository.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 use lifeboat_docker::ContainerDetails;
@@ -12,6 +14,7 @@ use lifeboat_model::{MountKind, PartKind};
 /// One source to store as its own repository snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedPart {
+    /// What the part holds.
     pub kind: PartKind,
     /// Volume name, bind host path or image reference.
     pub name: String,
@@ -28,11 +31,13 @@ pub struct PlannedPart {
 /// Everything to capture for one container, in order (data first, image last).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CapturePlan {
+    /// The parts, data first.
     pub parts: Vec<PlannedPart>,
     /// Mounts deliberately left out, with the reason (for the report).
     pub skipped: Vec<String>,
 }
 
+/// Why a container cannot be captured from here.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
@@ -40,9 +45,13 @@ pub enum CaptureError {
          `{driver}`): Lifeboat reads volume data from the host; back this volume up with its \
          driver's own tools or exclude it with the label lifeboat.exclude={volume}"
     )]
+    /// A volume whose driver keeps no data on this host.
     NoMountpoint {
+        /// The container.
         container: String,
+        /// The volume.
         volume: String,
+        /// Its driver.
         driver: String,
     },
     #[error(
@@ -50,10 +59,15 @@ pub enum CaptureError {
          Lifeboat as root on the Docker host, or mount the engine's data root and set \
          LIFEBOAT_HOST_ROOT"
     )]
+    /// A mount's data cannot be read from this process.
     Unreadable {
+        /// The container.
         container: String,
+        /// The mount's destination in the container.
         mount: String,
+        /// The host path tried.
         path: String,
+        /// What the system said.
         reason: String,
     },
 }
@@ -68,12 +82,14 @@ pub fn bind_snapshot_path(host_path: &str) -> String {
     format!("/binds/{}", host_path.trim_start_matches('/'))
 }
 
+/// The snapshot path of a saved image.
 pub const IMAGE_SNAPSHOT_PATH: &str = "/image/image.tar";
 
 /// The snapshot path of the consistent database copies of a mount stored at `mount_path`.
 pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
     format!("/sqlite{mount_snapshot_path}")
 }
+/// The snapshot path of the manifest.
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
 /// The snapshot path of a database server's dump (`postgres`, `mariadb`).

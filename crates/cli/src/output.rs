@@ -124,4 +124,3 @@ pub fn install_panic_hook() {
         eprintln!("lifeboat: internal failure in a worker: {msg}");
     }));
 }
-

@@ -14,22 +14,22 @@ pub mod drill;
 mod dump;
 mod error;
 mod hot;
-pub mod tuning;
 mod restore;
 mod retention;
 mod scope;
 pub mod secret;
 pub mod stack;
 mod stream;
+pub mod tuning;
 pub mod wait;
 
 pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
 pub use catalog::{BackupEntry, UnreadableBackup, find_backup, list_backups, scan_backups};
 pub use error::CoreError;
-pub use tuning::Priority;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};
 pub use scope::containers_in_scope;
+pub use tuning::Priority;
 
 pub use lifeboat_docker::Engine;
 pub use lifeboat_repo::Repository;

@@ -14,6 +14,8 @@
 //! `rustic_core`), by the backup's file opener, and by the hot SQLite capture. It must never
 //! follow a symlink below its root, and never open for writing what it was asked to read.
 
+#![warn(missing_docs)]
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;

@@ -81,9 +81,13 @@ pub fn volume_path(volume: &str) -> PathBuf {
 /// Removes the containers, volumes, networks and images it was given when dropped.
 #[derive(Default)]
 pub struct Cleanup {
+    /// Containers to remove.
     pub containers: Vec<String>,
+    /// Volumes to remove.
     pub volumes: Vec<String>,
+    /// Networks to remove.
     pub networks: Vec<String>,
+    /// Images to remove.
     pub images: Vec<String>,
 }
 

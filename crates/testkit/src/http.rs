@@ -8,12 +8,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
+/// A response as received.
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// The body, as text.
     pub body: String,
 }
 
 impl Response {
+    /// The body parsed as JSON (panics when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -119,11 +123,14 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
 /// A local HTTP receiver answering 200 to everything; each request arrives on `requests` as
 /// (request line, body).
 pub struct Receiver {
+    /// Where to send requests (`http://127.0.0.1:PORT`).
     pub url: String,
+    /// Each request received: its request line and headers, and its body.
     pub requests: mpsc::Receiver<(String, String)>,
 }
 
 impl Receiver {
+    /// Starts listening on a free loopback port.
     pub fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

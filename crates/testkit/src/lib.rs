@@ -5,6 +5,8 @@
 //! Fixtures use the `docker` CLI on purpose: they prove Lifeboat against the engine through a
 //! second, independent client.
 
+#![warn(missing_docs)]
+
 pub mod contract;
 mod corpus;
 mod docker;

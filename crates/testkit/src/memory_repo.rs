@@ -37,6 +37,7 @@ pub struct MemoryRepository {
 }
 
 impl MemoryRepository {
+    /// An empty repository.
     pub fn new() -> MemoryRepository {
         MemoryRepository::default()
     }

@@ -11,17 +11,23 @@ use sha2::{Digest, Sha256};
 /// One entry of a tree, as compared after a round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// `dir`, `file`, `symlink`, `fifo` or `other`.
     pub kind: &'static str,
     /// Permission bits including setuid/setgid/sticky (not compared for symlinks).
     pub mode: u32,
+    /// Numeric owner.
     pub uid: u32,
+    /// Numeric group.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
     /// SHA-256 of a regular file's content.
     pub sha256: Option<String>,
     /// Modification time in nanoseconds (regular files and symlinks are compared).
     pub mtime_ns: i128,
+    /// A symlink's target, raw.
     pub link_target: Option<Vec<u8>>,
+    /// Extended attributes by name.
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Index of the hard-link group (by first path), for files with more than one link.
     pub hardlink_group: Option<Vec<u8>>,
