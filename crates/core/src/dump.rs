@@ -242,6 +242,10 @@ fn wait_ready(
     ));
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     let waited = poll_until(Instant::now() + timeout, backoff, || {
+        // A server that crashed at start never accepts connections: say so at once.
+        if let Some(c) = engine.container(container)? {
+            crate::wait::unless_ended(engine, &c)?;
+        }
         let out = engine.exec(container, &s.ready, Duration::from_secs(10))?;
         Ok::<_, CoreError>(if out.exit_code == Some(0) {
             Poll::Ready(())

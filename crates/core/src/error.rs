@@ -60,6 +60,16 @@ pub enum CoreError {
         seconds: u64,
         status: String,
     },
+    #[error(
+        "container `{name}` exited with code {} and will not be restarted, so it will never \
+         become ready; the end of its log:\n{log}\ninspect it with `docker logs {name}`",
+        code.map_or("?".to_string(), |c| c.to_string())
+    )]
+    Ended {
+        name: String,
+        code: Option<i64>,
+        log: String,
+    },
     #[error("{0}; nothing was changed")]
     BadName(#[from] lifeboat_model::names::NameError),
     #[error(

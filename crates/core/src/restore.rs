@@ -584,7 +584,11 @@ fn wait_healthy(engine: &dyn Engine, name: &str, timeout: Duration) -> Result<St
     use crate::wait::{Backoff, Poll, poll_until};
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let waited = poll_until(Instant::now() + timeout, backoff, || {
-        Ok::<_, CoreError>(match engine.container(name)? {
+        let found = engine.container(name)?;
+        if let Some(c) = &found {
+            crate::wait::unless_ended(engine, c)?;
+        }
+        Ok::<_, CoreError>(match found {
             Some(c) if c.state.health == Some(lifeboat_model::Health::Healthy) => {
                 Poll::Ready(c.state.describe().to_string())
             }

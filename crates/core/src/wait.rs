@@ -35,6 +35,25 @@ impl Backoff {
     }
 }
 
+/// Fails a wait at once when the container awaited has stopped for good (exited or dead and
+/// not restarting): its exit code and the tail of its log say why.
+pub(crate) fn unless_ended(
+    engine: &dyn lifeboat_docker::Engine,
+    details: &lifeboat_docker::ContainerDetails,
+) -> Result<(), crate::CoreError> {
+    if !details.state.has_ended() {
+        return Ok(());
+    }
+    let log = engine
+        .log_tail(&details.name, 20)
+        .unwrap_or_else(|e| format!("(log unavailable: {e})"));
+    Err(crate::CoreError::Ended {
+        name: details.name.clone(),
+        code: details.state.exit_code,
+        log: lifeboat_docker::secrets::redact(log.trim_end()),
+    })
+}
+
 /// What one look at the awaited thing found.
 pub enum Poll<T, S> {
     /// Done, with the result.

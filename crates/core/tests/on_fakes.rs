@@ -167,3 +167,32 @@ fn a_stack_is_planned_in_dependency_order_from_every_kind_of_declaration() {
     );
     assert_eq!(plan.run_id.as_deref(), Some("run-1"));
 }
+
+#[test]
+fn a_restored_container_that_exits_for_good_fails_its_wait_at_once_with_its_log() {
+    let (dir, engine, repo) = world();
+    service(&engine, "agent", &[], "cfg");
+    let mut config = engine.container("agent").unwrap().unwrap().config;
+    config.healthcheck = Some(lifeboat_model::Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        ..Default::default()
+    });
+    engine.remove_container("agent").unwrap();
+    engine.create_container("agent", &config).unwrap();
+    engine.start_container("agent").unwrap();
+    backup_container(&engine, &repo, "agent", &request(dir.path()), &quiet).unwrap();
+    engine.remove_container("agent").unwrap();
+    engine.remove_volume("agent-data").unwrap();
+    engine.crash_on_start(3, "connecting to db:5432\nFATAL: connection refused");
+    let mut req = restore_request(dir.path());
+    // Waiting out the timeout would end in `Unhealthy`; an ended container is `Ended`.
+    req.health_timeout = Duration::from_secs(30);
+    let err = restore_container(&engine, &repo, "agent", &req, &quiet).unwrap_err();
+    match &err {
+        CoreError::Ended { code, log, .. } => {
+            assert_eq!(*code, Some(3));
+            assert!(log.contains("connection refused"), "{log}");
+        }
+        other => panic!("expected Ended, got {other}"),
+    }
+}

@@ -282,6 +282,7 @@ impl Engine for DockerEngine {
                 .pointer("/State/Health/Status")
                 .and_then(Value::as_str)
                 .and_then(crate::Health::from_word),
+            exit_code: inspect.pointer("/State/ExitCode").and_then(Value::as_i64),
         };
         Ok(Some(ContainerDetails {
             id: inspect
@@ -813,6 +814,25 @@ impl Engine for DockerEngine {
             used: usage.saturating_sub(cache),
             limit,
         }))
+    }
+
+    fn log_tail(&self, name: &str, lines: usize) -> Result<String, EngineError> {
+        let opts = q::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = Box::pin(self.docker.logs(name, Some(opts)));
+        let mut out = String::new();
+        self.rt.block_on(async {
+            while let Some(item) = stream.next().await {
+                let chunk = item.map_err(|e| classify("read the log of", "container", name, e))?;
+                out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+            Ok::<_, EngineError>(())
+        })?;
+        Ok(out)
     }
 
     fn remove_container(&self, name: &str) -> Result<(), EngineError> {

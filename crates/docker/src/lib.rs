@@ -40,6 +40,8 @@ pub struct ContainerState {
     pub running: bool,
     /// The healthcheck's verdict, or `None` without a healthcheck.
     pub health: Option<Health>,
+    /// The exit code of its last run, once it has exited.
+    pub exit_code: Option<i64>,
 }
 
 impl ContainerState {
@@ -55,6 +57,15 @@ impl ContainerState {
     /// Whether the container is paused.
     pub fn is_paused(&self) -> bool {
         self.status == Some(ContainerStatus::Paused)
+    }
+
+    /// Whether it has stopped for good: exited or dead, and the engine is not restarting it
+    /// (a container its restart policy brings back is `restarting`, not `exited`).
+    pub fn has_ended(&self) -> bool {
+        matches!(
+            self.status,
+            Some(ContainerStatus::Exited | ContainerStatus::Dead)
+        )
     }
 }
 
@@ -222,4 +233,7 @@ pub trait Engine: Send + Sync {
     }
 
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError>;
+
+    /// The last `lines` lines of a container's log (stdout and stderr), for error messages.
+    fn log_tail(&self, name: &str, lines: usize) -> Result<String, EngineError>;
 }

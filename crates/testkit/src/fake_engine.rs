@@ -25,6 +25,8 @@ struct FakeContainer {
     status: ContainerStatus,
     health: Option<Health>,
     networks: Vec<String>,
+    exit_code: i64,
+    log: String,
 }
 
 #[derive(Default)]
@@ -43,6 +45,7 @@ pub struct FakeEngine {
     root: PathBuf,
     world: Mutex<World>,
     exec: Mutex<ExecHandler>,
+    crash_on_start: Mutex<Option<(i64, String)>>,
 }
 
 fn not_found(what: &'static str, name: &str) -> EngineError {
@@ -58,6 +61,7 @@ impl FakeEngine {
         FakeEngine {
             root: root.to_path_buf(),
             world: Mutex::new(World::default()),
+            crash_on_start: Mutex::new(None),
             exec: Mutex::new(Box::new(|_, _| ExecOutput {
                 exit_code: Some(0),
                 output: String::new(),
@@ -80,6 +84,20 @@ impl FakeEngine {
         if let Some(c) = self.world.lock().unwrap().containers.get_mut(name) {
             c.health = health;
         }
+    }
+
+    /// Makes a container exit for good with `code`, having logged `log`.
+    pub fn crash(&self, name: &str, code: i64, log: &str) {
+        if let Some(c) = self.world.lock().unwrap().containers.get_mut(name) {
+            c.status = ContainerStatus::Exited;
+            c.exit_code = code;
+            c.log = log.to_string();
+        }
+    }
+
+    /// Makes every container started from now on exit at once with `code`, logging `log`.
+    pub fn crash_on_start(&self, code: i64, log: &str) {
+        *self.crash_on_start.lock().unwrap() = Some((code, log.to_string()));
     }
 
     /// The changes made so far, in order ("create web", "start web", ...).
@@ -135,6 +153,7 @@ impl FakeEngine {
                 status: Some(c.status),
                 running,
                 health: c.health,
+                exit_code: (c.status == ContainerStatus::Exited).then_some(c.exit_code),
             },
             compose: compose_info(&config),
             config,
@@ -364,6 +383,8 @@ impl Engine for FakeEngine {
                 status: ContainerStatus::Created,
                 health: None,
                 networks,
+                exit_code: 0,
+                log: String::new(),
             },
         );
         w.calls.push(format!("create {name}"));
@@ -377,10 +398,16 @@ impl Engine for FakeEngine {
     }
 
     fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        let crash = self.crash_on_start.lock().unwrap().clone();
         self.with(name, |c| {
             c.status = ContainerStatus::Running;
             if c.config.healthcheck.is_some() && c.health.is_none() {
                 c.health = Some(Health::Healthy);
+            }
+            if let Some((code, log)) = crash {
+                c.status = ContainerStatus::Exited;
+                c.exit_code = code;
+                c.log = log;
             }
         })?;
         self.change(format!("start {name}"));
@@ -456,6 +483,12 @@ impl Engine for FakeEngine {
         let mut sink = Vec::new();
         let _ = input.read_to_end(&mut sink);
         Ok(self.run_exec(name, cmd))
+    }
+
+    fn log_tail(&self, name: &str, lines: usize) -> Result<String, EngineError> {
+        let log = self.with(name, |c| c.log.clone())?;
+        let all: Vec<&str> = log.lines().collect();
+        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
     }
 
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError> {

@@ -234,3 +234,46 @@ fn the_real_engine_passes_the_engine_contract() {
     c.volumes.push(format!("{prefix}-vol"));
     lifeboat_testkit::contract::engine(&engine, BUSYBOX_IMAGE, &prefix);
 }
+
+#[test]
+fn a_restored_container_that_exits_for_good_fails_the_restore_at_once_with_its_log() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("ends");
+    // It only runs under its own hostname: the side-by-side copy (hostname cleared) exits 3.
+    c.containers.push(name.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--hostname",
+        "orig",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "[ \"$(cat /etc/hostname)\" = orig ] || { echo FATAL: cannot reach the database; exit 3; }; sleep 86400",
+    ]);
+    wait_for_health(&name);
+    lb.run(&["backup", &name]).ok();
+    let copy = unique("ends-copy");
+    c.containers.push(copy.clone());
+    // A wait that ignored the exit would take the whole 300 s and end "unhealthy".
+    let out = lb.run(&["restore", &name, "--as", &copy, "--health-timeout", "300"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("exited with code 3"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("FATAL: cannot reach the database"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("did not become healthy"),
+        "{}",
+        out.stderr
+    );
+}

@@ -34,7 +34,11 @@ pub fn wait_ready(
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let waited = poll_until(deadline, backoff, || {
         for n in names {
-            let ready = match engine.container(n)? {
+            let found = engine.container(n)?;
+            if let Some(c) = &found {
+                crate::wait::unless_ended(engine, c)?;
+            }
+            let ready = match found {
                 Some(c) => match &c.state.health {
                     Some(h) => *h == lifeboat_model::Health::Healthy,
                     None => c.state.running,
