@@ -98,6 +98,10 @@ impl GlobalArgs {
                 {
                     eprintln!("lifeboat: {done}");
                 }
+                // A drill's sandbox goes too: an interrupted drill leaves nothing behind.
+                for done in lifeboat_core::drill::tear_down_interrupted(&engine) {
+                    eprintln!("lifeboat: {done}");
+                }
             }
             std::process::exit(130);
         });

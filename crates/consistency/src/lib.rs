@@ -19,7 +19,7 @@ pub mod sqlite;
 
 pub use hooks::{HookError, Hooks, run_hook};
 pub use journal::{Frozen, Intent, IntentAction, freeze, recover};
-pub use lock::{ContainerLock, LockError, RepoGate};
+pub use lock::{ContainerLock, LockError, RepoGate, TransientLock};
 pub use mode::{Mode, ModeError};
 pub use session::{FreezeSession, start_freeze};
 

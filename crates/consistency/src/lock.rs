@@ -46,6 +46,32 @@ impl ContainerLock {
     }
 }
 
+/// A lock on a name that is used once (a drill's id): like [`ContainerLock`], and its file is
+/// removed when the lock is let go, so finished drills leave nothing under the lock directory.
+pub struct TransientLock {
+    _lock: ContainerLock,
+    path: PathBuf,
+}
+
+impl TransientLock {
+    /// Takes the lock on `name` in `dir`, or `Busy` when a live process holds it.
+    pub fn acquire(dir: &Path, name: &str) -> Result<Self, LockError> {
+        let lock = ContainerLock::acquire(dir, name)?;
+        Ok(TransientLock {
+            _lock: lock,
+            path: ContainerLock::path(dir, name),
+        })
+    }
+}
+
+impl Drop for TransientLock {
+    fn drop(&mut self) {
+        // Removed while still held: nobody can take a lock on a file that is being deleted
+        // and then find it gone.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Backups and prunes of one repository, across processes: backups hold it shared, a prune
 /// holds it exclusively, so a prune never deletes packs a running backup is about to
 /// reference. Both wait for the other side rather than fail.
@@ -113,6 +139,21 @@ mod gate_tests {
         drop(a);
         drop(_b);
         assert!(file.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_transient_lock_is_exclusive_and_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = TransientLock::acquire(dir.path(), "lbdrill-1").unwrap();
+        assert!(matches!(
+            TransientLock::acquire(dir.path(), "lbdrill-1"),
+            Err(LockError::Busy(..))
+        ));
+        assert!(ContainerLock::path(dir.path(), "lbdrill-1").exists());
+        drop(held);
+        assert!(!ContainerLock::path(dir.path(), "lbdrill-1").exists());
+        drop(TransientLock::acquire(dir.path(), "lbdrill-1").unwrap());
+        assert!(!ContainerLock::path(dir.path(), "lbdrill-1").exists());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use lifeboat_capture::under_root;
-use lifeboat_consistency::{ContainerLock, RepoGate};
+use lifeboat_consistency::{RepoGate, TransientLock};
 use lifeboat_docker::Engine;
 use lifeboat_model::{Manifest, MountKind, PartKind};
 use lifeboat_repo::Repository;
@@ -77,6 +77,7 @@ pub struct DrillReport {
 }
 
 /// Everything the sandbox creates, to remove afterwards.
+#[derive(Debug, Clone)]
 struct Sandbox {
     id: String,
     network: String,
@@ -150,6 +151,52 @@ impl Sandbox {
     }
 }
 
+/// The sandboxes of the drills this process runs now, for [`tear_down_interrupted`].
+static RUNNING: std::sync::Mutex<Vec<Sandbox>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a sandbox as running until dropped.
+struct Registered(String);
+
+impl Registered {
+    fn new(s: &Sandbox) -> Registered {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s.clone());
+        Registered(s.id.clone())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.id != self.0);
+    }
+}
+
+/// Tears down the sandbox of every drill this process is running (called when it is
+/// interrupted, before it exits), and says what it did.
+pub fn tear_down_interrupted(engine: &dyn Engine) -> Vec<String> {
+    let running: Vec<Sandbox> = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut done = Vec::new();
+    for s in running {
+        let problems = s.teardown(engine);
+        // The process exits next without unwinding: its lock file goes now.
+        let _ = std::fs::remove_file(lifeboat_consistency::ContainerLock::path(
+            &drill_lock_dir(),
+            &s.id,
+        ));
+        done.push(if problems.is_empty() {
+            format!("removed the sandbox of interrupted drill {}", s.id)
+        } else {
+            format!("drill {}: could not remove {}", s.id, problems.join("; "))
+        });
+    }
+    done
+}
+
 /// Where running drills hold their locks: one place per host (not per state directory), so
 /// that no Lifeboat on this host mistakes another one's running drill for a dead one.
 fn drill_lock_dir() -> PathBuf {
@@ -178,7 +225,7 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
         let drill = network.trim_end_matches("-net");
         // A drill that still runs holds its lock; the lock is released by the kernel when
         // the drill's process dies.
-        if ContainerLock::acquire(&drill_lock_dir(), drill).is_err() {
+        if TransientLock::acquire(&drill_lock_dir(), drill).is_err() {
             continue;
         }
         if engine.remove_container(name).is_ok() {
@@ -208,7 +255,7 @@ pub fn clean_stale_sandboxes(engine: &dyn Engine, host_root: &std::path::Path) -
         name.starts_with("lbdrill-")
             && name
                 .get(..16)
-                .is_some_and(|id| ContainerLock::acquire(&drill_lock_dir(), id).is_ok())
+                .is_some_and(|id| TransientLock::acquire(&drill_lock_dir(), id).is_ok())
     };
     for v in engine.volume_names().unwrap_or_default() {
         if stale(&v) && engine.remove_volume(&v).is_ok() {
@@ -244,7 +291,9 @@ pub fn run_drill(
     let plan = plan_stack(engine, repo, &selection, req.at)?;
     let sandbox = Sandbox::new(&plan, &req.backup.host_root);
     // Held while the drill runs: a sandbox whose lock is free belongs to a killed drill.
-    let _alive = ContainerLock::acquire(&drill_lock_dir(), &sandbox.id)?;
+    let _alive = TransientLock::acquire(&drill_lock_dir(), &sandbox.id)?;
+    // Until its teardown, an interrupted process (Ctrl-C, SIGTERM) tears the sandbox down.
+    let _registered = Registered::new(&sandbox);
     if let Some(p) = sandbox.bind_paths.iter().find(|p| p.exists()) {
         return Err(CoreError::Refused {
             what: format!("the drill's sandbox path {} exists", p.display()),

@@ -284,3 +284,59 @@ fn a_drill_queries_restored_postgres_and_mariadb_servers() {
     );
     assert!(drill_leftovers(&report["drill_id"]).is_empty());
 }
+
+#[test]
+fn a_drill_stopped_with_sigterm_leaves_no_sandbox_and_no_lock_file() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-drillterm");
+    let vol = unique("lbt-drillterm-data");
+    crate::stack::fill(&new_volume(&mut c, &vol).join("blob"), 300);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    let mut child = lb
+        .command()
+        .args(["drill", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As soon as the sandbox copy of the volume exists, the drill is mid-restore.
+    let t0 = std::time::Instant::now();
+    let sandbox_vol = loop {
+        let listed = docker(&["volume", "ls", "-q", "--filter", "name=lbdrill-"]);
+        if let Some(v) = listed.lines().find(|v| v.ends_with(&format!("_{vol}"))) {
+            break v.to_string();
+        }
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the drill never created its sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let drill_id = sandbox_vol[..16].to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("removed the sandbox of interrupted drill"),
+        "{stderr}"
+    );
+    for listing in [
+        vec!["ps", "-aq", "--filter", "label=lifeboat.sandbox"],
+        vec!["volume", "ls", "-q"],
+        vec!["network", "ls", "-q", "--format", "{{.Name}}"],
+    ] {
+        let all = docker(&listing);
+        assert!(
+            !all.contains(&drill_id),
+            "{listing:?} still lists {drill_id}: {all}"
+        );
+    }
+    let lock = format!("/run/lifeboat/locks/{drill_id}.lock");
+    assert!(!std::path::Path::new(&lock).exists(), "{lock} is left");
+}
