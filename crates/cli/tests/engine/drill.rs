@@ -294,7 +294,7 @@ fn a_drill_stopped_with_sigterm_leaves_no_sandbox_and_no_lock_file() {
     crate::stack::fill(&new_volume(&mut c, &vol).join("blob"), 300);
     run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
     lb.run(&["backup", &name]).ok();
-    let mut child = lb
+    let child = lb
         .command()
         .args(["drill", &name])
         .stdout(std::process::Stdio::null())
