@@ -345,6 +345,7 @@ fn drill_in(
         dry_run: false,
         health_timeout: req.timeout,
         backup: req.backup.clone(),
+        shared_volumes: Default::default(),
     };
     let drill = sandbox.id.clone();
     let rename = move |s: &str| Some(sandbox_name(&drill, s));

@@ -1,6 +1,7 @@
 //! `restore`: rebuild a container, its volumes and bind mounts from a backup. Refuses to
 //! overwrite anything unless forced, and then only after a safety backup of what it replaces.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ pub struct RestoreRequest {
     pub health_timeout: Duration,
     /// Used for the safety backup taken by `--force`.
     pub backup: BackupRequest,
+    /// Named volumes another restore of the same stack restores (by original name, with the
+    /// name they are restored under): this restore mounts them and restores nothing of them.
+    pub shared_volumes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +101,8 @@ struct Plan {
     image_present: bool,
     /// The image is missing by name and not saved, but present by ID: create from the ID.
     use_image_id: bool,
+    /// Volumes mounted from another restore of the stack (see [`RestoreRequest`]).
+    shared_volumes: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -126,7 +132,7 @@ impl Plan {
                 self.manifest.config.image
             ));
         }
-        let config = restored_config(&self.manifest, as_name);
+        let config = restored_config(&self.manifest, as_name, &self.shared_volumes);
         out.push(format!(
             "create container {} from image {}",
             self.target_name, config.image
@@ -162,10 +168,14 @@ fn plan(
     let manifest = entry.manifest;
     let as_name = req.as_name.as_deref();
     let target_name = as_name.unwrap_or(&manifest.container_name).to_string();
+    let shared = |p: &Part| {
+        p.belongs_to.unwrap_or(p.kind) == PartKind::Volume
+            && req.shared_volumes.contains_key(&p.name)
+    };
     let targets: Vec<Target> = manifest
         .parts
         .iter()
-        .filter(|p| !matches!(p.kind, PartKind::Image | PartKind::Dump))
+        .filter(|p| !matches!(p.kind, PartKind::Image | PartKind::Dump) && !shared(p))
         .map(|p| Target {
             part: p.clone(),
             name: match p.belongs_to.unwrap_or(p.kind) {
@@ -227,6 +237,7 @@ fn plan(
         image_part,
         image_present,
         use_image_id,
+        shared_volumes: req.shared_volumes.clone(),
     })
 }
 
@@ -345,7 +356,7 @@ fn create_and_start(
     note: Note<'_>,
 ) -> Result<(), CoreError> {
     let name = &plan.target_name;
-    let mut config = restored_config(&plan.manifest, req.as_name.as_deref());
+    let mut config = restored_config(&plan.manifest, req.as_name.as_deref(), &req.shared_volumes);
     if let Some(net) = &req.sandbox_network {
         sandbox_config(&mut config, &plan.manifest, net);
     }
@@ -521,11 +532,20 @@ fn safety_backup(
 /// The configuration to create: the saved one, with `--as` renames applied. A side-by-side
 /// copy must not steal the original's traffic or names: its published ports get free host
 /// ports, its network aliases and compose labels are dropped.
-fn restored_config(manifest: &Manifest, as_name: Option<&str>) -> ContainerConfig {
+fn restored_config(
+    manifest: &Manifest,
+    as_name: Option<&str>,
+    shared: &BTreeMap<String, String>,
+) -> ContainerConfig {
     let mut config = manifest.config.clone();
     for m in &mut config.mounts {
         match m.kind {
-            MountKind::Volume => m.source = renamed_volume(&m.source, as_name),
+            MountKind::Volume => {
+                m.source = shared
+                    .get(&m.source)
+                    .cloned()
+                    .unwrap_or_else(|| renamed_volume(&m.source, as_name))
+            }
             MountKind::Bind => m.source = renamed_bind(&m.source, as_name),
             MountKind::Tmpfs => {}
         }

@@ -36,6 +36,7 @@ fn restore_request(state: &Path) -> RestoreRequest {
         dry_run: false,
         health_timeout: Duration::from_secs(5),
         backup: request(state),
+        shared_volumes: Default::default(),
     }
 }
 
@@ -194,5 +195,86 @@ fn a_restored_container_that_exits_for_good_fails_its_wait_at_once_with_its_log(
             assert!(log.contains("connection refused"), "{log}");
         }
         other => panic!("expected Ended, got {other}"),
+    }
+}
+
+/// A running container `name` mounting the volume `vol` (created if missing) on /data.
+fn mounting(engine: &FakeEngine, name: &str, vol: &str) {
+    if engine.volume(vol).unwrap().is_none() {
+        let v = engine
+            .create_volume(vol, "local", &Default::default())
+            .unwrap();
+        std::fs::write(Path::new(&v.mountpoint).join("shared"), "both see this").unwrap();
+    }
+    let config = ContainerConfig {
+        image: IMAGE.into(),
+        mounts: vec![MountSpec {
+            kind: MountKind::Volume,
+            source: vol.into(),
+            destination: "/data".into(),
+            read_only: false,
+            driver: "local".into(),
+            volume_labels: Default::default(),
+        }],
+        ..Default::default()
+    };
+    engine.create_container(name, &config).unwrap();
+    engine.start_container(name).unwrap();
+}
+
+#[test]
+fn a_volume_two_services_share_is_restored_once_and_mounted_by_both() {
+    for rename in [false, true] {
+        let (dir, engine, repo) = world();
+        mounting(&engine, "agent", "spool");
+        mounting(&engine, "web", "spool");
+        let mut req = request(dir.path());
+        req.run_id = Some("run-1".into());
+        for name in ["agent", "web"] {
+            backup_container(&engine, &repo, name, &req, &quiet).unwrap();
+        }
+        for name in ["agent", "web"] {
+            engine.remove_container(name).unwrap();
+        }
+        engine.remove_volume("spool").unwrap();
+        let names = vec!["agent".to_string(), "web".to_string()];
+        let plan = plan_stack(&engine, &repo, &Selection::Names(names), None).unwrap();
+        assert_eq!(plan.levels, [vec!["agent".to_string()], vec!["web".into()]]);
+        let mark = engine.calls().len();
+        let to = |s: &str| rename.then(|| format!("copy-{s}"));
+        let results = lifeboat_core::stack::restore_stack(
+            &engine,
+            &repo,
+            &plan,
+            &restore_request(dir.path()),
+            &to,
+            Duration::from_secs(30),
+            &quiet,
+        );
+        assert!(results.iter().all(|r| r.ok), "{results:?}");
+        let volume = if rename { "copy-agent_spool" } else { "spool" };
+        let created: Vec<_> = engine.calls()[mark..]
+            .iter()
+            .filter(|c| c.starts_with("create volume"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            created,
+            [format!("create volume {volume}")],
+            "restored once"
+        );
+        let web = engine
+            .container(if rename { "copy-web" } else { "web" })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            web.config.mounts[0].source, volume,
+            "the second service mounts it"
+        );
+        let v = engine.volume(volume).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(Path::new(&v.mountpoint).join("shared")).unwrap(),
+            "both see this"
+        );
     }
 }

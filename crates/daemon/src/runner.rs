@@ -366,6 +366,7 @@ impl Daemon {
             dry_run: r.dry_run,
             health_timeout: Duration::from_secs(120),
             backup,
+            shared_volumes: Default::default(),
         };
         let repo = match self.open_repo() {
             Ok(r) => r,

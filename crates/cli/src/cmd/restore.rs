@@ -70,6 +70,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         dry_run: a.dry_run,
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
+        shared_volumes: Default::default(),
     };
     let out = restore_container(&engine, &repo, name, &req, &note)?;
     if g.json {

@@ -83,6 +83,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         dry_run: false,
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
+        shared_volumes: Default::default(),
         sandbox_network: None,
     };
     let t0 = Instant::now();

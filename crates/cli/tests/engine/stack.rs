@@ -406,3 +406,56 @@ fn legacy_links_are_restored_and_order_the_stack() {
     let resolved = docker(&["exec", &web, "sh", "-c", "cat /etc/hosts"]);
     assert!(resolved.contains("database"), "{resolved}");
 }
+
+#[test]
+fn a_volume_shared_by_two_services_is_restored_once_and_both_mount_it() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let project = unique("shared");
+    let vol = unique("shared-spool");
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("queue"), "42 records\n").unwrap();
+    let (agent, web) = (format!("{project}-agent"), format!("{project}-web"));
+    for (name, service) in [(&agent, "agent"), (&web, "web")] {
+        run_sleeper(
+            &mut c,
+            name,
+            &[
+                "-l",
+                &label("com.docker.compose.project", &project),
+                "-l",
+                &label("com.docker.compose.service", service),
+                "-v",
+                &format!("{vol}:/data"),
+            ],
+        );
+    }
+    lb.run(&["backup", "--project", &project]).ok();
+    for name in [&agent, &web] {
+        docker(&["rm", "-f", name]);
+    }
+    docker(&["volume", "rm", &vol]);
+    let plan = lb
+        .run(&["restore", "--project", &project, "--plan", "--json"])
+        .ok();
+    let levels = plan.json()["plan"]["levels"].clone();
+    assert_eq!(
+        levels,
+        serde_json::json!([[agent.clone()], [web.clone()]]),
+        "{}",
+        plan.stdout
+    );
+    let out = lb.run(&["restore", "--project", &project]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for name in [&agent, &web] {
+        assert_eq!(
+            docker(&["exec", name, "cat", "/data/queue"]).trim(),
+            "42 records",
+            "{name} sees the shared data"
+        );
+        assert_eq!(inspect(name, "{{range .Mounts}}{{.Name}}{{end}}"), vol);
+    }
+    // The drill keeps it shared too, and passes.
+    let drill = lb.run(&["drill", "--project", &project, "--json"]);
+    assert_eq!(drill.code, 0, "{}\n{}", drill.stdout, drill.stderr);
+}

@@ -45,9 +45,20 @@ pub struct StackPlan {
     pub depends_on: BTreeMap<String, Vec<String>>,
     /// Dependencies outside the stack, already running on this host, per service.
     pub external: BTreeMap<String, Vec<String>>,
+    /// Named volumes several services mount, by volume name: restored once, by their owner.
+    pub shared_volumes: BTreeMap<String, SharedVolume>,
     /// The run every backup belongs to, when a complete run was found.
     pub run_id: Option<String>,
     pub notes: Vec<String>,
+}
+
+/// A named volume several services of a stack mount.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedVolume {
+    /// The service whose restore restores it.
+    pub owner: String,
+    /// The other services that mount it (restored after the owner).
+    pub users: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +224,21 @@ pub fn plan_stack(
         depends_on.insert(name.clone(), inside);
         external.insert(name.clone(), outside);
     }
+    let first = levels(&depends_on).map_err(|e| CoreError::Stack(e.to_string()))?;
+    // A named volume mounted by several services is restored once, by the first of them;
+    // the others come after it and mount what it restored.
+    let shared = shared_volumes(&chosen, &first);
+    for (vol, (owner, users)) in &shared {
+        for u in users {
+            let d = depends_on.entry(u.clone()).or_default();
+            if !d.contains(owner) {
+                d.push(owner.clone());
+                notes.push(format!(
+                    "`{u}` mounts volume `{vol}` with `{owner}`: restored once, by `{owner}`"
+                ));
+            }
+        }
+    }
     let levels = levels(&depends_on).map_err(|e| CoreError::Stack(e.to_string()))?;
     let backups = chosen
         .into_iter()
@@ -232,7 +258,39 @@ pub fn plan_stack(
         backups,
         depends_on,
         external,
+        shared_volumes: shared
+            .into_iter()
+            .map(|(v, (owner, users))| (v, SharedVolume { owner, users }))
+            .collect(),
         run_id,
         notes,
     })
+}
+
+/// Named volumes mounted by more than one chosen service: each with the service that
+/// restores it (the earliest in `levels`, then by name) and the others.
+fn shared_volumes(
+    chosen: &BTreeMap<String, BackupEntry>,
+    levels: &[Vec<String>],
+) -> BTreeMap<String, (String, Vec<String>)> {
+    let order: Vec<&String> = levels.iter().flatten().collect();
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for service in &order {
+        for m in &chosen[service.as_str()].manifest.config.mounts {
+            if m.kind == lifeboat_model::MountKind::Volume {
+                users
+                    .entry(m.source.clone())
+                    .or_default()
+                    .push((*service).clone());
+            }
+        }
+    }
+    users
+        .into_iter()
+        .filter(|(_, u)| u.len() > 1)
+        .map(|(v, mut u)| {
+            let owner = u.remove(0);
+            (v, (owner, u))
+        })
+        .collect()
 }

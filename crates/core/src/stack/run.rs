@@ -110,6 +110,20 @@ pub fn restore_stack(
                             req.snapshot = Some(plan.backups[service].snapshot_id.clone());
                             req.at = None;
                             req.as_name = rename(service);
+                            // Volumes another service of the stack restores: mounted, not
+                            // restored again, under the name their owner gave them.
+                            req.shared_volumes = plan
+                                .shared_volumes
+                                .iter()
+                                .filter(|(_, s)| s.users.contains(service))
+                                .map(|(v, s)| {
+                                    let owner_as = rename(&s.owner);
+                                    (
+                                        v.clone(),
+                                        crate::restore::renamed_volume(v, owner_as.as_deref()),
+                                    )
+                                })
+                                .collect();
                             req.health_timeout = deadline
                                 .saturating_duration_since(Instant::now())
                                 .max(Duration::from_secs(1));
