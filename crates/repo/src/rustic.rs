@@ -1,6 +1,7 @@
 //! [`Repository`] over `rustic_core`: restic's repository format v2.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -460,6 +461,27 @@ impl RusticRepository {
                 path: dir.display().to_string(),
                 source,
             })?;
+        }
+        // The engine first walks what the target holds; a missing single file makes it log
+        // an error although nothing is wrong. It starts empty instead (never through a
+        // symlink, never over an existing file).
+        if !node.is_dir() {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(target);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(RepoError::Io {
+                        op: "creating the restored file",
+                        path: target.display().to_string(),
+                        source,
+                    });
+                }
+            }
         }
         let dest_path = if node.is_dir() {
             format!("{}/", target.display())

@@ -290,3 +290,33 @@ fn doctor_reads_the_same_dependencies_a_stack_restore_orders_by() {
             .any(|(check, _)| check == "restore.dependencies_not_backed_up")
     );
 }
+
+#[test]
+fn the_placeholder_of_a_single_file_bind_is_not_taken_for_config_in_the_layer() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("placeholder");
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("config.yaml");
+    std::fs::write(&file, "level: info\n").unwrap();
+    run_sleeper(
+        &mut c,
+        &name,
+        &["-v", &format!("{}:/etc/agent/config.yaml", file.display())],
+    );
+    let (_, findings, json) = diagnose(&lb, &name);
+    assert!(
+        !findings
+            .iter()
+            .any(|(check, _)| check == "coverage.config_in_layer"),
+        "{json}"
+    );
+    // A config file the container itself wrote into its layer is still reported.
+    docker(&["exec", &name, "sh", "-c", "echo x > /etc/agent/other.yaml"]);
+    let (_, findings, _) = diagnose(&lb, &name);
+    assert!(
+        findings
+            .iter()
+            .any(|(check, _)| check == "coverage.config_in_layer")
+    );
+}

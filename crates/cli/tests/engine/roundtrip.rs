@@ -57,7 +57,12 @@ fn bind_mounts_directory_and_single_file_round_trip() {
     docker(&["rm", "-f", &name]);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&file).unwrap();
-    lb.run(&["restore", &name]).ok();
+    let restored = lb.run(&["restore", &name]).ok();
+    assert!(
+        !restored.stderr.contains("[error]"),
+        "a clean restore logs no error: {}",
+        restored.stderr
+    );
     assert_same_tree(reference.path(), host.path());
     assert_eq!(
         docker(&["exec", &name, "cat", "/single.conf"]),

@@ -65,8 +65,13 @@ pub(crate) fn gather(
         &details.config.user,
         merged.map(|m| under_root(&req.host_root, m)),
     );
+    let mount_points: Vec<String> = details
+        .mounts
+        .iter()
+        .map(|m| m.destination.trim_end_matches('/').to_string())
+        .collect();
     let layer_configs = upper
-        .map(|u| config_files_in_layer(&under_root(&req.host_root, u)))
+        .map(|u| config_files_in_layer(&under_root(&req.host_root, u), &mount_points))
         .unwrap_or_default();
     let mounts = details
         .mounts
@@ -225,7 +230,10 @@ fn detect_file_database(path: &Path, name: &str) -> Option<&'static str> {
 }
 
 /// Config and secret files written into the container's writable layer.
-fn config_files_in_layer(upper: &Path) -> Vec<String> {
+/// Config-looking files in the writable layer `upper`, leaving out the placeholders Docker
+/// creates there for mount points (a single-file bind mount leaves an empty file at its
+/// destination; its data is the bind's, which is captured).
+fn config_files_in_layer(upper: &Path, mount_points: &[String]) -> Vec<String> {
     const NAMES: [&str; 3] = [".env", "config.yaml", "config.yml"];
     const SUFFIXES: [&str; 6] = [".env", ".yaml", ".yml", ".toml", ".pem", ".key"];
     let mut out = Vec::new();
@@ -239,19 +247,16 @@ fn config_files_in_layer(upper: &Path) -> Vec<String> {
         let looks = NAMES.contains(&name.as_ref()) || SUFFIXES.iter().any(|s| name.ends_with(s));
         if entry.file_type().is_file() && looks {
             let rel = entry.path().strip_prefix(upper).unwrap_or(entry.path());
-            out.push(format!("/{}", rel.display()));
+            let shown = format!("/{}", rel.display());
+            if !mount_points.contains(&shown) {
+                out.push(shown);
+            }
         }
     }
     out
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `dir` (or its nearest
-/// existing parent).
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let existing = dir.ancestors().find(|p| p.exists())?;
-    let st = nix::sys::statvfs::statvfs(existing).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
+pub use lifeboat_safepath::free_bytes;
 
 #[cfg(test)]
 mod tests {
