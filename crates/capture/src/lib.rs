@@ -92,6 +92,11 @@ pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
 /// The snapshot path of the manifest.
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
+/// The snapshot path of the settings files kept from the data directories in a mount.
+pub fn settings_snapshot_path(mount_snapshot_path: &str) -> String {
+    format!("/settings{mount_snapshot_path}")
+}
+
 /// The snapshot path of a database server's dump (`postgres`, `mariadb`).
 pub fn dump_snapshot_path(server: &str) -> String {
     format!("/dumps/{server}.sql")
@@ -112,6 +117,21 @@ impl CapturePlan {
             belongs_to: Some(mount.kind),
         };
         self.parts.push(sqlite);
+    }
+
+    /// Mount `index`'s server settings files, staged in `staged` under their paths relative
+    /// to the mount, become a `settings` part (restored after the server loads its dump).
+    pub fn add_settings(&mut self, index: usize, staged: PathBuf) {
+        let mount = &self.parts[index];
+        let settings = PlannedPart {
+            kind: PartKind::Settings,
+            name: mount.name.clone(),
+            read_path: staged,
+            snapshot_path: settings_snapshot_path(&mount.snapshot_path),
+            exclude: Vec::new(),
+            belongs_to: Some(mount.kind),
+        };
+        self.parts.push(settings);
     }
 
     /// A server's dump replaces the file copy of its data directories (`data_dirs`, each

@@ -24,6 +24,9 @@ pub struct DumpStrategy {
     pub trailer: &'static str,
     /// Files that mark the server's data directory (left out of the file copy).
     pub data_markers: &'static [&'static str],
+    /// The server's settings files inside its data directory, kept with the dump: a fresh
+    /// data directory would otherwise come back with default settings and access rules.
+    pub settings: &'static [&'static str],
 }
 
 /// Set from the `lifeboat.db-user` label: overrides the images' user variables.
@@ -87,6 +90,12 @@ pub fn detect(
             env: pass,
             trailer: "PostgreSQL database cluster dump complete",
             data_markers: &["PG_VERSION"],
+            settings: &[
+                "postgresql.conf",
+                "postgresql.auto.conf",
+                "pg_hba.conf",
+                "pg_ident.conf",
+            ],
         });
     }
     if mentions("mariadb") || mentions("mysql") {
@@ -138,6 +147,8 @@ pub fn detect(
             env: pass,
             trailer: "-- Dump completed",
             data_markers: &["ibdata1", "aria_log_control"],
+            // MariaDB keeps its settings in /etc/mysql, not in its data directory.
+            settings: &[],
         });
     }
     None

@@ -251,15 +251,14 @@ fn capture_parts(
         let mut tags = base_tags.to_vec();
         tags.push(tags::part(part.kind));
         let report: PartReport = match part.kind {
-            PartKind::Volume | PartKind::Bind | PartKind::Sqlite => {
-                repo.backup_dir(&DirBackup {
+            PartKind::Volume | PartKind::Bind | PartKind::Sqlite | PartKind::Settings => repo
+                .backup_dir(&DirBackup {
                     source: &part.read_path,
                     as_path: &part.snapshot_path,
                     tags: &tags,
                     description: None,
                     exclude: &part.exclude,
-                })?
-            }
+                })?,
             PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags)?,
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag

@@ -80,8 +80,12 @@ pub(crate) fn is_redis(config: &ContainerConfig) -> bool {
 }
 
 /// Finds the server's data directories in the mounts and plans the dump part instead of
-/// their file copy.
-pub(crate) fn plan(plan: &mut CapturePlan, s: &DumpStrategy, note: Note<'_>) {
+/// their file copy. Returns them (mount index, host directory).
+pub(crate) fn plan(
+    plan: &mut CapturePlan,
+    s: &DumpStrategy,
+    note: Note<'_>,
+) -> Vec<(usize, std::path::PathBuf)> {
     let mut data_dirs = Vec::new();
     for (index, part) in plan
         .parts
@@ -105,7 +109,8 @@ pub(crate) fn plan(plan: &mut CapturePlan, s: &DumpStrategy, note: Note<'_>) {
             }
         }
     }
-    plan.add_dump(s.name, data_dirs);
+    plan.add_dump(s.name, data_dirs.clone());
+    data_dirs
 }
 
 type SharedStream = Arc<Mutex<Box<dyn ExecStream>>>;
@@ -229,6 +234,20 @@ pub(crate) fn load(
 }
 
 /// Polls the server's own readiness probe with exponential backoff.
+/// Waits until the server of `container` (restarted, say) accepts connections again.
+pub(crate) fn wait_for_server(
+    engine: &dyn Engine,
+    container: &str,
+    config: &ContainerConfig,
+    timeout: Duration,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    match strategy(config) {
+        Some(s) => wait_ready(engine, container, &s, timeout, note),
+        None => Ok(()),
+    }
+}
+
 fn wait_ready(
     engine: &dyn Engine,
     container: &str,

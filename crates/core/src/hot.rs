@@ -78,7 +78,8 @@ impl HotPlan {
         }
         stage(plan, &self.databases, staging, note)?;
         if let Some(s) = self.dump.as_ref().filter(|_| running) {
-            crate::dump::plan(plan, s, note);
+            let data_dirs = crate::dump::plan(plan, s, note);
+            stage_settings(plan, &data_dirs, s.settings, staging, note)?;
         }
         Ok(())
     }
@@ -134,6 +135,65 @@ fn stage(
         // Directories inside the staging tree take the owner of their originals.
         copy_dir_owners(&part.read_path, &dir);
         plan.add_sqlite_copies(*index, dir, live_files);
+    }
+    Ok(())
+}
+
+/// Copies the server's settings files out of each data directory into staging (read-only,
+/// never through a symlink, owner and mode kept) and adds them as `settings` parts.
+fn stage_settings(
+    plan: &mut CapturePlan,
+    data_dirs: &[(usize, PathBuf)],
+    files: &[&str],
+    staging: &Staging,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut by_mount: std::collections::BTreeMap<usize, Vec<PathBuf>> = Default::default();
+    for (index, dir) in data_dirs {
+        let Ok(rel) = dir.strip_prefix(&plan.parts[*index].read_path) else {
+            continue;
+        };
+        by_mount.entry(*index).or_default().push(rel.to_path_buf());
+    }
+    for (index, rels) in by_mount {
+        let mount = &plan.parts[index];
+        let root = lifeboat_safepath::Beneath::open(&mount.read_path)
+            .map_err(CoreError::io("opening", mount.read_path.display()))?;
+        let staged = staging.0.join(format!("settings-{index}"));
+        let mut any = false;
+        for rel in rels {
+            for name in files {
+                let from = rel.join(name);
+                // A file that is not there (or not a plain file) is simply not kept.
+                let Ok(mut src) = root.open_file(&from) else {
+                    continue;
+                };
+                let dest = staged.join(&from);
+                if let Some(p) = dest.parent() {
+                    std::fs::create_dir_all(p)
+                        .map_err(CoreError::io("creating staging directory", p.display()))?;
+                }
+                let mut out = std::fs::File::create(&dest)
+                    .map_err(CoreError::io("staging", dest.display()))?;
+                std::io::copy(&mut src, &mut out)
+                    .map_err(CoreError::io("copying", from.display()))?;
+                let m = src
+                    .metadata()
+                    .map_err(CoreError::io("reading", from.display()))?;
+                let _ = std::os::unix::fs::fchown(&out, Some(m.uid()), Some(m.gid()));
+                let _ = out.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777));
+                any = true;
+            }
+        }
+        if any {
+            note(&format!(
+                "{}: server settings files kept with the dump",
+                mount.name
+            ));
+            copy_dir_owners(&mount.read_path, &staged);
+            plan.add_settings(index, staged);
+        }
     }
     Ok(())
 }

@@ -175,7 +175,12 @@ fn plan(
     let targets: Vec<Target> = manifest
         .parts
         .iter()
-        .filter(|p| !matches!(p.kind, PartKind::Image | PartKind::Dump) && !shared(p))
+        .filter(|p| {
+            !matches!(
+                p.kind,
+                PartKind::Image | PartKind::Dump | PartKind::Settings
+            ) && !shared(p)
+        })
         .map(|p| Target {
             part: p.clone(),
             name: match p.belongs_to.unwrap_or(p.kind) {
@@ -383,12 +388,61 @@ fn create_and_start(
         outcome.started = true;
         let parts = &plan.manifest.parts;
         crate::dump::load(engine, repo, name, &config, parts, req.health_timeout, note)?;
+        apply_settings(engine, repo, plan, req, name, &config, note)?;
         if config.healthcheck.is_some() {
             note(&format!("waiting for {name} to become healthy"));
             outcome.health = Some(wait_healthy(engine, name, req.health_timeout)?);
         }
     }
     Ok(())
+}
+
+/// Puts a hot database server's settings files back into its restored data directory, once
+/// its dump is loaded (a fresh data directory must be empty when the server initialises it),
+/// then restarts the container so every setting and access rule applies.
+fn apply_settings(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    plan: &Plan,
+    req: &RestoreRequest,
+    name: &str,
+    config: &ContainerConfig,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    let settings: Vec<&Part> = plan
+        .manifest
+        .parts
+        .iter()
+        .filter(|p| p.kind == PartKind::Settings)
+        .collect();
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let as_name = req.as_name.as_deref();
+    for part in settings {
+        let t = Target {
+            part: part.clone(),
+            name: match part.belongs_to.unwrap_or(PartKind::Volume) {
+                PartKind::Bind => renamed_bind(&part.name, as_name),
+                _ => req
+                    .shared_volumes
+                    .get(&part.name)
+                    .cloned()
+                    .unwrap_or_else(|| renamed_volume(&part.name, as_name)),
+            },
+        };
+        let dest =
+            host_path_of(engine, &t, &req.backup.host_root)?.ok_or_else(|| CoreError::Refused {
+                what: format!("the mount `{}` for the server settings is missing", t.name),
+                hint: "the backup is incomplete; restore an earlier one".into(),
+            })?;
+        note(&format!("putting back the server settings in {}", t.name));
+        repo.restore_dir(&part.snapshot_id, &part.snapshot_path, &dest)?;
+    }
+    note(&format!("restarting {name} with its own settings"));
+    engine.stop_container(name, 10)?;
+    engine.start_container(name)?;
+    crate::dump::wait_for_server(engine, name, config, req.health_timeout, note)
 }
 
 pub(crate) fn is_builtin_network(name: &str) -> bool {

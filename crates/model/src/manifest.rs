@@ -12,7 +12,7 @@ use crate::ContainerConfig;
 
 /// The manifest schema this binary writes and the newest it reads.
 /// 1: volumes, binds, image. 2: adds `sqlite` and `dump` parts and `consistency`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Tags put on repository snapshots so Lifeboat and `restic snapshots --tag` can find them.
 pub mod tags {
@@ -92,6 +92,9 @@ pub enum PartKind {
     Sqlite,
     /// A database server's own dump, streamed (hot mode).
     Dump,
+    /// A database server's settings files from its data directory (`postgresql.conf`,
+    /// `pg_hba.conf`, ...), put back once the restored server has loaded its dump.
+    Settings,
 }
 
 impl PartKind {
@@ -102,6 +105,7 @@ impl PartKind {
             PartKind::Image => "image",
             PartKind::Sqlite => "sqlite",
             PartKind::Dump => "dump",
+            PartKind::Settings => "settings",
         }
     }
 }

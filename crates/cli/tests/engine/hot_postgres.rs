@@ -117,3 +117,57 @@ fn failing_dump_fails_the_backup_and_stores_nothing() {
         parts.stdout
     );
 }
+
+fn psql(name: &str, sql: &str) -> String {
+    docker(&["exec", name, "psql", "-U", "postgres", "-Atc", sql])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn server_settings_and_access_rules_come_back_with_a_hot_restore() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgconf"), unique("pgconf-vol"));
+    new_volume(&mut c, &vol);
+    start_server(&mut c, &name, &vol);
+    psql(&name, "ALTER SYSTEM SET work_mem = '77MB'");
+    docker(&[
+        "exec",
+        &name,
+        "bash",
+        "-c",
+        "echo \"statement_timeout = '12345'\" >> /data/pg/postgresql.conf && \
+         echo 'host all all 10.99.0.0/16 reject' >> /data/pg/pg_hba.conf",
+    ]);
+    psql(&name, "SELECT pg_reload_conf()");
+    assert_eq!(psql(&name, "SHOW work_mem"), "77MB");
+    let out = lb.run(&["backup", &name, "--json"]).ok().json();
+    let parts = out["backups"][0]["parts"].to_string();
+    assert!(
+        parts.contains("\"settings\""),
+        "the settings were kept: {parts}"
+    );
+
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
+    wait_for_health(&copy);
+    assert_eq!(
+        psql(&copy, "SHOW work_mem"),
+        "77MB",
+        "ALTER SYSTEM survived"
+    );
+    assert_eq!(
+        psql(&copy, "SHOW statement_timeout"),
+        "12345ms",
+        "postgresql.conf too"
+    );
+    assert_eq!(
+        psql(
+            &copy,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE address = '10.99.0.0' AND auth_method = 'reject'"
+        ),
+        "1",
+        "the pg_hba.conf rule applies"
+    );
+}
