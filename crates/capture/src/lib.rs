@@ -92,6 +92,9 @@ pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
 /// The snapshot path of the manifest.
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
+/// The snapshot path of the compose project's files (each under its own host path).
+pub const COMPOSE_SNAPSHOT_PATH: &str = "/compose";
+
 /// The snapshot path of the settings files kept from the data directories in a mount.
 pub fn settings_snapshot_path(mount_snapshot_path: &str) -> String {
     format!("/settings{mount_snapshot_path}")
@@ -132,6 +135,18 @@ impl CapturePlan {
             belongs_to: Some(mount.kind),
         };
         self.parts.push(settings);
+    }
+
+    /// The compose project's files, staged in `staged` under their host paths.
+    pub fn add_compose(&mut self, staged: PathBuf) {
+        self.parts.push(PlannedPart {
+            kind: PartKind::Compose,
+            name: "compose".into(),
+            read_path: staged,
+            snapshot_path: COMPOSE_SNAPSHOT_PATH.into(),
+            exclude: Vec::new(),
+            belongs_to: None,
+        });
     }
 
     /// A server's dump replaces the file copy of its data directories (`data_dirs`, each

@@ -130,6 +130,23 @@ pub fn backup_container(
 
     let mut written: Vec<String> = Vec::new();
     let staging = crate::hot::Staging::new(&req.state_dir, &details.name, &backup_id.0);
+    // The compose project's files come along: without them a lost host gives back the
+    // containers but nothing to manage them with.
+    let mut compose = details.compose.clone();
+    if let Some(info) = &mut compose {
+        let found = crate::compose::discover(info, &req.host_root);
+        info.depends_on = found.depends_on;
+        if !found.files.is_empty() {
+            let dir = staging.path().join("compose");
+            crate::compose::stage(&found.files, &req.host_root, &dir)?;
+            note(&format!(
+                "{}: compose project files: {}",
+                details.name,
+                found.files.join(", ")
+            ));
+            capture.add_compose(dir);
+        }
+    }
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
         if mode == Mode::Hot {
             hot.prepare(engine, &details, &mut capture, &staging, note)?;
@@ -158,7 +175,7 @@ pub fn backup_container(
             engine_api_version: info.api_version.clone(),
             container_name: details.name.clone(),
             container_id: details.id.clone(),
-            compose: details.compose.clone(),
+            compose,
             config_sha256: details.config.fingerprint(),
             config: details.config.clone(),
             consistency: mode.as_str().to_string(),
@@ -251,14 +268,17 @@ fn capture_parts(
         let mut tags = base_tags.to_vec();
         tags.push(tags::part(part.kind));
         let report: PartReport = match part.kind {
-            PartKind::Volume | PartKind::Bind | PartKind::Sqlite | PartKind::Settings => repo
-                .backup_dir(&DirBackup {
-                    source: &part.read_path,
-                    as_path: &part.snapshot_path,
-                    tags: &tags,
-                    description: None,
-                    exclude: &part.exclude,
-                })?,
+            PartKind::Volume
+            | PartKind::Bind
+            | PartKind::Sqlite
+            | PartKind::Settings
+            | PartKind::Compose => repo.backup_dir(&DirBackup {
+                source: &part.read_path,
+                as_path: &part.snapshot_path,
+                tags: &tags,
+                description: None,
+                exclude: &part.exclude,
+            })?,
             PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags)?,
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag

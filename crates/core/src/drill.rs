@@ -346,6 +346,8 @@ fn drill_in(
         health_timeout: req.timeout,
         backup: req.backup.clone(),
         shared_volumes: Default::default(),
+        compose_files: false,
+        files_to: None,
     };
     let drill = sandbox.id.clone();
     let rename = move |s: &str| Some(sandbox_name(&drill, s));

@@ -100,6 +100,13 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// The scratch directory (created by whoever writes into it).
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

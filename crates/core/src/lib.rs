@@ -8,6 +8,7 @@
 
 mod backup;
 mod catalog;
+mod compose;
 mod consistent;
 pub mod doctor;
 pub mod drill;

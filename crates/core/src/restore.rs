@@ -34,6 +34,11 @@ pub struct RestoreRequest {
     /// Named volumes another restore of the same stack restores (by original name, with the
     /// name they are restored under): this restore mounts them and restores nothing of them.
     pub shared_volumes: BTreeMap<String, String>,
+    /// Put the compose project's files back (a stack does it once for all its services; a
+    /// drill never does).
+    pub compose_files: bool,
+    /// Write the compose project's files under this directory instead of their own paths.
+    pub files_to: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,7 +183,7 @@ fn plan(
         .filter(|p| {
             !matches!(
                 p.kind,
-                PartKind::Image | PartKind::Dump | PartKind::Settings
+                PartKind::Image | PartKind::Dump | PartKind::Settings | PartKind::Compose
             ) && !shared(p)
         })
         .map(|p| Target {
@@ -301,6 +306,17 @@ pub fn restore_container(
             note(&format!("removing container {}", plan.target_name));
             engine.remove_container(&plan.target_name)?;
         }
+    }
+    if req.compose_files
+        && let Some(part) = plan
+            .manifest
+            .parts
+            .iter()
+            .find(|p| p.kind == PartKind::Compose)
+    {
+        let host_root = &req.backup.host_root;
+        let to = req.files_to.as_deref();
+        crate::compose::put_back(repo, part, host_root, to, req.force, note)?;
     }
     restore_data(engine, repo, &plan, req, &mut outcome, note)?;
     create_and_start(engine, repo, &plan, req, &mut outcome, note)?;

@@ -37,6 +37,8 @@ fn restore_request(state: &Path) -> RestoreRequest {
         health_timeout: Duration::from_secs(5),
         backup: request(state),
         shared_volumes: Default::default(),
+        compose_files: true,
+        files_to: None,
     }
 }
 

@@ -367,6 +367,8 @@ impl Daemon {
             health_timeout: Duration::from_secs(120),
             backup,
             shared_volumes: Default::default(),
+            compose_files: true,
+            files_to: None,
         };
         let repo = match self.open_repo() {
             Ok(r) => r,

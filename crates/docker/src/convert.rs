@@ -206,6 +206,7 @@ pub fn compose_info(config: &ContainerConfig) -> Option<ComposeInfo> {
         config_files: config
             .label("com.docker.compose.project.config_files")
             .map(str::to_string),
+        depends_on: Vec::new(),
     })
 }
 

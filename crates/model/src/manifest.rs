@@ -95,6 +95,8 @@ pub enum PartKind {
     /// A database server's settings files from its data directory (`postgresql.conf`,
     /// `pg_hba.conf`, ...), put back once the restored server has loaded its dump.
     Settings,
+    /// The compose project's files (compose files, `.env`, env files), under their paths.
+    Compose,
 }
 
 impl PartKind {
@@ -106,6 +108,7 @@ impl PartKind {
             PartKind::Sqlite => "sqlite",
             PartKind::Dump => "dump",
             PartKind::Settings => "settings",
+            PartKind::Compose => "compose",
         }
     }
 }
@@ -136,6 +139,10 @@ pub struct ComposeInfo {
     pub service: String,
     pub working_dir: Option<String>,
     pub config_files: Option<String>,
+    /// The services this one depends on, as its compose files say (compose v1 writes no
+    /// label for it); read at backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

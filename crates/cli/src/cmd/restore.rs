@@ -45,6 +45,10 @@ pub struct Args {
     /// Check and print what would be done; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Write the compose project's files (compose files, .env, env files) under this
+    /// directory instead of putting missing ones back at their own paths
+    #[arg(long, value_name = "DIR")]
+    pub files_to: Option<std::path::PathBuf>,
     /// Seconds to wait for the restored container's healthcheck to pass
     #[arg(long, default_value_t = 120)]
     pub health_timeout: u64,
@@ -71,6 +75,8 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
         shared_volumes: Default::default(),
+        compose_files: true,
+        files_to: a.files_to.clone(),
     };
     let out = restore_container(&engine, &repo, name, &req, &note)?;
     if g.json {

@@ -84,6 +84,8 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         health_timeout: Duration::from_secs(a.health_timeout),
         backup: g.backup_request(false),
         shared_volumes: Default::default(),
+        compose_files: false,
+        files_to: a.files_to.clone(),
         sandbox_network: None,
     };
     let t0 = Instant::now();

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod common;
+mod compose;
 mod consistency;
 mod daemon;
 mod dashboard;

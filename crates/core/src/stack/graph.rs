@@ -40,6 +40,18 @@ pub fn declared_dependencies(config: &ContainerConfig) -> Vec<String> {
     out
 }
 
+/// What a backed-up service depends on: its declared dependencies and, for compose v1
+/// projects (no `depends_on` label), what its compose files said at backup.
+pub fn manifest_dependencies(m: &lifeboat_model::Manifest) -> Vec<String> {
+    let mut out = declared_dependencies(&m.config);
+    if let Some(c) = &m.compose {
+        out.extend(c.depends_on.iter().cloned());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `names` plus everything they depend on, transitively, as far as backups of it exist
 /// (dependencies are looked up by container name, then by compose service in the same
 /// project).
@@ -54,7 +66,7 @@ pub fn with_dependencies(all: &[BackupEntry], names: &[String]) -> Vec<String> {
     while i < out.len() {
         if let Some(b) = newest(&out[i]) {
             let project = b.manifest.compose.as_ref().map(|c| c.project.clone());
-            for d in declared_dependencies(&b.manifest.config) {
+            for d in manifest_dependencies(&b.manifest) {
                 let found = if newest(&d).is_some() {
                     Some(d)
                 } else {

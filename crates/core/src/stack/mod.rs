@@ -17,7 +17,9 @@ use serde::Serialize;
 use crate::CoreError;
 use crate::catalog::{BackupEntry, list_backups};
 
-pub use graph::{GraphError, declared_dependencies, levels, with_dependencies};
+pub use graph::{
+    GraphError, declared_dependencies, levels, manifest_dependencies, with_dependencies,
+};
 pub use run::{ServiceResult, restore_stack, wait_ready};
 
 /// Which services a stack operation covers.
@@ -196,7 +198,7 @@ pub fn plan_stack(
     for (name, b) in &chosen {
         let mut inside = Vec::new();
         let mut outside = Vec::new();
-        for d in declared_dependencies(&b.manifest.config) {
+        for d in manifest_dependencies(&b.manifest) {
             let resolved = if chosen.contains_key(&d) {
                 Some(d.clone())
             } else {

@@ -1,5 +1,6 @@
 //! Running a stack restore: level by level, each service once its dependencies are healthy.
 
+use lifeboat_model::PartKind;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,32 @@ pub fn restore_stack(
             container: String::new(),
         }];
     }
+    // The project's files, once for the whole stack (never from a drill's sandbox).
+    if request.sandbox_network.is_none()
+        && let Some(part) = plan.backups.values().find_map(|b| {
+            b.manifest
+                .parts
+                .iter()
+                .find(|p| p.kind == PartKind::Compose)
+        })
+        && let Err(e) = crate::compose::put_back(
+            repo,
+            part,
+            &request.backup.host_root,
+            request.files_to.as_deref(),
+            request.force,
+            note,
+        )
+    {
+        return vec![ServiceResult {
+            service: "(compose files)".into(),
+            ok: false,
+            error: Some(e.to_string()),
+            seconds: 0.0,
+            health: None,
+            container: String::new(),
+        }];
+    }
     for level in &plan.levels {
         // Workers send their progress lines here; this thread prints them (`note` is not
         // thread-safe).
@@ -110,6 +137,7 @@ pub fn restore_stack(
                             req.snapshot = Some(plan.backups[service].snapshot_id.clone());
                             req.at = None;
                             req.as_name = rename(service);
+                            req.compose_files = false;
                             // Volumes another service of the stack restores: mounted, not
                             // restored again, under the name their owner gave them.
                             req.shared_volumes = plan
