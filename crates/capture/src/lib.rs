@@ -92,6 +92,23 @@ pub fn sqlite_snapshot_path(mount_snapshot_path: &str) -> String {
 /// The snapshot path of the manifest.
 pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 
+/// The snapshot path of the container's writable layer.
+pub const LAYER_SNAPSHOT_PATH: &str = "/layer";
+
+/// Paths of a writable layer left out of its capture: scratch space, not state.
+pub const LAYER_LEFT_OUT: [&str; 4] = ["/tmp", "/var/tmp", "/var/cache", "/run"];
+
+/// Whether the container's writable layer is captured (label `lifeboat.layer`, on by default).
+pub fn layer_wanted(details: &ContainerDetails) -> bool {
+    !matches!(
+        details
+            .config
+            .label(lifeboat_model::labels::LAYER)
+            .map(str::trim),
+        Some("false" | "0" | "no")
+    )
+}
+
 /// The snapshot path of the compose project's files (each under its own host path).
 pub const COMPOSE_SNAPSHOT_PATH: &str = "/compose";
 
@@ -256,6 +273,35 @@ pub fn plan(
             exclude: Vec::new(),
             belongs_to: None,
         });
+    }
+    if layer_wanted(details) {
+        match &details.layer {
+            Some(layer) => {
+                let upper = under_root(host_root, &layer.upper);
+                // The mounts' data is captured as their own parts; Docker leaves empty
+                // placeholders for them in the layer.
+                let exclude = details
+                    .mounts
+                    .iter()
+                    .map(|m| m.destination.as_str())
+                    .chain(LAYER_LEFT_OUT)
+                    .map(|d| upper.join(d.trim_start_matches('/')))
+                    .collect();
+                plan.parts.push(PlannedPart {
+                    kind: PartKind::Layer,
+                    name: "layer".into(),
+                    read_path: upper,
+                    snapshot_path: LAYER_SNAPSHOT_PATH.into(),
+                    exclude,
+                    belongs_to: None,
+                });
+            }
+            None => plan.skipped.push(
+                "writable layer (the storage driver exposes no upper directory; use \
+                 --with-image and volumes for what the container writes)"
+                    .into(),
+            ),
+        }
     }
     if with_image {
         plan.parts.push(PlannedPart {

@@ -272,7 +272,8 @@ fn capture_parts(
             | PartKind::Bind
             | PartKind::Sqlite
             | PartKind::Settings
-            | PartKind::Compose => repo.backup_dir(&DirBackup {
+            | PartKind::Compose
+            | PartKind::Layer => repo.backup_dir(&DirBackup {
                 source: &part.read_path,
                 as_path: &part.snapshot_path,
                 tags: &tags,

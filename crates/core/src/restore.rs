@@ -108,6 +108,8 @@ struct Plan {
     use_image_id: bool,
     /// Volumes mounted from another restore of the stack (see [`RestoreRequest`]).
     shared_volumes: BTreeMap<String, String>,
+    /// Where the host's root is mounted here.
+    host_root: PathBuf,
 }
 
 impl Plan {
@@ -183,7 +185,11 @@ fn plan(
         .filter(|p| {
             !matches!(
                 p.kind,
-                PartKind::Image | PartKind::Dump | PartKind::Settings | PartKind::Compose
+                PartKind::Image
+                    | PartKind::Dump
+                    | PartKind::Settings
+                    | PartKind::Compose
+                    | PartKind::Layer
             ) && !shared(p)
         })
         .map(|p| Target {
@@ -248,6 +254,7 @@ fn plan(
         image_present,
         use_image_id,
         shared_volumes: req.shared_volumes.clone(),
+        host_root: req.backup.host_root.clone(),
     })
 }
 
@@ -399,6 +406,7 @@ fn create_and_start(
     for net in config.networks.iter().skip(1) {
         engine.connect_network(name, net)?;
     }
+    restore_layer(engine, repo, plan, name, note)?;
     if config.was_running {
         engine.start_container(name)?;
         outcome.started = true;
@@ -410,6 +418,44 @@ fn create_and_start(
             outcome.health = Some(wait_healthy(engine, name, req.health_timeout)?);
         }
     }
+    Ok(())
+}
+
+/// Fills the new container's writable layer from the backup, before it first starts (the
+/// layer is only mounted while the container runs).
+fn restore_layer(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    plan: &Plan,
+    name: &str,
+    note: Note<'_>,
+) -> Result<(), CoreError> {
+    let Some(part) = plan
+        .manifest
+        .parts
+        .iter()
+        .find(|p| p.kind == PartKind::Layer)
+    else {
+        return Ok(());
+    };
+    let created = engine
+        .container(name)?
+        .ok_or_else(|| CoreError::ContainerVanished {
+            name: name.to_string(),
+        })?;
+    let Some(layer) = created.layer else {
+        note(&format!(
+            "{name}: this engine's storage driver exposes no writable layer; the layer of the \
+             backup is not restored"
+        ));
+        return Ok(());
+    };
+    note(&format!(
+        "{name}: restoring its writable layer ({} bytes)",
+        part.bytes
+    ));
+    let upper = lifeboat_capture::under_root(&plan.host_root, &layer.upper);
+    repo.restore_dir(&part.snapshot_id, &part.snapshot_path, &upper)?;
     Ok(())
 }
 

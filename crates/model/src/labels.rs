@@ -17,6 +17,9 @@ pub const MODE: &str = "lifeboat.mode";
 pub const STRATEGY: &str = "lifeboat.strategy";
 /// Also save the image (`true`).
 pub const WITH_IMAGE: &str = "lifeboat.with-image";
+/// `false` leaves the container's writable layer out of its backups (it is captured by
+/// default).
+pub const LAYER: &str = "lifeboat.layer";
 /// Mounts to leave out: volume names and container paths, comma-separated.
 pub const EXCLUDE: &str = "lifeboat.exclude";
 /// Command run in the container before the read.

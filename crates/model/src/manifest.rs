@@ -97,6 +97,9 @@ pub enum PartKind {
     Settings,
     /// The compose project's files (compose files, `.env`, env files), under their paths.
     Compose,
+    /// The container's writable layer: what `docker commit` would hold (overlay2's upper
+    /// directory, whiteouts and opaque directories kept as such).
+    Layer,
 }
 
 impl PartKind {
@@ -109,6 +112,7 @@ impl PartKind {
             PartKind::Dump => "dump",
             PartKind::Settings => "settings",
             PartKind::Compose => "compose",
+            PartKind::Layer => "layer",
         }
     }
 }

@@ -129,7 +129,8 @@ fn secret_only_in_env_and_config_in_the_writable_layer_are_reported() {
     ]);
     let (_, findings, json) = diagnose(&lb, &name);
     assert_finding(&findings, "coverage.secret_in_env", "warning");
-    assert_finding(&findings, "coverage.config_in_layer", "warning");
+    // The writable layer is captured by default: the config in it is reported as captured.
+    assert_finding(&findings, "coverage.config_in_layer", "info");
     let text = json.to_string();
     assert!(
         text.contains("DB_PASSWORD") && !text.contains("do-not-print-me"),
@@ -319,4 +320,21 @@ fn the_placeholder_of_a_single_file_bind_is_not_taken_for_config_in_the_layer() 
             .iter()
             .any(|(check, _)| check == "coverage.config_in_layer")
     );
+}
+
+#[test]
+fn config_in_the_layer_is_a_warning_when_the_layer_is_left_out() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("nolayer");
+    run_sleeper(&mut c, &name, &["-l", "lifeboat.layer=false"]);
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "mkdir -p /app && echo 'a: 1' > /app/config.yaml",
+    ]);
+    let (_, findings, _) = diagnose(&lb, &name);
+    assert_finding(&findings, "coverage.config_in_layer", "warning");
 }

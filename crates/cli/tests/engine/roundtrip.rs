@@ -282,3 +282,61 @@ fn a_restored_container_that_exits_for_good_fails_the_restore_at_once_with_its_l
         out.stderr
     );
 }
+
+/// `docker diff` of a container, sorted.
+fn diff(name: &str) -> Vec<String> {
+    let mut lines: Vec<String> = docker(&["diff", name]).lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn the_writable_layer_comes_back_as_it_was_whiteouts_included() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("layer"), unique("layer-vol"));
+    new_volume(&mut c, &vol);
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    // What a container does to its own file system: writes a config, deletes a file of its
+    // image (a whiteout), replaces a directory of the image (an opaque directory).
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "mkdir -p /etc/agent && echo 'level: debug' > /etc/agent/config.yaml && \
+         chmod 640 /etc/agent/config.yaml && busybox rm /etc/passwd && \
+         echo scratch > /tmp/scratch && echo data > /data/in-volume",
+    ]);
+    let before = diff(&name);
+    assert!(before.iter().any(|l| l == "D /etc/passwd"), "{before:?}");
+    lb.run(&["backup", &name]).ok();
+    docker(&["rm", "-f", &name]);
+    docker(&["volume", "rm", &vol]);
+    let restored = lb.run(&["restore", &name]).ok();
+    assert!(
+        restored.stderr.contains("writable layer"),
+        "{}",
+        restored.stderr
+    );
+    let after = diff(&name);
+    // Scratch space is left out on purpose; everything else is as it was.
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|l| !l.ends_with("/tmp/scratch") && l.as_str() != "C /tmp")
+        .cloned()
+        .collect();
+    assert_eq!(after, expected);
+    assert_eq!(
+        docker(&["exec", &name, "cat", "/etc/agent/config.yaml"]),
+        "level: debug"
+    );
+    assert_eq!(
+        docker(&["exec", &name, "stat", "-c", "%a", "/etc/agent/config.yaml"]),
+        "640"
+    );
+    assert!(
+        !docker_ok(&["exec", &name, "cat", "/etc/passwd"]),
+        "the deletion holds"
+    );
+}

@@ -367,10 +367,28 @@ fn coverage(
             "keep them in a secrets store or a file mounted from a volume (VAR_FILE=/run/secrets/...)".into()));
     }
     if !c.layer_configs.is_empty() {
-        out.push(f(Severity::Warning, "coverage.config_in_layer",
-            format!("config files live in the container's writable layer, which backups do not capture: {}",
-                c.layer_configs.iter().take(5).cloned().collect::<Vec<_>>().join(", ")),
-            "mount them from a volume or a bind mount".into()));
+        let shown = c
+            .layer_configs
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if c.details.layer.is_some() && lifeboat_capture::layer_wanted(&c.details) {
+            out.push(f(
+                Severity::Info,
+                "coverage.config_in_layer",
+                format!(
+                    "config files live in the container's writable layer; captured with it: {shown}"
+                ),
+                "nothing to do (mounting them from a volume keeps them apart from the image)"
+                    .into(),
+            ));
+        } else {
+            out.push(f(Severity::Warning, "coverage.config_in_layer",
+                format!("config files live in the container's writable layer, which this backup does not capture: {shown}"),
+                "mount them from a volume or a bind mount, or drop lifeboat.layer=false".into()));
+        }
     }
     if let Some(ex) = cfg.label(lifeboat_model::labels::EXCLUDE) {
         out.push(f(
