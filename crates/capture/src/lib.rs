@@ -382,7 +382,33 @@ mod tests {
         );
         assert_eq!(p.parts[0].snapshot_path, "/volumes/data");
         assert!(p.parts[1].snapshot_path.starts_with("/binds/"));
-        assert_eq!(p.skipped.len(), 1);
+        // The tmpfs, and the layer (this container's driver exposes none).
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        assert!(p.skipped[0].contains("tmpfs") && p.skipped[1].contains("writable layer"));
+    }
+
+    #[test]
+    fn the_writable_layer_is_a_part_without_its_mount_placeholders_unless_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vol")).unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        let mut d = details(dir.path(), &[]);
+        d.layer = Some(lifeboat_docker::LayerDirs {
+            upper: "/var/lib/docker/overlay2/abc/diff".into(),
+            merged: "/var/lib/docker/overlay2/abc/merged".into(),
+        });
+        let p = plan(&d, Path::new("/"), false).unwrap();
+        let layer = p.parts.iter().find(|p| p.kind == PartKind::Layer).unwrap();
+        assert_eq!(layer.snapshot_path, LAYER_SNAPSHOT_PATH);
+        let upper = Path::new("/var/lib/docker/overlay2/abc/diff");
+        for left_out in ["data", "conf", "tmp", "run"] {
+            assert!(layer.exclude.contains(&upper.join(left_out)), "{left_out}");
+        }
+        d.config
+            .labels
+            .insert("lifeboat.layer".into(), "false".into());
+        let p = plan(&d, Path::new("/"), false).unwrap();
+        assert!(p.parts.iter().all(|p| p.kind != PartKind::Layer));
     }
 
     #[test]

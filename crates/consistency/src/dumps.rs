@@ -45,6 +45,38 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// The password is in a file inside the container (`POSTGRES_PASSWORD_FILE=/run/secrets/..`,
+/// the official images' convention): each command reads it there into `var` and runs, so the
+/// password never passes through Lifeboat.
+fn reading_password(cmd: Vec<String>, var: &str, file: &str) -> Vec<String> {
+    let mut out = strings(&[
+        "sh",
+        "-c",
+        &format!("{var}=\"$(cat \"$1\")\"; export {var}; shift; exec \"$@\""),
+        "sh",
+        file,
+    ]);
+    out.extend(cmd);
+    out
+}
+
+impl DumpStrategy {
+    /// Every command of the strategy reads the password from `file` into `var`.
+    fn with_password_file(mut self, var: &str, file: Option<&str>) -> DumpStrategy {
+        if let Some(file) = file {
+            for cmd in [
+                &mut self.dump,
+                &mut self.restore,
+                &mut self.ready,
+                &mut self.probe,
+            ] {
+                *cmd = reading_password(std::mem::take(cmd), var, file);
+            }
+        }
+        self
+    }
+}
+
 /// The strategy for a container, recognised by its image or command.
 pub fn detect(
     image: &str,
@@ -61,10 +93,15 @@ pub fn detect(
             .unwrap_or("postgres")
             .to_string();
         let mut pass = Vec::new();
-        if let Some(pw) = var(env, &[LABEL_PASSWORD, "POSTGRES_PASSWORD"]) {
+        let password = var(env, &[LABEL_PASSWORD, "POSTGRES_PASSWORD"]);
+        if let Some(pw) = password {
             pass.push(format!("PGPASSWORD={pw}"));
         }
-        return Some(DumpStrategy {
+        let file = password
+            .is_none()
+            .then(|| var(env, &["POSTGRES_PASSWORD_FILE"]))
+            .flatten();
+        let s = DumpStrategy {
             name: "postgres",
             dump: strings(&["pg_dumpall", "--clean", "--if-exists", "-U", &user]),
             restore: strings(&[
@@ -96,20 +133,31 @@ pub fn detect(
                 "pg_hba.conf",
                 "pg_ident.conf",
             ],
-        });
+        };
+        return Some(s.with_password_file("PGPASSWORD", file));
     }
     if mentions("mariadb") || mentions("mysql") {
         let mut pass = Vec::new();
-        if let Some(pw) = var(
+        let password = var(
             env,
             &[
                 LABEL_PASSWORD,
                 "MARIADB_ROOT_PASSWORD",
                 "MYSQL_ROOT_PASSWORD",
             ],
-        ) {
+        );
+        if let Some(pw) = password {
             pass.push(format!("MYSQL_PWD={pw}"));
         }
+        let file = password
+            .is_none()
+            .then(|| {
+                var(
+                    env,
+                    &["MARIADB_ROOT_PASSWORD_FILE", "MYSQL_ROOT_PASSWORD_FILE"],
+                )
+            })
+            .flatten();
         let my_user = var(env, &[LABEL_USER]).unwrap_or("root").to_string();
         let either = |a: &str, b: &str| {
             format!(
@@ -119,7 +167,7 @@ pub fn detect(
         let dump = either("mariadb-dump", "mysqldump");
         let client = either("mariadb", "mysql");
         let admin = either("mariadb-admin", "mysqladmin");
-        return Some(DumpStrategy {
+        let s = DumpStrategy {
             name: "mariadb",
             dump: strings(&[
                 "sh",
@@ -149,7 +197,8 @@ pub fn detect(
             data_markers: &["ibdata1", "aria_log_control"],
             // MariaDB keeps its settings in /etc/mysql, not in its data directory.
             settings: &[],
-        });
+        };
+        return Some(s.with_password_file("MYSQL_PWD", file));
     }
     None
 }
@@ -195,6 +244,33 @@ pub fn complete(tail: &[u8], trailer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_file_is_read_inside_the_container_by_every_command() {
+        let env = vec!["POSTGRES_PASSWORD_FILE=/run/secrets/db_password".to_string()];
+        let s = detect("postgres:16", &[], &[], &env).unwrap();
+        assert!(
+            s.env.is_empty(),
+            "the password never passes through Lifeboat"
+        );
+        for cmd in [&s.dump, &s.restore, &s.ready, &s.probe] {
+            assert_eq!(cmd[..2], ["sh".to_string(), "-c".to_string()]);
+            assert!(cmd[2].contains("PGPASSWORD=\"$(cat \"$1\")\""), "{cmd:?}");
+            assert_eq!(cmd[4], "/run/secrets/db_password");
+        }
+        assert_eq!(s.dump[5], "pg_dumpall");
+        // A password given directly wins over the file.
+        let both = vec![
+            "POSTGRES_PASSWORD=pw".to_string(),
+            "POSTGRES_PASSWORD_FILE=/run/secrets/x".to_string(),
+        ];
+        let s = detect("postgres:16", &[], &[], &both).unwrap();
+        assert_eq!(s.env, ["PGPASSWORD=pw"]);
+        assert_eq!(s.dump[0], "pg_dumpall");
+        let maria = vec!["MARIADB_ROOT_PASSWORD_FILE=/run/secrets/root".to_string()];
+        let m = detect("mariadb:11", &[], &[], &maria).unwrap();
+        assert!(m.dump[2].contains("MYSQL_PWD="), "{:?}", m.dump);
+    }
 
     #[test]
     fn servers_are_recognised_with_their_credentials() {

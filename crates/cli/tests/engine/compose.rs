@@ -12,6 +12,7 @@ services:
   db:
     image: lifeboat-test/busybox:1
     env_file: db.env
+    secrets: [db_password]
     command: sh -c 'mkdir -p /www && echo ok > /www/ready && httpd -f -p 8080 -h /www'
     volumes: [dbdata:/data]
     healthcheck: {test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/ready"], interval: 1s, retries: 30}
@@ -33,6 +34,8 @@ services:
 volumes:
   dbdata: {}
   spool: {}
+secrets:
+  db_password: {file: ./db_password.txt}
 "#;
 
 fn compose(dir: &Path, project: &str, args: &[&str]) -> String {
@@ -67,6 +70,10 @@ fn a_compose_project_comes_back_with_its_files_in_order_and_compose_still_manage
     std::fs::write(dir.join("db.env"), "DB_PASSWORD=db-secret-1234\n").unwrap();
     std::fs::write(dir.join("agent.env"), "AGENT_LEVEL=debug\n").unwrap();
     std::fs::write(dir.join("config.yaml"), "level: debug\n").unwrap();
+    let secret = dir.join("db_password.txt");
+    std::fs::write(&secret, "pw-from-a-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&secret, Some(999), Some(999)).unwrap();
     let mut c = Cleanup::default();
     let names: Vec<String> = ["db", "agent", "web"]
         .iter()
@@ -107,6 +114,22 @@ fn a_compose_project_comes_back_with_its_files_in_order_and_compose_still_manage
         docker(&["exec", &names[2], "cat", "/spool/state"]),
         "debug",
         "the web front reads the agent's shared volume"
+    );
+    // The compose secret (a bind-mounted file) is back, with its owner and mode.
+    assert_eq!(
+        docker(&["exec", &names[0], "cat", "/run/secrets/db_password"]),
+        "pw-from-a-secret"
+    );
+    assert_eq!(
+        docker(&[
+            "exec",
+            &names[0],
+            "stat",
+            "-c",
+            "%u %a",
+            "/run/secrets/db_password"
+        ]),
+        "999 600"
     );
     let listed = compose(&dir, &project, &["ps"]);
     for n in &names {
