@@ -1,6 +1,6 @@
 //! `backup`: capture one container into the repository, all or nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -37,6 +37,21 @@ pub struct BackupRequest {
     pub run_id: Option<String>,
     /// The CPU and I/O priority the backup runs at (lowered unless asked otherwise).
     pub priority: crate::Priority,
+    /// A run's parts of named volumes already stored by an earlier backup of the run: a
+    /// volume several containers mount is read and stored once per run.
+    pub run_parts: Option<RunParts>,
+}
+
+/// The named-volume parts a run has stored, by (kind, volume name), shared by its backups.
+pub type RunParts = std::sync::Arc<std::sync::Mutex<BTreeMap<(PartKind, String), Part>>>;
+
+/// Whether a part is of a named volume (its data, its database copies or server settings).
+fn of_volume(kind: PartKind, belongs_to: Option<PartKind>) -> bool {
+    belongs_to.unwrap_or(kind) == PartKind::Volume
+        && matches!(
+            kind,
+            PartKind::Volume | PartKind::Sqlite | PartKind::Settings
+        )
 }
 
 impl BackupRequest {
@@ -55,6 +70,7 @@ impl BackupRequest {
             policy_sha256: None,
             run_id: None,
             priority: crate::Priority::Lowered,
+            run_parts: None,
         }
     }
 }
@@ -157,7 +173,7 @@ pub fn backup_container(
             repo,
             &details,
             parts,
-            &base_tags,
+            (&base_tags, req.run_parts.as_ref()),
             &mut written,
             note,
         )
@@ -186,6 +202,19 @@ pub fn backup_container(
             run_id: req.run_id.clone(),
         };
         let id = commit_manifest(repo, &manifest, &base_tags)?;
+        // Committed: later backups of the run may refer to its volume parts.
+        if let Some(run) = &req.run_parts
+            && let Ok(mut done) = run.lock()
+        {
+            for p in manifest
+                .parts
+                .iter()
+                .filter(|p| of_volume(p.kind, p.belongs_to))
+            {
+                done.entry((p.kind, p.name.clone()))
+                    .or_insert_with(|| p.clone());
+            }
+        }
         Ok((id, manifest))
     });
     match result {
@@ -252,13 +281,26 @@ fn capture_parts(
     repo: &dyn Repository,
     details: &ContainerDetails,
     parts: &[PlannedPart],
-    base_tags: &[String],
+    (base_tags, run_parts): (&[String], Option<&RunParts>),
     written: &mut Vec<String>,
     note: Note<'_>,
 ) -> Result<(Vec<Part>, Vec<String>), CoreError> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for part in parts {
+        if of_volume(part.kind, part.belongs_to)
+            && let Some(done) =
+                run_parts.and_then(|r| r.lock().ok()?.get(&(part.kind, part.name.clone())).cloned())
+        {
+            note(&format!(
+                "{} {}: {} (stored once for the run, by an earlier backup)",
+                details.name,
+                part.kind.as_str(),
+                part.name
+            ));
+            out.push(done);
+            continue;
+        }
         note(&format!(
             "{} {}: {}",
             details.name,
@@ -347,9 +389,13 @@ fn delete_orphans(repo: &dyn Repository, container: &str, host: &str) -> Result<
         .filter(|s| s.tags.iter().any(|t| t == tags::MANIFEST))
         .filter_map(|s| tags::value(&s.tags, "backup"))
         .collect();
+    // A part a committed backup refers to is never an orphan, whichever backup it is
+    // tagged with (a volume shared in a run).
+    let referenced = crate::catalog::referenced_parts(repo)?;
     let orphans: Vec<String> = snaps
         .iter()
         .filter(|s| tags::value(&s.tags, "backup").is_some_and(|b| !committed.contains(b)))
+        .filter(|s| !referenced.contains(&s.id))
         .map(|s| s.id.clone())
         .collect();
     if !orphans.is_empty() {

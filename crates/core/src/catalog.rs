@@ -70,6 +70,17 @@ pub fn scan_backups(
     Ok((good, bad))
 }
 
+/// Every part snapshot a committed backup refers to (a volume shared in a run is one part
+/// that several manifests refer to): what deleting old snapshots must leave alone.
+pub fn referenced_parts(
+    repo: &dyn Repository,
+) -> Result<std::collections::BTreeSet<String>, CoreError> {
+    Ok(list_backups(repo, None)?
+        .into_iter()
+        .flat_map(|b| b.manifest.parts.into_iter().map(|p| p.snapshot_id))
+        .collect())
+}
+
 /// Committed backups, oldest first, of `container` (or of all containers). Manifests that
 /// cannot be read are skipped with a warning naming them (`lifeboat check` lists them).
 pub fn list_backups(

@@ -24,7 +24,7 @@ mod stream;
 pub mod tuning;
 pub mod wait;
 
-pub use backup::{BackupOutcome, BackupRequest, UnhealthyPolicy, backup_container};
+pub use backup::{BackupOutcome, BackupRequest, RunParts, UnhealthyPolicy, backup_container};
 pub use catalog::{BackupEntry, UnreadableBackup, find_backup, list_backups, scan_backups};
 pub use error::CoreError;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};

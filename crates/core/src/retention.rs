@@ -3,7 +3,7 @@
 //! backup failed, is partial, or is suspiciously small next to the one before (a broken
 //! service writing an empty volume must not age out its last good copies), unless forced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use lifeboat_consistency::RepoGate;
@@ -142,7 +142,17 @@ pub fn apply_retention(
         }
     }
     let manifests: Vec<String> = by_backup.values().flat_map(|(m, _)| m.clone()).collect();
-    let parts: Vec<String> = by_backup.values().flat_map(|(_, p)| p.clone()).collect();
+    // A part another kept backup refers to (a volume shared in a run) stays.
+    let kept_refs: BTreeSet<String> = list_backups(repo, None)?
+        .into_iter()
+        .filter(|b| !out.deleted.contains(&b.manifest.backup_id.0))
+        .flat_map(|b| b.manifest.parts.into_iter().map(|p| p.snapshot_id))
+        .collect();
+    let parts: Vec<String> = by_backup
+        .values()
+        .flat_map(|(_, p)| p.clone())
+        .filter(|id| !kept_refs.contains(id))
+        .collect();
     note(&format!(
         "retention: deleting {} backup(s) of {name}, keeping {}",
         out.deleted.len(),

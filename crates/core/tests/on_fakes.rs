@@ -280,3 +280,62 @@ fn a_volume_two_services_share_is_restored_once_and_mounted_by_both() {
         );
     }
 }
+
+#[test]
+fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_first_backup() {
+    let (dir, engine, repo) = world();
+    mounting(&engine, "agent", "spool");
+    mounting(&engine, "web", "spool");
+    let mut req = request(dir.path());
+    req.run_id = Some("run-1".into());
+    req.run_parts = Some(Default::default());
+    let a = backup_container(&engine, &repo, "agent", &req, &quiet).unwrap();
+    let w = backup_container(&engine, &repo, "web", &req, &quiet).unwrap();
+    let vol = |m: &lifeboat_model::Manifest| {
+        m.parts
+            .iter()
+            .find(|p| p.kind == lifeboat_model::PartKind::Volume)
+            .unwrap()
+            .snapshot_id
+            .clone()
+    };
+    assert_eq!(vol(&a.manifest), vol(&w.manifest), "one part for both");
+    let volume_parts = repo
+        .snapshots(&[tags::part(lifeboat_model::PartKind::Volume)])
+        .unwrap();
+    assert_eq!(volume_parts.len(), 1, "stored once");
+    // A later backup of agent alone; retention then deletes agent's first backup, while
+    // web's still refers to the shared part: the part must stay.
+    backup_container(&engine, &repo, "agent", &request(dir.path()), &quiet).unwrap();
+    let out = lifeboat_core::apply_retention(
+        &repo,
+        "agent",
+        &lifeboat_core::RetentionRequest {
+            retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
+            state_dir: dir.path().to_path_buf(),
+            newest_attempt_failed: false,
+            shrink_ratio: 0.0,
+            force: true,
+            dry_run: false,
+            verified: None,
+        },
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(out.deleted, std::slice::from_ref(&a.manifest.backup_id.0));
+    assert!(
+        repo.snapshots(&[])
+            .unwrap()
+            .iter()
+            .any(|s| s.id == vol(&w.manifest)),
+        "the shared part survives"
+    );
+    // And the next backup of agent does not take it for an orphan.
+    backup_container(&engine, &repo, "agent", &request(dir.path()), &quiet).unwrap();
+    assert!(
+        repo.snapshots(&[])
+            .unwrap()
+            .iter()
+            .any(|s| s.id == vol(&w.manifest))
+    );
+}

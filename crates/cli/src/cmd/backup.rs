@@ -78,6 +78,8 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             jiff::Timestamp::now(),
             &req.hostname,
         ));
+        // A volume several of the run's containers mount is read and stored once.
+        req.run_parts = Some(Default::default());
     }
     req.mode = a.mode;
     req.unhealthy = match a.unhealthy.as_str() {

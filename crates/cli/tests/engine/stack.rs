@@ -431,6 +431,18 @@ fn a_volume_shared_by_two_services_is_restored_once_and_both_mount_it() {
         );
     }
     lb.run(&["backup", "--project", &project]).ok();
+    // Read and stored once for the run: both manifests refer to one part.
+    let volume_part = |name: &str| {
+        let row = lb.backups(name).pop().unwrap();
+        row["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["kind"] == "volume")
+            .map(|p| p["snapshot_id"].clone())
+            .unwrap()
+    };
+    assert_eq!(volume_part(&agent), volume_part(&web));
     for name in [&agent, &web] {
         docker(&["rm", "-f", name]);
     }
