@@ -27,6 +27,7 @@ use crate::{
     ExecStream, MemoryUsage, MountSource, VolumeInfo,
 };
 
+/// The engine behind `DOCKER_HOST` (or the local socket), through bollard.
 pub struct DockerEngine {
     rt: tokio::runtime::Runtime,
     docker: Docker,

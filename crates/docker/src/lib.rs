@@ -7,6 +7,8 @@
 //!
 //! It must never decide policy (what to back up, when to refuse): that is `core`'s job.
 
+#![warn(missing_docs)]
+
 mod convert;
 mod engine;
 mod error;
@@ -26,17 +28,22 @@ pub use lifeboat_model::{ContainerStatus, Health};
 
 /// Facts about the engine, recorded in every manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the engine says about itself.
 pub struct EngineInfo {
+    /// The engine's version (`28.2.2`).
     pub version: String,
+    /// The API version negotiated with it.
     pub api_version: String,
     /// The engine's data root (`/var/lib/docker`).
     pub data_root: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A container's state, typed.
 pub struct ContainerState {
     /// What the engine says; `None` for a word this build does not know.
     pub status: Option<ContainerStatus>,
+    /// Running (or paused): its processes exist.
     pub running: bool,
     /// The healthcheck's verdict, or `None` without a healthcheck.
     pub health: Option<Health>,
@@ -71,23 +78,32 @@ impl ContainerState {
 
 /// Where a mount's data lives on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// One mount of a container and where its data is on the host.
 pub struct MountSource {
+    /// Volume, bind or tmpfs.
     pub kind: MountKind,
     /// Volume name, or host path for binds.
     pub name: String,
     /// The directory (or file) on this host holding the data.
     pub host_path: String,
+    /// The path inside the container.
     pub destination: String,
 }
 
 /// A container as Lifeboat sees it.
 #[derive(Debug, Clone)]
 pub struct ContainerDetails {
+    /// The full container id.
     pub id: String,
+    /// Its name, without the leading `/`.
     pub name: String,
+    /// Its state now.
     pub state: ContainerState,
+    /// Everything needed to create it again (holds env: secrets).
     pub config: ContainerConfig,
+    /// Its mounts with their host paths, in the order of `config.mounts` (tmpfs included).
     pub mounts: Vec<MountSource>,
+    /// Its compose project and service, from compose's labels.
     pub compose: Option<ComposeInfo>,
     /// The container's writable layer, where the storage driver exposes it (overlay2).
     pub layer: Option<LayerDirs>,
@@ -107,11 +123,15 @@ pub struct LayerDirs {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A named volume.
 pub struct VolumeInfo {
+    /// Its name.
     pub name: String,
+    /// Its driver (`local`).
     pub driver: String,
     /// The host directory holding the volume's data.
     pub mountpoint: String,
+    /// Its labels (compose's among them), recreated at restore.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -144,6 +164,7 @@ pub trait ExecStream: Read + Send {
 pub struct ContainerEvent {
     /// `create`, `start`, `die`, `destroy`, `rename`, `update`...
     pub action: String,
+    /// The container's id.
     pub id: String,
     /// The container's name at the time of the event.
     pub name: String,
@@ -152,18 +173,24 @@ pub struct ContainerEvent {
 /// The engine operations Lifeboat uses. Every method is synchronous. `Ok(None)` means "does
 /// not exist"; errors name the object and say what to do.
 pub trait Engine: Send + Sync {
+    /// The engine's version and data root; `Unreachable` when it does not answer.
     fn info(&self) -> Result<EngineInfo, EngineError>;
     /// Names of all containers (running or not).
     fn container_names(&self) -> Result<Vec<String>, EngineError>;
+    /// A container by name or id, `None` when there is none.
     fn container(&self, name: &str) -> Result<Option<ContainerDetails>, EngineError>;
+    /// A volume by name, `None` when there is none.
     fn volume(&self, name: &str) -> Result<Option<VolumeInfo>, EngineError>;
+    /// Creates a volume; `Conflict` when one of that name exists.
     fn create_volume(
         &self,
         name: &str,
         driver: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<VolumeInfo, EngineError>;
+    /// Removes a volume and its data; `NotFound` when there is none.
     fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    /// Whether an image reference (name or id) is on this engine.
     fn image_present(&self, reference: &str) -> Result<bool, EngineError> {
         Ok(self.image_id(reference)?.is_some())
     }
@@ -175,6 +202,7 @@ pub trait Engine: Send + Sync {
     fn import_image(&self, tar: Box<dyn Read + Send>) -> Result<(), EngineError>;
     /// The driver of a network, `None` when it does not exist.
     fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError>;
+    /// Creates a network with `driver`.
     fn create_network(&self, name: &str, driver: &str) -> Result<(), EngineError>;
     /// Creates an internal bridge network (no route out of the host), labelled.
     fn create_internal_network(
@@ -182,21 +210,27 @@ pub trait Engine: Send + Sync {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), EngineError>;
+    /// Removes a network; `NotFound` when there is none.
     fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     /// Names of every volume and every network on the engine.
     fn volume_names(&self) -> Result<Vec<String>, EngineError>;
+    /// Names of every network on the engine.
     fn network_names(&self) -> Result<Vec<String>, EngineError>;
     /// Creates (does not start) a container; the first network in `config.networks` is
     /// attached at creation, the others must be connected with [`Engine::connect_network`].
     fn create_container(&self, name: &str, config: &ContainerConfig)
     -> Result<String, EngineError>;
+    /// Connects a container to one more network, with its aliases.
     fn connect_network(&self, container: &str, net: &NetworkAttachment) -> Result<(), EngineError>;
+    /// Starts a created or stopped container.
     fn start_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Stops a container: SIGTERM, then SIGKILL after `timeout_s` seconds.
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;
     /// Removes a container (forcibly, keeping its volumes).
     fn remove_container(&self, name: &str) -> Result<(), EngineError>;
     /// Freezes every process of a running container (cgroup freezer).
     fn pause_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Thaws a paused container.
     fn unpause_container(&self, name: &str) -> Result<(), EngineError>;
     /// Runs `cmd` inside a running container and waits at most `timeout` for it.
     fn exec(
@@ -223,7 +257,6 @@ pub trait Engine: Send + Sync {
         input: Box<dyn Read + Send>,
         timeout: std::time::Duration,
     ) -> Result<ExecOutput, EngineError>;
-    /// One sample of a running container's memory use; `None` when it is not running.
     /// Container lifecycle events from now on, as they happen (no polling). The channel
     /// closes when the engine connection drops: re-read the state and subscribe again.
     fn container_events(&self) -> Result<std::sync::mpsc::Receiver<ContainerEvent>, EngineError> {
@@ -232,6 +265,7 @@ pub trait Engine: Send + Sync {
         })
     }
 
+    /// One sample of a running container's memory use; `None` when it is not running.
     fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, EngineError>;
 
     /// The last `lines` lines of a container's log (stdout and stderr), for error messages.
