@@ -98,3 +98,28 @@ pub fn report(err: &anyhow::Error, json: bool) -> Code {
     }
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_restore_target_and_a_hostile_snapshot_have_their_own_exit_codes() {
+        let full = RepoError::TargetWrite {
+            what: "`/volumes/v` from snapshot 1 into /x".into(),
+            reason: "no space left on the file system".into(),
+            free: Some((1, 2)),
+            no_space: true,
+        };
+        assert_eq!(code_of(&anyhow::Error::from(full)).value(), 16);
+        let hostile = RepoError::HostileSnapshot {
+            id: "1".into(),
+            entry: "/\"..\"".into(),
+            reason: "not a plain name".into(),
+        };
+        let wrapped = anyhow::Error::from(CoreError::Repo(hostile));
+        assert_eq!(code_of(&wrapped).value(), 5);
+        let bad = CoreError::BadName(lifeboat_model::names::container_name("a/b").unwrap_err());
+        assert_eq!(code_of(&anyhow::Error::from(bad)).value(), 2);
+    }
+}

@@ -17,13 +17,18 @@ use crate::{RepoError, RusticRepository};
 /// What one crafted entry is.
 #[derive(Debug, Clone)]
 pub enum CraftedKind {
+    /// A directory; its children follow with paths below it.
     Dir,
+    /// A file with this content.
     File(Vec<u8>),
+    /// A symlink to this target.
     Symlink(String),
     /// A file that claims to share inode `inode` with every other entry of that inode (the
     /// restore recreates them as hard links to the first one listed).
     HardLinked {
+        /// The file's content.
         content: Vec<u8>,
+        /// The inode the entries share.
         inode: u64,
     },
 }
@@ -32,12 +37,16 @@ pub enum CraftedKind {
 /// expects); `name` is the name stored for it, which need not match `path`.
 #[derive(Debug, Clone)]
 pub struct CraftedEntry {
+    /// Its place in the tree (sorted, depth first).
     pub path: String,
+    /// The name stored for it (raw bytes; may be hostile).
     pub name: Vec<u8>,
+    /// What it is.
     pub kind: CraftedKind,
 }
 
 impl CraftedEntry {
+    /// An entry at `path`, stored under `name`.
     pub fn new(path: &str, name: &[u8], kind: CraftedKind) -> Self {
         CraftedEntry {
             path: path.to_string(),

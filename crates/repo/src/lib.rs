@@ -19,6 +19,8 @@
 //! to do; wrong password and missing repository are distinct variants because the CLI maps
 //! them to distinct exit codes.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "craft")]
 pub mod craft;
 mod error;
@@ -38,10 +40,15 @@ pub use rustic::{RepoLocation, RusticRepository};
 /// One snapshot as stored in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
+    /// The snapshot id, hex.
     pub id: String,
+    /// When it was taken.
     pub time: jiff::Timestamp,
+    /// The host that took it.
     pub hostname: String,
+    /// Its tags (`lifeboat`, `container=NAME`, `backup=ID`, ...).
     pub tags: Vec<String>,
+    /// The paths it holds.
     pub paths: Vec<String>,
     /// Free text stored encrypted with the snapshot (Lifeboat keeps the manifest here).
     pub description: Option<String>,
@@ -50,10 +57,15 @@ pub struct SnapshotInfo {
 /// What a backup of one source stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartReport {
+    /// The new snapshot's id.
     pub snapshot_id: String,
+    /// Files read.
     pub files: u64,
+    /// Directories read.
     pub dirs: u64,
+    /// Bytes read.
     pub bytes: u64,
+    /// Bytes the repository grew by (after deduplication and compression).
     pub added_bytes: u64,
     /// Entries that could not be read (path and reason). Non-empty means the snapshot lacks them.
     pub unreadable: Vec<String>,
@@ -62,8 +74,11 @@ pub struct PartReport {
 /// What one restore wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreReport {
+    /// Files written (or found identical).
     pub files: u64,
+    /// Directories created (or found).
     pub dirs: u64,
+    /// Bytes written.
     pub bytes: u64,
 }
 
@@ -83,7 +98,9 @@ pub struct DirBackup<'a> {
     pub source: &'a Path,
     /// The path the data gets inside the snapshot, e.g. `/volumes/pgdata`.
     pub as_path: &'a str,
+    /// Tags for the snapshot.
     pub tags: &'a [String],
+    /// Free text stored (encrypted) with the snapshot.
     pub description: Option<String>,
     /// Paths under `source` to leave out, each with everything below it.
     pub exclude: &'a [PathBuf],
@@ -93,7 +110,9 @@ pub struct DirBackup<'a> {
 pub struct StreamBackup<'a> {
     /// The file path inside the snapshot, e.g. `/image/web.tar`.
     pub path: &'a str,
+    /// Tags for the snapshot.
     pub tags: &'a [String],
+    /// Free text stored (encrypted) with the snapshot.
     pub description: Option<String>,
 }
 
@@ -109,7 +128,9 @@ pub struct PruneReport {
 /// Outcome of `check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
+    /// Damage found (each names the object).
     pub errors: Vec<String>,
+    /// Findings that are not damage (unused data, say).
     pub warnings: Vec<String>,
 }
 

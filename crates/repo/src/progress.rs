@@ -8,16 +8,21 @@ use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
 /// What the engine is doing now.
 #[derive(Debug, Clone)]
 pub struct ProgressEvent {
+    /// What is going on ("backing up", "restoring file contents").
     pub title: String,
+    /// How much is done (bytes or items).
     pub done: u64,
     /// Total when known (bytes or items).
     pub total: Option<u64>,
+    /// The counts are bytes (else items).
     pub bytes: bool,
+    /// The step has ended.
     pub finished: bool,
 }
 
 /// Receives progress; called from engine threads, so it must be cheap and thread-safe.
 pub trait ProgressSink: Send + Sync + std::fmt::Debug + 'static {
+    /// One event; called often, from any thread.
     fn update(&self, event: &ProgressEvent);
 }
 

@@ -139,6 +139,11 @@ fn a_compose_project_comes_back_with_its_files_in_order_and_compose_still_manage
     compose(&dir, &project, &["up", "-d"]);
     assert_eq!(ids(&names), before, "compose recreates nothing");
 
+    // A drill of the project passes, in its sandbox, without touching the project's files.
+    let drill = lb.run(&["drill", "--project", &project, "--json"]);
+    assert_eq!(drill.code, 0, "{}\n{}", drill.stdout, drill.stderr);
+    assert_same_tree(reference.path(), &dir);
+
     // --files-to writes the files elsewhere and touches nothing at their own paths.
     let elsewhere = tempfile::tempdir().unwrap();
     std::fs::remove_file(dir.join("agent.env")).unwrap();

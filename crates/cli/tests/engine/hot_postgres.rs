@@ -171,3 +171,77 @@ fn server_settings_and_access_rules_come_back_with_a_hot_restore() {
         "the pg_hba.conf rule applies"
     );
 }
+
+#[test]
+fn a_password_in_a_file_is_read_inside_the_container_for_the_dump() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgfile"), unique("pgfile-vol"));
+    new_volume(&mut c, &vol);
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("pw"), "pw-from-file-4321\n").unwrap();
+    c.containers.push(name.clone());
+    // md5 authentication over TCP: the dump needs the password, which only the file holds.
+    let server = SERVER
+        .replace("--auth=trust", "--auth-local=trust --auth-host=md5")
+        .replace(
+            "-o '-c listen_addresses='",
+            "-o '-c listen_addresses=127.0.0.1'",
+        );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-v",
+        &format!("{vol}:/data"),
+        "-v",
+        &format!("{}:/run/secrets:ro", secrets.path().display()),
+        "-e",
+        "POSTGRES_PASSWORD_FILE=/run/secrets/pw",
+        "-e",
+        "PGHOST=127.0.0.1",
+        "--health-cmd",
+        "pg_isready -h 127.0.0.1 -U postgres",
+        "--health-interval",
+        "1s",
+        SERVICES_IMAGE,
+        "bash",
+        "-c",
+        &server,
+    ]);
+    wait_for_health(&name);
+    for sql in [
+        "ALTER USER postgres PASSWORD 'pw-from-file-4321'",
+        "CREATE DATABASE agent",
+    ] {
+        docker(&[
+            "exec",
+            &name,
+            "psql",
+            "-h",
+            "/var/run/postgresql",
+            "-U",
+            "postgres",
+            "-qc",
+            sql,
+        ]);
+    }
+    let out = lb.run(&["backup", &name, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("\"dump\""), "{}", out.stdout);
+    assert!(!out.stdout.contains("pw-from-file-4321") && !out.stderr.contains("pw-from-file-4321"));
+    // The dump really went through the password: it lists the database made after it.
+    let repo_dump = lb.restic(&[
+        "dump",
+        "--tag",
+        "part=dump",
+        "latest",
+        "/dumps/postgres.sql",
+    ]);
+    assert!(
+        repo_dump.stdout.contains("CREATE DATABASE agent"),
+        "{}",
+        &repo_dump.stdout[..repo_dump.stdout.len().min(400)]
+    );
+}
