@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 pub struct DumpStrategy {
     /// `postgres` or `mariadb`.
     pub name: &'static str,
+    /// The dump command, run in the container; its stdout is the dump.
     pub dump: Vec<String>,
+    /// The command that loads a dump from its stdin.
     pub restore: Vec<String>,
     /// Exits 0 once the server accepts connections.
     pub ready: Vec<String>,
@@ -210,6 +212,7 @@ pub struct TailReader<R> {
 }
 
 impl<R: Read> TailReader<R> {
+    /// Wraps `inner`; the shared buffer holds the tail seen so far.
     pub fn new(inner: R) -> (Self, Arc<Mutex<Vec<u8>>>) {
         let tail = Arc::new(Mutex::new(Vec::new()));
         (

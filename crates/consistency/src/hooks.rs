@@ -9,39 +9,56 @@ use lifeboat_model::ContainerConfig;
 /// pair, and their timeout (`lifeboat.hook-timeout`, seconds, default 60).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hooks {
+    /// `lifeboat.pre`: run before the read.
     pub pre: Option<String>,
+    /// `lifeboat.post`: run after the read, whatever happened.
     pub post: Option<String>,
     /// Freeze and thaw commands: both or neither.
     pub freeze: Option<(String, String)>,
+    /// How long each hook may take (`lifeboat.hook-timeout`, default 60 s).
     pub timeout: Duration,
 }
 
+/// Why a hook (or its labels) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The hook exited non-zero.
     #[error("{which} hook of `{container}` failed with exit code {code}: {output}")]
     Failed {
+        /// `pre`, `post`, `freeze` or `thaw`.
         which: &'static str,
+        /// The container it ran in.
         container: String,
+        /// Its exit code.
         code: i64,
+        /// The end of its output (secrets scrubbed where printed).
         output: String,
     },
     #[error(
         "{which} hook of `{container}` did not finish within {seconds} s (label lifeboat.hook-timeout)"
     )]
+    /// The hook did not finish in time.
     TimedOut {
+        /// `pre`, `post`, `freeze` or `thaw`.
         which: &'static str,
+        /// The container it ran in.
         container: String,
+        /// The limit it ran into.
         seconds: u64,
     },
+    /// `lifeboat.hook-timeout` is not a number of seconds.
     #[error("invalid label lifeboat.hook-timeout=`{0}`: give whole seconds")]
     BadTimeout(String),
+    /// `lifeboat.freeze` without `lifeboat.thaw`, or the other way round.
     #[error("lifeboat.freeze and lifeboat.thaw go together: set both labels or neither")]
     Unpaired,
+    /// The engine refused the exec.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
 impl Hooks {
+    /// The container's hooks, from its labels.
     pub fn from_labels(config: &ContainerConfig) -> Result<Hooks, HookError> {
         let timeout = match config.label(lifeboat_model::labels::HOOK_TIMEOUT) {
             None => 60,

@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContainerLock, Mode, intents_dir};
 
+/// What a run is about to do to a container, to be undone if it dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IntentAction {
+    /// It is paused: unpause it.
     Paused,
+    /// It is stopped: start it.
     Stopped,
     /// A `lifeboat.freeze` session holds a lock inside the container; `thaw` releases it.
     Frozen,
@@ -20,10 +23,15 @@ pub enum IntentAction {
 /// A change Lifeboat made to a container and must undo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
+    /// The container, by id.
     pub container_id: String,
+    /// The container, by name (for messages).
     pub container_name: String,
+    /// What was done to it.
     pub action: IntentAction,
+    /// The process that did it (its lock tells whether it still runs).
     pub pid: u32,
+    /// When, in seconds since the epoch.
     pub at_unix: u64,
     /// For `Frozen`: the `lifeboat.thaw` command that releases the freeze.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +127,7 @@ impl Frozen<'_> {
         self.undo()
     }
 
+    /// Whether this intent is a freeze (a thaw command to run).
     pub fn is_frozen(&self) -> bool {
         self.intent.is_some()
     }

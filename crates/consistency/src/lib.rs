@@ -8,6 +8,8 @@
 //! [`recover`] once at start, before taking any container lock. This crate must never leave a container paused
 //! or stopped on any path it controls.
 
+#![warn(missing_docs)]
+
 pub mod dumps;
 mod hooks;
 mod journal;

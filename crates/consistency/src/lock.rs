@@ -5,25 +5,31 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+/// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
         "another Lifeboat run is working on `{0}` right now; wait for it to finish (lock: {1})"
     )]
+    /// Another live run holds it (exit 11): the name and the lock file.
     Busy(String, String),
+    /// The lock file could not be used: its path and the cause.
     #[error("cannot use lock file {0}: {1}")]
     Io(String, std::io::Error),
 }
 
+/// An exclusive lock on one container (or any name), held until dropped.
 pub struct ContainerLock {
     _file: File,
 }
 
 impl ContainerLock {
+    /// The lock file of `container` under `state_dir`.
     pub fn path(state_dir: &Path, container: &str) -> PathBuf {
         state_dir.join("locks").join(format!("{container}.lock"))
     }
 
+    /// Takes the lock, or `Busy` at once when a live process holds it.
     pub fn acquire(state_dir: &Path, container: &str) -> Result<Self, LockError> {
         let path = Self::path(state_dir, container);
         let io = |e| LockError::Io(path.display().to_string(), e);

@@ -6,25 +6,34 @@ use std::time::{Duration, Instant};
 
 use lifeboat_docker::{Engine, EngineError};
 
+/// Why a Redis snapshot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
+    /// A `redis-cli` command failed.
     #[error("Redis in `{container}` did not answer `{command}`: {output}")]
     Command {
+        /// The container.
         container: String,
+        /// The command.
         command: String,
+        /// What it printed.
         output: String,
     },
     #[error(
         "Redis in `{0}` persists with an append-only file, which hot mode does not capture \
          yet: back it up with --mode stop (or label lifeboat.mode=stop)"
     )]
+    /// Redis persists with an append-only file: hot mode cannot capture it.
     AppendOnly(String),
+    /// `BGSAVE` did not finish in time: the container and the seconds waited.
     #[error("Redis in `{0}` did not finish BGSAVE within {1} s")]
     Timeout(String, u64),
     #[error(
         "Redis in `{0}` failed its BGSAVE (rdb_last_bgsave_status is not ok): check its logs and free disk space"
     )]
+    /// `BGSAVE` reported an error.
     SaveFailed(String),
+    /// The engine refused the exec.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

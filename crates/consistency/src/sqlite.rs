@@ -12,10 +12,13 @@ use std::path::{Path, PathBuf};
 use lifeboat_safepath::Beneath;
 use rusqlite::{Connection, OpenFlags};
 
+/// A consistent copy or check of a database failed.
 #[derive(Debug, thiserror::Error)]
 #[error("consistent copy of SQLite database {path} failed: {message}")]
 pub struct SqliteError {
+    /// The database.
     pub path: String,
+    /// What SQLite said.
     pub message: String,
 }
 
