@@ -21,6 +21,11 @@ fn diagnose(lb: &Lb, name: &str) -> (i32, Vec<(String, String)>, serde_json::Val
     (out.code, findings, json)
 }
 
+/// Whether `check` is among the findings, whatever its severity.
+fn has(findings: &[(String, String)], check: &str) -> bool {
+    findings.iter().any(|(c, _)| c == check)
+}
+
 #[track_caller]
 fn assert_finding(findings: &[(String, String)], check: &str, severity: &str) {
     assert!(
@@ -104,9 +109,7 @@ fn live_sqlite_wal_database_without_a_consistent_mode_is_an_error() {
     let auto = unique("sqlite-auto");
     run_sleeper(&mut c, &auto, &["-v", &format!("{vol}:/data")]);
     let (_, findings, _) = diagnose(&lb, &auto);
-    let flagged = findings
-        .iter()
-        .any(|(check, _)| check == "consistency.live_database");
+    let flagged = has(&findings, "consistency.live_database");
     assert!(!flagged, "{findings:?}");
 }
 
@@ -274,9 +277,7 @@ fn doctor_reads_the_same_dependencies_a_stack_restore_orders_by() {
     lb.run(&["backup", &agent]).ok();
     let (_, findings, json) = diagnose(&lb, &agent);
     assert!(
-        findings
-            .iter()
-            .any(|(check, _)| check == "restore.dependencies_not_backed_up"),
+        has(&findings, "restore.dependencies_not_backed_up"),
         "{json}"
     );
     assert!(
@@ -285,11 +286,7 @@ fn doctor_reads_the_same_dependencies_a_stack_restore_orders_by() {
     );
     lb.run(&["backup", &db]).ok();
     let (_, findings, _) = diagnose(&lb, &agent);
-    assert!(
-        !findings
-            .iter()
-            .any(|(check, _)| check == "restore.dependencies_not_backed_up")
-    );
+    assert!(!has(&findings, "restore.dependencies_not_backed_up"));
 }
 
 #[test]
@@ -306,20 +303,11 @@ fn the_placeholder_of_a_single_file_bind_is_not_taken_for_config_in_the_layer() 
         &["-v", &format!("{}:/etc/agent/config.yaml", file.display())],
     );
     let (_, findings, json) = diagnose(&lb, &name);
-    assert!(
-        !findings
-            .iter()
-            .any(|(check, _)| check == "coverage.config_in_layer"),
-        "{json}"
-    );
+    assert!(!has(&findings, "coverage.config_in_layer"), "{json}");
     // A config file the container itself wrote into its layer is still reported.
     docker(&["exec", &name, "sh", "-c", "echo x > /etc/agent/other.yaml"]);
     let (_, findings, _) = diagnose(&lb, &name);
-    assert!(
-        findings
-            .iter()
-            .any(|(check, _)| check == "coverage.config_in_layer")
-    );
+    assert!(has(&findings, "coverage.config_in_layer"));
 }
 
 #[test]

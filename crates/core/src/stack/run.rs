@@ -78,14 +78,7 @@ pub fn restore_stack(
     if request.sandbox_network.is_none()
         && let Err(e) = ensure_networks(engine, plan, note)
     {
-        return vec![ServiceResult {
-            service: "(networks)".into(),
-            ok: false,
-            error: Some(e.to_string()),
-            seconds: 0.0,
-            health: None,
-            container: String::new(),
-        }];
+        return vec![ServiceResult::before_any("(networks)", &e)];
     }
     // The project's files, once for the whole stack (never from a drill's sandbox).
     if request.sandbox_network.is_none()
@@ -104,14 +97,7 @@ pub fn restore_stack(
             note,
         )
     {
-        return vec![ServiceResult {
-            service: "(compose files)".into(),
-            ok: false,
-            error: Some(e.to_string()),
-            seconds: 0.0,
-            health: None,
-            container: String::new(),
-        }];
+        return vec![ServiceResult::before_any("(compose files)", &e)];
     }
     for level in &plan.levels {
         // Workers send their progress lines here; this thread prints them (`note` is not
@@ -193,6 +179,20 @@ pub fn restore_stack(
         }
     }
     results
+}
+
+impl ServiceResult {
+    /// A step before any service (networks, the project's files) failed: nothing started.
+    fn before_any(step: &str, e: &CoreError) -> ServiceResult {
+        ServiceResult {
+            service: step.into(),
+            ok: false,
+            error: Some(e.to_string()),
+            seconds: 0.0,
+            health: None,
+            container: String::new(),
+        }
+    }
 }
 
 /// Creates the stack's missing user networks once, before services restore in parallel (two
