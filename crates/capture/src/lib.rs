@@ -95,6 +95,13 @@ pub const MANIFEST_SNAPSHOT_PATH: &str = "/lifeboat/manifest.json";
 /// The snapshot path of the container's writable layer.
 pub const LAYER_SNAPSHOT_PATH: &str = "/layer";
 
+/// The name of a layer part captured through the engine (`docker commit`, then saved).
+pub const LAYER_BY_COMMIT: &str = "commit";
+
+/// The snapshot path of a layer captured through the engine: a `docker save` stream of the
+/// committed image.
+pub const LAYER_COMMIT_SNAPSHOT_PATH: &str = "/layer/commit.tar";
+
 /// Paths of a writable layer left out of its capture: scratch space, not state.
 pub const LAYER_LEFT_OUT: [&str; 4] = ["/tmp", "/var/tmp", "/var/cache", "/run"];
 
@@ -296,11 +303,16 @@ pub fn plan(
                     belongs_to: None,
                 });
             }
-            None => plan.skipped.push(
-                "writable layer (the storage driver exposes no upper directory; use \
-                 --with-image and volumes for what the container writes)"
-                    .into(),
-            ),
+            // No upper directory to read (another storage driver, the containerd image
+            // store): the layer is committed and saved through the engine instead.
+            None => plan.parts.push(PlannedPart {
+                kind: PartKind::Layer,
+                name: LAYER_BY_COMMIT.into(),
+                read_path: PathBuf::new(),
+                snapshot_path: LAYER_COMMIT_SNAPSHOT_PATH.into(),
+                exclude: Vec::new(),
+                belongs_to: None,
+            }),
         }
     }
     if with_image {

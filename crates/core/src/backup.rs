@@ -309,7 +309,13 @@ fn capture_parts(
         ));
         let mut tags = base_tags.to_vec();
         tags.push(tags::part(part.kind));
+        let mut recorded_name = part.name.clone();
         let report: PartReport = match part.kind {
+            PartKind::Layer if part.read_path.as_os_str().is_empty() => {
+                let (image, report) = layer_by_commit(engine, repo, details, part, &tags, note)?;
+                recorded_name = format!("{}:{image}", lifeboat_capture::LAYER_BY_COMMIT);
+                report
+            }
             PartKind::Volume
             | PartKind::Bind
             | PartKind::Sqlite
@@ -351,7 +357,7 @@ fn capture_parts(
         );
         out.push(Part {
             kind: part.kind,
-            name: part.name.clone(),
+            name: recorded_name,
             belongs_to: part.belongs_to,
             snapshot_path: part.snapshot_path.clone(),
             snapshot_id: report.snapshot_id,
@@ -373,6 +379,44 @@ fn ensure_same_container(engine: &dyn Engine, details: &ContainerDetails) -> Res
             name: details.name.clone(),
         }),
     }
+}
+
+/// The writable layer where the storage driver shows no upper directory: committed as an
+/// image through the engine, saved into the repository, and the image removed again.
+/// Returns the committed image's id (the restore creates the container from it).
+fn layer_by_commit(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    details: &ContainerDetails,
+    part: &PlannedPart,
+    tags: &[String],
+    note: Note<'_>,
+) -> Result<(String, PartReport), CoreError> {
+    note(&format!(
+        "{}: the storage driver shows no writable layer; capturing it through the engine \
+         (docker commit, then save: the image's own layers come along, deduplicated)",
+        details.name
+    ));
+    let image = engine.commit_container(&details.id)?;
+    let stored = engine
+        .export_image(&image)
+        .map_err(CoreError::from)
+        .and_then(|reader| {
+            Ok(repo.backup_stream(
+                &StreamBackup {
+                    path: &part.snapshot_path,
+                    tags,
+                    description: Some(image.clone()),
+                },
+                &mut ReaderSource(Some(reader)),
+            )?)
+        });
+    if let Err(e) = engine.remove_image(&image) {
+        note(&format!(
+            "could not remove the committed image {image}: {e}"
+        ));
+    }
+    Ok((image, stored?))
 }
 
 /// Deletes parts of earlier runs on this host that never got a manifest (killed runs).

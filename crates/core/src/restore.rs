@@ -401,6 +401,15 @@ fn create_and_start(
             engine.create_network(&net.name, &net.driver)?;
         }
     }
+    if let Some(image) = load_committed_layer(engine, repo, plan, note)? {
+        // The committed image holds the layer; the configuration keeps its image name as
+        // a label for the record.
+        note(&format!(
+            "{name}: created from its committed layer {image} (image {})",
+            config.image
+        ));
+        config.image = image;
+    }
     note(&format!("creating container {name}"));
     outcome.container_id = engine.create_container(name, &config)?;
     for net in config.networks.iter().skip(1) {
@@ -421,6 +430,45 @@ fn create_and_start(
     Ok(())
 }
 
+/// A layer captured through the engine (`docker commit`): restored as the image the new
+/// container is created from.
+fn is_commit(p: &Part) -> bool {
+    p.name
+        .starts_with(&format!("{}:", lifeboat_capture::LAYER_BY_COMMIT))
+}
+
+/// Loads a committed layer's image before the container is created; returns its id.
+fn load_committed_layer(
+    engine: &dyn Engine,
+    repo: &dyn Repository,
+    plan: &Plan,
+    note: Note<'_>,
+) -> Result<Option<String>, CoreError> {
+    let Some(part) = plan
+        .manifest
+        .parts
+        .iter()
+        .find(|p| p.kind == PartKind::Layer && is_commit(p))
+    else {
+        return Ok(None);
+    };
+    let image = part
+        .name
+        .split_once(':')
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_default();
+    if !engine.image_present(&image)? {
+        note(&format!(
+            "loading the committed writable layer ({} bytes)",
+            part.bytes
+        ));
+        crate::stream::from_repository(repo, &part.snapshot_id, &part.snapshot_path, |tar| {
+            engine.import_image(tar)
+        })?;
+    }
+    Ok(Some(image))
+}
+
 /// Fills the new container's writable layer from the backup, before it first starts (the
 /// layer is only mounted while the container runs).
 fn restore_layer(
@@ -434,7 +482,7 @@ fn restore_layer(
         .manifest
         .parts
         .iter()
-        .find(|p| p.kind == PartKind::Layer)
+        .find(|p| p.kind == PartKind::Layer && !is_commit(p))
     else {
         return Ok(());
     };

@@ -403,6 +403,31 @@ impl Engine for DockerEngine {
         }))
     }
 
+    fn commit_container(&self, name: &str) -> Result<String, EngineError> {
+        let opts = q::CommitContainerOptions {
+            container: Some(name.to_string()),
+            pause: true,
+            comment: Some("lifeboat: the writable layer of a backup".into()),
+            ..Default::default()
+        };
+        let config = bollard::models::ContainerConfig::default();
+        let r = self
+            .rt
+            .block_on(self.docker.commit_container(opts, config))
+            .map_err(|e| classify("commit", "container", name, e))?;
+        Ok(r.id)
+    }
+
+    fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        self.rt
+            .block_on(
+                self.docker
+                    .remove_image(reference, None::<q::RemoveImageOptions>, None),
+            )
+            .map(|_| ())
+            .map_err(|e| classify("remove", "image", reference, e))
+    }
+
     fn import_image(&self, mut tar: Box<dyn Read + Send>) -> Result<(), EngineError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         let feeder = std::thread::spawn(move || {

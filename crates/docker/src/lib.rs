@@ -200,6 +200,11 @@ pub trait Engine: Send + Sync {
     fn export_image(&self, reference: &str) -> Result<Box<dyn Read + Send>, EngineError>;
     /// Loads a `docker save` stream.
     fn import_image(&self, tar: Box<dyn Read + Send>) -> Result<(), EngineError>;
+    /// Commits a container's writable layer as a new, untagged image (`docker commit`, the
+    /// container paused meanwhile) and returns the image's id.
+    fn commit_container(&self, name: &str) -> Result<String, EngineError>;
+    /// Removes an image by id or reference; `NotFound` when there is none.
+    fn remove_image(&self, reference: &str) -> Result<(), EngineError>;
     /// The driver of a network, `None` when it does not exist.
     fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError>;
     /// Creates a network with `driver`.

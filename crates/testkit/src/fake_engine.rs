@@ -117,7 +117,9 @@ impl FakeEngine {
         let mut w = self.world.lock().unwrap();
         let c = w
             .containers
-            .get_mut(name)
+            .iter_mut()
+            .find(|(n, c)| n.as_str() == name || c.id == name)
+            .map(|(_, c)| c)
             .ok_or_else(|| not_found("container", name))?;
         Ok(f(c))
     }
@@ -300,6 +302,22 @@ impl Engine for FakeEngine {
         let name = text.strip_prefix("image:").unwrap_or(&text).to_string();
         self.add_image(&name);
         self.change(format!("load image {name}"));
+        Ok(())
+    }
+
+    fn commit_container(&self, name: &str) -> Result<String, EngineError> {
+        let id = self.with(name, |c| c.id.clone())?;
+        let image = format!("sha256:commit-{}", &id[id.len() - 8..]);
+        self.add_image(&image);
+        self.change(format!("commit {name}"));
+        Ok(image)
+    }
+
+    fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        if !self.world.lock().unwrap().images.remove(reference) {
+            return Err(not_found("image", reference));
+        }
+        self.change(format!("remove image {reference}"));
         Ok(())
     }
 

@@ -20,3 +20,4 @@ mod safety;
 mod security;
 mod services;
 mod stack;
+mod vfs_host;
