@@ -390,13 +390,20 @@ mod tests {
         let kinds: Vec<_> = p.parts.iter().map(|p| p.kind).collect();
         assert_eq!(
             kinds,
-            vec![PartKind::Volume, PartKind::Bind, PartKind::Image]
+            vec![
+                PartKind::Volume,
+                PartKind::Bind,
+                PartKind::Layer,
+                PartKind::Image
+            ]
         );
         assert_eq!(p.parts[0].snapshot_path, "/volumes/data");
         assert!(p.parts[1].snapshot_path.starts_with("/binds/"));
-        // The tmpfs, and the layer (this container's driver exposes none).
-        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
-        assert!(p.skipped[0].contains("tmpfs") && p.skipped[1].contains("writable layer"));
+        // This driver shows no upper directory: the layer goes through the engine.
+        assert_eq!(p.parts[2].name, LAYER_BY_COMMIT);
+        assert_eq!(p.parts[2].snapshot_path, LAYER_COMMIT_SNAPSHOT_PATH);
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(p.skipped[0].contains("tmpfs"));
     }
 
     #[test]
@@ -433,7 +440,12 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(p.parts.len(), 1);
+        let data: Vec<_> = p
+            .parts
+            .iter()
+            .filter(|p| p.kind != PartKind::Layer)
+            .collect();
+        assert_eq!(data.len(), 1);
         assert!(p.skipped[0].contains("excluded"));
     }
 
