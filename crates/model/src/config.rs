@@ -16,19 +16,31 @@ pub struct ContainerConfig {
     pub image: String,
     /// The image's content ID (`sha256:...`), which identifies it even without a registry.
     pub image_id: String,
+    /// The image's registry digests, when it has any.
     pub repo_digests: Vec<String>,
+    /// The entrypoint, when set.
     pub entrypoint: Option<Vec<String>>,
+    /// The command, when set.
     pub cmd: Option<Vec<String>>,
     /// `KEY=value` pairs. May hold secrets: print only through [`redact_env`].
     pub env: Vec<String>,
+    /// The container's labels.
     pub labels: BTreeMap<String, String>,
+    /// The user it runs as (`uid[:gid]` or a name).
     pub user: String,
+    /// Its working directory.
     pub working_dir: String,
+    /// Its hostname.
     pub hostname: String,
+    /// Its domain name.
     pub domainname: String,
+    /// Whether it has a terminal.
     pub tty: bool,
+    /// Whether stdin stays open.
     pub open_stdin: bool,
+    /// The signal that stops it, when not SIGTERM.
     pub stop_signal: Option<String>,
+    /// Seconds it gets to stop, when set.
     pub stop_timeout: Option<i64>,
     /// Exposed ports as `80/tcp`.
     pub exposed_ports: Vec<String>,
@@ -36,37 +48,54 @@ pub struct ContainerConfig {
     pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
     /// `bridge`, `host`, `none`, `container:ID` or a user network name.
     pub network_mode: String,
+    /// The networks it is attached to, with aliases.
     pub networks: Vec<NetworkAttachment>,
+    /// Its restart policy.
     pub restart_policy: RestartPolicy,
+    /// Its healthcheck, when it has one.
     pub healthcheck: Option<Healthcheck>,
     /// Memory limit in bytes, 0 when unlimited.
     pub memory: i64,
+    /// Memory plus swap limit in bytes (0: none).
     pub memory_swap: i64,
+    /// Soft memory limit in bytes (0: none).
     pub memory_reservation: i64,
     /// CPU limit in units of 1e-9 CPUs, 0 when unlimited.
     pub nano_cpus: i64,
+    /// Relative CPU weight (0: default).
     pub cpu_shares: i64,
+    /// Its mounts: volumes, binds, tmpfs.
     pub mounts: Vec<MountSpec>,
+    /// Capabilities added.
     pub cap_add: Vec<String>,
+    /// Capabilities dropped.
     pub cap_drop: Vec<String>,
+    /// Extra `/etc/hosts` entries.
     pub extra_hosts: Vec<String>,
     /// Legacy `--link`s as `container:alias`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
+    /// Whether it runs privileged.
     pub privileged: bool,
+    /// Whether an init process runs in it.
     pub init: Option<bool>,
     /// Whether the container was running when captured; restore starts it only then.
     pub was_running: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Where a container port is published on the host.
 pub struct PortBinding {
+    /// The host address it is published on (empty: all).
     pub host_ip: String,
+    /// The host port (empty: any free one).
     pub host_port: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A network a container is attached to.
 pub struct NetworkAttachment {
+    /// Its name.
     pub name: String,
     /// Aliases the user gave (the engine's automatic short-ID alias is left out).
     pub aliases: Vec<String>,
@@ -75,36 +104,51 @@ pub struct NetworkAttachment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// When the engine restarts the container.
 pub struct RestartPolicy {
     /// `no`, `always`, `unless-stopped`, `on-failure` (empty means `no`).
     pub name: String,
+    /// How often `on-failure` restarts it at most.
     pub maximum_retry_count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The container's healthcheck, as Docker stores it.
 pub struct Healthcheck {
+    /// The check command, as Docker stores it (`CMD`, `CMD-SHELL`, `NONE`).
     pub test: Vec<String>,
+    /// Time between checks, in nanoseconds.
     pub interval_ns: i64,
+    /// How long one check may take, in nanoseconds.
     pub timeout_ns: i64,
+    /// Grace period after start, in nanoseconds.
     pub start_period_ns: i64,
+    /// Failures in a row that make it unhealthy.
     pub retries: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// What a mount is.
 pub enum MountKind {
+    /// A named (or anonymous) volume.
     Volume,
+    /// A host path.
     Bind,
+    /// Memory only: nothing to back up.
     Tmpfs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One mount of a container, as created.
 pub struct MountSpec {
+    /// What kind it is.
     pub kind: MountKind,
     /// The volume name for volumes, the host path for binds, empty for tmpfs.
     pub source: String,
     /// The path inside the container.
     pub destination: String,
+    /// Mounted read-only.
     pub read_only: bool,
     /// Volume driver (`local`) for volumes.
     #[serde(default)]

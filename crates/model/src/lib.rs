@@ -4,6 +4,8 @@
 //! This crate owns serde types and pure functions only. It must never do I/O, talk to the
 //! engine or the repository: every other crate depends on it, so it stays small and stable.
 
+#![warn(missing_docs)]
+
 mod config;
 pub mod labels;
 mod manifest;

@@ -24,21 +24,27 @@ pub mod tags {
     /// never chosen by default (it is the state the user wanted to leave).
     pub const SAFETY: &str = "safety";
 
+    /// `container=NAME`.
     pub fn container(name: &str) -> String {
         format!("container={name}")
     }
+    /// `backup=ID`: every snapshot of one backup.
     pub fn backup(id: &str) -> String {
         format!("backup={id}")
     }
+    /// `part=KIND`.
     pub fn part(kind: super::PartKind) -> String {
         format!("part={}", kind.as_str())
     }
+    /// `compose-project=P`.
     pub fn project(name: &str) -> String {
         format!("compose-project={name}")
     }
+    /// `host=HOST`.
     pub fn host(name: &str) -> String {
         format!("host={name}")
     }
+    /// `run=ID`: the backups of one multi-container run.
     pub fn run(id: &str) -> String {
         format!("run={id}")
     }
@@ -84,9 +90,13 @@ impl std::fmt::Display for BackupId {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// What one part of a backup holds.
 pub enum PartKind {
+    /// A named volume's files.
     Volume,
+    /// A bind mount's files.
     Bind,
+    /// The image, a `docker save` stream.
     Image,
     /// Consistent copies of the SQLite databases of a volume or bind (hot mode).
     Sqlite,
@@ -103,6 +113,7 @@ pub enum PartKind {
 }
 
 impl PartKind {
+    /// The word for it (tags, messages).
     pub fn as_str(self) -> &'static str {
         match self {
             PartKind::Volume => "volume",
@@ -120,6 +131,7 @@ impl PartKind {
 /// One repository snapshot that belongs to a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
+    /// What kind it is.
     pub kind: PartKind,
     /// Volume name, bind host path, or image reference.
     pub name: String,
@@ -128,8 +140,11 @@ pub struct Part {
     pub belongs_to: Option<PartKind>,
     /// Where the data sits inside the repository snapshot (`/volumes/pgdata`).
     pub snapshot_path: String,
+    /// The repository snapshot holding it.
     pub snapshot_id: String,
+    /// Files stored.
     pub files: u64,
+    /// Directories stored.
     pub dirs: u64,
     /// Bytes of content read from the source.
     pub bytes: u64,
@@ -138,10 +153,15 @@ pub struct Part {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A container's compose project, from compose's labels and files.
 pub struct ComposeInfo {
+    /// The compose project.
     pub project: String,
+    /// The compose service.
     pub service: String,
+    /// Its working directory.
     pub working_dir: Option<String>,
+    /// The compose files, as compose recorded them (comma-separated).
     pub config_files: Option<String>,
     /// The services this one depends on, as its compose files say (compose v1 writes no
     /// label for it); read at backup.
@@ -150,24 +170,38 @@ pub struct ComposeInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a backup is: written last, as its own snapshot, it commits the backup.
 pub struct Manifest {
+    /// The manifest format's version.
     pub schema_version: u32,
+    /// The Lifeboat version that wrote it.
     pub lifeboat_version: String,
+    /// The backup's id (every part is tagged with it).
     pub backup_id: BackupId,
     #[serde(with = "crate::time::serde_ns")]
+    /// When the backup started (UTC, nanoseconds).
     pub started_at: Timestamp,
     #[serde(with = "crate::time::serde_ns")]
+    /// When it ended (UTC, nanoseconds).
     pub finished_at: Timestamp,
+    /// The host that took it.
     pub host: String,
+    /// The Docker engine's version then.
     pub engine_version: String,
+    /// The engine API version used.
     pub engine_api_version: String,
+    /// The container's name.
     pub container_name: String,
+    /// The container's id then.
     pub container_id: String,
+    /// Its compose project and service, when compose made it.
     #[serde(default)]
     pub compose: Option<ComposeInfo>,
+    /// The captured configuration (holds env: encrypted with the backup only).
     pub config: ContainerConfig,
     /// [`ContainerConfig::fingerprint`] of `config`.
     pub config_sha256: String,
+    /// The parts, in capture order.
     pub parts: Vec<Part>,
     /// How the container was held still while read: `none`, `pause` or `stop`.
     #[serde(default = "default_consistency")]
@@ -193,23 +227,35 @@ fn default_consistency() -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a manifest cannot be read.
 pub enum ManifestError {
     #[error(
         "manifest schema version {found} is newer than this Lifeboat supports ({supported}); \
          upgrade Lifeboat to read this snapshot"
     )]
-    NewerSchema { found: u32, supported: u32 },
+    /// Written by a newer Lifeboat.
+    NewerSchema {
+        /// Its schema version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
     #[error("manifest is not valid JSON of schema version {version}: {source}")]
+    /// Not valid for its schema version.
     Invalid {
+        /// The version it claims.
         version: u32,
+        /// What the parser said.
         #[source]
         source: serde_json::Error,
     },
     #[error("manifest has no schema_version: {0}")]
+    /// No schema version at all.
     NoVersion(serde_json::Error),
 }
 
 impl Manifest {
+    /// Its JSON form, as stored.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("manifest always serialises")
     }
@@ -241,6 +287,7 @@ impl Manifest {
         }
     }
 
+    /// Bytes read for all its parts.
     pub fn total_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.bytes).sum()
     }

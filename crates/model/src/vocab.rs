@@ -12,6 +12,7 @@ macro_rules! words {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "lowercase")]
+        #[allow(missing_docs)]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {

@@ -9,6 +9,7 @@ use jiff::tz::TimeZone;
 use super::PolicyError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A five-field cron expression, in UTC.
 pub struct Cron {
     text: String,
     minutes: u64,
@@ -89,6 +90,7 @@ fn field(
 }
 
 impl Cron {
+    /// Parses `min hour day-of-month month day-of-week` (lists, ranges, steps, names).
     pub fn parse(text: &str) -> Result<Cron, PolicyError> {
         let expanded = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -129,6 +131,7 @@ impl Cron {
         })
     }
 
+    /// The expression as given.
     pub fn as_str(&self) -> &str {
         &self.text
     }

@@ -21,31 +21,61 @@ pub use retention::Retention;
 pub use schedule::Schedule;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a policy (or one of its values) is refused.
 pub enum PolicyError {
     #[error("duration `{text}` is not valid: {why}")]
-    Duration { text: String, why: String },
+    /// A bad duration.
+    Duration {
+        /// The text given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error("cron schedule `{text}` is not valid: {why}")]
-    Cron { text: String, why: String },
+    /// A bad cron expression.
+    Cron {
+        /// The text given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error(
         "schedule `{text}` is neither an interval nor a cron expression; write e.g. `5m`, \
          `@every 1h`, `@daily` or `*/5 * * * *`"
     )]
-    Schedule { text: String },
+    /// Neither an interval nor a cron expression.
+    Schedule {
+        /// The text given.
+        text: String,
+    },
     #[error("retention `{text}` is not valid: {why}")]
-    Retention { text: String, why: String },
+    /// A bad retention rule.
+    Retention {
+        /// The text given.
+        text: String,
+        /// What is wrong.
+        why: String,
+    },
     #[error("mode `{0}` is not one of hot, pause, stop, none")]
+    /// An unknown consistency mode.
     Mode(String),
     #[error("strategy `{0}` is not one of auto, postgres, mariadb, mysql, redis, sqlite, none")]
+    /// An unknown hot strategy.
     Strategy(String),
     #[error("policy `{0}` is not defined in the config file (known: {1})")]
+    /// A named policy the config does not define: the service and the name.
     UnknownPolicy(String, String),
     #[error(
         "no schedule: set the label `lifeboat.schedule` (e.g. `1h`) or `schedule` in the config file's [defaults]"
     )]
+    /// A managed service without a schedule.
     NoSchedule,
     #[error("{source} (from {origin})")]
+    /// An error, and where the value came from (a label, the config file).
     At {
+        /// Where the value came from.
         origin: String,
+        /// The error.
         #[source]
         source: Box<PolicyError>,
     },
@@ -56,10 +86,15 @@ pub enum PolicyError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOptions {
+    /// When to back up.
     pub schedule: Option<String>,
+    /// What to keep.
     pub retention: Option<String>,
+    /// The consistency mode.
     pub mode: Option<String>,
+    /// The hot strategy.
     pub strategy: Option<String>,
+    /// Also save the image.
     pub with_image: Option<bool>,
     /// Called (GET) after each successful backup, healthchecks-style; `<url>/fail` after a
     /// failed one.
@@ -73,11 +108,17 @@ pub struct PolicyOptions {
 pub struct Policy {
     /// The named policy from the config file, if the service uses one.
     pub name: Option<String>,
+    /// When to back up.
     pub schedule: Schedule,
+    /// What to keep.
     pub retention: Option<Retention>,
+    /// The consistency mode.
     pub mode: Option<crate::Mode>,
+    /// The hot strategy.
     pub strategy: Option<crate::Strategy>,
+    /// Also save the image.
     pub with_image: bool,
+    /// A healthchecks-style URL pinged after each backup.
     pub ping_url: Option<String>,
     /// Drills enabled: retention then counts a backup as good only once a drill verified it.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,16 +14,24 @@ use super::PolicyError;
 use super::duration::{format_duration, parse_duration};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What to keep of a service's backups.
 pub struct Retention {
+    /// Everything taken within this long of the newest backup.
     pub within: Option<Duration>,
+    /// The newest N.
     pub last: u32,
+    /// The newest of each of the last N hours.
     pub hourly: u32,
+    /// The newest of each of the last N days.
     pub daily: u32,
+    /// The newest of each of the last N weeks.
     pub weekly: u32,
+    /// The newest of each of the last N months.
     pub monthly: u32,
 }
 
 impl Retention {
+    /// Parses `7d`, `last=3,daily=7` and the like.
     pub fn parse(text: &str) -> Result<Retention, PolicyError> {
         let bad = |why: String| PolicyError::Retention {
             text: text.to_string(),

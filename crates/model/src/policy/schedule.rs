@@ -9,8 +9,11 @@ use super::cron::Cron;
 use super::duration::{format_duration, parse_duration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// When a job runs.
 pub enum Schedule {
+    /// Every so long.
     Every(Duration),
+    /// At the times of a cron expression.
     Cron(Cron),
 }
 
