@@ -17,11 +17,13 @@ use lifeboat_consistency::{ContainerLock, Mode, RepoGate};
 /// What the user asked for, resolved.
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
+    /// Also save the image.
     pub with_image: bool,
     /// Where the host's root is mounted (`/` when Lifeboat runs on the host).
     pub host_root: PathBuf,
     /// Lifeboat's own state (locks), e.g. `/var/lib/lifeboat`.
     pub state_dir: PathBuf,
+    /// This host's name (manifest and tags).
     pub hostname: String,
     /// Extra tags for every snapshot of this backup (e.g. `safety`).
     pub extra_tags: Vec<String>,
@@ -78,15 +80,20 @@ impl BackupRequest {
 /// The health gate: an unhealthy, restarting or dead container is not backed up by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnhealthyPolicy {
+    /// Refuse it (the default).
     Skip,
     /// Wait up to this long for it to become healthy.
     Wait(std::time::Duration),
+    /// Back it up as it is.
     Force,
 }
 
+/// What a backup stored.
 #[derive(Debug, Clone)]
 pub struct BackupOutcome {
+    /// The manifest snapshot, which commits the backup.
     pub manifest_snapshot: String,
+    /// The manifest written.
     pub manifest: Manifest,
     /// Parts left out on purpose (tmpfs, excluded), for the report.
     pub skipped: Vec<String>,

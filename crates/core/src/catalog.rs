@@ -11,7 +11,9 @@ use crate::CoreError;
 pub struct BackupEntry {
     /// The manifest snapshot's id.
     pub snapshot_id: String,
+    /// When the manifest snapshot was taken.
     pub time: Timestamp,
+    /// The manifest.
     pub manifest: Manifest,
     /// A safety backup taken by `restore --force` ([`tags::SAFETY`]).
     pub safety: bool,
@@ -36,8 +38,11 @@ fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
 /// A manifest snapshot that could not be read (corrupt, or written by a newer Lifeboat).
 #[derive(Debug, Clone)]
 pub struct UnreadableBackup {
+    /// The manifest snapshot.
     pub snapshot_id: String,
+    /// When the manifest snapshot was taken.
     pub time: Timestamp,
+    /// Why it cannot be read.
     pub reason: String,
     /// Written by a newer Lifeboat (not damage: upgrade to read it).
     pub newer_schema: bool,

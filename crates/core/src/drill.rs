@@ -33,9 +33,12 @@ fn short_id() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
+/// What to drill.
 #[derive(Debug, Clone)]
 pub struct DrillRequest {
+    /// Which services (their dependencies come along).
     pub selection: Selection,
+    /// Drill the backups as of this time.
     pub at: Option<Timestamp>,
     /// For the whole drill: restores, health and probes.
     pub timeout: Duration,
@@ -43,34 +46,54 @@ pub struct DrillRequest {
     pub backup: BackupRequest,
 }
 
+/// One check of a restored service.
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
+    /// What was checked.
     pub name: String,
+    /// It passed.
     pub ok: bool,
+    /// What it printed.
     pub output: String,
 }
 
+/// One service of a drill.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillService {
+    /// The service.
     pub service: String,
+    /// Its copy in the sandbox.
     pub sandbox_container: String,
+    /// The backup restored.
     pub backup_id: String,
+    /// Its manifest snapshot.
     pub snapshot_id: String,
+    /// The restore succeeded.
     pub restored: bool,
+    /// The checks run on the copy.
     pub probes: Vec<Probe>,
+    /// It passed.
     pub ok: bool,
+    /// Why it failed, when it did.
     pub error: Option<String>,
 }
 
+/// What a drill found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillReport {
+    /// The drill (its sandbox names start with it).
     pub drill_id: String,
+    /// It passed.
     pub ok: bool,
     /// From the start of the drill to every service restored, healthy and probed.
     pub recovery_seconds: f64,
+    /// When it started (RFC 3339, UTC).
     pub started_at: String,
+    /// The backup run drilled, when one was complete.
     pub run_id: Option<String>,
+    /// Per service.
     pub services: Vec<DrillService>,
+    /// Remarks on the choice of backups.
     pub notes: Vec<String>,
     /// Anything the teardown could not remove (empty when the sandbox left nothing).
     pub teardown_problems: Vec<String>,

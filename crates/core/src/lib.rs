@@ -6,6 +6,8 @@
 //! the backup: a backup without one (killed mid-way) is never listed, and its parts are
 //! deleted by the next backup of that container.
 
+#![warn(missing_docs)]
+
 mod backup;
 mod catalog;
 mod compose;

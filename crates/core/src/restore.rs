@@ -15,12 +15,16 @@ use crate::backup::{BackupRequest, backup_container};
 use crate::catalog::find_backup;
 use crate::{CoreError, Note};
 
+/// What the user asked a restore to do.
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
+    /// This backup (snapshot or backup id, a prefix is enough).
     pub snapshot: Option<String>,
+    /// The newest backup at or before this time.
     pub at: Option<Timestamp>,
     /// Restore side by side under this name (volumes and bind paths renamed too).
     pub as_name: Option<String>,
+    /// Replace what exists, after a safety backup of it.
     pub force: bool,
     /// A drill's sandbox: with `as_name`, the copy joins only this (internal) network, under
     /// its original name and compose service as aliases, with no published ports.
@@ -41,22 +45,34 @@ pub struct RestoreRequest {
     pub files_to: Option<PathBuf>,
 }
 
+/// What a restore did.
 #[derive(Debug, Clone)]
 pub struct RestoreOutcome {
+    /// The container restored (its new name with `--as`).
     pub container: String,
+    /// Its id.
     pub container_id: String,
+    /// The manifest snapshot restored.
     pub from_snapshot: String,
+    /// The backup restored.
     pub backup_id: String,
     /// Manifest snapshot of the safety backup taken before replacing things (`--force`).
     pub safety_snapshot: Option<String>,
+    /// Volumes restored.
     pub volumes: Vec<String>,
+    /// Bind paths restored.
     pub binds: Vec<String>,
+    /// The image came from the backup.
     pub image_loaded: bool,
+    /// The container was started.
     pub started: bool,
+    /// Its health at the end, when it has a healthcheck.
     pub health: Option<String>,
+    /// How long it took.
     pub seconds: f64,
     /// True when nothing was changed (`--dry-run`); `actions` says what would happen.
     pub dry_run: bool,
+    /// What a dry run would do, step by step.
     pub actions: Vec<String>,
 }
 

@@ -14,8 +14,10 @@ use lifeboat_repo::{PruneReport, Repository};
 use crate::catalog::{BackupEntry, list_backups};
 use crate::{CoreError, Note};
 
+/// What a retention run may do.
 #[derive(Debug, Clone)]
 pub struct RetentionRequest {
+    /// The rules.
     pub retention: Retention,
     /// Delete even when the safety gate says no.
     pub force: bool,
@@ -28,16 +30,20 @@ pub struct RetentionRequest {
     /// With drills enabled: the backup ids a drill verified. Only those count as good: the
     /// newest verified backup is always kept, and nothing is deleted before one exists.
     pub verified: Option<Vec<String>>,
+    /// Lifeboat's state (the prune gate's lock).
     pub state_dir: PathBuf,
 }
 
+/// What a retention run decided and did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RetentionOutcome {
     /// Backup ids kept and deleted (or to be deleted, in a dry run).
     pub kept: Vec<String>,
+    /// Backup ids deleted (or to be, in a dry run).
     pub deleted: Vec<String>,
     /// Why nothing was deleted, when the safety gate refused.
     pub refused: Option<String>,
+    /// What the prune freed, when it ran.
     pub prune: Option<PruneReport>,
 }
 

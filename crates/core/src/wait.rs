@@ -14,6 +14,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays from `initial`, doubling up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
             next: initial,

@@ -14,33 +14,50 @@ use crate::CoreError;
 /// Everything the checks need about one container.
 #[derive(Debug, Clone)]
 pub struct ContainerFacts {
+    /// The container as the engine shows it.
     pub details: ContainerDetails,
+    /// Its memory use now, when running.
     pub memory: Option<MemoryUsage>,
+    /// The kernel killed it for memory at its last exit.
     pub oom_killed: bool,
+    /// How often the engine restarted it.
     pub restart_count: u64,
     /// The uid and gid the container's process runs as, when known.
     pub user: Option<(u32, u32)>,
     /// Config-looking files in the container's writable layer (not captured by a backup).
     pub layer_configs: Vec<String>,
+    /// What was found in each mount.
     pub mounts: Vec<MountFacts>,
 }
 
+/// What doctor found in one mount.
 #[derive(Debug, Clone, Default)]
 pub struct MountFacts {
+    /// Volume or bind.
     pub kind: Option<MountKind>,
+    /// Volume name or host path.
     pub name: String,
+    /// Where the container sees it.
     pub destination: String,
+    /// Mounted read-only.
     pub read_only: bool,
+    /// Its data is reachable from here.
     pub exists: bool,
+    /// The mount root's owner.
     pub uid: u32,
+    /// The mount root's group.
     pub gid: u32,
+    /// The mount root's permission bits.
     pub mode: u32,
+    /// Bytes seen (up to the walk limit).
     pub bytes: u64,
+    /// Entries seen.
     pub entries: usize,
     /// False when the walk stopped at the limit (sizes are then lower bounds).
     pub walked_all: bool,
     /// Regular files the container's user cannot read (first ones, relative paths).
     pub unreadable: Vec<String>,
+    /// Entries the container user could not read.
     pub unreadable_count: usize,
     /// Databases detected by their files, e.g. `SQLite (WAL) at agent.db`.
     pub databases: Vec<String>,

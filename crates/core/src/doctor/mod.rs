@@ -16,37 +16,51 @@ use crate::catalog::BackupEntry;
 use crate::{CoreError, list_backups};
 pub use facts::{ContainerFacts, MountFacts, free_bytes};
 
+/// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing; nothing to fix.
     Info,
+    /// Will likely make a backup or restore incomplete.
     Warning,
+    /// Will make a backup or restore fail.
     Error,
 }
 
+/// One thing doctor found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How bad it is.
     pub severity: Severity,
     /// Stable identifier for scripts, e.g. `resources.no_memory_limit`.
     pub check: &'static str,
+    /// What it found.
     pub message: String,
+    /// What to do about it.
     pub fix: String,
 }
 
+/// One container's findings.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerReport {
+    /// The container.
     pub container: String,
+    /// Its findings.
     pub findings: Vec<Finding>,
 }
 
+/// Everything doctor found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorReport {
     /// Findings about the repository, the engine and the host, not one container.
     pub general: Vec<Finding>,
+    /// Per container.
     pub containers: Vec<ContainerReport>,
 }
 
 impl DoctorReport {
+    /// The most severe finding, if any.
     pub fn worst(&self) -> Option<Severity> {
         self.general
             .iter()
@@ -56,8 +70,10 @@ impl DoctorReport {
     }
 }
 
+/// What doctor looks at and how far.
 #[derive(Debug, Clone)]
 pub struct DoctorRequest {
+    /// Where the host's root is mounted here.
     pub host_root: PathBuf,
     /// The local repository directory, for the free-space and writability checks.
     pub repo_dir: Option<PathBuf>,

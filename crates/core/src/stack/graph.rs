@@ -90,10 +90,18 @@ pub fn with_dependencies(all: &[BackupEntry], names: &[String]) -> Vec<String> {
     out
 }
 
+/// Why a stack cannot be ordered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphError {
+    /// Services that depend on each other, in a cycle.
     Cycle(Vec<String>),
-    Missing { service: String, dependency: String },
+    /// A dependency with no backup and not running here.
+    Missing {
+        /// The service.
+        service: String,
+        /// What it depends on.
+        dependency: String,
+    },
 }
 
 impl std::fmt::Display for GraphError {

@@ -51,6 +51,7 @@ pub struct StackPlan {
     pub shared_volumes: BTreeMap<String, SharedVolume>,
     /// The run every backup belongs to, when a complete run was found.
     pub run_id: Option<String>,
+    /// Remarks on the choice of backups and the order.
     pub notes: Vec<String>,
 }
 
@@ -63,12 +64,18 @@ pub struct SharedVolume {
     pub users: Vec<String>,
 }
 
+/// The backup a stack restores a service from.
 #[derive(Debug, Clone, Serialize)]
 pub struct StackBackup {
+    /// Its manifest snapshot.
     pub snapshot_id: String,
+    /// Its backup id.
     pub backup_id: String,
+    /// When it was taken (RFC 3339, UTC).
     pub started_at: String,
+    /// The run it belongs to.
     pub run_id: Option<String>,
+    /// Its manifest.
     #[serde(skip)]
     pub manifest: Manifest,
 }

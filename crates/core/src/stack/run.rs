@@ -15,10 +15,15 @@ use crate::{CoreError, Note};
 /// One service's result in a stack restore.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceResult {
+    /// The service.
     pub service: String,
+    /// It was restored and is ready.
     pub ok: bool,
+    /// Why not, when it failed.
     pub error: Option<String>,
+    /// How long it took.
     pub seconds: f64,
+    /// Its health at the end.
     pub health: Option<String>,
     /// The container it was restored as (differs with a name prefix).
     pub container: String,
