@@ -9,23 +9,29 @@ use std::time::Duration;
 use lifeboat_model::policy::{PolicyOptions, Retention, Schedule, parse_duration};
 use serde::Deserialize;
 
+/// Where the API listens without a setting.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 
 /// The file as written. Example in `deploy/lifeboat.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonOptions {
+    /// The `[daemon]` section.
     #[serde(default)]
     pub daemon: DaemonSection,
+    /// `[defaults]`: the policy every service starts from.
     #[serde(default)]
     pub defaults: PolicyOptions,
+    /// `[policies.NAME]`: named policies a label can pick.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyOptions>,
 }
 
+/// The `[daemon]` section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSection {
+    /// Where the API listens.
     pub listen: Option<String>,
     /// Serve `/metrics` and `/healthz` on their own listener too.
     pub metrics_listen: Option<String>,
@@ -55,37 +61,67 @@ pub struct DaemonSection {
 /// The validated settings the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct DaemonPlan {
+    /// Where the API listens.
     pub listen: SocketAddr,
+    /// Where `/metrics` listens on its own, when set.
     pub metrics_listen: Option<SocketAddr>,
+    /// Jobs at a time.
     pub concurrency: usize,
+    /// The most a scheduled start is delayed (capped at a tenth of the interval).
     pub jitter: Duration,
+    /// How late a backup may be, as a fraction of its interval, before the RPO counts as breached.
     pub rpo_tolerance: f64,
+    /// A backup smaller than this fraction of the previous one stops retention.
     pub shrink_ratio: f64,
+    /// Where failure and recovery events are posted.
     pub webhook_url: Option<String>,
+    /// Manage every container not labelled `lifeboat.enable=false`.
     pub enable_all: bool,
+    /// How long running jobs get to finish at SIGTERM.
     pub shutdown_grace: Duration,
     /// Only containers with this label (key, value) are managed.
     pub scope: Option<(String, String)>,
+    /// The API token file (generated when missing).
     pub token_file: PathBuf,
+    /// `[defaults]`: the policy every service starts from.
     pub defaults: PolicyOptions,
+    /// `[policies.NAME]`: named policies a label can pick.
     pub policies: BTreeMap<String, PolicyOptions>,
 }
 
+/// Why the config file is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {cause}")]
-    Read { path: String, cause: std::io::Error },
+    /// It cannot be read.
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    /// It is not valid TOML for this config.
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A setting has a bad value.
     #[error("{setting} = `{value}` is not valid: {why}")]
     Setting {
+        /// The setting.
         setting: &'static str,
+        /// Its value.
         value: String,
+        /// What is wrong.
         why: String,
     },
 }
 
 impl DaemonOptions {
+    /// Reads and parses the config file (validation comes with the plan).
     pub fn load(path: &Path) -> Result<DaemonOptions, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.display().to_string(),

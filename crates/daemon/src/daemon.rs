@@ -22,49 +22,78 @@ use crate::store::{Job, Store};
 /// Where Lifeboat's data lives; the same settings the CLI commands take.
 #[derive(Debug, Clone)]
 pub struct RunEnv {
+    /// Lifeboat's state directory.
     pub state_dir: PathBuf,
+    /// Where the host's root is mounted here.
     pub host_root: PathBuf,
+    /// This host's name.
     pub hostname: String,
+    /// The repository.
     pub repo: RepoLocation,
+    /// Its password.
     pub password: String,
 }
 
+/// A service the daemon manages (a container and its policy).
 #[derive(Debug, Clone)]
 pub struct Service {
+    /// The container name.
     pub name: String,
     /// False once its container is gone (its backups and history remain).
     pub present: bool,
+    /// Its merged, validated policy (none when invalid).
     pub policy: Option<Policy>,
+    /// The policy's fingerprint.
     pub policy_sha256: Option<String>,
     /// Why the labels or config give no valid policy (the service is not protected).
     pub policy_error: Option<String>,
+    /// Its newest finished backup job.
     pub last_job: Option<Job>,
+    /// Its newest successful backup job.
     pub last_success: Option<Job>,
+    /// Backup failures since the daemon started.
     pub failures: u64,
     /// The newest finished drill, and the newest successful one (the last verified restore).
     pub last_drill: Option<Job>,
+    /// Its newest successful drill.
     pub last_verified: Option<Job>,
     /// Committed backups in the repository (known after the first listing).
     pub snapshots: Option<usize>,
+    /// When the daemon first saw it.
     pub first_seen: Timestamp,
 }
 
+/// The daemon's mutable state.
 pub struct State {
+    /// When each service runs next.
     pub scheduler: Scheduler<i64>,
+    /// The managed services, by name.
     pub services: BTreeMap<String, Service>,
 }
 
+/// The running daemon, shared by its threads and the API.
 pub struct Daemon {
+    /// The validated configuration.
     pub plan: DaemonPlan,
+    /// Where it runs.
     pub env: RunEnv,
+    /// The Docker engine.
     pub engine: Arc<dyn Engine>,
+    /// The job history.
     pub store: Mutex<Store>,
+    /// Services and schedule.
     pub state: Mutex<State>,
+    /// Webhooks and pings.
     pub notifier: Notifier,
+    /// The API token.
     pub token: String,
+    /// Wakes the scheduler loop (a job was queued).
     pub wake: tokio::sync::Notify,
+    /// SIGTERM arrived: no new jobs.
     pub stopping: AtomicBool,
+    /// When the daemon started.
     pub started_at: Timestamp,
+    /// Jobs started since then.
     pub jobs_started: AtomicU64,
 }
 
@@ -83,27 +112,43 @@ pub enum Rpo {
 /// A service as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
+    /// The container name.
     pub name: String,
+    /// Its container exists now.
     pub present: bool,
     /// `ok`, `running`, `failing`, `never`, `missing` (container gone), `invalid` (policy).
     pub status: String,
+    /// Its merged, validated policy (none when invalid).
     pub policy: Option<Policy>,
+    /// The policy's fingerprint.
     pub policy_sha256: Option<String>,
+    /// Why its policy is invalid, when it is.
     pub policy_error: Option<String>,
+    /// Its newest finished backup job.
     pub last_job: Option<Job>,
+    /// When its newest backup succeeded (RFC 3339).
     pub last_success_at: Option<String>,
+    /// How long ago that was.
     pub last_success_age_seconds: Option<i64>,
+    /// Its next scheduled backup (RFC 3339).
     pub next_run: Option<String>,
+    /// Its backup interval.
     pub interval_seconds: Option<u64>,
+    /// The recovery point objective it is held to.
     pub rpo_seconds: Option<u64>,
+    /// Whether that objective holds now.
     pub rpo: Rpo,
+    /// Its committed backups in the repository.
     pub snapshots: Option<usize>,
+    /// Backup failures since the daemon started.
     pub failures_total: u64,
     /// When a drill last restored, started and probed a backup of this service.
     pub last_verified_at: Option<String>,
+    /// The newest backup a drill verified.
     pub last_verified_backup: Option<String>,
     /// The newest drill failed.
     pub last_drill_failed: bool,
+    /// Its next scheduled drill (RFC 3339).
     pub next_drill: Option<String>,
 }
 
@@ -112,12 +157,14 @@ fn parse_ts(s: &Option<String>) -> Option<Timestamp> {
 }
 
 impl Service {
+    /// When its newest backup succeeded.
     pub fn last_success_time(&self) -> Option<Timestamp> {
         self.last_success
             .as_ref()
             .and_then(|j| parse_ts(&j.finished_at))
     }
 
+    /// What the API and the dashboard show of it.
     pub fn view(&self, state: &State, tolerance: f64, now: Timestamp) -> ServiceView {
         let interval = self
             .policy
@@ -197,14 +244,17 @@ impl Service {
 }
 
 impl Daemon {
+    /// The state, locked.
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The job history, locked.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every service as the API shows it.
     pub fn services_view(&self) -> Vec<ServiceView> {
         let now = Timestamp::now();
         let st = self.state();

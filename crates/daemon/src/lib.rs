@@ -12,6 +12,8 @@
 //! Never: block an async task on the engine or the repository (both are synchronous and
 //! run on blocking threads), or let the HTTP layer touch the domain crates directly.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod daemon;

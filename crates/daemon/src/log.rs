@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+/// Logs one JSON line on stderr, secrets scrubbed.
 pub fn log_line(level: &str, msg: &str, fields: serde_json::Value) {
     let mut obj = serde_json::json!({
         "time": lifeboat_model::format_timestamp(Timestamp::now()),

@@ -11,6 +11,7 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The Prometheus text of every metric.
 pub fn render(d: &Daemon) -> String {
     let views = d.services_view();
     let mut out = String::new();

@@ -15,10 +15,13 @@ use tokio::net::TcpStream;
 
 use crate::log::log_line;
 
+/// Sends webhooks and pings without blocking the daemon.
 pub struct Notifier {
     rt: tokio::runtime::Handle,
     webhook_url: Option<String>,
+    /// Notifications delivered.
     pub sent: Arc<AtomicU64>,
+    /// Notifications that failed after retries.
     pub failed: Arc<AtomicU64>,
 }
 
@@ -64,6 +67,7 @@ pub async fn http_request(method: &str, url: &str, body: Option<String>) -> Resu
 }
 
 impl Notifier {
+    /// A notifier posting to `webhook_url` on runtime `rt`.
     pub fn new(rt: tokio::runtime::Handle, webhook_url: Option<String>) -> Self {
         Notifier {
             rt,

@@ -11,14 +11,19 @@ use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
 
+/// Why a job was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
+    /// No managed service of that name (404).
     #[error("no managed service `{0}` (label its container lifeboat.enable=true)")]
     Unknown(String),
+    /// Its policy is invalid: the service and why (409).
     #[error("`{0}` has no valid policy: {1}")]
     Invalid(String, String),
+    /// The daemon is shutting down (503).
     #[error("the daemon is shutting down; try again after it restarts")]
     Stopping,
+    /// The job history failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }

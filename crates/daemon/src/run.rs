@@ -18,16 +18,31 @@ use crate::notify::Notifier;
 use crate::scheduler::{Scheduler, Start};
 use crate::store::Store;
 
+/// Why the daemon cannot start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The job history failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(
         "cannot listen on {addr}: {cause}; is another daemon running? Pick another with --listen"
     )]
-    Listen { addr: String, cause: std::io::Error },
+    /// The API address cannot be bound.
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
     #[error("API token file {path}: {cause}")]
-    Token { path: String, cause: std::io::Error },
+    /// The token file cannot be read or written.
+    Token {
+        /// The file.
+        path: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// The async runtime cannot start.
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
 }

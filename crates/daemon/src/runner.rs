@@ -24,11 +24,15 @@ use crate::store::JobEnd;
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreJob {
+    /// This backup (snapshot or backup id).
     pub snapshot: Option<String>,
+    /// Restore side by side under this name.
     #[serde(rename = "as")]
     pub as_name: Option<String>,
+    /// Replace what exists (after a safety backup); for a prune: past the safety gate.
     #[serde(default)]
     pub force: bool,
+    /// Say what would be done; change nothing.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -51,6 +55,7 @@ impl RestoreJob {
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneJob {
+    /// Replace what exists (after a safety backup); for a prune: past the safety gate.
     #[serde(default)]
     pub force: bool,
 }
@@ -293,6 +298,7 @@ impl Daemon {
         }
     }
 
+    /// Records how many backups a service has (metrics, dashboard).
     pub fn set_snapshot_count(&self, service: &str, n: usize) {
         if let Some(s) = self.state().services.get_mut(service) {
             s.snapshots = Some(n);

@@ -31,6 +31,7 @@ struct Entry<T> {
     queue: VecDeque<(Timestamp, T)>,
 }
 
+/// When each service runs next: pure logic on an injected clock.
 #[derive(Debug)]
 pub struct Scheduler<T> {
     entries: BTreeMap<String, Entry<T>>,
@@ -57,6 +58,7 @@ fn jittered(name: &str, schedule: &Schedule, slot: Timestamp, jitter: Duration) 
 }
 
 impl<T> Scheduler<T> {
+    /// A scheduler running at most `limit` jobs at once, starts delayed by up to `jitter`.
     pub fn new(limit: usize, jitter: Duration) -> Self {
         Scheduler {
             entries: BTreeMap::new(),
@@ -141,14 +143,17 @@ impl<T> Scheduler<T> {
             .push_back((now, job));
     }
 
+    /// Jobs running now.
     pub fn running(&self) -> usize {
         self.entries.values().filter(|e| e.running).count()
     }
 
+    /// Whether a job of `name` runs now.
     pub fn is_running(&self, name: &str) -> bool {
         self.entries.get(name).is_some_and(|e| e.running)
     }
 
+    /// When `name` runs next.
     pub fn next_run(&self, name: &str) -> Option<Timestamp> {
         self.entries.get(name).and_then(|e| e.next)
     }

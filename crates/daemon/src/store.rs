@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+/// The job history failed: which file, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("job history {path}: {cause}; check the state directory's disk and permissions")]
 pub struct StoreError {
@@ -18,21 +19,35 @@ pub struct StoreError {
 /// One job as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
+    /// The job id.
     pub id: i64,
+    /// What it does.
     pub kind: JobKind,
+    /// The service.
     pub service: String,
     /// `schedule` or `api`.
     pub trigger: String,
+    /// Where it is.
     pub state: JobState,
+    /// When it was queued (RFC 3339).
     pub queued_at: String,
+    /// When it started.
     pub started_at: Option<String>,
+    /// When it ended.
     pub finished_at: Option<String>,
+    /// How long it ran.
     pub duration_seconds: Option<f64>,
+    /// Bytes the repository grew by.
     pub bytes_added: Option<i64>,
+    /// Bytes read.
     pub bytes_total: Option<i64>,
+    /// The manifest snapshot it wrote or read.
     pub snapshot_id: Option<String>,
+    /// The backup it wrote or read.
     pub backup_id: Option<String>,
+    /// The policy's fingerprint when it ran.
     pub policy_sha256: Option<String>,
+    /// Why it failed (secrets scrubbed).
     pub error: Option<String>,
     /// Kind-specific JSON (restore options, retention outcome).
     pub detail: Option<serde_json::Value>,
@@ -41,12 +56,19 @@ pub struct Job {
 /// What a finished job reports.
 #[derive(Debug, Clone, Default)]
 pub struct JobEnd {
+    /// It succeeded.
     pub ok: bool,
+    /// Bytes the repository grew by.
     pub bytes_added: Option<u64>,
+    /// Bytes read.
     pub bytes_total: Option<u64>,
+    /// The manifest snapshot it wrote or read.
     pub snapshot_id: Option<String>,
+    /// The backup it wrote or read.
     pub backup_id: Option<String>,
+    /// Why it failed (secrets scrubbed).
     pub error: Option<String>,
+    /// Kind-specific JSON.
     pub detail: Option<serde_json::Value>,
 }
 
@@ -65,15 +87,20 @@ impl JobEnd {
 /// One entry of the policy log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyChange {
+    /// The service.
     pub service: String,
+    /// The policy's fingerprint.
     pub sha256: String,
+    /// The policy, as JSON.
     pub policy: serde_json::Value,
+    /// When this version was first seen.
     pub recorded_at: String,
 }
 
 /// See [`Store::last_backups`].
 pub type LastBackups = (Option<Job>, Option<Job>, Option<Job>);
 
+/// The job history and policy log (SQLite).
 pub struct Store {
     conn: Connection,
     path: String,
@@ -136,6 +163,7 @@ fn now() -> String {
 }
 
 impl Store {
+    /// Opens (or creates) the history.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let err = |cause| StoreError {
@@ -173,6 +201,7 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// Records a queued job; returns its id.
     pub fn queue(
         &self,
         kind: JobKind,
@@ -196,6 +225,7 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Marks a job running.
     pub fn start(&self, id: i64, policy_sha256: Option<&str>) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -206,6 +236,7 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// Records how a job ended.
     pub fn finish(&self, id: i64, seconds: f64, end: &JobEnd) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -234,6 +265,7 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// One job by id.
     pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         self.conn
             .query_row(
