@@ -107,6 +107,9 @@ struct Sandbox {
     containers: Vec<String>,
     volumes: Vec<String>,
     bind_paths: Vec<PathBuf>,
+    /// Committed layers the copies are created from (loaded for the drill, removed after it
+    /// unless something else uses them).
+    images: Vec<String>,
 }
 
 fn sandbox_name(drill: &str, service: &str) -> String {
@@ -121,6 +124,7 @@ impl Sandbox {
             containers: Vec::new(),
             volumes: Vec::new(),
             bind_paths: Vec::new(),
+            images: Vec::new(),
             id,
         };
         for (service, b) in &plan.backups {
@@ -135,6 +139,12 @@ impl Sandbox {
                 }
             }
             s.containers.push(name);
+            let committed = format!("{}:", lifeboat_capture::LAYER_BY_COMMIT);
+            s.images.extend(b.manifest.parts.iter().filter_map(|p| {
+                (p.kind == lifeboat_model::PartKind::Layer)
+                    .then(|| p.name.strip_prefix(&committed).map(String::from))
+                    .flatten()
+            }));
         }
         s
     }
@@ -164,6 +174,10 @@ impl Sandbox {
             if let Err(e) = r {
                 problems.push(format!("path {}: {e}", p.display()));
             }
+        }
+        for image in &self.images {
+            // Refused while a container (production restored from it) uses it: then it stays.
+            let _ = engine.remove_image(image);
         }
         if let Ok(Some(_)) = engine.network_driver(&self.network)
             && let Err(e) = engine.remove_network(&self.network)

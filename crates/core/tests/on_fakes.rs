@@ -351,3 +351,83 @@ fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_fir
             .any(|s| s.id == vol(&w.manifest))
     );
 }
+
+#[test]
+fn a_drill_restores_into_its_sandbox_probes_and_leaves_production_and_nothing_else() {
+    let (dir, engine, repo) = world();
+    mounting(&engine, "agent", "spool");
+    let mut config = engine.container("agent").unwrap().unwrap().config;
+    config
+        .labels
+        .insert("lifeboat.probe".into(), "answer".into());
+    engine.remove_container("agent").unwrap();
+    engine.create_container("agent", &config).unwrap();
+    engine.start_container("agent").unwrap();
+    backup_container(&engine, &repo, "agent", &request(dir.path()), &quiet).unwrap();
+    let mark = engine.calls().len();
+    let before_containers = engine.container_names().unwrap();
+    let before_volumes = engine.volume_names().unwrap();
+    // The probe answers in the copy only: production must not be probed.
+    engine.on_exec(|container, cmd| lifeboat_docker::ExecOutput {
+        exit_code: Some(if container.starts_with("lbdrill-") {
+            0
+        } else {
+            9
+        }),
+        output: format!("{container}: {}", cmd.join(" ")),
+    });
+    let report = lifeboat_core::drill::run_drill(
+        &engine,
+        &repo,
+        &lifeboat_core::drill::DrillRequest {
+            selection: Selection::Names(vec!["agent".into()]),
+            at: None,
+            timeout: Duration::from_secs(30),
+            backup: request(dir.path()),
+        },
+        &quiet,
+    )
+    .unwrap();
+    assert!(report.ok, "{report:?}");
+    let service = &report.services[0];
+    assert!(service.sandbox_container.starts_with(&report.drill_id));
+    assert!(
+        service
+            .probes
+            .iter()
+            .any(|p| p.ok && p.output.starts_with("lbdrill-"))
+    );
+    assert_eq!(
+        engine.container_names().unwrap(),
+        before_containers,
+        "sandbox gone"
+    );
+    assert_eq!(engine.volume_names().unwrap(), before_volumes);
+    assert!(
+        engine.network_names().unwrap().is_empty(),
+        "the sandbox network is gone"
+    );
+    let calls = engine.calls()[mark..].to_vec();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("create network lbdrill-")),
+        "it ran on its own network: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.ends_with(" agent")),
+        "production untouched: {calls:?}"
+    );
+    // The committed layer it loaded for the copy is removed with the sandbox.
+    assert!(
+        calls
+            .last()
+            .is_some_and(|c| c.starts_with("remove network"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("remove image sha256:commit-")),
+        "{calls:?}"
+    );
+}
