@@ -440,14 +440,21 @@ fn delete_orphans(repo: &dyn Repository, container: &str, host: &str) -> Result<
         .filter(|s| s.tags.iter().any(|t| t == tags::MANIFEST))
         .filter_map(|s| tags::value(&s.tags, "backup"))
         .collect();
-    // A part a committed backup refers to is never an orphan, whichever backup it is
-    // tagged with (a volume shared in a run).
-    let referenced = crate::catalog::referenced_parts(repo)?;
-    let orphans: Vec<String> = snaps
+    let candidates: Vec<String> = snaps
         .iter()
         .filter(|s| tags::value(&s.tags, "backup").is_some_and(|b| !committed.contains(b)))
-        .filter(|s| !referenced.contains(&s.id))
         .map(|s| s.id.clone())
+        .collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    // A part a committed backup refers to is never an orphan, whichever backup it is
+    // tagged with (a volume shared in a run). Read only when there are candidates: it lists
+    // every manifest of the repository.
+    let referenced = crate::catalog::referenced_parts(repo)?;
+    let orphans: Vec<String> = candidates
+        .into_iter()
+        .filter(|id| !referenced.contains(id))
         .collect();
     if !orphans.is_empty() {
         repo.delete(&orphans)?;
