@@ -161,7 +161,7 @@ pub fn backup_container(
         info.depends_on = found.depends_on;
         if !found.files.is_empty() {
             let dir = staging.path().join("compose");
-            crate::compose::stage(&found.files, &req.host_root, &dir)?;
+            crate::compose::stage(info, &found.files, &req.host_root, &dir)?;
             note(&format!(
                 "{}: compose project files: {}",
                 details.name,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_capture::under_root;
 use lifeboat_model::ComposeInfo;
+use lifeboat_safepath::Beneath;
 
 use crate::{CoreError, Note};
 
@@ -66,12 +67,31 @@ fn dependency_names(v: &serde_yaml::Value) -> Vec<String> {
     }
 }
 
-fn read_small(path: &Path) -> Option<Vec<u8>> {
-    let m = std::fs::symlink_metadata(path).ok()?;
-    if !m.is_file() || m.len() > MAX_FILE {
-        return None;
-    }
-    std::fs::read(path).ok()
+/// Opens a project file for reading: beneath the project directory when it is there (a
+/// container may bind-mount that directory and plant symlinks in it), else the path itself
+/// without following its last component. Only regular files up to [`MAX_FILE`].
+fn open_small(project_dir: Option<&str>, host_root: &Path, path: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match project_dir.and_then(|d| Path::new(path).strip_prefix(d).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => {
+            Beneath::open(&under_root(host_root, project_dir?))
+                .and_then(|b| b.open_file(rel))
+                .ok()?
+        }
+        _ => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(under_root(host_root, path))
+            .ok()?,
+    };
+    let m = file.metadata().ok()?;
+    (m.is_file() && m.len() <= MAX_FILE).then_some(file)
+}
+
+fn read_small(project_dir: Option<&str>, host_root: &Path, path: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut open_small(project_dir, host_root, path)?, &mut out).ok()?;
+    Some(out)
 }
 
 /// The files of `info`'s project and what they say of `info.service`, read under
@@ -90,7 +110,7 @@ pub(crate) fn discover(info: &ComposeInfo, host_root: &Path) -> ProjectFiles {
         .map(|s| resolve(dir, s))
         .collect();
     for config in configs {
-        let Some(text) = read_small(&under_root(host_root, &config)) else {
+        let Some(text) = read_small(dir, host_root, &config) else {
             continue;
         };
         files.insert(config.clone());
@@ -106,7 +126,7 @@ pub(crate) fn discover(info: &ComposeInfo, host_root: &Path) -> ProjectFiles {
             if let Some(env) = service.get("env_file") {
                 for f in strings(env) {
                     let path = resolve(base.as_deref(), &f);
-                    if read_small(&under_root(host_root, &path)).is_some() {
+                    if open_small(dir, host_root, &path).is_some() {
                         files.insert(path);
                     }
                 }
@@ -120,7 +140,7 @@ pub(crate) fn discover(info: &ComposeInfo, host_root: &Path) -> ProjectFiles {
     }
     if let Some(d) = dir {
         let env = resolve(Some(d), ".env");
-        if read_small(&under_root(host_root, &env)).is_some() {
+        if open_small(Some(d), host_root, &env).is_some() {
             files.insert(env);
         }
     }
@@ -130,45 +150,74 @@ pub(crate) fn discover(info: &ComposeInfo, host_root: &Path) -> ProjectFiles {
     }
 }
 
-/// Copies `files` (host paths) into `staged` under their absolute paths, keeping mode and
-/// owner; the staged tree is backed up as the `compose` part.
-pub(crate) fn stage(files: &[String], host_root: &Path, staged: &Path) -> Result<(), CoreError> {
+/// Copies `files` (host paths) into `staged` under their absolute paths, keeping mode, owner
+/// and time; read as [`discover`] reads them. The staged tree is the `compose` part.
+pub(crate) fn stage(
+    info: &ComposeInfo,
+    files: &[String],
+    host_root: &Path,
+    staged: &Path,
+) -> Result<(), CoreError> {
     for f in files {
-        let from = under_root(host_root, f);
+        let Some(mut from) = open_small(info.working_dir.as_deref(), host_root, f) else {
+            continue;
+        };
         let to = staged.join(f.trim_start_matches('/'));
         if let Some(p) = to.parent() {
             std::fs::create_dir_all(p).map_err(CoreError::io("staging", p.display()))?;
         }
-        std::fs::copy(&from, &to).map_err(CoreError::io("copying", from.display()))?;
-        if let Ok(m) = std::fs::metadata(&from) {
-            keep_owner_and_time(&to, &m);
+        let mut out = std::fs::File::create(&to).map_err(CoreError::io("staging", to.display()))?;
+        std::io::copy(&mut from, &mut out).map_err(CoreError::io("copying", f))?;
+        if let Ok(m) = from.metadata() {
+            keep_meta(&out, &m);
         }
     }
     Ok(())
 }
 
-/// Gives `path` the owner and modification time of `like` (mode comes with the copy).
-fn keep_owner_and_time(path: &Path, like: &std::fs::Metadata) {
-    use std::os::unix::fs::MetadataExt;
-    let _ = std::os::unix::fs::chown(path, Some(like.uid()), Some(like.gid()));
-    if let (Ok(f), Ok(t)) = (
-        std::fs::File::options().write(true).open(path),
-        like.modified(),
-    ) {
+/// Gives the open file `f` the owner, mode and modification time of `like`.
+fn keep_meta(f: &std::fs::File, like: &std::fs::Metadata) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _ = std::os::unix::fs::fchown(f, Some(like.uid()), Some(like.gid()));
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(like.mode() & 0o7777));
+    if let Ok(t) = like.modified() {
         let _ = f.set_modified(t);
     }
 }
 
-/// Puts the compose part's files back: at their own paths when they are missing (an existing
-/// file is kept, unless `force`), or all of them under `files_to`. Returns the paths written.
+/// Puts the compose part's files back: under the project directory the manifest names,
+/// when they are missing (an existing file is kept, unless `force`), or all of them under
+/// `files_to`. A snapshot is hostile input: a file outside the project directory is not
+/// written there (only under `files_to`), and nothing is written through a symlink (the
+/// project directory may be bind-mounted into a container). Returns the paths written.
 pub(crate) fn put_back(
     repo: &dyn crate::Repository,
     part: &lifeboat_model::Part,
+    info: Option<&ComposeInfo>,
     host_root: &Path,
     files_to: Option<&Path>,
     force: bool,
     note: Note<'_>,
 ) -> Result<Vec<PathBuf>, CoreError> {
+    let project = info
+        .and_then(|i| i.working_dir.clone())
+        .filter(|d| lifeboat_model::names::bind_path(d).is_ok());
+    let (root, prefix) = match (files_to, &project) {
+        (Some(dir), _) => (dir.to_path_buf(), String::new()),
+        (None, Some(d)) => (
+            under_root(host_root, d),
+            format!("{}/", d.trim_end_matches('/')),
+        ),
+        (None, None) => {
+            note(
+                "the backup names no project directory: its compose files are not put back \
+                  (use --files-to DIR)",
+            );
+            return Ok(Vec::new());
+        }
+    };
+    std::fs::create_dir_all(&root).map_err(CoreError::io("creating", root.display()))?;
+    let beneath = Beneath::open(&root).map_err(CoreError::io("opening", root.display()))?;
     let scratch = tempfile::tempdir().map_err(CoreError::io("creating", "a scratch directory"))?;
     repo.restore_dir(&part.snapshot_id, &part.snapshot_path, scratch.path())?;
     let mut written = Vec::new();
@@ -177,32 +226,53 @@ pub(crate) fn put_back(
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
     {
-        let rel = entry
+        let stored = entry
             .path()
             .strip_prefix(scratch.path())
             .unwrap_or(entry.path());
-        let dest = match files_to {
-            Some(dir) => dir.join(rel),
-            None => under_root(host_root, &format!("/{}", rel.display())),
-        };
-        if std::fs::symlink_metadata(&dest).is_ok() && !force {
-            note(&format!("kept the existing {}", dest.display()));
+        let host_path = format!("/{}", stored.display());
+        let rel = if files_to.is_some() {
+            stored.to_path_buf()
+        } else if let Some(inside) = host_path.strip_prefix(&prefix) {
+            PathBuf::from(inside)
+        } else {
+            note(&format!(
+                "{host_path} is outside the project directory: not put back (use --files-to)"
+            ));
             continue;
+        };
+        let shown = root.join(&rel);
+        let put = write_file(&beneath, &rel, entry.path(), force)
+            .map_err(CoreError::io("putting back", shown.display()))?;
+        if put {
+            note(&format!("put back {}", shown.display()));
+            written.push(shown);
+        } else {
+            note(&format!("kept the existing {}", shown.display()));
         }
-        if let Some(p) = dest.parent() {
-            std::fs::create_dir_all(p).map_err(CoreError::io("creating", p.display()))?;
-        }
-        // Written next to it, then renamed: a half-written compose file never appears.
-        let tmp = dest.with_extension("lifeboat-tmp");
-        std::fs::copy(entry.path(), &tmp).map_err(CoreError::io("writing", tmp.display()))?;
-        if let Ok(m) = entry.metadata() {
-            keep_owner_and_time(&tmp, &m);
-        }
-        std::fs::rename(&tmp, &dest).map_err(CoreError::io("writing", dest.display()))?;
-        note(&format!("put back {}", dest.display()));
-        written.push(dest);
     }
     Ok(written)
+}
+
+/// Writes `from` to `rel` beneath `root`: next to it first, then renamed over it, so a
+/// half-written compose file never appears; no symlink is followed. `false` when it exists
+/// and `force` is off.
+fn write_file(root: &Beneath, rel: &Path, from: &Path, force: bool) -> std::io::Result<bool> {
+    use lifeboat_safepath::Access;
+    let dest = root.locate_creating_parents(rel)?;
+    if dest.identity().is_ok() && !force {
+        return Ok(false);
+    }
+    let mut tmp_name = rel.as_os_str().to_owned();
+    tmp_name.push(".lifeboat-tmp");
+    let tmp = root.locate(Path::new(&tmp_name))?;
+    let mut out = tmp.open_file(Access::Write, true)?;
+    out.set_len(0)?;
+    let mut src = std::fs::File::open(from)?;
+    std::io::copy(&mut src, &mut out)?;
+    keep_meta(&out, &src.metadata()?);
+    tmp.rename_to(&dest)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -252,5 +322,127 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(discover(&info, Path::new("/")), ProjectFiles::default());
+    }
+
+    /// A compose part as a snapshot of `files` (absolute path, content), in a real
+    /// repository.
+    fn stored(
+        dir: &Path,
+        files: &[(&Path, &str)],
+    ) -> (lifeboat_repo::RusticRepository, lifeboat_model::Part) {
+        use lifeboat_repo::Repository;
+        let staged = dir.join("staged");
+        for (path, body) in files {
+            let to = staged.join(path.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, body).unwrap();
+        }
+        let loc = lifeboat_repo::RepoLocation(dir.join("repo").display().to_string());
+        let repo = lifeboat_repo::RusticRepository::init(&loc, "pw", None).unwrap();
+        let r = repo
+            .backup_dir(&lifeboat_repo::DirBackup {
+                source: &staged,
+                as_path: "/compose",
+                tags: &[],
+                description: None,
+                exclude: &[],
+            })
+            .unwrap();
+        let part = lifeboat_model::Part {
+            kind: lifeboat_model::PartKind::Compose,
+            name: "compose".into(),
+            belongs_to: None,
+            snapshot_path: "/compose".into(),
+            snapshot_id: r.snapshot_id,
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            added_bytes: 0,
+        };
+        (repo, part)
+    }
+
+    #[test]
+    fn a_hostile_compose_part_writes_only_inside_the_project_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let proj = d.path().join("proj");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let pwned = outside.join("pwned");
+        let env = proj.join(".env");
+        let (repo, part) = stored(d.path(), &[(&env, "TAG=1\n"), (&pwned, "evil")]);
+        let info = ComposeInfo {
+            working_dir: Some(proj.display().to_string()),
+            ..Default::default()
+        };
+        let put = put_back(
+            &repo,
+            &part,
+            Some(&info),
+            Path::new("/"),
+            None,
+            false,
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(put, std::slice::from_ref(&env));
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), "TAG=1\n");
+        assert!(
+            !pwned.exists(),
+            "nothing is written outside the project directory"
+        );
+        // Under --files-to everything lands below that directory, and only there.
+        let to = d.path().join("files-to");
+        put_back(
+            &repo,
+            &part,
+            Some(&info),
+            Path::new("/"),
+            Some(&to),
+            false,
+            &|_| {},
+        )
+        .unwrap();
+        assert!(to.join(pwned.strip_prefix("/").unwrap()).is_file());
+        assert!(!pwned.exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_in_the_project_directory_is_never_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let proj = d.path().join("proj");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&proj).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(&outside, proj.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), proj.join(".env")).unwrap();
+        let (repo, part) = stored(
+            d.path(),
+            &[
+                (&proj.join("sub/a.env"), "evil"),
+                (&proj.join(".env"), "evil"),
+            ],
+        );
+        let info = ComposeInfo {
+            working_dir: Some(proj.display().to_string()),
+            ..Default::default()
+        };
+        // Forced, so that the existing `.env` symlink is replaced, not written through.
+        let r = put_back(
+            &repo,
+            &part,
+            Some(&info),
+            Path::new("/"),
+            None,
+            true,
+            &|_| {},
+        );
+        assert!(r.is_err(), "the symlinked directory is refused: {r:?}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "host"
+        );
+        assert!(!outside.join("a.env").exists());
     }
 }

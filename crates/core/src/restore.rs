@@ -339,7 +339,8 @@ pub fn restore_container(
     {
         let host_root = &req.backup.host_root;
         let to = req.files_to.as_deref();
-        crate::compose::put_back(repo, part, host_root, to, req.force, note)?;
+        let info = plan.manifest.compose.as_ref();
+        crate::compose::put_back(repo, part, info, host_root, to, req.force, note)?;
     }
     restore_data(engine, repo, &plan, req, &mut outcome, note)?;
     create_and_start(engine, repo, &plan, req, &mut outcome, note)?;

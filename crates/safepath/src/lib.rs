@@ -282,6 +282,17 @@ impl Located {
         Ok((st.st_dev, st.st_ino))
     }
 
+    /// Renames this item to `to` (both reached beneath their roots; neither followed).
+    pub fn rename_to(&self, to: &Located) -> io::Result<()> {
+        nix::fcntl::renameat(
+            &self.dir,
+            self.name.as_os_str(),
+            &to.dir,
+            to.name.as_os_str(),
+        )
+        .map_err(errno)
+    }
+
     /// Opens the directory at this place, never through a symlink.
     pub fn open_dir(&self) -> io::Result<OwnedFd> {
         Beneath::open_child_dir(&self.dir, &self.name)

@@ -87,15 +87,15 @@ pub fn restore_stack(
     }
     // The project's files, once for the whole stack (never from a drill's sandbox).
     if request.sandbox_network.is_none()
-        && let Some(part) = plan.backups.values().find_map(|b| {
-            b.manifest
-                .parts
-                .iter()
-                .find(|p| p.kind == PartKind::Compose)
+        && let Some((part, info)) = plan.backups.values().find_map(|b| {
+            let m = &b.manifest;
+            let part = m.parts.iter().find(|p| p.kind == PartKind::Compose)?;
+            Some((part, m.compose.as_ref()))
         })
         && let Err(e) = crate::compose::put_back(
             repo,
             part,
+            info,
             &request.backup.host_root,
             request.files_to.as_deref(),
             request.force,
