@@ -374,17 +374,10 @@ fn drill_in(
     note: Note<'_>,
 ) -> Result<Vec<DrillService>, CoreError> {
     let restore = RestoreRequest {
-        snapshot: None,
-        at: None,
-        as_name: None,
-        force: false,
         sandbox_network: Some(sandbox.network.clone()),
-        dry_run: false,
         health_timeout: req.timeout,
-        backup: req.backup.clone(),
-        shared_volumes: Default::default(),
         compose_files: false,
-        files_to: None,
+        ..RestoreRequest::new(req.backup.clone())
     };
     let drill = sandbox.id.clone();
     let rename = move |s: &str| Some(sandbox_name(&drill, s));

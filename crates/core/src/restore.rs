@@ -83,6 +83,26 @@ struct Target {
     name: String,
 }
 
+impl RestoreRequest {
+    /// The newest backup, in place, nothing forced, the compose files put back, a 120 s
+    /// health wait. Callers change what their user asked for.
+    pub fn new(backup: BackupRequest) -> RestoreRequest {
+        RestoreRequest {
+            snapshot: None,
+            at: None,
+            as_name: None,
+            force: false,
+            sandbox_network: None,
+            dry_run: false,
+            health_timeout: Duration::from_secs(120),
+            backup,
+            shared_volumes: BTreeMap::new(),
+            compose_files: true,
+            files_to: None,
+        }
+    }
+}
+
 /// A volume's name in a copy restored `--as` (or into a drill's sandbox).
 pub(crate) fn renamed_volume(volume: &str, as_name: Option<&str>) -> String {
     match as_name {

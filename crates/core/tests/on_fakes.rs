@@ -28,17 +28,8 @@ fn request(state: &Path) -> BackupRequest {
 
 fn restore_request(state: &Path) -> RestoreRequest {
     RestoreRequest {
-        snapshot: None,
-        at: None,
-        as_name: None,
-        force: false,
-        sandbox_network: None,
-        dry_run: false,
         health_timeout: Duration::from_secs(5),
-        backup: request(state),
-        shared_volumes: Default::default(),
-        compose_files: true,
-        files_to: None,
+        ..RestoreRequest::new(request(state))
     }
 }
 
@@ -295,7 +286,10 @@ fn a_volume_two_services_share_is_restored_once_and_mounted_by_both() {
 
 #[test]
 fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_first_backup() {
-    let (dir, engine, repo) = world();
+    // Deleting snapshots is the repository's work: this one runs on the real engine.
+    let (dir, engine, _) = world();
+    let loc = lifeboat_repo::RepoLocation(dir.path().join("repo").display().to_string());
+    let repo = lifeboat_repo::RusticRepository::init(&loc, "pw", None).unwrap();
     mounting(&engine, "agent", "spool");
     mounting(&engine, "web", "spool");
     let mut req = request(dir.path());

@@ -365,16 +365,10 @@ impl Daemon {
         };
         let req = RestoreRequest {
             snapshot: r.snapshot.clone(),
-            at: None,
             as_name: r.as_name.clone(),
             force: r.force,
-            sandbox_network: None,
             dry_run: r.dry_run,
-            health_timeout: Duration::from_secs(120),
-            backup,
-            shared_volumes: Default::default(),
-            compose_files: true,
-            files_to: None,
+            ..RestoreRequest::new(backup)
         };
         let repo = match self.open_repo() {
             Ok(r) => r,

@@ -70,13 +70,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         at,
         as_name: a.as_name.clone(),
         force: a.force,
-        sandbox_network: None,
         dry_run: a.dry_run,
         health_timeout: Duration::from_secs(a.health_timeout),
-        backup: g.backup_request(false),
-        shared_volumes: Default::default(),
-        compose_files: true,
         files_to: a.files_to.clone(),
+        ..RestoreRequest::new(g.backup_request(false))
     };
     let out = restore_container(&engine, &repo, name, &req, &note)?;
     if g.json {

@@ -76,17 +76,12 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         return Ok(Code::Ok);
     }
     let req = RestoreRequest {
-        snapshot: None,
-        at: None,
-        as_name: None,
         force: a.force,
-        dry_run: false,
         health_timeout: Duration::from_secs(a.health_timeout),
-        backup: g.backup_request(false),
-        shared_volumes: Default::default(),
+        // A stack puts the project's files back once, itself.
         compose_files: false,
         files_to: a.files_to.clone(),
-        sandbox_network: None,
+        ..RestoreRequest::new(g.backup_request(false))
     };
     let t0 = Instant::now();
     let results = restore_stack(
