@@ -7,13 +7,15 @@ use anyhow::{Context, bail};
 use clap::Args;
 use lifeboat_core::BackupRequest;
 use lifeboat_docker::DockerEngine;
-use lifeboat_repo::{ProgressSink, RepoLocation, RusticRepository};
+use lifeboat_repo::{ProgressSink, RepoLocation, RepoSettings, RusticRepository};
 
 use crate::output::Progress;
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location (a local directory) [default: $LIFEBOAT_STATE_DIR/repository]
+    /// Repository location: a local directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or their *_FILE forms)
+    /// [default: $LIFEBOAT_STATE_DIR/repository]
     #[arg(long = "repo", env = "LIFEBOAT_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File holding the repository password (or set LIFEBOAT_PASSWORD)
@@ -30,6 +32,11 @@ pub struct GlobalArgs {
     /// Where the Docker host's root filesystem is visible (when Lifeboat runs in a container)
     #[arg(long, env = "LIFEBOAT_HOST_ROOT", default_value = "/", global = true)]
     pub host_root: PathBuf,
+    /// This host's name in a shared repository: backups are tagged with it, and `snapshots`
+    /// and `restore` look at its backups (pass another host's name to restore its services
+    /// here) [default: the kernel's host name]
+    #[arg(long = "host", env = "LIFEBOAT_HOST", global = true)]
+    pub host: Option<String>,
     /// Machine-readable output on stdout (secrets are never included)
     #[arg(long, global = true)]
     pub json: bool,
@@ -78,11 +85,38 @@ impl GlobalArgs {
 
     pub fn open_repo(&self) -> anyhow::Result<RusticRepository> {
         let password = self.password()?;
-        Ok(RusticRepository::open(
+        Ok(RusticRepository::open_with(
             &self.location(),
             &password,
             self.progress(),
+            self.repo_settings(),
         )?)
+    }
+
+    /// This host's name: `--host`, `LIFEBOAT_HOST`, else the kernel's host name.
+    pub fn host_name(&self) -> String {
+        self.host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(hostname)
+    }
+
+    /// How the repository is reached: S3 account from the environment, the cache under the
+    /// state directory, this host's name in locks, and `LIFEBOAT_LOCK_WAIT` (seconds to wait
+    /// for another host's conflicting lock, default 120).
+    pub fn repo_settings(&self) -> RepoSettings {
+        let mut settings = RepoSettings {
+            cache_dir: Some(self.state_dir.join("cache")),
+            host: self.host_name(),
+            ..RepoSettings::default()
+        };
+        if let Some(wait) = std::env::var("LIFEBOAT_LOCK_WAIT")
+            .ok()
+            .and_then(|w| w.parse::<u64>().ok())
+        {
+            settings.locks.wait = std::time::Duration::from_secs(wait);
+        }
+        settings
     }
 
     /// Connects to the engine and arms the Ctrl-C / SIGTERM handler that undoes this run's
@@ -111,7 +145,11 @@ impl GlobalArgs {
     pub fn backup_request(&self, with_image: bool) -> BackupRequest {
         BackupRequest {
             with_image,
-            ..BackupRequest::new(self.host_root.clone(), self.state_dir.clone(), hostname())
+            ..BackupRequest::new(
+                self.host_root.clone(),
+                self.state_dir.clone(),
+                self.host_name(),
+            )
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Code {
     NotFound = 15,
     /// The restore target could not be written (full disk, refused path); the repository is fine.
     TargetWrite = 16,
+    /// The repository's object store did not answer within the retry budget.
+    StorageUnreachable = 17,
+    /// The object store refused the credentials.
+    StorageDenied = 18,
+    /// The repository's bucket does not exist.
+    NoBucket = 19,
 }
 
 impl Code {
@@ -45,6 +51,11 @@ fn repo_code(e: &RepoError) -> Code {
         RepoError::RestoreIncomplete { .. } | RepoError::HostileSnapshot { .. } => Code::Damaged,
         RepoError::TargetWrite { .. } => Code::TargetWrite,
         RepoError::AlreadyExists { .. } => Code::Refused,
+        RepoError::BadLocation { .. } => Code::Usage,
+        RepoError::StorageUnreachable { .. } => Code::StorageUnreachable,
+        RepoError::StorageDenied { .. } => Code::StorageDenied,
+        RepoError::NoBucket { .. } => Code::NoBucket,
+        RepoError::Locked { .. } | RepoError::LockLost { .. } => Code::Locked,
         _ => Code::Error,
     }
 }

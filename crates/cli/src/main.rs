@@ -21,9 +21,11 @@ use crate::context::GlobalArgs;
         --with-image) its image into an encrypted, deduplicated restic-format repository.\n\n\
         Exit codes: 0 ok, 1 error, 2 usage, 3 partial backup (some files unreadable), \
         5 damage found (check or restore verification), 10 repository missing, \
-        11 another run holds the lock, 12 wrong password, 13 Docker engine unreachable, \
-        14 refused to overwrite, 15 container or backup not found. `doctor` exits 0 when all \
-        is clear, 1 with warnings, 2 with errors."
+        11 another run (on any host) holds the lock, 12 wrong password, 13 Docker engine \
+        unreachable, 14 refused to overwrite, 15 container or backup not found, 16 restore \
+        target not writable, 17 repository storage unreachable, 18 storage credentials \
+        refused, 19 bucket missing. `doctor` exits 0 when all is clear, 1 with warnings, 2 \
+        with errors."
 )]
 struct Cli {
     #[command(flatten)]

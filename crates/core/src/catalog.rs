@@ -48,15 +48,20 @@ pub struct UnreadableBackup {
     pub newer_schema: bool,
 }
 
-/// Committed backups, oldest first, of `container` (or of all containers), and the manifests
-/// that could not be read. One bad manifest never hides the others.
+/// Committed backups, oldest first, of `container` (or of all containers) taken on `host`
+/// (or on any host), and the manifests that could not be read. One bad manifest never hides
+/// the others.
 pub fn scan_backups(
     repo: &dyn Repository,
     container: Option<&str>,
+    host: Option<&str>,
 ) -> Result<(Vec<BackupEntry>, Vec<UnreadableBackup>), CoreError> {
     let mut want = vec![tags::LIFEBOAT.to_string(), tags::MANIFEST.to_string()];
     if let Some(name) = container {
         want.push(tags::container(name));
+    }
+    if let Some(host) = host {
+        want.push(tags::host(host));
     }
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for s in repo.snapshots(&want)? {
@@ -86,13 +91,23 @@ pub fn referenced_parts(
         .collect())
 }
 
-/// Committed backups, oldest first, of `container` (or of all containers). Manifests that
-/// cannot be read are skipped with a warning naming them (`lifeboat check` lists them).
+/// Committed backups, oldest first, of `container` (or of all containers), from every host.
+/// Manifests that cannot be read are skipped with a warning naming them (`lifeboat check`
+/// lists them).
 pub fn list_backups(
     repo: &dyn Repository,
     container: Option<&str>,
 ) -> Result<Vec<BackupEntry>, CoreError> {
-    let (good, bad) = scan_backups(repo, container)?;
+    list_host_backups(repo, container, None)
+}
+
+/// [`list_backups`] of one host (`None`: every host).
+pub fn list_host_backups(
+    repo: &dyn Repository,
+    container: Option<&str>,
+    host: Option<&str>,
+) -> Result<Vec<BackupEntry>, CoreError> {
+    let (good, bad) = scan_backups(repo, container, host)?;
     for b in bad {
         log::warn!(
             "skipping backup with manifest snapshot {} ({}): {}",
@@ -106,13 +121,16 @@ pub fn list_backups(
 
 /// The backup of `container` to restore: by snapshot or backup id (prefixes accepted), else
 /// the newest taken at or before `at`, else the newest. Safety backups are chosen only by id.
+/// With `host`, only that host's backups count (several hosts share a repository and may
+/// each run a container of that name).
 pub fn find_backup(
     repo: &dyn Repository,
     container: &str,
+    host: Option<&str>,
     snapshot: Option<&str>,
     at: Option<Timestamp>,
 ) -> Result<BackupEntry, CoreError> {
-    let all = list_backups(repo, Some(container))?;
+    let all = list_host_backups(repo, Some(container), host)?;
     let found = match (snapshot, at) {
         (Some(id), _) => all
             .into_iter()
@@ -124,12 +142,32 @@ pub fn find_backup(
             .find(|b| !b.safety && b.manifest.started_at <= at),
         (None, None) => all.into_iter().rev().find(|b| !b.safety),
     };
-    found.ok_or_else(|| CoreError::NoBackup {
-        name: container.to_string(),
-        detail: match (snapshot, at) {
+    let Some(found) = found else {
+        let mut detail = match (snapshot, at) {
             (Some(id), _) => format!("matches snapshot `{id}`"),
             (None, Some(at)) => format!("was taken at or before {at}"),
             (None, None) => "exists yet".to_string(),
-        },
-    })
+        };
+        if let Some(host) = host {
+            detail.push_str(&format!(" from host `{host}`"));
+            let others: std::collections::BTreeSet<String> = list_backups(repo, Some(container))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| b.manifest.host)
+                .filter(|h| h != host)
+                .collect();
+            if !others.is_empty() {
+                let names: Vec<String> = others.into_iter().collect();
+                detail.push_str(&format!(
+                    " (hosts with backups of it: {}; pick one with --host)",
+                    names.join(", ")
+                ));
+            }
+        }
+        return Err(CoreError::NoBackup {
+            name: container.to_string(),
+            detail,
+        });
+    };
+    Ok(found)
 }

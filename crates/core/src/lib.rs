@@ -27,7 +27,9 @@ pub mod tuning;
 pub mod wait;
 
 pub use backup::{BackupOutcome, BackupRequest, RunParts, UnhealthyPolicy, backup_container};
-pub use catalog::{BackupEntry, UnreadableBackup, find_backup, list_backups, scan_backups};
+pub use catalog::{
+    BackupEntry, UnreadableBackup, find_backup, list_backups, list_host_backups, scan_backups,
+};
 pub use error::CoreError;
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};

@@ -203,7 +203,13 @@ fn plan(
     if let Some(a) = &req.as_name {
         names::container_name(a)?;
     }
-    let entry = find_backup(repo, name, req.snapshot.as_deref(), req.at)?;
+    let entry = find_backup(
+        repo,
+        name,
+        Some(&req.backup.hostname),
+        req.snapshot.as_deref(),
+        req.at,
+    )?;
     check_manifest_names(&entry.manifest).map_err(|error| CoreError::HostileManifest {
         snapshot: entry.snapshot_id.clone(),
         error,

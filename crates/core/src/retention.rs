@@ -32,6 +32,9 @@ pub struct RetentionRequest {
     pub verified: Option<Vec<String>>,
     /// Lifeboat's state (the prune gate's lock).
     pub state_dir: PathBuf,
+    /// Whose backups the rules apply to: this host's (several hosts share a repository and
+    /// may run containers of the same name). `None`: every host's.
+    pub host: Option<String>,
 }
 
 /// What a retention run decided and did.
@@ -88,7 +91,7 @@ pub fn apply_retention(
     req: &RetentionRequest,
     note: Note<'_>,
 ) -> Result<RetentionOutcome, CoreError> {
-    let backups = list_backups(repo, Some(name))?;
+    let backups = crate::catalog::list_host_backups(repo, Some(name), req.host.as_deref())?;
     let times: Vec<_> = backups.iter().map(|b| b.manifest.started_at).collect();
     let mut keep = req.retention.keep(&times);
     let mut unverified = false;

@@ -319,6 +319,7 @@ fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_fir
         &lifeboat_core::RetentionRequest {
             retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
             state_dir: dir.path().to_path_buf(),
+            host: None,
             newest_attempt_failed: false,
             shrink_ratio: 0.0,
             force: true,

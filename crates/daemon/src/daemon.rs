@@ -32,6 +32,20 @@ pub struct RunEnv {
     pub repo: RepoLocation,
     /// Its password.
     pub password: String,
+    /// How to reach it (S3 account, cache, lock host name).
+    pub settings: lifeboat_repo::RepoSettings,
+}
+
+impl RunEnv {
+    /// Opens the repository (each job opens its own).
+    pub fn open_repo(&self) -> Result<lifeboat_repo::RusticRepository, lifeboat_repo::RepoError> {
+        lifeboat_repo::RusticRepository::open_with(
+            &self.repo,
+            &self.password,
+            None,
+            self.settings.clone(),
+        )
+    }
 }
 
 /// A service the daemon manages (a container and its policy).

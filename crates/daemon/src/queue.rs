@@ -73,8 +73,7 @@ impl Daemon {
 
     /// Committed backups in the repository, newest last.
     pub fn snapshots(&self, service: Option<&str>) -> Result<Vec<BackupEntry>, String> {
-        let repo = lifeboat_repo::RusticRepository::open(&self.env.repo, &self.env.password, None)
-            .map_err(|e| e.to_string())?;
+        let repo = self.env.open_repo().map_err(|e| e.to_string())?;
         lifeboat_core::list_backups(&repo, service).map_err(|e| e.to_string())
     }
 }

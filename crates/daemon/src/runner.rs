@@ -10,7 +10,7 @@ use lifeboat_core::drill::{DrillRequest, run_drill};
 use lifeboat_core::stack::Selection;
 use lifeboat_core::{
     BackupRequest, RestoreRequest, RetentionRequest, apply_retention, backup_container,
-    list_backups, restore_container,
+    list_host_backups, restore_container,
 };
 use lifeboat_model::policy::Policy;
 use lifeboat_repo::RusticRepository;
@@ -70,7 +70,7 @@ fn fail(e: impl std::fmt::Display) -> JobEnd {
 
 impl Daemon {
     fn open_repo(&self) -> Result<RusticRepository, lifeboat_repo::RepoError> {
-        RusticRepository::open(&self.env.repo, &self.env.password, None)
+        self.env.open_repo()
     }
 
     fn backup_request(
@@ -207,6 +207,7 @@ impl Daemon {
                 shrink_ratio: self.plan.shrink_ratio,
                 dry_run: false,
                 state_dir: self.env.state_dir.clone(),
+                host: Some(self.env.hostname.clone()),
                 verified: self.verified(service, policy),
             };
             let detail = match apply_retention(&repo, service, &req, &note) {
@@ -230,7 +231,7 @@ impl Daemon {
                 d.insert("retention".into(), detail);
             }
         }
-        if let Ok(list) = list_backups(&repo, Some(service)) {
+        if let Ok(list) = list_host_backups(&repo, Some(service), Some(&self.env.hostname)) {
             self.set_snapshot_count(service, list.len());
         }
         end
@@ -415,11 +416,13 @@ impl Daemon {
             shrink_ratio: self.plan.shrink_ratio,
             dry_run: false,
             state_dir: self.env.state_dir.clone(),
+            host: Some(self.env.hostname.clone()),
             verified: self.verified(service, policy),
         };
         match apply_retention(&repo, service, &req, &self.note_for(service, id)) {
             Ok(r) => {
-                if let Ok(list) = list_backups(&repo, Some(service)) {
+                if let Ok(list) = list_host_backups(&repo, Some(service), Some(&self.env.hostname))
+                {
                     self.set_snapshot_count(service, list.len());
                 }
                 JobEnd {

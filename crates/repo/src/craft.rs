@@ -120,6 +120,7 @@ impl RusticRepository {
         opts.parent_opts.force = true;
         let snap = self.snapshot_template(tags, description)?;
         let source = Crafted { entries };
+        let _lock = self.hold_lock(false)?;
         let snap = self.with_ids_index(|repo| {
             repo.archive(&opts, &source, snap, &[PathBuf::from(snapshot_path)])
                 .map_err(self.err("crafting a snapshot"))

@@ -101,6 +101,88 @@ pub enum RepoError {
         no_space: bool,
     },
 
+    /// The location string is malformed (exit 2).
+    #[error("{reason}")]
+    BadLocation {
+        /// What is wrong, with the expected form.
+        reason: String,
+    },
+
+    /// The object store did not answer within the retry budget (exit 17).
+    #[error(
+        "the repository storage at `{location}` is unreachable: {reason}. Check that the \
+         endpoint is up and reachable from this host (`lifeboat doctor` tests it); nothing was \
+         committed"
+    )]
+    StorageUnreachable {
+        /// Where the repository is.
+        location: String,
+        /// The last error, attempts and time spent.
+        reason: String,
+    },
+
+    /// The object store refused the credentials (exit 18).
+    #[error(
+        "the repository storage at `{location}` refused the credentials: {reason}. Check \
+         AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or their *_FILE forms) and the key's \
+         permissions on the bucket"
+    )]
+    StorageDenied {
+        /// Where the repository is.
+        location: String,
+        /// The store's error code and message.
+        reason: String,
+    },
+
+    /// The bucket does not exist (exit 19).
+    #[error(
+        "the bucket of `{location}` does not exist: create it first (Garage: `garage bucket \
+         create NAME` and `garage bucket allow --read --write NAME --key KEY`; AWS: `aws s3 mb`), \
+         then run `lifeboat init`"
+    )]
+    NoBucket {
+        /// Where the repository is.
+        location: String,
+    },
+
+    /// Any other failure of the object store, after retries where they apply.
+    #[error("the repository storage at `{location}` failed: {reason}")]
+    Storage {
+        /// Where the repository is.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// Another process (on any host, Lifeboat or restic) holds a conflicting lock (exit 11).
+    #[error(
+        "the repository at `{location}` is locked: {holder}. Try again when it is done; if that \
+         process is gone, its lock turns stale at {stale_at} (or remove it with `restic \
+         unlock` once you are sure)"
+    )]
+    Locked {
+        /// Where the repository is.
+        location: String,
+        /// Who holds the lock.
+        holder: String,
+        /// When it turns stale.
+        stale_at: String,
+    },
+
+    /// The lock of a running operation went stale; nothing was committed (exit 11).
+    #[error(
+        "{op} on `{location}` was aborted before committing: {reason}. Another host may have \
+         started a prune meanwhile; the data uploaded so far is reused by the next backup"
+    )]
+    LockLost {
+        /// The operation.
+        op: &'static str,
+        /// Where the repository is.
+        location: String,
+        /// Why the lock cannot be trusted.
+        reason: String,
+    },
+
     /// Any other failure of the engine.
     #[error("{op} failed on the repository at `{location}`: {message}")]
     Engine {

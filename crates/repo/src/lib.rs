@@ -24,9 +24,12 @@
 #[cfg(feature = "craft")]
 pub mod craft;
 mod error;
+mod lock;
 mod progress;
 mod rustic;
+pub mod s3;
 mod source;
+mod store;
 mod tree_check;
 mod verify;
 
@@ -34,8 +37,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use error::RepoError;
+pub use lock::{HeldLock, LockTimings};
 pub use progress::{ProgressEvent, ProgressSink};
-pub use rustic::{RepoLocation, RusticRepository};
+pub use rustic::{RepoLocation, RepoSettings, RusticRepository};
 
 /// One snapshot as stored in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
     LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus,
@@ -14,8 +13,11 @@ use rustic_core::{
     repofile::{SnapshotFile, SnapshotId},
 };
 
+use crate::lock::{HeldLock, LockError, LockTimings, Locker};
 use crate::progress::Bars;
+use crate::s3::S3Settings;
 use crate::source::{Problems, RecordingSource, StreamReadSource};
+use crate::store::{LOCK_LOST_MARK, Store, storage_error};
 use crate::tree_check;
 use crate::{
     CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository,
@@ -29,27 +31,36 @@ use crate::{
 /// 193 MiB with 2 MiB, 149 MiB with 1 MiB (about 20% slower than 4 MiB); see `bench/`.
 const DATAPACK_SIZE: u64 = 1 << 20;
 
-/// Where a repository lives: a local directory for now.
+/// Where a repository lives, as the user spelled it: a local directory, or
+/// `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]` (restic's form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoLocation(pub String);
 
-impl RepoLocation {
-    fn backend(&self) -> Result<rustic_core::RepositoryBackends, RepoError> {
-        if self.0.contains("://") || self.0.starts_with("opendal:") {
-            return Err(RepoError::engine(
-                "opening",
-                &self.0,
-                "only local directory repositories are supported by this build",
-            ));
-        }
-        BackendOptions::default()
-            .repository(self.0.clone())
-            .to_backends()
-            .map_err(|e| RepoError::engine("opening", &self.0, e.display_log()))
-    }
+/// How to reach and share a repository besides its location and password.
+#[derive(Debug, Clone)]
+pub struct RepoSettings {
+    /// Account, region and retry policy for S3 locations.
+    pub s3: S3Settings,
+    /// Where index and snapshot files are cached (restic's cache model); `None` uses the
+    /// engine's default (`~/.cache/rustic`).
+    pub cache_dir: Option<PathBuf>,
+    /// This host's name, as written into repository locks (never the engine's id: engines
+    /// cloned from one image share it).
+    pub host: String,
+    /// Lock timings (restic's by default).
+    pub locks: LockTimings,
+}
 
-    fn config_exists(&self) -> bool {
-        Path::new(&self.0).join("config").is_file()
+impl Default for RepoSettings {
+    fn default() -> Self {
+        RepoSettings {
+            s3: S3Settings::default(),
+            cache_dir: None,
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into()),
+            locks: LockTimings::default(),
+        }
     }
 }
 
@@ -61,31 +72,67 @@ pub struct RusticRepository {
     id: String,
     password: String,
     progress: Option<Arc<dyn ProgressSink>>,
+    settings: RepoSettings,
+    store: Arc<Store>,
+    /// Takes restic-format locks; set once the repository is open (it needs the key).
+    locker: Arc<OnceLock<Locker>>,
     /// The opened engine, taken out for an operation and put back after it (the engine's
     /// handle cannot be cloned and indexing consumes it).
     open: Mutex<Option<Engine<OpenStatus>>>,
 }
 
-fn map_open_error(location: &str, err: &RusticError) -> RepoError {
-    if err.is_incorrect_password() {
-        RepoError::WrongPassword {
-            location: location.to_string(),
-        }
-    } else {
-        RepoError::engine("opening", location, err.display_log())
+/// The error for a failed engine call: the store's own failure when there was one (it says
+/// what really happened), else `fallback`.
+fn storage_or(store: &Store, location: &str, fallback: impl FnOnce() -> RepoError) -> RepoError {
+    match store.take_failure() {
+        Some(f) => storage_error(location, f),
+        None => fallback(),
     }
+}
+
+/// The engine's view of a store: its backends (snapshot writes gated by the lock) and options.
+fn engine_for(
+    location: &RepoLocation,
+    store: &Store,
+    settings: &RepoSettings,
+    locker: &Arc<OnceLock<Locker>>,
+    progress: Option<Arc<dyn ProgressSink>>,
+) -> Result<Engine<()>, RepoError> {
+    let gate = {
+        let locker = locker.clone();
+        Arc::new(move || match locker.get() {
+            Some(l) => l.may_commit(),
+            None => Err("the repository is not open".to_string()),
+        })
+    };
+    let backends = store.backends(&location.0, gate)?;
+    let mut opts = RepositoryOptions::default();
+    opts.cache_dir = settings.cache_dir.clone();
+    Engine::new_with_progress(&opts, &backends, Bars(progress))
+        .map_err(|e| RepoError::engine("opening", &location.0, e.display_log()))
 }
 
 fn open_engine(
     location: &RepoLocation,
+    store: &Store,
+    settings: &RepoSettings,
+    locker: &Arc<OnceLock<Locker>>,
     password: &str,
     progress: Option<Arc<dyn ProgressSink>>,
 ) -> Result<Engine<OpenStatus>, RepoError> {
-    let backends = location.backend()?;
-    Engine::new_with_progress(&RepositoryOptions::default(), &backends, Bars(progress))
-        .map_err(|e| RepoError::engine("opening", &location.0, e.display_log()))?
+    engine_for(location, store, settings, locker, progress)?
         .open(&Credentials::password(password))
-        .map_err(|e| map_open_error(&location.0, &e))
+        .map_err(|e| {
+            if e.is_incorrect_password() {
+                RepoError::WrongPassword {
+                    location: location.0.clone(),
+                }
+            } else {
+                storage_or(store, &location.0, || {
+                    RepoError::engine("opening", &location.0, e.display_log())
+                })
+            }
+        })
 }
 
 fn config_options() -> ConfigOptions {
@@ -101,59 +148,144 @@ fn bytesize(n: u64) -> bytesize::ByteSize {
 }
 
 impl RusticRepository {
-    /// Creates a new repository. Refuses when one exists at `location`.
+    /// Creates a new repository with the default settings (S3 credentials from the
+    /// environment). Refuses when one exists at `location`.
     pub fn init(
         location: &RepoLocation,
         password: &str,
         progress: Option<Arc<dyn ProgressSink>>,
     ) -> Result<Self, RepoError> {
-        if location.config_exists() {
+        Self::init_with(location, password, progress, RepoSettings::default())
+    }
+
+    /// Creates a new repository. Refuses when one exists at `location`; on S3 the bucket
+    /// must exist (the error says how to create it).
+    pub fn init_with(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+        settings: RepoSettings,
+    ) -> Result<Self, RepoError> {
+        let store = Arc::new(Store::at(&location.0, &settings.s3)?);
+        store.probe(&location.0)?;
+        if store.has_config(&location.0)? {
             return Err(RepoError::AlreadyExists {
                 location: location.0.clone(),
             });
         }
-        let backends = location.backend()?;
-        let open = Engine::new_with_progress(
-            &RepositoryOptions::default(),
-            &backends,
-            Bars(progress.clone()),
-        )
-        .and_then(|r| {
-            r.init(
+        let locker = Arc::new(OnceLock::new());
+        let open = engine_for(location, &store, &settings, &locker, progress.clone())?
+            .init(
                 &Credentials::password(password),
                 &KeyOptions::default(),
                 &config_options(),
             )
-        })
-        .map_err(|e| RepoError::engine("init", &location.0, e.display_log()))?;
-        Ok(RusticRepository {
-            id: open.config().id.to_hex().to_string(),
-            location: location.clone(),
-            password: password.to_string(),
-            progress,
-            open: Mutex::new(Some(open)),
-        })
+            .map_err(|e| {
+                storage_or(&store, &location.0, || {
+                    RepoError::engine("init", &location.0, e.display_log())
+                })
+            })?;
+        Ok(Self::assemble(
+            location, password, progress, settings, store, locker, open,
+        ))
     }
 
-    /// Opens an existing repository.
+    /// Opens an existing repository with the default settings.
     pub fn open(
         location: &RepoLocation,
         password: &str,
         progress: Option<Arc<dyn ProgressSink>>,
     ) -> Result<Self, RepoError> {
-        if !location.config_exists() {
+        Self::open_with(location, password, progress, RepoSettings::default())
+    }
+
+    /// Opens an existing repository.
+    pub fn open_with(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+        settings: RepoSettings,
+    ) -> Result<Self, RepoError> {
+        let store = Arc::new(Store::at(&location.0, &settings.s3)?);
+        if !store.has_config(&location.0)? {
+            // On S3 a missing bucket is its own error.
+            store.probe(&location.0)?;
             return Err(RepoError::NotFound {
                 location: location.0.clone(),
             });
         }
-        let open = open_engine(location, password, progress.clone())?;
-        Ok(RusticRepository {
+        let locker = Arc::new(OnceLock::new());
+        let open = open_engine(
+            location,
+            &store,
+            &settings,
+            &locker,
+            password,
+            progress.clone(),
+        )?;
+        Ok(Self::assemble(
+            location, password, progress, settings, store, locker, open,
+        ))
+    }
+
+    fn assemble(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+        settings: RepoSettings,
+        store: Arc<Store>,
+        locker: Arc<OnceLock<Locker>>,
+        open: Engine<OpenStatus>,
+    ) -> Self {
+        let _ = locker.set(Locker::new(
+            store.clone(),
+            open.file_cipher(),
+            settings.host.clone(),
+            settings.locks.clone(),
+        ));
+        RusticRepository {
             id: open.config().id.to_hex().to_string(),
             location: location.clone(),
             password: password.to_string(),
             progress,
+            settings,
+            store,
+            locker,
             open: Mutex::new(Some(open)),
-        })
+        }
+    }
+
+    /// True when the repository is in object storage (not on this host's disks).
+    pub fn is_remote(&self) -> bool {
+        self.store.is_remote()
+    }
+
+    /// Holds a repository lock (shared, or exclusive) until the handle is dropped; the
+    /// operations run meanwhile use it instead of taking their own. A backup run holds one
+    /// across all its parts and its manifest.
+    pub fn hold_lock(&self, exclusive: bool) -> Result<Arc<HeldLock>, RepoError> {
+        self.locker
+            .get()
+            .expect("the locker is set when the repository is opened")
+            .lock(exclusive)
+            .map_err(|e| self.lock_error(e))
+    }
+
+    fn lock_error(&self, e: LockError) -> RepoError {
+        match e {
+            LockError::Conflict(c) => RepoError::Locked {
+                location: self.location.0.clone(),
+                holder: c.holder,
+                stale_at: c.stale_at,
+            },
+            LockError::Store(reason) => match self.store.take_failure() {
+                Some(f) => storage_error(&self.location.0, f),
+                None => RepoError::Storage {
+                    location: self.location.0.clone(),
+                    reason: format!("taking the repository lock: {reason}"),
+                },
+            },
+        }
     }
 
     /// Runs `op` with the opened engine, reopening it if an earlier operation consumed it.
@@ -164,7 +296,14 @@ impl RusticRepository {
         let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let engine = match slot.take() {
             Some(e) => e,
-            None => open_engine(&self.location, &self.password, self.progress.clone())?,
+            None => open_engine(
+                &self.location,
+                &self.store,
+                &self.settings,
+                &self.locker,
+                &self.password,
+                self.progress.clone(),
+            )?,
         };
         let (back, result) = op(engine);
         *slot = back;
@@ -182,7 +321,20 @@ impl RusticRepository {
     }
 
     pub(crate) fn err(&self, op: &'static str) -> impl Fn(Box<RusticError>) -> RepoError + '_ {
-        move |e| RepoError::engine(op, &self.location.0, e.display_log())
+        move |e| {
+            let message = e.display_log();
+            if let Some((_, why)) = message.split_once(LOCK_LOST_MARK) {
+                let why = why.trim_start_matches(':').trim();
+                return RepoError::LockLost {
+                    op,
+                    location: self.location.0.clone(),
+                    reason: why.lines().next().unwrap_or_default().to_string(),
+                };
+            }
+            storage_or(&self.store, &self.location.0, || {
+                RepoError::engine(op, &self.location.0, message)
+            })
+        }
     }
 
     pub(crate) fn snapshot_template(
@@ -262,6 +414,7 @@ fn part_report(snap: &SnapshotFile, unreadable: Vec<String>) -> PartReport {
 
 impl Repository for RusticRepository {
     fn backup_dir(&self, req: &DirBackup<'_>) -> Result<PartReport, RepoError> {
+        let _lock = self.hold_lock(false)?;
         let problems = Problems::default();
         let paths = vec![req.source.to_path_buf()];
         let source = RecordingSource {
@@ -291,6 +444,7 @@ impl Repository for RusticRepository {
         req: &StreamBackup<'_>,
         source: &mut dyn StreamSource,
     ) -> Result<PartReport, RepoError> {
+        let _lock = self.hold_lock(false)?;
         let problems = Problems::default();
         let src = StreamReadSource::new(req.path, source.reader(), problems.clone());
         let mut opts = BackupOptions::default();
@@ -355,6 +509,7 @@ impl Repository for RusticRepository {
     }
 
     fn delete(&self, ids: &[String]) -> Result<(), RepoError> {
+        let _lock = self.hold_lock(true)?;
         let ids = ids
             .iter()
             .map(|id| self.find_snapshot(id).map(|s| s.id))
@@ -366,11 +521,13 @@ impl Repository for RusticRepository {
     }
 
     fn restore_dir(&self, id: &str, path: &str, target: &Path) -> Result<RestoreReport, RepoError> {
+        let _lock = self.hold_lock(false)?;
         let snap = self.find_snapshot(id)?;
         self.with_full_index(|repo| self.restore_indexed(repo, &snap, id, path, target))
     }
 
     fn dump(&self, id: &str, path: &str, out: &mut dyn Write) -> Result<u64, RepoError> {
+        let _lock = self.hold_lock(false)?;
         let snap = self.find_snapshot(id)?;
         self.with_full_index(|repo| {
             let node = repo
@@ -386,6 +543,7 @@ impl Repository for RusticRepository {
     }
 
     fn prune(&self) -> Result<PruneReport, RepoError> {
+        let _lock = self.hold_lock(true)?;
         self.with_engine(|e| {
             let opts = rustic_core::PruneOptions::default();
             let plan = e
@@ -401,6 +559,7 @@ impl Repository for RusticRepository {
     }
 
     fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
+        let _lock = self.hold_lock(false)?;
         let results = self.with_engine(|e| {
             e.check(CheckOptions::default().read_data(read_data))
                 .map_err(self.err("check"))

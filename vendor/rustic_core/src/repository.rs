@@ -739,6 +739,12 @@ impl<S: Open> Repository<S> {
         &self.status.open_status().key_id
     }
 
+    /// Lifeboat: a cipher for files the engine has no file type for (restic's lock files),
+    /// stored the way restic stores an unpacked file. It can be moved to another thread.
+    pub fn file_cipher(&self) -> FileCipher {
+        FileCipher(self.dbe().clone())
+    }
+
     /// Get the [`MasterKey`] used to open the repository
     pub fn key(&self) -> MasterKey {
         MasterKey::from_key(*self.status.open_status().dbe.key())
@@ -1906,5 +1912,30 @@ impl<S: IndexedFull> Repository<S> {
         tree_opts: &RewriteTreesOptions,
     ) -> RusticResult<Vec<SnapshotFile>> {
         rewrite_snapshots_and_trees(self, snapshots, opts, tree_opts)
+    }
+}
+
+/// Lifeboat: encrypts and decrypts whole repository files with the repository key (see
+/// [`Repository::file_cipher`]).
+#[derive(Clone, Debug)]
+pub struct FileCipher(DecryptBackend<Key>);
+
+impl FileCipher {
+    /// Encrypts `data` (compressed first in format v2), as restic stores a JSON file.
+    ///
+    /// # Errors
+    ///
+    /// * If compressing or encrypting fails.
+    pub fn encrypt(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
+        self.0.encrypt_file(data)
+    }
+
+    /// Decrypts (and decompresses) a file read from the repository.
+    ///
+    /// # Errors
+    ///
+    /// * If the data is not encrypted with this repository's key, or is damaged.
+    pub fn decrypt(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
+        self.0.decrypt_file(data)
     }
 }

@@ -18,7 +18,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
     let mut report = repo.check(a.read_data)?;
     // Backups whose manifest cannot be read are skipped by every listing; name them here.
-    let (_, unreadable) = lifeboat_core::scan_backups(&repo, None)?;
+    let (_, unreadable) = lifeboat_core::scan_backups(&repo, None, None)?;
     for u in unreadable {
         let line = format!(
             "backup with manifest snapshot {} ({}) cannot be read: {}",

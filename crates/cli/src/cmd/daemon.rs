@@ -8,7 +8,7 @@ use anyhow::Context;
 use lifeboat_daemon::{DaemonOptions, RunEnv};
 use lifeboat_docker::DockerEngine;
 
-use crate::context::{GlobalArgs, hostname};
+use crate::context::GlobalArgs;
 use crate::exit::Code;
 
 #[derive(clap::Args, Debug)]
@@ -55,9 +55,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let env = RunEnv {
         state_dir: g.state_dir.clone(),
         host_root: g.host_root.clone(),
-        hostname: hostname(),
+        hostname: g.host_name(),
         repo: g.location(),
         password,
+        settings: g.repo_settings(),
     };
     lifeboat_daemon::run(plan, env, Arc::new(engine))?;
     Ok(Code::Ok)

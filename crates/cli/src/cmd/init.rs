@@ -21,7 +21,7 @@ pub fn run(g: &GlobalArgs, _a: &Args) -> anyhow::Result<Code> {
             (key, Some(path))
         }
     };
-    RusticRepository::init(&location, &password, None)
+    RusticRepository::init_with(&location, &password, None, g.repo_settings())
         .with_context(|| format!("cannot create the repository at {}", location.0))?;
     if g.json {
         println!(

@@ -1,7 +1,7 @@
 //! `lifeboat snapshots [NAME]`: the committed backups, newest last, safety backups marked.
 //! Read-only.
 
-use lifeboat_core::list_backups;
+use lifeboat_core::list_host_backups;
 use lifeboat_model::{PartKind, format_timestamp};
 use serde_json::json;
 
@@ -17,7 +17,8 @@ pub struct Args {
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
-    let backups = list_backups(&repo, a.name.as_deref())?;
+    // Every host's backups, unless --host (or LIFEBOAT_HOST) names one.
+    let backups = list_host_backups(&repo, a.name.as_deref(), g.host.as_deref())?;
     if g.json {
         let list: Vec<_> = backups
             .iter()
@@ -55,8 +56,8 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         return Ok(Code::Ok);
     }
     println!(
-        "{:<10} {:<20} {:<24} {:>10}  PARTS",
-        "SNAPSHOT", "TIME (UTC)", "CONTAINER", "SIZE"
+        "{:<10} {:<20} {:<16} {:<24} {:>10}  PARTS",
+        "SNAPSHOT", "TIME (UTC)", "HOST", "CONTAINER", "SIZE"
     );
     for b in &backups {
         let m = &b.manifest;
@@ -66,9 +67,10 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             .map(|p| format!("{}:{}", p.kind.as_str(), p.name))
             .collect();
         println!(
-            "{:<10} {:<20} {:<24} {:>10}  {}{}{}",
+            "{:<10} {:<20} {:<16} {:<24} {:>10}  {}{}{}",
             &b.snapshot_id[..8.min(b.snapshot_id.len())],
             m.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            m.host,
             m.container_name,
             human_bytes(m.total_bytes()),
             parts.join(" "),

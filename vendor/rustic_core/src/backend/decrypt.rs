@@ -418,7 +418,7 @@ impl<C: CryptoKey> DecryptBackend<C> {
     }
 
     /// Decrypt and potentially decompress an already read repository file
-    fn decrypt_file(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
+    pub(crate) fn decrypt_file(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
         let decrypted = self.decrypt(data)?;
         Ok(match decrypted.first() {
             Some(b'{' | b'[') => decrypted, // not compressed
@@ -439,7 +439,7 @@ impl<C: CryptoKey> DecryptBackend<C> {
     }
 
     /// encrypt and potentially compress a repository file
-    fn encrypt_file(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
+    pub(crate) fn encrypt_file(&self, data: &[u8]) -> RusticResult<Vec<u8>> {
         let data_encrypted = match self.zstd {
             Some(level) => {
                 let mut out = vec![2_u8];
