@@ -12,7 +12,7 @@ use rustic_core::{
     repofile::{Metadata, Node, NodeType},
 };
 
-use crate::{RepoError, RusticRepository};
+use crate::{RepoError, Repository, RusticRepository};
 
 /// What one crafted entry is.
 #[derive(Debug, Clone)]
@@ -127,4 +127,15 @@ impl RusticRepository {
         })?;
         Ok(snap.id.to_hex().to_string())
     }
+}
+
+/// Moves the time of every lock of `repo` back by `by` (re-encrypted under a new name), as
+/// if its holder had stopped refreshing it that long ago.
+pub fn age_locks(repo: &RusticRepository, by: std::time::Duration) -> Result<usize, RepoError> {
+    repo.locker_for_craft()
+        .age_all(by)
+        .map_err(|reason| RepoError::Storage {
+            location: repo.location().to_string(),
+            reason,
+        })
 }

@@ -159,6 +159,15 @@ impl LockState {
     }
 }
 
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLock")
+            .field("exclusive", &self.exclusive)
+            .field("name", &*self.state.name.lock().unwrap_or_else(|p| p.into_inner()))
+            .finish()
+    }
+}
+
 impl HeldLock {
     /// True when it excludes everyone else.
     pub fn is_exclusive(&self) -> bool {
@@ -354,6 +363,30 @@ impl Locker {
         serde_json::from_slice(&plain)
             .map_err(|e| log::warn!("ignoring lock {name}: {e}"))
             .ok()
+    }
+
+    /// Test support: every lock's time moved back by `by`.
+    #[cfg(feature = "craft")]
+    pub(crate) fn age_all(&self, by: Duration) -> Result<usize, String> {
+        let names = self.store.list(LOCKS)?;
+        for name in &names {
+            let name = format!("{LOCKS}/{name}");
+            let Some(mut file) = self.read(&name) else {
+                continue;
+            };
+            file.time = file
+                .time
+                .checked_sub(jiff::SignedDuration::try_from(by).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            let json = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+            let data = self.cipher.encrypt(&json).map_err(|e| e.to_string())?;
+            self.store.put(
+                &format!("{LOCKS}/{}", hex::encode(Sha256::digest(&data))),
+                &data,
+            )?;
+            self.store.delete(&name)?;
+        }
+        Ok(names.len())
     }
 
     fn write(&self, exclusive: bool) -> Result<(String, jiff::Timestamp), LockError> {

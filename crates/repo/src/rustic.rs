@@ -271,6 +271,11 @@ impl RusticRepository {
             .map_err(|e| self.lock_error(e))
     }
 
+    #[cfg(feature = "craft")]
+    pub(crate) fn locker_for_craft(&self) -> &Locker {
+        self.locker.get().expect("the locker is set when the repository is opened")
+    }
+
     fn lock_error(&self, e: LockError) -> RepoError {
         match e {
             LockError::Conflict(c) => RepoError::Locked {
@@ -323,18 +328,25 @@ impl RusticRepository {
     pub(crate) fn err(&self, op: &'static str) -> impl Fn(Box<RusticError>) -> RepoError + '_ {
         move |e| {
             let message = e.display_log();
-            if let Some((_, why)) = message.split_once(LOCK_LOST_MARK) {
-                let why = why.trim_start_matches(':').trim();
-                return RepoError::LockLost {
-                    op,
-                    location: self.location.0.clone(),
-                    reason: why.lines().next().unwrap_or_default().to_string(),
-                };
+            if let Some(lost) = self.lock_lost(op, &message) {
+                return lost;
             }
             storage_or(&self.store, &self.location.0, || {
                 RepoError::engine(op, &self.location.0, message)
             })
         }
+    }
+
+    /// The error for an engine failure that was the commit gate refusing a snapshot.
+    fn lock_lost(&self, op: &'static str, message: &str) -> Option<RepoError> {
+        let (_, why) = message.split_once(LOCK_LOST_MARK)?;
+        let why = why.trim_start_matches(':').trim();
+        let why = why.split(" (kind:").next().unwrap_or(why);
+        Some(RepoError::LockLost {
+            op,
+            location: self.location.0.clone(),
+            reason: why.lines().next().unwrap_or_default().to_string(),
+        })
     }
 
     pub(crate) fn snapshot_template(
@@ -460,6 +472,12 @@ impl Repository for RusticRepository {
         let snap = match result {
             Ok(snap) => snap,
             Err(e) => {
+                if let Some(lost) = self.lock_lost("backup", &e) {
+                    return Err(lost);
+                }
+                if let Some(f) = self.store.take_failure() {
+                    return Err(storage_error(&self.location.0, f));
+                }
                 let reason = finished.err().unwrap_or(e);
                 return Err(RepoError::StreamFailed {
                     path: req.path.to_string(),
