@@ -120,6 +120,8 @@ pub fn backup_container(
     let _lock = ContainerLock::acquire(&req.state_dir, &details.name)?;
     // Shared with other backups, exclusive with a prune of the same repository.
     let _gate = RepoGate::shared(&req.state_dir, repo.id())?;
+    // And shared with every host's (and restic's) backups, exclusive with their prunes.
+    let _repo_lock = repo.lock_run(false)?;
     let mut details = crate::consistent::health_gate(engine, details, req.unhealthy, note)?;
     if let Some(s) = &req.strategy
         && details

@@ -339,6 +339,7 @@ pub fn run_drill(
     }
     // A prune must not delete what the drill is reading.
     let _gate = RepoGate::shared(&req.backup.state_dir, repo.id())?;
+    let _repo_lock = repo.lock_run(false)?;
     let labels = BTreeMap::from([(
         lifeboat_model::labels::DRILL.to_string(),
         sandbox.id.clone(),

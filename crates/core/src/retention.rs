@@ -172,6 +172,7 @@ pub fn apply_retention(
         repo.delete(&parts)?;
     }
     let _gate = RepoGate::exclusive(&req.state_dir, repo.id())?;
+    let _repo_lock = repo.lock_run(true)?;
     out.prune = Some(repo.prune()?);
     Ok(out)
 }

@@ -176,6 +176,14 @@ pub trait Repository: Send + Sync {
     /// Checks the repository structure, and every pack's content with `read_data`.
     fn check(&self, read_data: bool) -> Result<CheckReport, RepoError>;
 
+    /// Holds a repository lock (restic's format, seen by every host and by restic) until the
+    /// handle is dropped, so a run's parts and manifest are all written under one lock.
+    /// `None` where the store has no locks (test doubles).
+    fn lock_run(&self, exclusive: bool) -> Result<Option<std::sync::Arc<HeldLock>>, RepoError> {
+        let _ = exclusive;
+        Ok(None)
+    }
+
     /// Where the repository lives, for messages.
     fn location(&self) -> &str;
 

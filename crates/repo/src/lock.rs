@@ -163,7 +163,10 @@ impl std::fmt::Debug for HeldLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeldLock")
             .field("exclusive", &self.exclusive)
-            .field("name", &*self.state.name.lock().unwrap_or_else(|p| p.into_inner()))
+            .field(
+                "name",
+                &*self.state.name.lock().unwrap_or_else(|p| p.into_inner()),
+            )
             .finish()
     }
 }

@@ -273,7 +273,9 @@ impl RusticRepository {
 
     #[cfg(feature = "craft")]
     pub(crate) fn locker_for_craft(&self) -> &Locker {
-        self.locker.get().expect("the locker is set when the repository is opened")
+        self.locker
+            .get()
+            .expect("the locker is set when the repository is opened")
     }
 
     fn lock_error(&self, e: LockError) -> RepoError {
@@ -591,6 +593,10 @@ impl Repository for RusticRepository {
             }
         }
         Ok(report)
+    }
+
+    fn lock_run(&self, exclusive: bool) -> Result<Option<Arc<HeldLock>>, RepoError> {
+        self.hold_lock(exclusive).map(Some)
     }
 
     fn location(&self) -> &str {

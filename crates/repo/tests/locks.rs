@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lifeboat_repo::{
-    LockTimings, RepoError, RepoLocation, RepoSettings, Repository, RusticRepository,
-    StreamBackup, StreamSource,
+    LockTimings, RepoError, RepoLocation, RepoSettings, Repository, RusticRepository, StreamBackup,
+    StreamSource,
 };
 
 const PASSWORD: &str = "lock-test-password";
@@ -65,12 +65,19 @@ fn restic_prune_refuses_while_lifeboat_holds_a_shared_lock_and_runs_once_it_is_r
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restic pruned under Lifeboat's lock");
     assert!(stderr.contains("locked"), "{stderr}");
-    assert!(stderr.contains("h1"), "restic names the holder's host: {stderr}");
+    assert!(
+        stderr.contains("h1"),
+        "restic names the holder's host: {stderr}"
+    );
 
     drop(held);
     assert_eq!(lock_files(&loc), 0, "releasing removes the lock file");
     let out = restic(&loc, &["prune"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A stdin backup that restic keeps open (and locked) until we close its input.
@@ -88,7 +95,10 @@ impl ResticBackup {
             .unwrap();
         let started = Instant::now();
         while lock_files(loc) == 0 {
-            assert!(started.elapsed() < Duration::from_secs(20), "restic took no lock");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "restic took no lock"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         ResticBackup(child)
@@ -248,5 +258,8 @@ fn a_backup_whose_lock_was_removed_meanwhile_commits_no_snapshot() {
     remover.join().unwrap();
     assert!(matches!(err, RepoError::LockLost { .. }), "{err}");
     assert!(err.to_string().contains("removed"), "{err}");
-    assert!(repo.snapshots(&[]).unwrap().is_empty(), "a snapshot was committed");
+    assert!(
+        repo.snapshots(&[]).unwrap().is_empty(),
+        "a snapshot was committed"
+    );
 }

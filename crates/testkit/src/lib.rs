@@ -11,6 +11,7 @@ pub mod contract;
 mod corpus;
 mod docker;
 mod fake_engine;
+pub mod garage;
 pub mod http;
 mod memory_repo;
 mod tree;

@@ -3,6 +3,7 @@
 //! and jitter on what is transient, within a budget after which it fails with a clear reason.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::location::S3Location;
@@ -147,7 +148,14 @@ pub struct S3Client {
     region: String,
     credentials: S3Credentials,
     policy: RetryPolicy,
+    /// The last request that used up its retries, and when: for a while after, requests fail
+    /// at once instead of each spending the whole budget again (the engine carries on with
+    /// its other uploads after one fails).
+    tripped: Arc<Mutex<Option<(Instant, S3Failure)>>>,
 }
+
+/// How long requests fail at once after one used up its retries.
+pub const TRIPPED_FOR: Duration = Duration::from_secs(30);
 
 impl S3Client {
     /// A client for `location`; nothing is sent yet.
@@ -171,6 +179,7 @@ impl S3Client {
             region,
             credentials,
             policy,
+            tripped: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -336,6 +345,11 @@ impl S3Client {
         body: &[u8],
     ) -> Result<Answer, S3Failure> {
         let what = format!("{method} {}", if key.is_empty() { "/" } else { key });
+        if let Some((at, failure)) = &*self.tripped.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < TRIPPED_FOR
+        {
+            return Err(failure.clone());
+        }
         let started = Instant::now();
         let mut wait = self.policy.first_wait;
         let mut answered = false;
@@ -350,13 +364,16 @@ impl S3Client {
                 }
             };
             if attempt >= self.policy.attempts {
-                return Err(S3Failure::GaveUp {
+                let failure = S3Failure::GaveUp {
                     what,
                     attempts: attempt,
                     elapsed: started.elapsed(),
                     last,
                     unreachable: !answered,
-                });
+                };
+                *self.tripped.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), failure.clone()));
+                return Err(failure);
             }
             // Full jitter: a random wait up to the doubled step, so many clients do not retry
             // in step.
