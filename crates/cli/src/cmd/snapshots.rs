@@ -13,12 +13,19 @@ use crate::output::human_bytes;
 pub struct Args {
     /// Only backups of this container
     pub name: Option<String>,
+    /// Backups of every host sharing the repository (default: this host's, see --host)
+    #[arg(long)]
+    pub all_hosts: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
-    // Every host's backups, unless --host (or LIFEBOAT_HOST) names one.
-    let backups = list_host_backups(&repo, a.name.as_deref(), g.host.as_deref())?;
+    let host = g.host_name();
+    let backups = list_host_backups(
+        &repo,
+        a.name.as_deref(),
+        (!a.all_hosts).then_some(host.as_str()),
+    )?;
     if g.json {
         let list: Vec<_> = backups
             .iter()

@@ -16,6 +16,7 @@ mod hot_redis;
 mod hot_sqlite;
 mod restic;
 mod roundtrip;
+mod s3;
 mod safety;
 mod security;
 mod services;
