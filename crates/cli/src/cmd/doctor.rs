@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lifeboat_core::Repository;
-use lifeboat_core::doctor::{DoctorReport, DoctorRequest, Finding, Severity, doctor};
+use lifeboat_core::doctor::{
+    DoctorReport, DoctorRequest, Finding, RepoUnavailable, Severity, doctor,
+};
+use lifeboat_repo::RepoError;
 
 use crate::context::GlobalArgs;
 use crate::exit::Code;
@@ -26,11 +29,21 @@ pub struct Args {
 /// Exit status: 0 all clear (information only), 1 warnings, 2 errors.
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let engine = g.engine()?;
-    let repo = g.open_repo().map_err(|e| format!("{e:#}"));
+    let repo = g.open_repo().map_err(|e| RepoUnavailable {
+        why: format!("{e:#}"),
+        storage: match e.downcast_ref::<RepoError>() {
+            Some(RepoError::StorageUnreachable { .. }) => Some("unreachable"),
+            Some(RepoError::StorageDenied { .. }) => Some("credentials"),
+            Some(RepoError::NoBucket { .. }) => Some("bucket"),
+            _ => None,
+        },
+    });
     let location = g.location().0;
     let req = DoctorRequest {
         host_root: g.host_root.clone(),
-        repo_dir: (!location.contains("://")).then(|| PathBuf::from(&location)),
+        repo_dir: (!location.contains("://") && !location.starts_with("s3:"))
+            .then(|| PathBuf::from(&location)),
+        repo_location: location.clone(),
         max_age: Duration::from_secs(a.max_age_hours * 3600),
         walk_limit: 50_000,
     };

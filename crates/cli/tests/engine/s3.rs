@@ -204,4 +204,35 @@ fn a_refusing_storage_gets_its_own_exit_code_and_nothing_is_created() {
     // Nothing was written: the right credentials find no repository there.
     let right = Host::new(&g, &g.location("r"), "h1");
     assert_eq!(right.run(&["snapshots"]).code, 10);
+
+    // Doctor names each: refused credentials are an error, an object store on this very
+    // host a warning.
+    let general = |run: &Run| -> Vec<String> {
+        run.json()["general"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["check"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let d = wrong.run(&["doctor", "--json", "--all"]);
+    assert_eq!(d.code, 2, "{}", d.stdout);
+    assert!(
+        general(&d).contains(&"destination.credentials".to_string()),
+        "{}",
+        d.stdout
+    );
+    let d = h.run(&["doctor", "--json", "--all"]);
+    assert!(
+        general(&d).contains(&"destination.bucket".to_string()),
+        "{}",
+        d.stdout
+    );
+    right.run(&["init"]).ok();
+    let d = right.run(&["doctor", "--json", "--all"]);
+    assert!(
+        d.stdout.contains("in an object store on this host"),
+        "{}",
+        d.stdout
+    );
 }

@@ -52,6 +52,55 @@ pub(super) fn repo_unreadable(why: &str) -> Finding {
     )
 }
 
+/// The repository's storage refused: unreachable, credentials refused, or no bucket.
+pub(super) fn storage_refused(what: &'static str, why: &str) -> Finding {
+    let (check, fix) = match what {
+        "unreachable" => (
+            "destination.unreachable",
+            "start the object store or fix the endpoint in the location; check the network path",
+        ),
+        "credentials" => (
+            "destination.credentials",
+            "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or *_FILE) to a key allowed on the bucket",
+        ),
+        _ => (
+            "destination.bucket",
+            "create the bucket and allow the key on it, then run `lifeboat init`",
+        ),
+    };
+    f(Severity::Error, check, why.to_string(), fix.into())
+}
+
+/// A warning when the only repository lives on the host it protects (a local directory, or
+/// an object store on this machine): when the host dies, the backups die with it.
+pub(super) fn placement_findings(location: &str) -> Vec<Finding> {
+    let endpoint_here = location.strip_prefix("s3:").map(|rest| {
+        let rest = rest.split_once("://").map(|(_, r)| r).unwrap_or(rest);
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1")
+    });
+    let message = match endpoint_here {
+        None => format!(
+            "the only repository ({location}) is a directory on this host: when the host dies, \
+             its backups die with it"
+        ),
+        Some(true) => format!(
+            "the only repository ({location}) is in an object store on this host: when the host \
+             dies, its backups die with it"
+        ),
+        Some(false) => return Vec::new(),
+    };
+    vec![f(
+        Severity::Warning,
+        "placement.repository_on_this_host",
+        message,
+        "keep the repository off this host: an S3 location (s3:https://HOST/BUCKET/PREFIX) on \
+         another machine or provider"
+            .into(),
+    )]
+}
+
 pub(super) fn repository_findings(backups: &[BackupEntry], now: Timestamp) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(newer) = backups

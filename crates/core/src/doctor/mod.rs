@@ -70,6 +70,15 @@ impl DoctorReport {
     }
 }
 
+/// Why the repository could not be opened.
+#[derive(Debug, Clone)]
+pub struct RepoUnavailable {
+    /// The error, as the user would see it.
+    pub why: String,
+    /// Set when the storage itself refused: `unreachable`, `credentials` or `bucket`.
+    pub storage: Option<&'static str>,
+}
+
 /// What doctor looks at and how far.
 #[derive(Debug, Clone)]
 pub struct DoctorRequest {
@@ -77,6 +86,8 @@ pub struct DoctorRequest {
     pub host_root: PathBuf,
     /// The local repository directory, for the free-space and writability checks.
     pub repo_dir: Option<PathBuf>,
+    /// Where the repository is, as configured (a local path or an S3 location).
+    pub repo_location: String,
     /// A backup older than this is reported.
     pub max_age: Duration,
     /// Entries walked per mount at most (ownership and database checks sample beyond it).
@@ -87,7 +98,7 @@ pub struct DoctorRequest {
 /// could not be opened (reported as a finding, not an error).
 pub fn doctor(
     engine: &dyn Engine,
-    repo: Result<&dyn crate::Repository, String>,
+    repo: Result<&dyn crate::Repository, RepoUnavailable>,
     names: &[String],
     req: &DoctorRequest,
 ) -> Result<DoctorReport, CoreError> {
@@ -107,11 +118,19 @@ pub fn doctor(
                 Vec::new()
             }
         },
-        Err(why) => {
+        Err(RepoUnavailable { why, storage: None }) => {
             general.push(checks::repo_unreadable(&why));
             Vec::new()
         }
+        Err(RepoUnavailable {
+            why,
+            storage: Some(what),
+        }) => {
+            general.push(checks::storage_refused(what, &why));
+            Vec::new()
+        }
     };
+    general.extend(checks::placement_findings(&req.repo_location));
     general.extend(checks::repository_findings(&backups, now));
     let facts: Vec<ContainerFacts> = std::thread::scope(|s| {
         let handles: Vec<_> = names
