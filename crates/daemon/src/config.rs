@@ -25,6 +25,50 @@ pub struct DaemonOptions {
     /// `[policies.NAME]`: named policies a label can pick.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyOptions>,
+    /// `[repository]`: where backups go (overrides LIFEBOAT_REPOSITORY / --repo).
+    #[serde(default)]
+    pub repository: RepositorySection,
+}
+
+/// The `[repository]` section as written. Secrets are read from files, never written inline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    /// A local directory or `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+    pub location: Option<String>,
+    /// The repository password's file.
+    pub password_file: Option<PathBuf>,
+    /// The S3 access key id's file (else `AWS_ACCESS_KEY_ID[_FILE]`).
+    pub access_key_id_file: Option<PathBuf>,
+    /// The S3 secret key's file (else `AWS_SECRET_ACCESS_KEY[_FILE]`).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The S3 region requests are signed for (else `AWS_DEFAULT_REGION`, else us-east-1).
+    pub region: Option<String>,
+}
+
+impl RepositorySection {
+    /// The S3 account the section names, if it names one: both files or neither.
+    pub fn credentials(&self) -> Result<Option<lifeboat_repo::s3::S3Credentials>, ConfigError> {
+        let read = |setting: &'static str, path: &Path| {
+            lifeboat_repo::s3::read_secret_file(path).map_err(|why| ConfigError::Setting {
+                setting,
+                value: path.display().to_string(),
+                why,
+            })
+        };
+        match (&self.access_key_id_file, &self.secret_access_key_file) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) => Ok(Some(lifeboat_repo::s3::S3Credentials {
+                access_key_id: read("repository.access_key_id_file", id)?,
+                secret_access_key: read("repository.secret_access_key_file", secret)?,
+            })),
+            (Some(p), None) | (None, Some(p)) => Err(ConfigError::Setting {
+                setting: "repository.access_key_id_file",
+                value: p.display().to_string(),
+                why: "set both access_key_id_file and secret_access_key_file, or neither".into(),
+            }),
+        }
+    }
 }
 
 /// The `[daemon]` section as written.

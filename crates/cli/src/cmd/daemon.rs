@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use lifeboat_daemon::{DaemonOptions, RunEnv};
 use lifeboat_docker::DockerEngine;
+use lifeboat_repo::RepoLocation;
 
 use crate::context::GlobalArgs;
 use crate::exit::Code;
@@ -30,6 +31,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         Some(path) => DaemonOptions::load(path)?,
         None => DaemonOptions::default(),
     };
+    let section = options.repository.clone();
     let plan = options.plan(a.listen.as_deref(), &g.state_dir)?;
     if a.check_config {
         println!(
@@ -44,22 +46,37 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
         return Ok(Code::Ok);
     }
-    let password = g.password()?;
-    // Fail now, not at the first scheduled backup, when the repository is missing or the
-    // password is wrong.
-    let repo = g
-        .open_repo()
-        .context("the daemon needs an initialised repository")?;
-    drop(repo);
-    let engine = DockerEngine::connect()?;
+    // The config's [repository] wins over --repo / LIFEBOAT_REPOSITORY and the environment.
+    let password = match &section.password_file {
+        Some(path) => lifeboat_repo::s3::read_secret_file(path)
+            .map_err(|why| anyhow::anyhow!("repository.password_file: {why}"))?,
+        None => g.password()?,
+    };
+    let repo = section
+        .location
+        .clone()
+        .map(RepoLocation)
+        .unwrap_or_else(|| g.location());
+    let mut settings = g.repo_settings();
+    if let Some(credentials) = section.credentials()? {
+        settings.s3.credentials = Some(credentials);
+    }
+    if section.region.is_some() {
+        settings.s3.region = section.region.clone();
+    }
     let env = RunEnv {
         state_dir: g.state_dir.clone(),
         host_root: g.host_root.clone(),
         hostname: g.host_name(),
-        repo: g.location(),
+        repo,
         password,
-        settings: g.repo_settings(),
+        settings,
     };
+    // Fail now, not at the first scheduled backup, when the repository is missing, the
+    // storage refuses, or the password is wrong.
+    env.open_repo()
+        .context("the daemon needs an initialised repository")?;
+    let engine = DockerEngine::connect()?;
     lifeboat_daemon::run(plan, env, Arc::new(engine))?;
     Ok(Code::Ok)
 }

@@ -167,7 +167,7 @@ pub fn managed(c: &mut Cleanup, scope: &str, name: &str, vol: Option<&str>, labe
     run_sleeper(c, name, &flags);
 }
 
-fn succeeded(jobs: &[serde_json::Value]) -> usize {
+pub fn succeeded(jobs: &[serde_json::Value]) -> usize {
     jobs.iter().filter(|j| j["state"] == "succeeded").count()
 }
 

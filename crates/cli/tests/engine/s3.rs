@@ -236,3 +236,73 @@ fn a_refusing_storage_gets_its_own_exit_code_and_nothing_is_created() {
         d.stdout
     );
 }
+
+#[test]
+fn the_daemon_backs_up_into_s3_with_the_account_and_password_from_its_config_file() {
+    use crate::daemon::{Daemon, managed, succeeded};
+    let g = Garage::start();
+    let lb = Lb::uninitialised();
+    let file = |name: &str, text: &str| {
+        let p = lb.state.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let id = file("s3.id", &g.env["AWS_ACCESS_KEY_ID"]);
+    let secret = file("s3.secret", &g.env["AWS_SECRET_ACCESS_KEY"]);
+    let pw = file("repository.pw", "daemon-password");
+    let loc = g.location("daemon");
+    lb.run_env(
+        &[
+            ("AWS_ACCESS_KEY_ID_FILE", &id),
+            ("AWS_SECRET_ACCESS_KEY_FILE", &secret),
+            ("AWS_DEFAULT_REGION", "garage"),
+            ("LIFEBOAT_PASSWORD_FILE", &pw),
+        ],
+        &["--repo", &loc, "init"],
+    )
+    .ok();
+    let mut c = Cleanup::default();
+    let name = unique("lbt-s3d");
+    let vol = unique("lbt-s3d-data");
+    new_volume(&mut c, &vol);
+    managed(&mut c, &name, &name, Some(&vol), &["lifeboat.schedule=1h"]);
+    let d = Daemon::start(
+        &lb,
+        &name,
+        &format!(
+            "[repository]\nlocation = \"{loc}\"\npassword_file = \"{pw}\"\n\
+             access_key_id_file = \"{id}\"\nsecret_access_key_file = \"{secret}\"\n\
+             region = \"garage\"\n"
+        ),
+    );
+    d.wait_until(
+        "a backup into S3",
+        std::time::Duration::from_secs(60),
+        || succeeded(&d.jobs(&name)) >= 1,
+    );
+    // The secret is in no log line, job record or API answer.
+    let log = d.log_text();
+    let jobs = d.get("/api/v1/jobs").body;
+    for text in [
+        &log,
+        &jobs,
+        &d.get(&format!("/api/v1/services/{name}")).body,
+    ] {
+        assert!(
+            !text.contains(&g.env["AWS_SECRET_ACCESS_KEY"]),
+            "secret leaked: {text}"
+        );
+    }
+    drop(d);
+    // restic finds the daemon's backup in the bucket.
+    let out = std::process::Command::new("restic")
+        .args(["--no-cache", "-r", &loc, "snapshots", "--json"])
+        .env("RESTIC_PASSWORD", "daemon-password")
+        .env("AWS_ACCESS_KEY_ID", &g.env["AWS_ACCESS_KEY_ID"])
+        .env("AWS_SECRET_ACCESS_KEY", &g.env["AWS_SECRET_ACCESS_KEY"])
+        .env("AWS_DEFAULT_REGION", "garage")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("container={name}")), "{text}");
+}
