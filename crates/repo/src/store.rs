@@ -18,7 +18,7 @@ use crate::s3::{S3Backend, S3Client, S3Failure, S3Location, S3Settings};
 pub(crate) enum Store {
     Local(PathBuf),
     S3 {
-        client: S3Client,
+        client: Box<S3Client>,
         /// The first failure of an engine operation (see [`S3Backend`]).
         failure: Arc<Mutex<Option<S3Failure>>>,
     },
@@ -37,7 +37,12 @@ impl Store {
                         reason,
                     })?;
                 Ok(Store::S3 {
-                    client: S3Client::new(parsed, s3.region(), credentials, s3.retry.clone()),
+                    client: Box::new(S3Client::new(
+                        parsed,
+                        s3.region(),
+                        credentials,
+                        s3.retry.clone(),
+                    )),
                     failure: Arc::new(Mutex::new(None)),
                 })
             }
@@ -82,7 +87,7 @@ impl Store {
                 .map_err(|e| RepoError::engine("opening", location, e.display_log()))?
                 .repository(),
             Store::S3 { client, failure } => {
-                Arc::new(S3Backend::new(client.clone(), failure.clone()))
+                Arc::new(S3Backend::new((**client).clone(), failure.clone()))
             }
         };
         Ok(RepositoryBackends::new(

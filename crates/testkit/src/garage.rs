@@ -191,7 +191,7 @@ impl Drop for FaultProxy {
 /// of 1000 is below the share (so 20% really is every fifth request on average).
 fn decide(k: u64, permille: u64) -> Option<Fault> {
     let slot = (k.wrapping_mul(7919)) % 1000;
-    (slot < permille).then_some(if k % 2 == 0 {
+    (slot < permille).then_some(if k.is_multiple_of(2) {
         Fault::SlowDown
     } else {
         Fault::Reset
