@@ -60,13 +60,13 @@ pub fn scan_backups(
     if let Some(name) = container {
         want.push(tags::container(name));
     }
-    if let Some(host) = host {
-        want.push(tags::host(host));
-    }
+
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for s in repo.snapshots(&want)? {
         let (id, time) = (s.id.clone(), s.time);
         match entry(s) {
+            // The manifest says which host took it (a tag could be missing or forged alone).
+            Ok(e) if host.is_some_and(|h| e.manifest.host != h) => {}
             Ok(e) => good.push(e),
             Err(CoreError::Manifest { source, .. }) => bad.push(UnreadableBackup {
                 snapshot_id: id,

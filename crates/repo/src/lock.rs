@@ -2,8 +2,8 @@
 //! hosts and the `restic` CLI respect each other's locks both ways.
 //!
 //! A lock is an encrypted JSON file `locks/ID` (ID = SHA-256 of the stored bytes) saying who
-//! holds it, since when, and whether it is exclusive. Backups, restores and checks take a
-//! shared lock; deleting snapshots and pruning take an exclusive one. A lock is stale when its
+//! holds it, since when, and whether it is exclusive. Backups, restores, checks and
+//! snapshot deletions take a shared lock; pruning takes an exclusive one. A lock is stale when its
 //! time is more than 30 minutes old, or when it was taken on this host by a process that is
 //! gone. Taking one: look for conflicting live locks, write ours, wait 200 ms, look again (a
 //! store without conditional writes, like Garage, cannot do better), and back off if another

@@ -41,8 +41,9 @@ pub struct RepoLocation(pub String);
 pub struct RepoSettings {
     /// Account, region and retry policy for S3 locations.
     pub s3: S3Settings,
-    /// Where index and snapshot files are cached (restic's cache model); `None` uses the
-    /// engine's default (`~/.cache/rustic`).
+    /// Where index and snapshot files of a remote repository are cached (restic's cache
+    /// model); `None` uses the engine's default (`~/.cache/rustic`). Local repositories are
+    /// read directly.
     pub cache_dir: Option<PathBuf>,
     /// This host's name, as written into repository locks (never the engine's id: engines
     /// cloned from one image share it).
@@ -107,7 +108,13 @@ fn engine_for(
     };
     let backends = store.backends(&location.0, gate)?;
     let mut opts = RepositoryOptions::default();
-    opts.cache_dir = settings.cache_dir.clone();
+    if store.is_remote() {
+        opts.cache_dir = settings.cache_dir.clone();
+    } else {
+        // The files are on this host's disks already: a cache would only copy them (and
+        // could hide damage to them from the next reader).
+        opts.no_cache = true;
+    }
     Engine::new_with_progress(&opts, &backends, Bars(progress))
         .map_err(|e| RepoError::engine("opening", &location.0, e.display_log()))
 }
@@ -529,7 +536,10 @@ impl Repository for RusticRepository {
     }
 
     fn delete(&self, ids: &[String]) -> Result<(), RepoError> {
-        let _lock = self.hold_lock(true)?;
+        // Shared, unlike restic's `forget`: it removes only snapshot files, which no
+        // concurrent backup needs, so a host cleaning up its orphans never waits for (or fails
+        // on) another host's backup. A prune elsewhere still excludes it.
+        let _lock = self.hold_lock(false)?;
         let ids = ids
             .iter()
             .map(|id| self.find_snapshot(id).map(|s| s.id))

@@ -263,3 +263,29 @@ fn a_backup_whose_lock_was_removed_meanwhile_commits_no_snapshot() {
         "a snapshot was committed"
     );
 }
+
+#[test]
+fn deleting_snapshots_does_not_wait_for_another_hosts_backup_but_a_prune_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = init(dir.path());
+    let h1 = open(&loc, "h1", Duration::ZERO);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"orphan").unwrap();
+    let part = h1
+        .backup_dir(&lifeboat_repo::DirBackup {
+            source: &src,
+            as_path: "/volumes/v",
+            tags: &[],
+            description: None,
+            exclude: &[],
+        })
+        .unwrap();
+    let h2 = open(&loc, "h2", Duration::ZERO);
+    let backing_up = h2.hold_lock(false).unwrap();
+    h1.delete(&[part.snapshot_id]).unwrap();
+    assert!(h1.snapshots(&[]).unwrap().is_empty());
+    assert!(matches!(h1.prune(), Err(RepoError::Locked { .. })));
+    drop(backing_up);
+    h1.prune().unwrap();
+}

@@ -290,10 +290,18 @@ fn with_every_request_failing_the_backup_ends_within_its_budget_and_writes_no_sn
         err.to_string().contains("6 times") || err.to_string().contains("6 attempts"),
         "the error names the attempts: {err}"
     );
+    // For 30 s after a request used up its retries, this handle fails at once.
+    let again = repo
+        .snapshots(&[])
+        .expect_err("the tripped client sent a request");
+    assert!(again.to_string().contains("6 times"), "{again}");
     proxy
         .failure_permille
         .store(0, std::sync::atomic::Ordering::SeqCst);
-    assert!(repo.snapshots(&[]).unwrap().is_empty());
+    // The next run (a new handle) finds the storage back and nothing committed.
+    let next = open(&g, &loc, "h1");
+    assert!(next.snapshots(&[]).unwrap().is_empty());
+    backup(&next, &src).unwrap();
 }
 
 #[test]
