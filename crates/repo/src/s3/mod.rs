@@ -6,6 +6,7 @@ mod backend;
 mod client;
 mod location;
 mod sign;
+mod uploads;
 mod xml;
 
 pub use backend::S3Backend;
