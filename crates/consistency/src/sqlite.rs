@@ -34,9 +34,58 @@ pub fn is_sqlite(root: &Beneath, rel: &Path) -> bool {
 /// SQLite databases under `dir` (relative paths). Symlinks are neither followed nor taken
 /// for databases: a container's files must never lead Lifeboat elsewhere.
 pub fn find_databases(dir: &Path) -> Vec<PathBuf> {
+    find_databases_cached(dir, &mut DetectionCache::default())
+}
+
+/// What detection found for each file of one mount last time, keyed by the file's identity:
+/// a file whose inode, size and change time (which no one can set back) are unchanged is not
+/// opened again, so a backup of an unchanged tree costs stats, not reads.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DetectionCache {
+    /// (path bytes, inode, size, ctime seconds, ctime nanoseconds, is a database).
+    files: Vec<(Vec<u8>, u64, u64, i64, i64, bool)>,
+}
+
+impl DetectionCache {
+    /// The cache kept in `path`; empty when missing or unreadable.
+    pub fn load(path: &Path) -> DetectionCache {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the cache to `path` (through a temporary file; a failure only costs reads).
+    pub fn save(&self, path: &Path) {
+        let tmp = path.with_extension("tmp");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| serde_json::to_vec(self).map_err(std::io::Error::other))
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            log::warn!(
+                "cannot keep the database detection cache {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// [`find_databases`], opening only files that are new or changed since `cache` was filled;
+/// `cache` then describes the tree as it is now.
+pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     let Ok(root) = Beneath::open(dir) else {
         return Vec::new();
     };
+    let known: std::collections::HashMap<&[u8], (u64, u64, i64, i64, bool)> = cache
+        .files
+        .iter()
+        .map(|(p, ino, size, cs, cn, db)| (p.as_slice(), (*ino, *size, *cs, *cn, *db)))
+        .collect();
+    let mut now = Vec::new();
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
         .into_iter()
@@ -46,14 +95,24 @@ pub fn find_databases(dir: &Path) -> Vec<PathBuf> {
         let side_file = ["-wal", "-shm", "-journal"]
             .iter()
             .any(|s| name.ends_with(s));
-        if entry.file_type().is_file()
-            && !side_file
-            && let Ok(rel) = entry.path().strip_prefix(dir)
-            && is_sqlite(&root, rel)
-        {
+        if !entry.file_type().is_file() || side_file {
+            continue;
+        }
+        let (Ok(rel), Ok(meta)) = (entry.path().strip_prefix(dir), entry.metadata()) else {
+            continue;
+        };
+        let key = rel.as_os_str().as_bytes();
+        let id = (meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
+        let is_db = match known.get(key) {
+            Some(&(ino, size, cs, cn, db)) if (ino, size, cs, cn) == id => db,
+            _ => is_sqlite(&root, rel),
+        };
+        now.push((key.to_vec(), id.0, id.1, id.2, id.3, is_db));
+        if is_db {
             out.push(rel.to_path_buf());
         }
     }
+    cache.files = now;
     out
 }
 
@@ -257,5 +316,60 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(std::fs::read(&outside_wal).unwrap(), b"not a wal");
         assert_eq!(integrity_check(&vol, Path::new("app.db")).unwrap(), "ok");
+    }
+}
+
+#[cfg(test)]
+mod detection_cache_tests {
+    use super::*;
+
+    fn sqlite_file(path: &Path) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+
+    #[test]
+    fn unchanged_files_keep_their_verdict_without_being_opened_and_changed_ones_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        sqlite_file(&dir.path().join("app.db"));
+        std::fs::write(dir.path().join("notes.txt"), b"plain text, not a database").unwrap();
+        let mut cache = DetectionCache::default();
+        assert_eq!(
+            find_databases_cached(dir.path(), &mut cache),
+            vec![PathBuf::from("app.db")]
+        );
+        // Prove the second walk trusts the cache: flip the kept verdict of the unchanged
+        // text file; only a walk that does not open it reports it.
+        for entry in &mut cache.files {
+            if entry.0 == b"notes.txt" {
+                entry.5 = true;
+            }
+        }
+        let mut found = find_databases_cached(dir.path(), &mut cache);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![PathBuf::from("app.db"), PathBuf::from("notes.txt")]
+        );
+        // A change (its ctime moves; no one can set that back) makes it be read again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("notes.txt"), b"still not a database").unwrap();
+        assert_eq!(
+            find_databases_cached(dir.path(), &mut cache),
+            vec![PathBuf::from("app.db")]
+        );
+        // A new database is found; a deleted one leaves the cache.
+        sqlite_file(&dir.path().join("new.db"));
+        std::fs::remove_file(dir.path().join("app.db")).unwrap();
+        assert_eq!(
+            find_databases_cached(dir.path(), &mut cache),
+            vec![PathBuf::from("new.db")]
+        );
+        assert!(cache.files.iter().all(|f| f.0 != b"app.db"));
+        // It survives a save and a load.
+        let kept = dir.path().join("state/detect.json");
+        cache.save(&kept);
+        assert_eq!(DetectionCache::load(&kept).files.len(), cache.files.len());
     }
 }

@@ -144,7 +144,7 @@ pub fn backup_container(
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
     let mut capture = plan(&details, &req.host_root, req.with_image)?;
-    let hot = crate::hot::HotPlan::detect(&details, &capture.parts)?;
+    let hot = crate::hot::HotPlan::detect(&details, &capture.parts, &req.state_dir)?;
     let mode = chosen.unwrap_or(if hot.is_capable() {
         Mode::Hot
     } else {

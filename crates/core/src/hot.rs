@@ -5,21 +5,38 @@
 use std::path::{Path, PathBuf};
 
 use lifeboat_capture::{CapturePlan, PlannedPart};
-use lifeboat_consistency::sqlite::{consistent_copy, find_databases, side_files};
+use lifeboat_consistency::sqlite::{
+    DetectionCache, consistent_copy, find_databases_cached, side_files,
+};
 use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::PartKind;
 
 use crate::{CoreError, Note};
 
 /// Databases (relative paths) per data part, by index into the plan's parts.
-fn find(parts: &[PlannedPart]) -> Vec<(usize, Vec<PathBuf>)> {
+/// The databases of each volume and bind directory. What was found is kept per mount in the
+/// state directory, so files unchanged since the last backup are not opened again.
+fn find(parts: &[PlannedPart], state_dir: &Path) -> Vec<(usize, Vec<PathBuf>)> {
     parts
         .iter()
         .enumerate()
         .filter(|(_, p)| {
             matches!(p.kind, PartKind::Volume | PartKind::Bind) && p.read_path.is_dir()
         })
-        .map(|(i, p)| (i, find_databases(&p.read_path)))
+        .map(|(i, p)| {
+            // One file per mount, named by the mount's path on this host.
+            let key = hex::encode(p.read_path.as_os_str().as_encoded_bytes());
+            let key = if key.len() > 200 {
+                &key[key.len() - 200..]
+            } else {
+                &key
+            };
+            let path = state_dir.join("detect").join(format!("{key}.json"));
+            let mut cache = DetectionCache::load(&path);
+            let found = find_databases_cached(&p.read_path, &mut cache);
+            cache.save(&path);
+            (i, found)
+        })
         .filter(|(_, dbs)| !dbs.is_empty())
         .collect()
 }
@@ -36,13 +53,14 @@ impl HotPlan {
     pub(crate) fn detect(
         details: &ContainerDetails,
         parts: &[PlannedPart],
+        state_dir: &Path,
     ) -> Result<HotPlan, CoreError> {
         let label = crate::dump::strategy_label(&details.config)?;
         Ok(HotPlan {
             databases: if label == lifeboat_model::Strategy::None {
                 Vec::new()
             } else {
-                find(parts)
+                find(parts, state_dir)
             },
             redis: crate::dump::is_redis(&details.config),
             dump: crate::dump::strategy(&details.config),
