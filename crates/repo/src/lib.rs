@@ -25,6 +25,7 @@
 pub mod craft;
 mod error;
 mod lock;
+mod parallel;
 mod progress;
 mod rustic;
 pub mod s3;

@@ -12,6 +12,7 @@ use rustic_core::{
 };
 
 use crate::RepoError;
+use crate::parallel::ParallelPacks;
 use crate::s3::{S3Backend, S3Client, S3Failure, S3Location, S3Settings};
 
 /// The storage of one repository.
@@ -90,6 +91,7 @@ impl Store {
                 Arc::new(S3Backend::new((**client).clone(), failure.clone()))
             }
         };
+        let inner: Arc<dyn WriteBackend> = Arc::new(ParallelPacks::new(inner));
         Ok(RepositoryBackends::new(
             Arc::new(Gated { inner, may_commit }),
             None,

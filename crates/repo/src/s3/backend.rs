@@ -10,7 +10,6 @@ use rustic_core::{
 };
 
 use super::client::{S3Client, S3Failure};
-use super::uploads::Uploads;
 
 /// The object name of a file of the repository.
 pub(crate) fn object_name(tpe: FileType, id: &Id) -> String {
@@ -28,23 +27,12 @@ pub(crate) fn object_name(tpe: FileType, id: &Id) -> String {
 pub struct S3Backend {
     client: S3Client,
     failure: Arc<Mutex<Option<S3Failure>>>,
-    /// Packs being uploaded in parallel.
-    uploads: Uploads,
 }
 
 impl S3Backend {
     /// The backend; its first failure is kept in `failure`.
     pub fn new(client: S3Client, failure: Arc<Mutex<Option<S3Failure>>>) -> Self {
-        S3Backend {
-            uploads: Uploads::start(&client),
-            client,
-            failure,
-        }
-    }
-
-    /// Every pending pack upload finished, before anything that may refer to them.
-    fn settle(&self) -> RusticResult<()> {
-        self.uploads.flush().map_err(|f| self.fail(f))
+        S3Backend { client, failure }
     }
 
     fn fail(&self, f: S3Failure) -> Box<RusticError> {
@@ -69,7 +57,6 @@ impl ReadBackend for S3Backend {
                 None => Ok(Vec::new()),
             };
         }
-        self.settle()?;
         let objects = self.client.list(tpe.dirname()).map_err(|f| self.fail(f))?;
         let mut out = Vec::with_capacity(objects.len());
         for (name, size) in objects {
@@ -91,9 +78,6 @@ impl ReadBackend for S3Backend {
     }
 
     fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
-        if tpe == FileType::Pack {
-            self.settle()?;
-        }
         self.client
             .get(&object_name(tpe, id), None)
             .map(Bytes::from)
@@ -108,9 +92,6 @@ impl ReadBackend for S3Backend {
         offset: u32,
         length: u32,
     ) -> RusticResult<Bytes> {
-        if tpe == FileType::Pack {
-            self.settle()?;
-        }
         self.client
             .get(
                 &object_name(tpe, id),
@@ -138,21 +119,12 @@ impl WriteBackend for S3Backend {
         content: BytesList,
     ) -> RusticResult<()> {
         let body: Vec<u8> = content.into_vec().concat();
-        if tpe == FileType::Pack {
-            return self
-                .uploads
-                .put(object_name(tpe, id), body)
-                .map_err(|f| self.fail(f));
-        }
-        // An index or snapshot refers to packs: they are all stored first.
-        self.settle()?;
         self.client
             .put(&object_name(tpe, id), &body)
             .map_err(|f| self.fail(f))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
-        self.settle()?;
         self.client
             .delete(&object_name(tpe, id))
             .map_err(|f| self.fail(f))

@@ -6,7 +6,6 @@ mod backend;
 mod client;
 mod location;
 mod sign;
-mod uploads;
 mod xml;
 
 pub use backend::S3Backend;
