@@ -50,6 +50,9 @@ enum Command {
     Doctor(cmd::doctor::Args),
     /// Restore into a sandbox, check it answers, report the recovery time, tear it down.
     Drill(cmd::drill::Args),
+    /// Bring a failed service back from its newest good backup, after a forensic backup of
+    /// the broken state (what the daemon does with lifeboat.recover=auto).
+    Recover(cmd::recover::Args),
     /// Run policies on schedule: backups, retention, job history, HTTP API, metrics and
     /// dashboard (foreground; SIGTERM stops it cleanly).
     Daemon(cmd::daemon::Args),
@@ -73,6 +76,7 @@ fn main() {
         Command::Doctor(a) => cmd::doctor::run(&cli.global, a),
         Command::Daemon(a) => cmd::daemon::run(&cli.global, a),
         Command::Drill(a) => cmd::drill::run(&cli.global, a),
+        Command::Recover(a) => cmd::recover::run(&cli.global, a),
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
     };
     let code = match result {

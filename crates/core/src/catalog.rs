@@ -17,6 +17,8 @@ pub struct BackupEntry {
     pub manifest: Manifest,
     /// A safety backup taken by `restore --force` ([`tags::SAFETY`]).
     pub safety: bool,
+    /// A forensic backup: the broken state a recovery replaced ([`tags::FORENSIC`]).
+    pub forensic: bool,
 }
 
 fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
@@ -29,6 +31,7 @@ fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
     lifeboat_docker::secrets::remember_env(&manifest.config.env);
     Ok(BackupEntry {
         safety: s.tags.iter().any(|t| t == tags::SAFETY),
+        forensic: s.tags.iter().any(|t| t == tags::FORENSIC),
         snapshot_id: s.id,
         time: s.time,
         manifest,

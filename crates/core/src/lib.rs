@@ -17,6 +17,7 @@ pub mod drill;
 mod dump;
 mod error;
 mod hot;
+mod recover;
 mod restore;
 mod retention;
 mod scope;
@@ -31,6 +32,7 @@ pub use catalog::{
     BackupEntry, UnreadableBackup, find_backup, list_backups, list_host_backups, scan_backups,
 };
 pub use error::CoreError;
+pub use recover::{RecoverOutcome, RecoverRequest, newest_good_backup, recover_container};
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};
 pub use scope::containers_in_scope;

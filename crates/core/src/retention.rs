@@ -209,6 +209,7 @@ mod tests {
             time: m.started_at,
             manifest: m,
             safety: false,
+            forensic: false,
         }
     }
 

@@ -67,6 +67,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/v1/services/{name}/restore", post(restore))
         .route("/api/v1/services/{name}/prune", post(prune))
         .route("/api/v1/services/{name}/drill", post(drill))
+        .route("/api/v1/services/{name}/recover", post(recover))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/snapshots", get(snapshots))
@@ -160,6 +161,13 @@ async fn drill(State(d): D, Path(name): Path<String>) -> Response {
 async fn restore(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
     match body::<RestoreJob>(&bytes).and_then(|r| r.validate().map(|()| r)) {
         Ok(r) => accepted(d.enqueue(&name, JobKind::Restore, serde_json::to_value(r).ok())),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn recover(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response {
+    match body::<crate::runner::RecoverJob>(&bytes).and_then(|r| r.validate().map(|()| r)) {
+        Ok(r) => accepted(d.enqueue(&name, JobKind::Recover, serde_json::to_value(r).ok())),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -75,6 +75,24 @@ pub struct Service {
     pub snapshots: Option<usize>,
     /// When the daemon first saw it.
     pub first_seen: Timestamp,
+    /// Its container is down, and since when (the failure watch).
+    pub down: Option<Down>,
+    /// When the engine last reported a stop or kill of it (an operator's, or Lifeboat's
+    /// own stop mode): a `die` right after is not a failure.
+    pub stopped_at: Option<std::time::Instant>,
+    /// When it was last recovered (a failure soon after is left alone).
+    pub recovered_at: Option<std::time::Instant>,
+}
+
+/// A service whose container died.
+#[derive(Debug, Clone, Copy)]
+pub struct Down {
+    /// When it died.
+    pub since: std::time::Instant,
+    /// It was stopped (`docker stop`, compose stop/down, Lifeboat's stop mode), not failed.
+    pub stopped: bool,
+    /// The failure was acted on (recovery queued, or notified).
+    pub handled: bool,
 }
 
 /// The daemon's mutable state.

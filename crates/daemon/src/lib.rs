@@ -17,6 +17,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+mod failures;
 pub mod log;
 pub mod metrics;
 pub mod notify;

@@ -37,6 +37,27 @@ pub struct RestoreJob {
     pub dry_run: bool,
 }
 
+/// What `POST .../recover` may ask.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverJob {
+    /// This backup instead of the newest good one.
+    pub snapshot: Option<String>,
+    /// Say what would be done; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl RecoverJob {
+    /// The snapshot selector, checked before the job is queued.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(s) = &self.snapshot {
+            lifeboat_model::names::snapshot_selector(s).map_err(|e| format!("`snapshot`: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 impl RestoreJob {
     /// The names in the request, checked before the job is queued (and again by the restore).
     pub fn validate(&self) -> Result<(), String> {
@@ -129,6 +150,12 @@ impl Daemon {
                 }
             }
             JobKind::Drill => self.drill(service),
+            JobKind::Recover => {
+                let r = request
+                    .and_then(|r| serde_json::from_value::<RecoverJob>(r).ok())
+                    .unwrap_or_default();
+                self.recover(service, id, policy.as_ref(), r.snapshot, r.dry_run)
+            }
             JobKind::Prune => {
                 let force = request
                     .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
@@ -156,6 +183,7 @@ impl Daemon {
         match kind {
             JobKind::Backup => self.after_backup(service, id, &end, policy.as_ref()),
             JobKind::Drill => self.after_drill(service, id, &end),
+            JobKind::Recover => self.after_recover(service, id, &end),
             JobKind::Restore | JobKind::Prune => {}
         }
     }
@@ -391,6 +419,68 @@ impl Daemon {
             },
             Err(e) => fail(e),
         }
+    }
+
+    /// Brings `service` back from its newest good backup (drill-verified when drills are on),
+    /// after a forensic backup of the broken state.
+    fn recover(
+        &self,
+        service: &str,
+        id: i64,
+        policy: Option<&Policy>,
+        snapshot: Option<String>,
+        dry_run: bool,
+    ) -> JobEnd {
+        let backup = match self.backup_request(None, None) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
+        let req = lifeboat_core::RecoverRequest {
+            restore: RestoreRequest {
+                snapshot,
+                dry_run,
+                ..RestoreRequest::new(backup)
+            },
+            verified: self.verified(service, policy),
+        };
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let note = self.note_for(service, id);
+        match lifeboat_core::recover_container(self.engine.as_ref(), &repo, service, &req, &note) {
+            Ok(out) => JobEnd {
+                ok: true,
+                snapshot_id: Some(out.from_snapshot.clone()),
+                backup_id: Some(out.backup_id.clone()),
+                detail: serde_json::to_value(&out).ok(),
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        }
+    }
+
+    fn after_recover(&self, service: &str, id: i64, end: &JobEnd) {
+        crate::failures::recovered(self, service);
+        let mut event = json!({
+            "event": if end.ok { "service_recovered" } else { "recovery_failed" },
+            "service": service,
+            "job": id,
+            "backup_id": end.backup_id,
+            "error": end.error,
+        });
+        if let Some(d) = &end.detail {
+            for k in [
+                "data_lost_seconds",
+                "seconds",
+                "forensic_snapshot",
+                "health",
+                "backup_time",
+            ] {
+                event[k] = d.get(k).cloned().unwrap_or_default();
+            }
+        }
+        self.notifier.webhook(event);
     }
 
     fn prune(&self, service: &str, id: i64, policy: Option<&Policy>, force: bool) -> JobEnd {

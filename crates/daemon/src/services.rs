@@ -106,6 +106,9 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         last_verified: drills.1.clone(),
         snapshots: None,
         first_seen: now,
+        down: None,
+        stopped_at: None,
+        recovered_at: None,
     });
     service.present = true;
     match resolved {
@@ -198,9 +201,21 @@ pub fn watch(d: Arc<Daemon>) {
             );
         }
         backoff.reset();
-        for ev in events.iter() {
+        loop {
+            let ev = match events.recv_timeout(Duration::from_secs(1)) {
+                Ok(ev) => ev,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    crate::failures::check(&d);
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             if ev.action == "rename" {
                 let _ = discover(&d);
+                continue;
+            }
+            crate::failures::note_event(&d, &ev.name, &ev.action);
+            if matches!(ev.action.as_str(), "kill" | "stop") {
                 continue;
             }
             let details = match d.engine.container(&ev.id) {

@@ -11,7 +11,10 @@ use futures_util::StreamExt;
 use crate::ContainerEvent;
 
 /// Actions that can change what the daemon manages or how.
-const ACTIONS: [&str; 6] = ["create", "start", "die", "destroy", "rename", "update"];
+/// `kill` and `stop` tell a stop from a crash (they come before the `die` of a stop).
+const ACTIONS: [&str; 8] = [
+    "create", "start", "die", "destroy", "rename", "update", "kill", "stop",
+];
 
 /// Forwards container events until the stream ends or the receiver is dropped.
 pub(crate) fn subscribe(

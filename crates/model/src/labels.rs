@@ -40,6 +40,10 @@ pub const DB_PASSWORD_ENV: &str = "lifeboat.db-password-env";
 pub const DEPENDS_ON: &str = "lifeboat.depends-on";
 /// A command a drill runs in the restored copy; exit 0 means it answers.
 pub const PROBE: &str = "lifeboat.probe";
+/// What the daemon does when the service fails: `auto`, `notify` (default) or `off`.
+pub const RECOVER: &str = "lifeboat.recover";
+/// How long a failure must last before it counts (default 30s).
+pub const RECOVER_AFTER: &str = "lifeboat.recover-after";
 /// Healthchecks.io-style ping URL.
 pub const PING_URL: &str = "lifeboat.ping-url";
 /// Written by Lifeboat on a drill's copies: the sandbox they belong to.

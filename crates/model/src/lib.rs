@@ -23,4 +23,6 @@ pub use manifest::{
     tags,
 };
 pub use time::{format_timestamp, parse_timestamp};
-pub use vocab::{ContainerStatus, Health, JobKind, JobState, Mode, ModeError, Strategy};
+pub use vocab::{
+    ContainerStatus, Health, JobKind, JobState, Mode, ModeError, RecoverMode, Strategy,
+};

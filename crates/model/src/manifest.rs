@@ -23,6 +23,9 @@ pub mod tags {
     /// A safety backup: what `restore --force` replaced. Listed as such, restorable by id,
     /// never chosen by default (it is the state the user wanted to leave).
     pub const SAFETY: &str = "safety";
+    /// A forensic backup: the broken state a recovery replaced (also a safety backup, so
+    /// never chosen by default and never counted as good).
+    pub const FORENSIC: &str = "forensic";
 
     /// `container=NAME`.
     pub fn container(name: &str) -> String {

@@ -96,6 +96,20 @@ words! {
         Restore = "restore",
         Prune = "prune",
         Drill = "drill",
+        /// Brings a failed service back from its newest good backup.
+        Recover = "recover",
+    }
+}
+
+words! {
+    /// What the daemon does when a service fails (`lifeboat.recover`).
+    RecoverMode {
+        /// Recover it from its newest good backup.
+        Auto = "auto",
+        /// Tell (webhook, log), do nothing.
+        Notify = "notify",
+        /// Neither.
+        Off = "off",
     }
 }
 

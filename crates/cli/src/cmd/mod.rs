@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod drill;
 pub mod init;
 pub mod policy;
+pub mod recover;
 pub mod restore;
 pub mod restore_stack;
 pub mod snapshots;

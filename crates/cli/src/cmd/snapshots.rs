@@ -41,6 +41,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
                     "with_image": m.parts.iter().any(|p| p.kind == PartKind::Image),
                     "partial": m.partial,
                     "safety": b.safety,
+                    "forensic": b.forensic,
                     "consistency": m.consistency,
                     "bytes": m.total_bytes(),
                     "config_sha256": m.config_sha256,

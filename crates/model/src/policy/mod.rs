@@ -62,6 +62,9 @@ pub enum PolicyError {
     #[error("strategy `{0}` is not one of auto, postgres, mariadb, mysql, redis, sqlite, none")]
     /// An unknown hot strategy.
     Strategy(String),
+    #[error("recover `{0}` is not one of auto, notify, off")]
+    /// An unknown recovery mode.
+    Recover(String),
     #[error("policy `{0}` is not defined in the config file (known: {1})")]
     /// A named policy the config does not define: the service and the name.
     UnknownPolicy(String, String),
@@ -101,6 +104,44 @@ pub struct PolicyOptions {
     pub ping_url: Option<String>,
     /// When to verify the newest backup with a restore drill (a schedule, like `schedule`).
     pub drill: Option<String>,
+    /// What to do when the service fails: `auto`, `notify` (default) or `off`.
+    pub recover: Option<String>,
+    /// How long a failure must last before it counts (default 30s).
+    pub recover_after: Option<String>,
+}
+
+/// What the daemon does when a service fails, and after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// `auto`, `notify` or `off`.
+    pub mode: crate::RecoverMode,
+    /// How long a failure must last before it counts.
+    #[serde(with = "secs")]
+    pub after: std::time::Duration,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            mode: crate::RecoverMode::Notify,
+            after: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl Recovery {
+    fn is_default(&self) -> bool {
+        *self == Recovery::default()
+    }
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
 }
 
 /// The validated policy the daemon executes for one service.
@@ -123,6 +164,10 @@ pub struct Policy {
     /// Drills enabled: retention then counts a backup as good only once a drill verified it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<Schedule>,
+    /// Automatic recovery (left out of the fingerprint while it is the default, so existing
+    /// policies keep theirs).
+    #[serde(skip_serializing_if = "Recovery::is_default")]
+    pub recovery: Recovery,
 }
 
 impl Policy {
@@ -150,6 +195,8 @@ impl PolicyOptions {
             with_image: get(labels::WITH_IMAGE).map(|v| v == "true"),
             ping_url: get(labels::PING_URL),
             drill: get(labels::DRILL),
+            recover: get(labels::RECOVER),
+            recover_after: get(labels::RECOVER_AFTER),
         }
     }
 
@@ -163,6 +210,11 @@ impl PolicyOptions {
             with_image: over.with_image.or(self.with_image),
             ping_url: over.ping_url.clone().or_else(|| self.ping_url.clone()),
             drill: over.drill.clone().or_else(|| self.drill.clone()),
+            recover: over.recover.clone().or_else(|| self.recover.clone()),
+            recover_after: over
+                .recover_after
+                .clone()
+                .or_else(|| self.recover_after.clone()),
         }
     }
 
@@ -236,7 +288,18 @@ impl PolicyOptions {
                 })
             })
             .transpose()?;
+        let mut recovery = Recovery::default();
+        if let Some(m) = merged.recover.as_deref() {
+            recovery.mode = crate::RecoverMode::from_word(m).ok_or_else(|| {
+                at("recover", own.recover.is_some())(PolicyError::Recover(m.into()))
+            })?;
+        }
+        if let Some(a) = merged.recover_after.as_deref() {
+            recovery.after =
+                parse_duration(a).map_err(at("recover-after", own.recover_after.is_some()))?;
+        }
         Ok(Policy {
+            recovery,
             name,
             schedule,
             retention,
@@ -268,6 +331,32 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn recovery_comes_from_labels_defaults_to_notify_and_leaves_old_fingerprints_alone() {
+        let none = BTreeMap::new();
+        let base = labels(&[("lifeboat.schedule", "1h")]);
+        let plain =
+            PolicyOptions::resolve(&PolicyOptions::default(), &BTreeMap::new(), &base).unwrap();
+        assert_eq!(plain.recovery, Recovery::default());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("recovery"));
+        let auto = labels(&[
+            ("lifeboat.schedule", "1h"),
+            ("lifeboat.recover", "auto"),
+            ("lifeboat.recover-after", "5s"),
+        ]);
+        let p = PolicyOptions::resolve(&PolicyOptions::default(), &none, &auto).unwrap();
+        assert_eq!(p.recovery.mode, crate::RecoverMode::Auto);
+        assert_eq!(p.recovery.after, std::time::Duration::from_secs(5));
+        assert_ne!(p.fingerprint(), plain.fingerprint());
+        let bad = labels(&[("lifeboat.schedule", "1h"), ("lifeboat.recover", "always")]);
+        let err = PolicyOptions::resolve(&PolicyOptions::default(), &none, &bad).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("lifeboat.recover") && text.contains("auto, notify, off"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! The failure watch: a managed container that died and stays down (not stopped by an
+//! operator or by Lifeboat's own stop mode) for its policy's `recover-after` is a failure.
+//! With `lifeboat.recover=auto` a `recover` job is queued (its scheduled backups wait: a
+//! broken state is never backed up); with `notify` a webhook says so; a failure within
+//! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops).
+
+use std::time::{Duration, Instant};
+
+use lifeboat_model::{JobKind, RecoverMode};
+use serde_json::json;
+
+use crate::daemon::{Daemon, Down};
+
+/// A service that fails again this soon after a recovery is not recovered again.
+pub const LEFT_ALONE_FOR: Duration = Duration::from_secs(600);
+
+/// A `die` this soon after a `kill` or `stop` event belongs to that stop.
+const STOP_TO_DIE: Duration = Duration::from_secs(30);
+
+/// Records what an engine event says about a service's state.
+pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
+    let mut st = d.state();
+    let Some(s) = st.services.get_mut(name) else {
+        return;
+    };
+    match action {
+        "kill" | "stop" => s.stopped_at = Some(Instant::now()),
+        "die" => {
+            let stopped = s.stopped_at.is_some_and(|t| t.elapsed() < STOP_TO_DIE);
+            s.down = Some(Down {
+                since: Instant::now(),
+                stopped,
+                handled: false,
+            });
+        }
+        "start" => {
+            s.down = None;
+            s.stopped_at = None;
+        }
+        _ => {}
+    }
+}
+
+/// Acts on failures that lasted their `recover-after` (called about once a second).
+pub(crate) fn check(d: &Daemon) {
+    let due: Vec<(String, RecoverMode, bool)> = {
+        let mut st = d.state();
+        let mut due = Vec::new();
+        for s in st.services.values_mut() {
+            let Some(policy) = &s.policy else { continue };
+            let Some(down) = s.down.as_mut() else {
+                continue;
+            };
+            if down.stopped || down.handled || down.since.elapsed() < policy.recovery.after {
+                continue;
+            }
+            down.handled = true;
+            let again = s.recovered_at.is_some_and(|t| t.elapsed() < LEFT_ALONE_FOR);
+            due.push((s.name.clone(), policy.recovery.mode, again));
+        }
+        due
+    };
+    for (name, mode, again) in due {
+        // Still down? (A restart policy may have brought it back meanwhile.)
+        match d.engine.container(&name) {
+            Ok(Some(c)) if !c.state.running => {}
+            _ => continue,
+        }
+        match (mode, again) {
+            (RecoverMode::Off, _) => {}
+            (RecoverMode::Auto, true) => {
+                d.log(
+                    "warn",
+                    "service failed again soon after a recovery; left alone",
+                    json!({"service": name}),
+                );
+                d.notifier.webhook(json!({
+                    "event": "recovery_skipped", "service": name,
+                    "message": format!(
+                        "`{name}` failed again within {} minutes of its recovery; it is left \
+                         alone: look at it (`lifeboat recover {name}` by hand)",
+                        LEFT_ALONE_FOR.as_secs() / 60
+                    ),
+                }));
+            }
+            (RecoverMode::Auto, false) => {
+                // Its schedule waits: a broken state is never backed up (the `start` of the
+                // recovered container schedules it again).
+                d.state().scheduler.unschedule(&name);
+                match d.enqueue(&name, JobKind::Recover, None) {
+                    Ok(job) => {
+                        d.log(
+                            "warn",
+                            "service failed; recovering it",
+                            json!({"service": name, "job": job}),
+                        );
+                        d.notifier.webhook(json!({
+                            "event": "service_failed", "service": name, "action": "recover",
+                            "job": job,
+                        }));
+                    }
+                    Err(e) => d.log(
+                        "error",
+                        "cannot queue the recovery",
+                        json!({"service": name, "error": e.to_string()}),
+                    ),
+                }
+            }
+            (RecoverMode::Notify, _) => {
+                d.log("warn", "service failed", json!({"service": name}));
+                d.notifier.webhook(json!({
+                    "event": "service_failed", "service": name, "action": "notify",
+                    "message": format!(
+                        "`{name}` died and stays down; label it lifeboat.recover=auto to have \
+                         it recovered, or run `lifeboat recover {name}`"
+                    ),
+                }));
+            }
+        }
+    }
+}
+
+/// Marks `name` recovered now (its next failure within [`LEFT_ALONE_FOR`] is left alone).
+pub(crate) fn recovered(d: &Daemon, name: &str) {
+    if let Some(s) = d.state().services.get_mut(name) {
+        s.recovered_at = Some(Instant::now());
+        s.down = None;
+    }
+}
