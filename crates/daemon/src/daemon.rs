@@ -82,11 +82,18 @@ pub struct Service {
     pub stopped_at: Option<std::time::Instant>,
     /// When it was last recovered (a failure soon after is left alone).
     pub recovered_at: Option<std::time::Instant>,
+    /// When its container died lately (a crash loop is several within a minute).
+    pub deaths: Vec<std::time::Instant>,
+    /// Recoveries that succeeded and failed since the daemon started, and how long the
+    /// last successful one took.
+    pub recoveries: (u64, u64, Option<f64>),
 }
 
-/// A service whose container died.
+/// A service whose container died, crash-loops or turned unhealthy.
 #[derive(Debug, Clone, Copy)]
 pub struct Down {
+    /// `died`, `crash-loop` or `unhealthy`.
+    pub kind: &'static str,
     /// When it died.
     pub since: std::time::Instant,
     /// It was stopped (`docker stop`, compose stop/down, Lifeboat's stop mode), not failed.

@@ -1,5 +1,7 @@
 //! The failure watch: a managed container that died and stays down (not stopped by an
-//! operator or by Lifeboat's own stop mode) for its policy's `recover-after` is a failure.
+//! operator or by Lifeboat's own stop mode), that crash-loops (three deaths within a minute
+//! under a restart policy), or that stays unhealthy (the engine reports only the transition)
+//! for its policy's `recover-after` is a failure.
 //! With `lifeboat.recover=auto` a `recover` job is queued (its scheduled backups wait: a
 //! broken state is never backed up); with `notify` a webhook says so; a failure within
 //! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops).
@@ -17,33 +19,62 @@ pub const LEFT_ALONE_FOR: Duration = Duration::from_secs(600);
 /// A `die` this soon after a `kill` or `stop` event belongs to that stop.
 const STOP_TO_DIE: Duration = Duration::from_secs(30);
 
+/// Deaths within this window that make a crash loop.
+const LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// How many deaths in [`LOOP_WINDOW`] are a crash loop.
+const LOOP_DEATHS: usize = 3;
+
 /// Records what an engine event says about a service's state.
 pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
     let mut st = d.state();
     let Some(s) = st.services.get_mut(name) else {
         return;
     };
+    let now = Instant::now();
+    let failing = |kind| Down {
+        kind,
+        since: now,
+        stopped: false,
+        handled: false,
+    };
     match action {
-        "kill" | "stop" => s.stopped_at = Some(Instant::now()),
+        "kill" | "stop" => s.stopped_at = Some(now),
         "die" => {
-            let stopped = s.stopped_at.is_some_and(|t| t.elapsed() < STOP_TO_DIE);
-            s.down = Some(Down {
-                since: Instant::now(),
-                stopped,
-                handled: false,
+            if s.stopped_at.is_some_and(|t| t.elapsed() < STOP_TO_DIE) {
+                s.down = Some(Down {
+                    stopped: true,
+                    ..failing("died")
+                });
+                return;
+            }
+            s.deaths.retain(|t| t.elapsed() < LOOP_WINDOW);
+            s.deaths.push(now);
+            if s.down.is_some_and(|f| f.kind == "crash-loop") {
+                return;
+            }
+            s.down = Some(if s.deaths.len() >= LOOP_DEATHS {
+                failing("crash-loop")
+            } else {
+                failing("died")
             });
+        }
+        // A restart policy bringing it back ends a death, not a crash loop.
+        "start" if s.down.is_some_and(|f| f.kind == "crash-loop" && !f.handled) => {
+            s.stopped_at = None;
         }
         "start" => {
             s.down = None;
             s.stopped_at = None;
         }
+        "health_status: unhealthy" if s.down.is_none() => s.down = Some(failing("unhealthy")),
+        "health_status: healthy" if s.down.is_some_and(|f| f.kind == "unhealthy") => s.down = None,
         _ => {}
     }
 }
 
 /// Acts on failures that lasted their `recover-after` (called about once a second).
 pub(crate) fn check(d: &Daemon) {
-    let due: Vec<(String, RecoverMode, bool)> = {
+    let due: Vec<(String, RecoverMode, bool, &'static str)> = {
         let mut st = d.state();
         let mut due = Vec::new();
         for s in st.services.values_mut() {
@@ -56,15 +87,25 @@ pub(crate) fn check(d: &Daemon) {
             }
             down.handled = true;
             let again = s.recovered_at.is_some_and(|t| t.elapsed() < LEFT_ALONE_FOR);
-            due.push((s.name.clone(), policy.recovery.mode, again));
+            due.push((s.name.clone(), policy.recovery.mode, again, down.kind));
         }
         due
     };
-    for (name, mode, again) in due {
-        // Still down? (A restart policy may have brought it back meanwhile.)
-        match d.engine.container(&name) {
-            Ok(Some(c)) if !c.state.running => {}
-            _ => continue,
+    for (name, mode, again, kind) in due {
+        // Still failing? (A restart policy may have brought it back meanwhile.)
+        let still = match d.engine.container(&name) {
+            Ok(Some(c)) => match kind {
+                "unhealthy" => c.state.health == Some(lifeboat_model::Health::Unhealthy),
+                "crash-loop" => true,
+                _ => !c.state.running,
+            },
+            _ => false,
+        };
+        if !still {
+            if let Some(s) = d.state().services.get_mut(&name) {
+                s.down = None;
+            }
+            continue;
         }
         match (mode, again) {
             (RecoverMode::Off, _) => {}
@@ -75,7 +116,7 @@ pub(crate) fn check(d: &Daemon) {
                     json!({"service": name}),
                 );
                 d.notifier.webhook(json!({
-                    "event": "recovery_skipped", "service": name,
+                    "event": "recovery_skipped", "service": name, "failure": kind,
                     "message": format!(
                         "`{name}` failed again within {} minutes of its recovery; it is left \
                          alone: look at it (`lifeboat recover {name}` by hand)",
@@ -92,11 +133,11 @@ pub(crate) fn check(d: &Daemon) {
                         d.log(
                             "warn",
                             "service failed; recovering it",
-                            json!({"service": name, "job": job}),
+                            json!({"service": name, "failure": kind, "job": job}),
                         );
                         d.notifier.webhook(json!({
                             "event": "service_failed", "service": name, "action": "recover",
-                            "job": job,
+                            "failure": kind, "job": job,
                         }));
                     }
                     Err(e) => d.log(
@@ -110,6 +151,7 @@ pub(crate) fn check(d: &Daemon) {
                 d.log("warn", "service failed", json!({"service": name}));
                 d.notifier.webhook(json!({
                     "event": "service_failed", "service": name, "action": "notify",
+                    "failure": kind,
                     "message": format!(
                         "`{name}` died and stays down; label it lifeboat.recover=auto to have \
                          it recovered, or run `lifeboat recover {name}`"
@@ -125,5 +167,6 @@ pub(crate) fn recovered(d: &Daemon, name: &str) {
     if let Some(s) = d.state().services.get_mut(name) {
         s.recovered_at = Some(Instant::now());
         s.down = None;
+        s.deaths.clear();
     }
 }

@@ -49,6 +49,31 @@ pub fn render(d: &Daemon) -> String {
             .get(&v.name)
             .and_then(|s| s.last_success.clone())
     };
+    let recoveries = |v: &crate::daemon::ServiceView| {
+        d.state()
+            .services
+            .get(&v.name)
+            .map(|s| s.recoveries)
+            .unwrap_or((0, 0, None))
+    };
+    family(
+        "lifeboat_recoveries_total",
+        "counter",
+        "Recoveries of the service that succeeded (since the daemon started).",
+        per(&|v| Some(recoveries(v).0 as f64)),
+    );
+    family(
+        "lifeboat_recovery_failures_total",
+        "counter",
+        "Recoveries of the service that failed (since the daemon started).",
+        per(&|v| Some(recoveries(v).1 as f64)),
+    );
+    family(
+        "lifeboat_last_recovery_seconds",
+        "gauge",
+        "How long the last successful recovery of the service took.",
+        per(&|v| recoveries(v).2),
+    );
     family(
         "lifeboat_last_backup_duration_seconds",
         "gauge",

@@ -462,6 +462,18 @@ impl Daemon {
 
     fn after_recover(&self, service: &str, id: i64, end: &JobEnd) {
         crate::failures::recovered(self, service);
+        if let Some(s) = self.state().services.get_mut(service) {
+            if end.ok {
+                s.recoveries.0 += 1;
+                s.recoveries.2 = end
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.get("seconds"))
+                    .and_then(|v| v.as_f64());
+            } else {
+                s.recoveries.1 += 1;
+            }
+        }
         let mut event = json!({
             "event": if end.ok { "service_recovered" } else { "recovery_failed" },
             "service": service,

@@ -109,6 +109,8 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         down: None,
         stopped_at: None,
         recovered_at: None,
+        deaths: Vec::new(),
+        recoveries: (0, 0, None),
     });
     service.present = true;
     match resolved {
@@ -215,7 +217,9 @@ pub fn watch(d: Arc<Daemon>) {
                 continue;
             }
             crate::failures::note_event(&d, &ev.name, &ev.action);
-            if matches!(ev.action.as_str(), "kill" | "stop") {
+            if matches!(ev.action.as_str(), "kill" | "stop")
+                || ev.action.starts_with("health_status")
+            {
                 continue;
             }
             let details = match d.engine.container(&ev.id) {

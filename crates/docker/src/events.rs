@@ -11,9 +11,18 @@ use futures_util::StreamExt;
 use crate::ContainerEvent;
 
 /// Actions that can change what the daemon manages or how.
-/// `kill` and `stop` tell a stop from a crash (they come before the `die` of a stop).
-const ACTIONS: [&str; 8] = [
-    "create", "start", "die", "destroy", "rename", "update", "kill", "stop",
+/// `kill` and `stop` tell a stop from a crash (they come before the `die` of a stop);
+/// `health_status` comes only on a transition (the failure watch keeps the streak).
+const ACTIONS: [&str; 9] = [
+    "create",
+    "start",
+    "die",
+    "destroy",
+    "rename",
+    "update",
+    "kill",
+    "stop",
+    "health_status",
 ];
 
 /// Forwards container events until the stream ends or the receiver is dropped.

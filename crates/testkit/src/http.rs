@@ -173,6 +173,11 @@ impl Receiver {
         Receiver { url, requests: rx }
     }
 
+    /// The bodies of every request received so far (it does not wait).
+    pub fn received(&self) -> Vec<String> {
+        self.requests.try_iter().map(|(_, body)| body).collect()
+    }
+
     /// Waits for a request whose body contains `needle`; returns its body.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;

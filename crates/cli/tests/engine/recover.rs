@@ -150,6 +150,10 @@ fn the_daemon_recovers_a_crashed_service_and_leaves_a_stopped_one_alone() {
         .collect();
     assert_eq!(recover_jobs.len(), 1, "{recover_jobs:?}");
     assert_eq!(recover_jobs[0]["state"], "succeeded");
+    let metric = |m: &str| d.metric(&format!("{m}{{service=\"{name}\"}}"));
+    assert_eq!(metric("lifeboat_recoveries_total"), Some(1.0));
+    assert_eq!(metric("lifeboat_recovery_failures_total"), Some(0.0));
+    assert!(metric("lifeboat_last_recovery_seconds").is_some_and(|s| s > 0.0));
 
     // It fails again right away: left alone, and the webhook says so.
     std::fs::write(path.join("crash"), "").unwrap();
@@ -161,4 +165,101 @@ fn the_daemon_recovers_a_crashed_service_and_leaves_a_stopped_one_alone() {
         "a stopped service was recovered"
     );
     assert_eq!(inspect(&quiet, "{{.State.Running}}"), "false");
+}
+
+#[test]
+fn the_daemon_recovers_a_crash_looping_service_and_an_unhealthy_one() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-loop");
+    let labels = [
+        "lifeboat.schedule=1h",
+        "lifeboat.recover=auto",
+        "lifeboat.recover-after=2s",
+    ];
+    // Crash-loops under --restart=always once /data/crash exists.
+    let (looping, lvol) = (unique("lbt-loop-svc"), unique("lbt-loop-vol"));
+    let lpath = new_volume(&mut c, &lvol);
+    std::fs::write(lpath.join("state"), "good").unwrap();
+    let lmount = format!("{lvol}:/data");
+    let scope_label = format!("lifeboat.test={scope}");
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        &looping,
+        "--restart",
+        "always",
+        "-l",
+        "lifeboat.enable=true",
+        "-l",
+        &scope_label,
+        "-v",
+        &lmount,
+    ];
+    for l in &labels {
+        args.extend(["-l", l]);
+    }
+    args.extend([
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "while [ ! -f /data/crash ]; do sleep 0.2; done; exit 3",
+    ]);
+    c.containers.push(looping.clone());
+    docker(&args);
+    // Turns unhealthy once /data/bad exists (and keeps running).
+    let (sick, svol) = (unique("lbt-sick-svc"), unique("lbt-sick-vol"));
+    let spath = new_volume(&mut c, &svol);
+    std::fs::write(spath.join("state"), "good").unwrap();
+    let smount = format!("{svol}:/data");
+    let mut flags = vec![
+        "--health-cmd",
+        "test ! -f /data/bad",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "-l",
+        "lifeboat.enable=true",
+        "-l",
+        &scope_label,
+        "-v",
+        &smount,
+    ];
+    for l in &labels {
+        flags.extend(["-l", l]);
+    }
+    run_sleeper(&mut c, &sick, &flags);
+    wait_for_health(&sick);
+
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("both first backups", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&looping)) >= 1
+            && crate::daemon::succeeded(&d.jobs(&sick)) >= 1
+    });
+    std::fs::write(lpath.join("crash"), "").unwrap();
+    std::fs::write(spath.join("bad"), "").unwrap();
+    let recovered = |name: &str| {
+        d.jobs(name)
+            .iter()
+            .any(|j| j["kind"] == "recover" && j["state"] == "succeeded")
+    };
+    d.wait_until("both recovered", Duration::from_secs(90), || {
+        recovered(&looping) && recovered(&sick)
+    });
+    assert!(!lpath.join("crash").exists());
+    assert!(!spath.join("bad").exists());
+    assert_eq!(inspect(&looping, "{{.State.Running}}"), "true");
+    wait_for_health(&sick);
+    let events: Vec<String> = hook.received();
+    for (name, failure) in [(&looping, "crash-loop"), (&sick, "unhealthy")] {
+        assert!(
+            events.iter().any(|e| e.contains("service_failed")
+                && e.contains(name.as_str())
+                && e.contains(failure)),
+            "no service_failed/{failure} for {name}: {events:?}"
+        );
+    }
 }
