@@ -412,6 +412,34 @@ fn drill_in(
     Ok(out)
 }
 
+/// The probes of a running service itself (the failure watch): the `lifeboat.probe` label's
+/// command and, with `sqlite`, an integrity check of every SQLite database in its mounts.
+pub fn live_probes(
+    engine: &dyn Engine,
+    config: &lifeboat_model::ContainerConfig,
+    container: &str,
+    host_root: &std::path::Path,
+    sqlite: bool,
+) -> Vec<Probe> {
+    let mut out = Vec::new();
+    if sqlite {
+        out.extend(sqlite_probes(engine, config, host_root, |s, _| {
+            s.to_string()
+        }));
+    }
+    if let Some(cmd) = config.label(lifeboat_model::labels::PROBE) {
+        let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
+        out.push(exec_probe(
+            engine,
+            container,
+            lifeboat_model::labels::PROBE,
+            cmd,
+            &[],
+        ));
+    }
+    out
+}
+
 fn exec_probe(
     engine: &dyn Engine,
     container: &str,
@@ -478,7 +506,15 @@ pub fn probes(
         ));
     }
     if m.parts.iter().any(|p| p.kind == PartKind::Sqlite) {
-        out.extend(sqlite_probes(engine, m, container, host_root));
+        out.extend(sqlite_probes(
+            engine,
+            &m.config,
+            host_root,
+            |source, kind| match kind {
+                MountKind::Volume => renamed_volume(source, Some(container)),
+                _ => renamed_bind(source, Some(container)),
+            },
+        ));
     }
     if let Some(cmd) = config.label(lifeboat_model::labels::PROBE) {
         let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
@@ -493,22 +529,22 @@ pub fn probes(
     out
 }
 
+/// Integrity checks of the SQLite databases in the mounts of `config`; `source` names where
+/// each mount's data is (the drill's renamed copies, or the service's own).
 fn sqlite_probes(
     engine: &dyn Engine,
-    m: &Manifest,
-    container: &str,
+    config: &lifeboat_model::ContainerConfig,
     host_root: &std::path::Path,
+    source: impl Fn(&str, MountKind) -> String,
 ) -> Vec<Probe> {
     let mut out = Vec::new();
-    for mount in &m.config.mounts {
+    for mount in &config.mounts {
         let dir = match mount.kind {
-            MountKind::Volume => {
-                match engine.volume(&renamed_volume(&mount.source, Some(container))) {
-                    Ok(Some(v)) => under_root(host_root, &v.mountpoint),
-                    _ => continue,
-                }
-            }
-            MountKind::Bind => under_root(host_root, &renamed_bind(&mount.source, Some(container))),
+            MountKind::Volume => match engine.volume(&source(&mount.source, mount.kind)) {
+                Ok(Some(v)) => under_root(host_root, &v.mountpoint),
+                _ => continue,
+            },
+            MountKind::Bind => under_root(host_root, &source(&mount.source, mount.kind)),
             MountKind::Tmpfs => continue,
         };
         for rel in lifeboat_consistency::sqlite::find_databases(&dir) {

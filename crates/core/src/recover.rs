@@ -103,6 +103,9 @@ pub fn recover_container(
         .backup
         .extra_tags
         .push(lifeboat_model::tags::FORENSIC.into());
+    // The broken state is kept as it is, file by file: a consistent copy through SQLite
+    // would fail on the very damage it must keep.
+    restore.backup.mode = Some(lifeboat_model::Mode::None);
     note(&format!(
         "recovering {name} from backup {}",
         restore.snapshot.as_deref().unwrap_or("?")

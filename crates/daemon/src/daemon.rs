@@ -87,6 +87,8 @@ pub struct Service {
     /// Recoveries that succeeded and failed since the daemon started, and how long the
     /// last successful one took.
     pub recoveries: (u64, u64, Option<f64>),
+    /// Probes of the running service that failed in a row, and since when.
+    pub probe_failures: (u32, Option<std::time::Instant>),
 }
 
 /// A service whose container died, crash-loops or turned unhealthy.

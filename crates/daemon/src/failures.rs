@@ -1,7 +1,7 @@
 //! The failure watch: a managed container that died and stays down (not stopped by an
 //! operator or by Lifeboat's own stop mode), that crash-loops (three deaths within a minute
-//! under a restart policy), or that stays unhealthy (the engine reports only the transition)
-//! for its policy's `recover-after` is a failure.
+//! under a restart policy), that stays unhealthy (the engine reports only the transition), or
+//! whose probes keep failing (data-level damage) for its policy's `recover-after` is a failure.
 //! With `lifeboat.recover=auto` a `recover` job is queued (its scheduled backups wait: a
 //! broken state is never backed up); with `notify` a webhook says so; a failure within
 //! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops).
@@ -96,7 +96,7 @@ pub(crate) fn check(d: &Daemon) {
         let still = match d.engine.container(&name) {
             Ok(Some(c)) => match kind {
                 "unhealthy" => c.state.health == Some(lifeboat_model::Health::Unhealthy),
-                "crash-loop" => true,
+                "crash-loop" | "probe" => true,
                 _ => !c.state.running,
             },
             _ => false,
@@ -168,5 +168,76 @@ pub(crate) fn recovered(d: &Daemon, name: &str) {
         s.recovered_at = Some(Instant::now());
         s.down = None;
         s.deaths.clear();
+        s.probe_failures = (0, None);
+    }
+}
+
+/// How often a running service's probes run.
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// Failed probes in a row that make a failure.
+pub const PROBE_FAILURES: u32 = 3;
+
+/// Runs the probes of running services every [`PROBE_EVERY`] (until the daemon stops): the
+/// `lifeboat.probe` label's command for services whose recovery is not `off`, and SQLite
+/// integrity checks for those with `lifeboat.recover=auto`. [`PROBE_FAILURES`] failures in
+/// a row are a failure (data-level damage the engine cannot see).
+pub(crate) fn probe_watch(d: std::sync::Arc<Daemon>) {
+    while !d.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(PROBE_EVERY);
+        let candidates: Vec<(String, bool)> = d
+            .state()
+            .services
+            .values()
+            .filter(|s| s.present && s.down.is_none())
+            .filter_map(|s| {
+                let mode = s.policy.as_ref()?.recovery.mode;
+                (mode != RecoverMode::Off).then(|| (s.name.clone(), mode == RecoverMode::Auto))
+            })
+            .collect();
+        for (name, sqlite) in candidates {
+            let Ok(Some(c)) = d.engine.container(&name) else {
+                continue;
+            };
+            let has_probe = c.config.label(lifeboat_model::labels::PROBE).is_some();
+            if !c.state.running || (!sqlite && !has_probe) {
+                continue;
+            }
+            let probes = lifeboat_core::drill::live_probes(
+                d.engine.as_ref(),
+                &c.config,
+                &name,
+                &d.env.host_root,
+                sqlite,
+            );
+            let failed: Vec<String> = probes
+                .iter()
+                .filter(|p| !p.ok)
+                .map(|p| format!("{}: {}", p.name, p.output))
+                .collect();
+            let mut st = d.state();
+            let Some(s) = st.services.get_mut(&name) else {
+                continue;
+            };
+            if failed.is_empty() {
+                s.probe_failures = (0, None);
+                continue;
+            }
+            let since = *s.probe_failures.1.get_or_insert_with(Instant::now);
+            s.probe_failures.0 += 1;
+            if s.probe_failures.0 >= PROBE_FAILURES && s.down.is_none() {
+                s.down = Some(Down {
+                    kind: "probe",
+                    since,
+                    stopped: false,
+                    handled: false,
+                });
+                drop(st);
+                d.log(
+                    "warn",
+                    "probes keep failing",
+                    json!({"service": name, "failed": failed}),
+                );
+            }
+        }
     }
 }

@@ -147,6 +147,13 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             .spawn(move || crate::services::watch(d))
             .map_err(DaemonError::Runtime)?;
     }
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("lifeboat-probes".into())
+            .spawn(move || crate::failures::probe_watch(d))
+            .map_err(DaemonError::Runtime)?;
+    }
     log_line(
         "info",
         "daemon started",

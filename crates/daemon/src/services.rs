@@ -111,6 +111,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         recovered_at: None,
         deaths: Vec::new(),
         recoveries: (0, 0, None),
+        probe_failures: (0, None),
     });
     service.present = true;
     match resolved {

@@ -263,3 +263,71 @@ fn the_daemon_recovers_a_crash_looping_service_and_an_unhealthy_one() {
         );
     }
 }
+
+#[test]
+fn a_corrupted_sqlite_database_is_recovered_and_the_forensic_backup_holds_the_corrupt_file() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-corrupt");
+    let (name, vol) = (unique("lbt-corrupt-svc"), unique("lbt-corrupt-vol"));
+    let path = new_volume(&mut c, &vol);
+    let db = path.join("app.db");
+    let made = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); WITH RECURSIVE n(i) AS (SELECT 1 \
+             UNION ALL SELECT i+1 FROM n WHERE i<2000) INSERT INTO t(v) SELECT hex(randomblob(64)) \
+             FROM n; CREATE INDEX tv ON t(v);",
+        )
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let good = std::fs::read(&db).unwrap();
+    managed(
+        &mut c,
+        &scope,
+        &name,
+        Some(&vol),
+        &[
+            "lifeboat.schedule=1h",
+            "lifeboat.recover=auto",
+            "lifeboat.recover-after=1s",
+        ],
+    );
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("the first backup", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&name)) >= 1
+    });
+    // Bit rot in the middle of the file: the database still opens, its integrity check fails.
+    let mut bad = good.clone();
+    for b in &mut bad[good.len() / 2..good.len() / 2 + 4096] {
+        *b = !*b;
+    }
+    std::fs::write(&db, &bad).unwrap();
+    let recovered = hook
+        .wait_for("service_recovered", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no recovery\n{}", d.log_text()));
+    let event: serde_json::Value = serde_json::from_str(&recovered).unwrap();
+    let check = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    drop(d);
+    // The forensic backup holds the corrupt bytes as they were.
+    let forensic = event["forensic_snapshot"]
+        .as_str()
+        .expect("a forensic backup");
+    let copy = unique("lbt-forensic");
+    c.containers.push(copy.clone());
+    c.volumes.push(format!("{copy}_{vol}"));
+    lb.run(&["restore", &name, "--snapshot", forensic, "--as", &copy])
+        .ok();
+    let kept = std::fs::read(volume_path(&format!("{copy}_{vol}")).join("app.db")).unwrap();
+    assert!(
+        kept == bad,
+        "the forensic backup does not hold the corrupt file"
+    );
+}
