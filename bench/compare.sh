@@ -41,15 +41,7 @@ RESTIC_REPO="$WORK/restic"
 "$LB" init >/dev/null
 restic -q -r "$RESTIC_REPO" init >/dev/null
 
-# measure LABEL CMD...: runs CMD under /usr/bin/time, appends "label seconds rss_kib"
-measure() {
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
-    echo "FAILED: $label: $*"; cat "$WORK/err"; exit 1; }
-  echo "$label $(cat "$WORK/time")" >>"$WORK/results"
-}
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+. bench/lib.sh
 
 # run_pair ROW cold|warm: both tools, the page cache dropped before each one when cold
 run_pair() {
@@ -75,10 +67,4 @@ measure "restic:restore-warm" restic -q -r "$RESTIC_REPO" restore latest --targe
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
 echo "repository size: lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB"
-printf '%-18s %12s %12s %8s %14s %14s\n' row lifeboat_s restic_s ratio lifeboat_rss restic_rss
-for row in initial-cold no-change-cold no-change-warm change-1pct-cold restore-cold restore-warm; do
-  read -r _ ls lr < <(grep "^lifeboat:$row " "$WORK/results")
-  read -r _ rs rr < <(grep "^restic:$row " "$WORK/results")
-  ratio=$(python3 -c "print(f'{$ls/$rs:.2f}')")
-  printf '%-18s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
-done
+table initial-cold no-change-cold no-change-warm change-1pct-cold restore-cold restore-warm

@@ -47,14 +47,7 @@ RESTIC=(restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache")
 "$LB" init >/dev/null
 "${RESTIC[@]}" init >/dev/null
 
-measure() {
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
-    echo "FAILED: $label: $*"; cat "$WORK/err"; exit 1; }
-  echo "$label $(cat "$WORK/time")" >>"$WORK/results"
-}
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+. bench/lib.sh
 
 run_pair() {
   local row=$1 cache=$2
@@ -77,10 +70,4 @@ measure "restic:restore-warm" "${RESTIC[@]}" restore latest --target "$WORK/rest
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
 echo "S3: Garage 2.5.0, 3 nodes on 127.0.0.1, replication factor 3"
-printf '%-18s %12s %12s %8s %14s %14s\n' row lifeboat_s restic_s ratio lifeboat_rss restic_rss
-for row in initial-cold no-change-cold no-change-warm restore-cold restore-warm; do
-  read -r _ ls lr < <(grep "^lifeboat:$row " "$WORK/results")
-  read -r _ rs rr < <(grep "^restic:$row " "$WORK/results")
-  ratio=$(python3 -c "print(f'{$ls/$rs:.2f}')")
-  printf '%-18s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
-done
+table initial-cold no-change-cold no-change-warm restore-cold restore-warm

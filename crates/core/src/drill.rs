@@ -427,17 +427,25 @@ pub fn live_probes(
             s.to_string()
         }));
     }
-    if let Some(cmd) = config.label(lifeboat_model::labels::PROBE) {
-        let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
-        out.push(exec_probe(
-            engine,
-            container,
-            lifeboat_model::labels::PROBE,
-            cmd,
-            &[],
-        ));
-    }
+    out.extend(label_probe(engine, config, container));
     out
+}
+
+/// The `lifeboat.probe` label's command, run in `container`, when the label is set.
+fn label_probe(
+    engine: &dyn Engine,
+    config: &lifeboat_model::ContainerConfig,
+    container: &str,
+) -> Option<Probe> {
+    let cmd = config.label(lifeboat_model::labels::PROBE)?;
+    let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
+    Some(exec_probe(
+        engine,
+        container,
+        lifeboat_model::labels::PROBE,
+        cmd,
+        &[],
+    ))
 }
 
 fn exec_probe(
@@ -516,16 +524,7 @@ pub fn probes(
             },
         ));
     }
-    if let Some(cmd) = config.label(lifeboat_model::labels::PROBE) {
-        let cmd = vec!["sh".into(), "-c".into(), cmd.to_string()];
-        out.push(exec_probe(
-            engine,
-            container,
-            lifeboat_model::labels::PROBE,
-            cmd,
-            &[],
-        ));
-    }
+    out.extend(label_probe(engine, config, container));
     out
 }
 

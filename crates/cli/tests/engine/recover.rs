@@ -9,8 +9,8 @@ use crate::common::*;
 use crate::daemon::{Daemon, managed};
 
 /// A service that runs until `/data/crash` exists, then exits 3 by itself (a crash: no
-/// `docker kill` or `stop` is involved).
-fn crashable(c: &mut Cleanup, scope: &str, name: &str, vol: &str, labels: &[&str]) {
+/// `docker kill` or `stop` is involved), under restart policy `restart`.
+fn crashable(c: &mut Cleanup, scope: &str, name: &str, vol: &str, restart: &str, labels: &[&str]) {
     let scope = format!("lifeboat.test={scope}");
     let mount = format!("{vol}:/data");
     let mut args = vec![
@@ -19,7 +19,7 @@ fn crashable(c: &mut Cleanup, scope: &str, name: &str, vol: &str, labels: &[&str
         "--name",
         name,
         "--restart",
-        "no",
+        restart,
         "-l",
         "lifeboat.enable=true",
         "-l",
@@ -47,7 +47,7 @@ fn recover_by_hand_brings_back_the_newest_good_backup_and_keeps_the_broken_state
     let (name, vol) = (unique("lbt-rec"), unique("lbt-rec-vol"));
     let path = new_volume(&mut c, &vol);
     std::fs::write(path.join("state"), "good").unwrap();
-    crashable(&mut c, "none", &name, &vol, &[]);
+    crashable(&mut c, "none", &name, &vol, "no", &[]);
     lb.run(&["backup", &name]).ok();
     // The data goes bad and the service dies.
     std::fs::write(path.join("state"), "corrupt").unwrap();
@@ -117,7 +117,7 @@ fn the_daemon_recovers_a_crashed_service_and_leaves_a_stopped_one_alone() {
         "lifeboat.recover=auto",
         "lifeboat.recover-after=2s",
     ];
-    crashable(&mut c, &scope, &name, &vol, &labels);
+    crashable(&mut c, &scope, &name, &vol, "no", &labels);
     let quiet = unique("lbt-auto-quiet");
     managed(&mut c, &scope, &quiet, None, &labels);
     let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
@@ -182,33 +182,8 @@ fn the_daemon_recovers_a_crash_looping_service_and_an_unhealthy_one() {
     let (looping, lvol) = (unique("lbt-loop-svc"), unique("lbt-loop-vol"));
     let lpath = new_volume(&mut c, &lvol);
     std::fs::write(lpath.join("state"), "good").unwrap();
-    let lmount = format!("{lvol}:/data");
+    crashable(&mut c, &scope, &looping, &lvol, "always", &labels);
     let scope_label = format!("lifeboat.test={scope}");
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        &looping,
-        "--restart",
-        "always",
-        "-l",
-        "lifeboat.enable=true",
-        "-l",
-        &scope_label,
-        "-v",
-        &lmount,
-    ];
-    for l in &labels {
-        args.extend(["-l", l]);
-    }
-    args.extend([
-        BUSYBOX_IMAGE,
-        "sh",
-        "-c",
-        "while [ ! -f /data/crash ]; do sleep 0.2; done; exit 3",
-    ]);
-    c.containers.push(looping.clone());
-    docker(&args);
     // Turns unhealthy once /data/bad exists (and keeps running).
     let (sick, svol) = (unique("lbt-sick-svc"), unique("lbt-sick-vol"));
     let spath = new_volume(&mut c, &svol);
