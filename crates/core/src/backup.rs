@@ -42,6 +42,9 @@ pub struct BackupRequest {
     /// A run's parts of named volumes already stored by an earlier backup of the run: a
     /// volume several containers mount is read and stored once per run.
     pub run_parts: Option<RunParts>,
+    /// Keep what is there, as it is (a recovery's forensic backup): a mount whose data is
+    /// gone is a problem of a partial backup, not an error.
+    pub as_found: bool,
 }
 
 /// The named-volume parts a run has stored, by (kind, volume name), shared by its backups.
@@ -73,6 +76,7 @@ impl BackupRequest {
             run_id: None,
             priority: crate::Priority::Lowered,
             run_parts: None,
+            as_found: false,
         }
     }
 }
@@ -143,7 +147,29 @@ pub fn backup_container(
     };
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
     let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
-    let mut capture = plan(&details, &req.host_root, req.with_image)?;
+    let mut gone = Vec::new();
+    let mut capture = if req.as_found {
+        let mut reachable = details.clone();
+        reachable.mounts.retain(|m| {
+            let here = m.kind == lifeboat_model::MountKind::Tmpfs
+                || m.host_path.is_empty()
+                || std::fs::symlink_metadata(lifeboat_capture::under_root(
+                    &req.host_root,
+                    &m.host_path,
+                ))
+                .is_ok();
+            if !here {
+                gone.push(format!(
+                    "{}: its data is gone ({})",
+                    m.destination, m.host_path
+                ));
+            }
+            here
+        });
+        plan(&reachable, &req.host_root, req.with_image)?
+    } else {
+        plan(&details, &req.host_root, req.with_image)?
+    };
     let hot = crate::hot::HotPlan::detect(&details, &capture.parts, &req.state_dir)?;
     let mode = chosen.unwrap_or(if hot.is_capable() {
         Mode::Hot
@@ -187,8 +213,9 @@ pub fn backup_container(
             note,
         )
     })
-    .and_then(|(parts, problems)| {
+    .and_then(|(parts, mut problems)| {
         ensure_same_container(engine, &details)?;
+        problems.extend(gone);
         let manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),

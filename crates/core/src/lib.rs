@@ -32,7 +32,10 @@ pub use catalog::{
     BackupEntry, UnreadableBackup, find_backup, list_backups, list_host_backups, scan_backups,
 };
 pub use error::CoreError;
-pub use recover::{RecoverOutcome, RecoverRequest, newest_good_backup, recover_container};
+pub use recover::{
+    RecoverOutcome, RecoverRequest, RecoveryIntent, dependents, interrupted_recoveries,
+    missing_mounts, newest_good_backup, recover_container,
+};
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};
 pub use scope::containers_in_scope;

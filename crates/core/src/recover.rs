@@ -1,15 +1,25 @@
 //! Recovery: a failed service comes back from its newest good backup. The broken state is
 //! kept first as a forensic backup (a safety backup tagged `forensic`: never chosen by
 //! default, never counted as good), then the container and its volumes are replaced by the
-//! backup's, and the service must come back healthy.
+//! backup's, and the service must come back healthy; then the containers that depend on it
+//! are restarted, dependencies first.
+//!
+//! A recovery records what it is doing in `<state>/recoveries/<name>.json` before it changes
+//! anything and removes it at its end: a process killed in between leaves the file, and
+//! [`interrupted_recoveries`] finds it so the next daemon finishes the job.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use lifeboat_consistency::ContainerLock;
+use lifeboat_docker::ContainerDetails;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupEntry, list_host_backups};
 use crate::restore::{RestoreRequest, restore_container};
+use crate::stack::{declared_dependencies, levels};
 use crate::{CoreError, Engine, Repository};
 
 /// What to recover from and how.
@@ -42,6 +52,8 @@ pub struct RecoverOutcome {
     pub seconds: f64,
     /// Nothing was changed; `steps` says what would happen.
     pub dry_run: bool,
+    /// The containers depending on it that were restarted, in that order.
+    pub restarted: Vec<String>,
     /// The steps, in order.
     pub steps: Vec<String>,
 }
@@ -84,6 +96,10 @@ pub fn recover_container(
     note: crate::Note<'_>,
 ) -> Result<RecoverOutcome, CoreError> {
     let t0 = Instant::now();
+    let state_dir = req.restore.backup.state_dir.clone();
+    // One recovery of a service at a time, across processes; a free lock with an intent
+    // file left means the process that wrote it died.
+    let _lock = ContainerLock::acquire(&state_dir, &recovery_lock_name(name))?;
     let chosen = match &req.restore.snapshot {
         Some(_) => None,
         None => Some(newest_good_backup(
@@ -106,11 +122,36 @@ pub fn recover_container(
     // The broken state is kept as it is, file by file: a consistent copy through SQLite
     // would fail on the very damage it must keep.
     restore.backup.mode = Some(lifeboat_model::Mode::None);
+    restore.backup.as_found = true;
     note(&format!(
         "recovering {name} from backup {}",
         restore.snapshot.as_deref().unwrap_or("?")
     ));
-    let out = restore_container(engine, repo, name, &restore, note)?;
+    let dependents = dependents(engine, name)?;
+    let intent = (!req.restore.dry_run)
+        .then(|| {
+            write_intent(
+                &state_dir,
+                &RecoveryIntent {
+                    service: name.to_string(),
+                    snapshot: restore.snapshot.clone().unwrap_or_default(),
+                    at: lifeboat_model::format_timestamp(Timestamp::now()),
+                },
+            )
+        })
+        .transpose()?;
+    let done = restore_container(engine, repo, name, &restore, note).and_then(|out| {
+        if req.restore.dry_run {
+            return Ok((out, Vec::new()));
+        }
+        let restarted = restart_dependents(engine, name, &dependents, &req.restore, note)?;
+        Ok((out, restarted))
+    });
+    // Finished or failed, the recovery is over: only a killed one leaves its intent.
+    if let Some(path) = intent {
+        let _ = std::fs::remove_file(path);
+    }
+    let (out, restarted) = done?;
     let entry = match chosen {
         Some(b) => b,
         None => crate::catalog::find_backup(
@@ -130,7 +171,14 @@ pub fn recover_container(
         ),
     ];
     steps.extend(out.actions.iter().cloned());
+    if !dependents.is_empty() {
+        steps.push(format!(
+            "restart what depends on it, in order: {}",
+            dependents.join(", ")
+        ));
+    }
     Ok(RecoverOutcome {
+        restarted,
         service: name.to_string(),
         backup_id: entry.manifest.backup_id.0.clone(),
         from_snapshot: entry.snapshot_id.clone(),
@@ -145,4 +193,180 @@ pub fn recover_container(
         dry_run: req.restore.dry_run,
         steps,
     })
+}
+
+/// The lock a recovery of `name` holds while it runs.
+fn recovery_lock_name(name: &str) -> String {
+    format!("recover.{name}")
+}
+
+/// The containers here that depend on `name`, directly or through one another (compose
+/// `depends_on`, links, `lifeboat.depends-on`), ordered so that each comes after what it
+/// depends on. Drill sandboxes are never included.
+pub fn dependents(engine: &dyn Engine, name: &str) -> Result<Vec<String>, CoreError> {
+    let mut all: Vec<ContainerDetails> = Vec::new();
+    for n in engine.container_names()? {
+        if let Some(c) = engine.container(&n)?
+            && c.config.label(lifeboat_model::labels::SANDBOX).is_none()
+        {
+            all.push(c);
+        }
+    }
+    let on = |c: &ContainerDetails, t: &ContainerDetails| {
+        c.name != t.name
+            && declared_dependencies(&c.config).iter().any(|d| {
+                *d == t.name
+                    || matches!((&c.compose, &t.compose),
+                        (Some(a), Some(b)) if a.project == b.project && *d == b.service)
+            })
+    };
+    let Some(target) = all.iter().find(|c| c.name == name) else {
+        return Ok(Vec::new());
+    };
+    // Everything that reaches the target through dependency edges.
+    let mut found: Vec<&ContainerDetails> = Vec::new();
+    let mut frontier = vec![target];
+    while let Some(t) = frontier.pop() {
+        for c in &all {
+            if c.name != name && on(c, t) && !found.iter().any(|f| f.name == c.name) {
+                found.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    let graph: BTreeMap<String, Vec<String>> = found
+        .iter()
+        .map(|c| {
+            let deps = found
+                .iter()
+                .filter(|o| on(c, o))
+                .map(|o| o.name.clone())
+                .collect();
+            (c.name.clone(), deps)
+        })
+        .collect();
+    let ordered = levels(&graph).map_err(|e| CoreError::Stack(e.to_string()))?;
+    Ok(ordered.into_iter().flatten().collect())
+}
+
+/// Restarts the running ones of `dependents` (in their order), each waited for (healthy, or
+/// running without a healthcheck) before the next: they reconnect to the recovered service.
+fn restart_dependents(
+    engine: &dyn Engine,
+    name: &str,
+    dependents: &[String],
+    req: &RestoreRequest,
+    note: crate::Note<'_>,
+) -> Result<Vec<String>, CoreError> {
+    let mut restarted = Vec::new();
+    for d in dependents {
+        match engine.container(d)? {
+            Some(c) if c.state.running => {}
+            _ => continue,
+        }
+        note(&format!("restarting {d} (it depends on {name})"));
+        engine.stop_container(d, 10)?;
+        engine.start_container(d)?;
+        crate::stack::wait_ready(
+            engine,
+            std::slice::from_ref(d),
+            Instant::now() + req.health_timeout,
+        )?;
+        restarted.push(d.clone());
+    }
+    Ok(restarted)
+}
+
+/// A recovery under way, as recorded on disk before it changes anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryIntent {
+    /// The service.
+    pub service: String,
+    /// The backup it is recovered from (its manifest snapshot).
+    pub snapshot: String,
+    /// When the recovery began (RFC 3339).
+    pub at: String,
+}
+
+fn recoveries_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("recoveries")
+}
+
+fn write_intent(state_dir: &Path, intent: &RecoveryIntent) -> Result<PathBuf, CoreError> {
+    let dir = recoveries_dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(CoreError::io("creating", dir.display()))?;
+    let path = dir.join(format!("{}.json", intent.service));
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec(intent).expect("an intent serialises");
+    std::fs::write(&tmp, json).map_err(CoreError::io("writing", tmp.display()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(CoreError::io("syncing", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(CoreError::io("writing", path.display()))?;
+    Ok(path)
+}
+
+/// Recoveries a killed process left half done (their lock is free): each should be run
+/// again from the same backup. Unreadable intent files are skipped (and named in the log of
+/// the caller through the error list).
+pub fn interrupted_recoveries(state_dir: &Path) -> Vec<Result<RecoveryIntent, String>> {
+    let Ok(dir) = std::fs::read_dir(recoveries_dir(state_dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<RecoveryIntent>(&b).map_err(|e| e.to_string()))
+            .and_then(|i| {
+                lifeboat_model::names::container_name(&i.service)
+                    .map(|_| i)
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            // A live recovery holds its lock: not ours to finish.
+            Ok(i) => {
+                if ContainerLock::acquire(state_dir, &recovery_lock_name(&i.service)).is_ok() {
+                    out.push(Ok(i));
+                }
+            }
+            Err(e) => out.push(Err(format!("{}: {e}", path.display()))),
+        }
+    }
+    out
+}
+
+/// The mounts of a container whose data is gone from this host: a named volume the engine no
+/// longer knows, or a volume directory or bind source that no longer exists (a disk that was
+/// not mounted, a directory removed). Only paths the engine reports are looked at.
+pub fn missing_mounts(
+    engine: &dyn Engine,
+    details: &ContainerDetails,
+    host_root: &Path,
+) -> Result<Vec<String>, CoreError> {
+    use lifeboat_model::MountKind;
+    let mut out = Vec::new();
+    for m in &details.mounts {
+        let exists =
+            |p: &str| std::fs::symlink_metadata(lifeboat_capture::under_root(host_root, p)).is_ok();
+        match m.kind {
+            MountKind::Volume => match engine.volume(&m.name)? {
+                None => out.push(format!("volume {} is gone", m.name)),
+                Some(v) if !exists(&v.mountpoint) => out.push(format!(
+                    "the directory of volume {} ({}) is gone",
+                    m.name, v.mountpoint
+                )),
+                Some(_) => {}
+            },
+            MountKind::Bind if !exists(&m.host_path) => {
+                out.push(format!("bind source {} is gone", m.host_path))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }

@@ -89,12 +89,15 @@ pub struct Service {
     pub recoveries: (u64, u64, Option<f64>),
     /// Probes of the running service that failed in a row, and since when.
     pub probe_failures: (u32, Option<std::time::Instant>),
+    /// The recovery job running for it now.
+    pub recovering: Option<i64>,
 }
 
-/// A service whose container died, crash-loops or turned unhealthy.
+/// A service that failed: its container died, crash-loops, turned unhealthy, fails its
+/// probes, lost its mounted data, or was removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Down {
-    /// `died`, `crash-loop` or `unhealthy`.
+    /// `died`, `crash-loop`, `unhealthy`, `probe`, `volume-missing` or `removed`.
     pub kind: &'static str,
     /// When it died.
     pub since: std::time::Instant,
@@ -157,7 +160,8 @@ pub struct ServiceView {
     pub name: String,
     /// Its container exists now.
     pub present: bool,
-    /// `ok`, `running`, `failing`, `never`, `missing` (container gone), `invalid` (policy).
+    /// `ok`, `running`, `recovering`, `failing`, `never`, `missing` (container gone),
+    /// `invalid` (policy).
     pub status: String,
     /// Its merged, validated policy (none when invalid).
     pub policy: Option<Policy>,
@@ -191,6 +195,11 @@ pub struct ServiceView {
     pub last_drill_failed: bool,
     /// Its next scheduled drill (RFC 3339).
     pub next_drill: Option<String>,
+    /// Its scheduled backups and drills wait (a recovery of it, or of what it depends on, is
+    /// under way, or failed).
+    pub paused: bool,
+    /// The recovery running now, with its steps so far.
+    pub recovery: Option<Job>,
 }
 
 fn parse_ts(s: &Option<String>) -> Option<Timestamp> {
@@ -234,6 +243,8 @@ impl Service {
             .is_some_and(|j| j.state != JobState::Succeeded);
         let status = if self.policy_error.is_some() {
             "invalid"
+        } else if self.recovering.is_some() {
+            "recovering"
         } else if !self.present {
             "missing"
         } else if running {
@@ -280,6 +291,8 @@ impl Service {
                 .scheduler
                 .next_run(&drill_key(&self.name))
                 .map(lifeboat_model::format_timestamp),
+            paused: state.scheduler.is_paused(&self.name),
+            recovery: None,
         }
     }
 }
@@ -298,11 +311,18 @@ impl Daemon {
     /// Every service as the API shows it.
     pub fn services_view(&self) -> Vec<ServiceView> {
         let now = Timestamp::now();
-        let st = self.state();
-        st.services
-            .values()
-            .map(|s| s.view(&st, self.plan.rpo_tolerance, now))
-            .collect()
+        let (mut views, recovering): (Vec<ServiceView>, Vec<Option<i64>>) = {
+            let st = self.state();
+            st.services
+                .values()
+                .map(|s| (s.view(&st, self.plan.rpo_tolerance, now), s.recovering))
+                .unzip()
+        };
+        // The history holds the steps; it is read without the state locked.
+        for (v, id) in views.iter_mut().zip(recovering) {
+            v.recovery = id.and_then(|id| self.store().job(id).ok().flatten());
+        }
+        views
     }
 
     /// Structured log line on stderr (one JSON object per line).

@@ -1,7 +1,8 @@
 //! The failure watch: a managed container that died and stays down (not stopped by an
 //! operator or by Lifeboat's own stop mode), that crash-loops (three deaths within a minute
 //! under a restart policy), that stays unhealthy (the engine reports only the transition), or
-//! whose probes keep failing (data-level damage) for its policy's `recover-after` is a failure.
+//! whose probes keep failing (data-level damage), or whose mounted data is gone, for its
+//! policy's `recover-after` is a failure; so is a removed one with `lifeboat.recover-removed`.
 //! With `lifeboat.recover=auto` a `recover` job is queued (its scheduled backups wait: a
 //! broken state is never backed up); with `notify` a webhook says so; a failure within
 //! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops).
@@ -65,6 +66,23 @@ pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
         "start" => {
             s.down = None;
             s.stopped_at = None;
+            // A service left paused by a failed recovery runs again once it is started (not
+            // while a recovery of it runs: its restore starts the container too).
+            let name = s.name.clone();
+            if st.scheduler.is_paused(&name) && !st.scheduler.is_running(&name) {
+                st.scheduler.resume(&name);
+                st.scheduler.resume(&crate::daemon::drill_key(&name));
+            }
+        }
+        // Removed while no job of Lifeboat's own (a restore replaces the container) runs; a
+        // container back within `recover-after` (compose recreating it) was never failed.
+        "destroy" if s.policy.as_ref().is_some_and(|p| p.recovery.removed) => {
+            let name = s.name.clone();
+            if !st.scheduler.is_running(&name)
+                && let Some(s) = st.services.get_mut(&name)
+            {
+                s.down = Some(failing("removed"));
+            }
         }
         "health_status: unhealthy" if s.down.is_none() => s.down = Some(failing("unhealthy")),
         "health_status: healthy" if s.down.is_some_and(|f| f.kind == "unhealthy") => s.down = None,
@@ -93,13 +111,17 @@ pub(crate) fn check(d: &Daemon) {
     };
     for (name, mode, again, kind) in due {
         // Still failing? (A restart policy may have brought it back meanwhile.)
-        let still = match d.engine.container(&name) {
-            Ok(Some(c)) => match kind {
-                "unhealthy" => c.state.health == Some(lifeboat_model::Health::Unhealthy),
-                "crash-loop" | "probe" => true,
-                _ => !c.state.running,
-            },
-            _ => false,
+        let still = match (kind, d.engine.container(&name)) {
+            (_, Err(_)) => false,
+            ("removed", Ok(found)) => found.is_none(),
+            (_, Ok(None)) => false,
+            ("unhealthy", Ok(Some(c))) => c.state.health == Some(lifeboat_model::Health::Unhealthy),
+            ("crash-loop" | "probe", Ok(Some(_))) => true,
+            ("volume-missing", Ok(Some(c))) => {
+                lifeboat_core::missing_mounts(d.engine.as_ref(), &c, &d.env.host_root)
+                    .is_ok_and(|m| !m.is_empty())
+            }
+            (_, Ok(Some(c))) => !c.state.running,
         };
         if !still {
             if let Some(s) = d.state().services.get_mut(&name) {
@@ -125,10 +147,10 @@ pub(crate) fn check(d: &Daemon) {
                 }));
             }
             (RecoverMode::Auto, false) => {
-                // Its schedule waits: a broken state is never backed up (the `start` of the
-                // recovered container schedules it again).
-                d.state().scheduler.unschedule(&name);
-                match d.enqueue(&name, JobKind::Recover, None) {
+                // Its schedules wait at once: a broken state is never backed up (the
+                // recovery pauses its dependents too, and resumes them all).
+                d.pause(std::slice::from_ref(&name));
+                match d.enqueue_for(&name, JobKind::Recover, None, "failure") {
                     Ok(job) => {
                         d.log(
                             "warn",
@@ -153,12 +175,25 @@ pub(crate) fn check(d: &Daemon) {
                     "event": "service_failed", "service": name, "action": "notify",
                     "failure": kind,
                     "message": format!(
-                        "`{name}` died and stays down; label it lifeboat.recover=auto to have \
-                         it recovered, or run `lifeboat recover {name}`"
+                        "`{name}` {}; label it lifeboat.recover=auto to have it recovered, or \
+                         run `lifeboat recover {name}`",
+                        describe(kind)
                     ),
                 }));
             }
         }
+    }
+}
+
+/// What a failure kind means, for messages.
+fn describe(kind: &str) -> &'static str {
+    match kind {
+        "crash-loop" => "keeps crashing (a crash loop)",
+        "unhealthy" => "stays unhealthy",
+        "probe" => "keeps failing its probes",
+        "volume-missing" => "lost the data of a mount",
+        "removed" => "was removed",
+        _ => "died and stays down",
     }
 }
 
@@ -198,6 +233,28 @@ pub(crate) fn probe_watch(d: std::sync::Arc<Daemon>) {
             let Ok(Some(c)) = d.engine.container(&name) else {
                 continue;
             };
+            // A mount whose data is gone is a failure at once (no retry makes it come back).
+            match lifeboat_core::missing_mounts(d.engine.as_ref(), &c, &d.env.host_root) {
+                Ok(missing) if !missing.is_empty() => {
+                    d.log(
+                        "warn",
+                        "a mount's data is gone",
+                        json!({"service": name, "missing": missing}),
+                    );
+                    if let Some(s) = d.state().services.get_mut(&name)
+                        && s.down.is_none()
+                    {
+                        s.down = Some(Down {
+                            kind: "volume-missing",
+                            since: Instant::now(),
+                            stopped: false,
+                            handled: false,
+                        });
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let has_probe = c.config.label(lifeboat_model::labels::PROBE).is_some();
             if !c.state.running || (!sqlite && !has_probe) {
                 continue;

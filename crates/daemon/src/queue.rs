@@ -29,15 +29,28 @@ pub enum EnqueueError {
 }
 
 impl Daemon {
-    /// Queues a job of `kind` for `service`; it starts when the service's current job is
-    /// done and a slot is free. Restores may name a service that is gone (that is their
-    /// point); backups and prunes need a managed service with a valid policy.
+    /// Queues a job of `kind` for `service`, asked through the API; it starts when the
+    /// service's current job is done and a slot is free. Restores and recoveries may name a
+    /// service that is gone (that is their point); backups and prunes need a managed service
+    /// with a valid policy.
     pub fn enqueue(
         &self,
         service: &str,
         kind: JobKind,
         request: Option<Value>,
     ) -> Result<i64, EnqueueError> {
+        self.enqueue_for(service, kind, request, "api")
+    }
+
+    /// [`Daemon::enqueue`], recording what asked for it (`api`, `failure`, `resume`).
+    pub fn enqueue_for(
+        &self,
+        service: &str,
+        kind: JobKind,
+        request: Option<Value>,
+        trigger: &str,
+    ) -> Result<i64, EnqueueError> {
+        let may_be_gone = matches!(kind, JobKind::Restore | JobKind::Recover);
         if self.stopping.load(Ordering::Relaxed) {
             return Err(EnqueueError::Stopping);
         }
@@ -52,13 +65,15 @@ impl Daemon {
                         return Err(EnqueueError::Invalid(service.into(), e.clone()));
                     }
                 }
-                None if kind != JobKind::Restore => {
+                None if !may_be_gone => {
                     return Err(EnqueueError::Unknown(service.into()));
                 }
                 _ => {}
             }
         }
-        let id = self.store().queue(kind, service, "api", request.as_ref())?;
+        let id = self
+            .store()
+            .queue(kind, service, trigger, request.as_ref())?;
         self.state()
             .scheduler
             .request(service, id, Timestamp::now());

@@ -88,6 +88,30 @@ fn count_snapshots(d: &Daemon) {
     }
 }
 
+/// Recoveries a killed daemon (or `lifeboat recover`) left half done are run again, from
+/// the backup they had chosen: the service ends up recovered, never half restored.
+fn resume_recoveries(d: &Daemon) {
+    for found in lifeboat_core::interrupted_recoveries(&d.env.state_dir) {
+        match found {
+            Ok(i) => {
+                let request = json!({"snapshot": i.snapshot});
+                let queued = d.enqueue_for(&i.service, JobKind::Recover, Some(request), "resume");
+                d.log(
+                    "warn",
+                    "a recovery was cut short; running it again",
+                    json!({"service": i.service, "snapshot": i.snapshot, "began": i.at,
+                           "job": queued.as_ref().ok(), "error": queued.err().map(|e| e.to_string())}),
+                );
+            }
+            Err(e) => d.log(
+                "error",
+                "unreadable recovery record; recover the service by hand",
+                json!({"error": e}),
+            ),
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -186,6 +210,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
                 for line in lifeboat_core::drill::clean_stale_sandboxes(d.engine.as_ref(), root) {
                     d.log("warn", &line, json!({}));
                 }
+                resume_recoveries(&d);
                 count_snapshots(&d)
             });
         }

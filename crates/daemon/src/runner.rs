@@ -141,6 +141,14 @@ impl Daemon {
             json!({"job": id, "kind": kind, "service": service}),
         );
         let t0 = Instant::now();
+        let recovering = |id| {
+            if kind == JobKind::Recover
+                && let Some(s) = self.state().services.get_mut(service)
+            {
+                s.recovering = id;
+            }
+        };
+        recovering(Some(id));
         let end = match kind {
             JobKind::Backup => self.backup(service, id, policy.as_ref(), sha),
             JobKind::Restore => {
@@ -149,7 +157,7 @@ impl Daemon {
                     Err(e) => fail(format!("bad restore request: {e}")),
                 }
             }
-            JobKind::Drill => self.drill(service),
+            JobKind::Drill => self.drill(service, id),
             JobKind::Recover => {
                 let r = request
                     .and_then(|r| serde_json::from_value::<RecoverJob>(r).ok())
@@ -166,6 +174,7 @@ impl Daemon {
         // Hook output and engine errors may quote env values: scrubbed before the end of a
         // job is stored, logged, sent or shown.
         let end = end.redacted();
+        recovering(None);
         let seconds = t0.elapsed().as_secs_f64();
         if let Err(e) = self.store().finish(id, seconds, &end) {
             self.log(
@@ -192,6 +201,10 @@ impl Daemon {
         let service = service.to_string();
         move |line: &str| {
             crate::log::log_line("info", line, json!({"service": service, "job": id}));
+            // Visible in the API while the job runs (and kept in the history).
+            let _ = self
+                .store()
+                .step(id, &lifeboat_docker::secrets::redact(line));
         }
     }
 
@@ -272,7 +285,7 @@ impl Daemon {
     }
 
     /// Restores the service's newest backup into a sandbox, probes it, tears it down.
-    fn drill(&self, service: &str) -> JobEnd {
+    fn drill(&self, service: &str, id: i64) -> JobEnd {
         let req = DrillRequest {
             selection: Selection::Names(vec![service.to_string()]),
             at: None,
@@ -290,7 +303,7 @@ impl Daemon {
             self.engine.as_ref(),
             &repo,
             &req,
-            &self.note_for(service, 0),
+            &self.note_for(service, id),
         ) {
             Ok(report) => {
                 let s = report.services.iter().find(|s| s.service == service);
@@ -448,7 +461,34 @@ impl Daemon {
             Err(e) => return fail(e),
         };
         let note = self.note_for(service, id);
-        match lifeboat_core::recover_container(self.engine.as_ref(), &repo, service, &req, &note) {
+        // Its schedules and those of what depends on it wait: a broken state is never
+        // backed up, and retention never ages out the good copies meanwhile.
+        let dependents =
+            lifeboat_core::dependents(self.engine.as_ref(), service).unwrap_or_else(|e| {
+                note(&format!("cannot read what depends on {service}: {e}"));
+                Vec::new()
+            });
+        let mut paused = vec![service.to_string()];
+        paused.extend(dependents.iter().cloned());
+        if !dry_run {
+            note(&format!("pausing the schedules of {}", paused.join(", ")));
+            self.pause(&paused);
+        }
+        let result =
+            lifeboat_core::recover_container(self.engine.as_ref(), &repo, service, &req, &note);
+        if !dry_run {
+            // A service still broken stays paused until its container starts again.
+            let resume = if result.is_ok() {
+                &paused[..]
+            } else {
+                &paused[1..]
+            };
+            if !resume.is_empty() {
+                note(&format!("resuming the schedules of {}", resume.join(", ")));
+                self.resume(resume);
+            }
+        }
+        match result {
             Ok(out) => JobEnd {
                 ok: true,
                 snapshot_id: Some(out.from_snapshot.clone()),
@@ -458,6 +498,26 @@ impl Daemon {
             },
             Err(e) => fail(e),
         }
+    }
+
+    /// Holds the scheduled backups and drills of `services`.
+    pub(crate) fn pause(&self, services: &[String]) {
+        let mut st = self.state();
+        for s in services {
+            st.scheduler.pause(s);
+            st.scheduler.pause(&crate::daemon::drill_key(s));
+        }
+    }
+
+    /// Lets the scheduled backups and drills of `services` run again.
+    pub(crate) fn resume(&self, services: &[String]) {
+        let mut st = self.state();
+        for s in services {
+            st.scheduler.resume(s);
+            st.scheduler.resume(&crate::daemon::drill_key(s));
+        }
+        drop(st);
+        self.wake.notify_one();
     }
 
     fn after_recover(&self, service: &str, id: i64, end: &JobEnd) {

@@ -6,7 +6,7 @@
 //! stretched by it); a slot missed while the daemon was down runs once
 //! at start, not once per missed slot; a service never backed up is due at once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ struct Entry<T> {
 #[derive(Debug)]
 pub struct Scheduler<T> {
     entries: BTreeMap<String, Entry<T>>,
+    /// Entries whose scheduled runs wait (a recovery is under way); requested jobs still run.
+    paused: BTreeSet<String>,
     limit: usize,
     jitter: Duration,
 }
@@ -62,6 +64,7 @@ impl<T> Scheduler<T> {
     pub fn new(limit: usize, jitter: Duration) -> Self {
         Scheduler {
             entries: BTreeMap::new(),
+            paused: BTreeSet::new(),
             limit: limit.max(1),
             jitter,
         }
@@ -143,6 +146,22 @@ impl<T> Scheduler<T> {
             .push_back((now, job));
     }
 
+    /// Holds `name`'s scheduled runs (a slot that comes meanwhile runs once on
+    /// [`Scheduler::resume`]); requested jobs still run. Survives [`Scheduler::upsert`].
+    pub fn pause(&mut self, name: &str) {
+        self.paused.insert(name.to_string());
+    }
+
+    /// Lets `name`'s scheduled runs go again.
+    pub fn resume(&mut self, name: &str) {
+        self.paused.remove(name);
+    }
+
+    /// Whether `name`'s scheduled runs wait.
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.paused.contains(name)
+    }
+
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.entries.values().filter(|e| e.running).count()
@@ -166,7 +185,7 @@ impl<T> Scheduler<T> {
             .filter(|(_, e)| !e.running)
             .filter_map(|(n, e)| {
                 let asked = e.queue.front().map(|(t, _)| *t);
-                let slot = e.next.filter(|t| *t <= now);
+                let slot = e.next.filter(|t| *t <= now && !self.paused.contains(n));
                 asked.into_iter().chain(slot).min().map(|t| (t, n.clone()))
             })
             .collect();
@@ -204,9 +223,12 @@ impl<T> Scheduler<T> {
     /// When `poll` may next return something (queued requests wait only for a free slot).
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.entries
-            .values()
-            .filter(|e| !e.running)
-            .filter_map(|e| e.queue.front().map(|(t, _)| *t).or(e.next))
+            .iter()
+            .filter(|(_, e)| !e.running)
+            .filter_map(|(n, e)| {
+                let slot = e.next.filter(|_| !self.paused.contains(n));
+                e.queue.front().map(|(t, _)| *t).or(slot)
+            })
             .min()
     }
 }
@@ -250,6 +272,30 @@ mod tests {
         s.finished("db", &first[0].1, t(0), t(35));
         // The queued request runs first, then the schedule resumes.
         assert_eq!(s.poll(t(35)), vec![("db".to_string(), Start::Requested(7))]);
+    }
+
+    #[test]
+    fn a_paused_service_runs_requested_jobs_only_and_its_missed_slot_once_on_resume() {
+        let mut s: Scheduler<u32> = Scheduler::new(4, Duration::ZERO);
+        s.upsert("db", every(10), Some(t(-5)), t(0));
+        s.pause("db");
+        // An event re-reading the container does not lift the pause.
+        s.upsert("db", every(10), Some(t(-5)), t(1));
+        for now in [5, 15, 25] {
+            assert!(
+                s.poll(t(now)).is_empty(),
+                "scheduled run while paused at {now}"
+            );
+        }
+        assert_eq!(s.next_wakeup(), None, "a paused slot wakes nobody");
+        s.request("db", 9, t(26));
+        let asked = s.poll(t(26));
+        assert_eq!(asked, vec![("db".to_string(), Start::Requested(9))]);
+        s.finished("db", &asked[0].1, t(26), t(27));
+        assert!(s.is_paused("db"));
+        s.resume("db");
+        assert_eq!(names(&s.poll(t(28))), ["db"], "the missed slot runs once");
+        assert!(s.poll(t(29)).is_empty());
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         deaths: Vec::new(),
         recoveries: (0, 0, None),
         probe_failures: (0, None),
+        recovering: None,
     });
     service.present = true;
     match resolved {
@@ -204,13 +205,16 @@ pub fn watch(d: Arc<Daemon>) {
             );
         }
         backoff.reset();
+        let mut checked = std::time::Instant::now();
         loop {
+            // Failures are acted on about once a second, however busy the event stream is.
+            if checked.elapsed() >= Duration::from_secs(1) {
+                crate::failures::check(&d);
+                checked = std::time::Instant::now();
+            }
             let ev = match events.recv_timeout(Duration::from_secs(1)) {
                 Ok(ev) => ev,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    crate::failures::check(&d);
-                    continue;
-                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if ev.action == "rename" {

@@ -51,7 +51,22 @@ pub struct Job {
     pub error: Option<String>,
     /// Kind-specific JSON (restore options, retention outcome).
     pub detail: Option<serde_json::Value>,
+    /// What it did so far, step by step (`{"at", "step"}`), recorded as it runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<Step>,
 }
+
+/// One step of a job, recorded when it began.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Step {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What.
+    pub step: String,
+}
+
+/// Steps kept per job (a huge job's later steps are dropped, its end is still recorded).
+const MAX_STEPS: i64 = 500;
 
 /// What a finished job reports.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +127,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind TEXT NOT NULL, service TEXT NOT NULL, trigger TEXT NOT NULL, state TEXT NOT NULL,
     queued_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_seconds REAL,
     bytes_added INTEGER, bytes_total INTEGER, snapshot_id TEXT, backup_id TEXT,
-    policy_sha256 TEXT, error TEXT, detail TEXT, request TEXT);
+    policy_sha256 TEXT, error TEXT, detail TEXT, request TEXT, progress TEXT);
 CREATE INDEX IF NOT EXISTS jobs_service ON jobs (service, id);
 CREATE TABLE IF NOT EXISTS policy_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,7 +136,7 @@ CREATE TABLE IF NOT EXISTS policy_log (
 
 const JOB_COLUMNS: &str = "id, kind, service, trigger, state, queued_at, started_at, \
     finished_at, duration_seconds, bytes_added, bytes_total, snapshot_id, backup_id, \
-    policy_sha256, error, detail";
+    policy_sha256, error, detail, progress";
 
 /// A word stored in the history, parsed back into its enum (the one boundary for both).
 fn word<T>(r: &rusqlite::Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
@@ -155,6 +170,10 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         detail: r
             .get::<_, Option<String>>(15)?
             .and_then(|t| serde_json::from_str(&t).ok()),
+        progress: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -179,6 +198,19 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Histories written before steps were recorded.
+        let has_progress: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_progress {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN progress TEXT;")
+                .map_err(err)?;
+        }
         Ok(Store { conn, path: shown })
     }
 
@@ -231,6 +263,19 @@ impl Store {
             .execute(
                 "UPDATE jobs SET state = 'running', started_at = ?2, policy_sha256 = ?3 WHERE id = ?1",
                 params![id, now(), policy_sha256],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Records the step a running job begins.
+    pub fn step(&self, id: i64, step: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET progress = json_insert(coalesce(progress, '[]'), '$[#]', \
+                 json_object('at', ?2, 'step', ?3)) \
+                 WHERE id = ?1 AND json_array_length(coalesce(progress, '[]')) < ?4",
+                params![id, now(), step, MAX_STEPS],
             )
             .map(|_| ())
             .map_err(self.err())
@@ -453,6 +498,8 @@ mod tests {
             .unwrap();
             let b = s.queue(JobKind::Backup, "db", "api", None).unwrap();
             s.start(b, None).unwrap();
+            s.step(b, "taking a backup of db").unwrap();
+            s.step(b, "backing up volume data").unwrap();
             (a, b) // the daemon dies here
         };
         let s = Store::open(&path).unwrap();
@@ -462,7 +509,11 @@ mod tests {
             (a.state.as_str(), a.bytes_added, a.policy_sha256.as_deref()),
             ("succeeded", Some(10), Some("f00"))
         );
-        assert_eq!(s.job(cut).unwrap().unwrap().state, JobState::Aborted);
+        let aborted = s.job(cut).unwrap().unwrap();
+        assert_eq!(aborted.state, JobState::Aborted);
+        let steps: Vec<&str> = aborted.progress.iter().map(|p| p.step.as_str()).collect();
+        assert_eq!(steps, ["taking a backup of db", "backing up volume data"]);
+        assert!(s.job(done).unwrap().unwrap().progress.is_empty());
         let (last, ok, ran) = s.last_backups("db").unwrap();
         assert_eq!(last.unwrap().id, cut);
         assert_eq!(ok.unwrap().id, done);

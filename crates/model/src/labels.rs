@@ -44,6 +44,8 @@ pub const PROBE: &str = "lifeboat.probe";
 pub const RECOVER: &str = "lifeboat.recover";
 /// How long a failure must last before it counts (default 30s).
 pub const RECOVER_AFTER: &str = "lifeboat.recover-after";
+/// `true`: a removed container is a failure too, and recovered (default `false`).
+pub const RECOVER_REMOVED: &str = "lifeboat.recover-removed";
 /// Healthchecks.io-style ping URL.
 pub const PING_URL: &str = "lifeboat.ping-url";
 /// Written by Lifeboat on a drill's copies: the sandbox they belong to.

@@ -38,7 +38,7 @@ secrets:
   db_password: {file: ./db_password.txt}
 "#;
 
-fn compose(dir: &Path, project: &str, args: &[&str]) -> String {
+pub fn compose(dir: &Path, project: &str, args: &[&str]) -> String {
     let out = Command::new("docker-compose")
         .current_dir(dir)
         .args(["-p", project])

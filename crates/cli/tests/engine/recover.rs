@@ -306,3 +306,385 @@ fn a_corrupted_sqlite_database_is_recovered_and_the_forensic_backup_holds_the_co
         "the forensic backup does not hold the corrupt file"
     );
 }
+
+/// A sleeper that stops at once on SIGTERM, depending on `on` (`lifeboat.depends-on`).
+fn dependent(c: &mut Cleanup, scope: &str, name: &str, on: &str) {
+    let scope = format!("lifeboat.test={scope}");
+    let dep = format!("lifeboat.depends-on={on}");
+    c.containers.push(name.to_string());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-l",
+        "lifeboat.enable=true",
+        "-l",
+        &scope,
+        "-l",
+        &dep,
+        "-l",
+        "lifeboat.schedule=1h",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.2; done",
+    ]);
+}
+
+/// Every webhook body up to the first that contains `needle` (which is last).
+fn events_until(hook: &Receiver, needle: &str, timeout: Duration) -> Vec<String> {
+    let t0 = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while t0.elapsed() < timeout {
+        seen.extend(hook.received());
+        if seen.iter().any(|e| e.contains(needle)) {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no `{needle}` within {timeout:?}; received {seen:#?}");
+}
+
+fn started_at(name: &str) -> String {
+    inspect(name, "{{.State.StartedAt}}")
+}
+
+fn steps(job: &serde_json::Value) -> Vec<String> {
+    job["progress"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["step"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn position(steps: &[String], prefix: &str) -> usize {
+    steps
+        .iter()
+        .position(|s| s.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no step `{prefix}…` in {steps:#?}"))
+}
+
+#[test]
+fn a_stack_whose_database_fails_pauses_its_dependents_and_restarts_them_in_order() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-stack");
+    let (db, vol) = (unique("lbt-stack-db"), unique("lbt-stack-vol"));
+    let (agent, web) = (unique("lbt-stack-agent"), unique("lbt-stack-web"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "good").unwrap();
+    let labels = [
+        "lifeboat.schedule=1h",
+        "lifeboat.recover=auto",
+        "lifeboat.recover-after=1s",
+    ];
+    crashable(&mut c, &scope, &db, &vol, "no", &labels);
+    dependent(&mut c, &scope, &agent, &db);
+    dependent(&mut c, &scope, &web, &agent);
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("three first backups", Duration::from_secs(90), || {
+        [&db, &agent, &web]
+            .iter()
+            .all(|n| crate::daemon::succeeded(&d.jobs(n)) >= 1)
+    });
+    let before = (started_at(&agent), started_at(&web));
+
+    std::fs::write(path.join("state"), "corrupt").unwrap();
+    std::fs::write(path.join("crash"), "").unwrap();
+    // While it runs, the API shows the recovery's steps and the dependents paused.
+    let (mut saw_steps, mut saw_paused) = (false, false);
+    d.wait_until("the recovery", Duration::from_secs(90), || {
+        let s = d.service(&db);
+        if s["status"] == "recovering" && !steps(&s["recovery"]).is_empty() {
+            saw_steps = true;
+        }
+        if d.service(&web)["paused"] == true && d.service(&agent)["paused"] == true {
+            saw_paused = true;
+        }
+        hook.received()
+            .iter()
+            .any(|e| e.contains("service_recovered") || e.contains("recovery_failed"))
+    });
+    let job = d
+        .jobs(&db)
+        .into_iter()
+        .find(|j| j["kind"] == "recover")
+        .expect("a recover job");
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", d.log_text());
+    assert_eq!(job["trigger"], "failure");
+    assert!(
+        saw_steps,
+        "the recovery's steps were never shown while it ran"
+    );
+    assert!(saw_paused, "the dependents' schedules were never paused");
+    let s = steps(&job);
+    let pause = position(
+        &s,
+        &format!("pausing the schedules of {db}, {agent}, {web}"),
+    );
+    let restored = position(&s, &format!("restoring volume {vol}"));
+    let first = position(&s, &format!("restarting {agent}"));
+    let second = position(&s, &format!("restarting {web}"));
+    let resume = position(&s, "resuming the schedules");
+    assert!(pause < restored && restored < first && first < second && second < resume);
+    assert_eq!(job["detail"]["restarted"], serde_json::json!([agent, web]));
+    // Restarted in dependency order, after the database was back.
+    let after = (started_at(&agent), started_at(&web));
+    assert!(after.0 != before.0 && after.1 != before.1, "not restarted");
+    assert!(
+        started_at(&db) <= after.0 && after.0 <= after.1,
+        "{after:?}"
+    );
+    assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "good");
+    for n in [&db, &agent, &web] {
+        assert_eq!(d.service(n)["paused"], false, "{n} still paused");
+        assert_eq!(inspect(n, "{{.State.Running}}"), "true");
+    }
+}
+
+#[test]
+fn a_daemon_killed_mid_recovery_finishes_it_at_its_next_start() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let scope = unique("lbt-killrec");
+    let (name, vol) = (unique("lbt-killrec-svc"), unique("lbt-killrec-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "good").unwrap();
+    // Enough data that the restore takes a while.
+    let big = path.join("big");
+    let made = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=400", "status=none"])
+        .arg(format!("of={}", big.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let digest = |p: &std::path::Path| {
+        let out = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let good = digest(&big);
+    managed(&mut c, &scope, &name, Some(&vol), &["lifeboat.schedule=1h"]);
+    let d = Daemon::start(&lb, &scope, "");
+    d.wait_until("the first backup", Duration::from_secs(120), || {
+        crate::daemon::succeeded(&d.jobs(&name)) >= 1
+    });
+    std::fs::write(path.join("state"), "corrupt").unwrap();
+    let r = d.post(&format!("/api/v1/services/{name}/recover"), None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["job_id"].as_i64().unwrap();
+    // Killed while the volume is being restored: the container is gone, the data half there.
+    d.wait_until(
+        "the restore of the volume",
+        Duration::from_secs(120),
+        || {
+            let job = d.get(&format!("/api/v1/jobs/{id}")).json();
+            steps(&job)
+                .iter()
+                .any(|s| s.starts_with(&format!("restoring volume {vol}")))
+        },
+    );
+    d.signal("KILL");
+    let intent = lb
+        .state
+        .path()
+        .join("recoveries")
+        .join(format!("{name}.json"));
+    assert!(intent.exists(), "no record of the recovery under way");
+
+    let d2 = Daemon::start(&lb, &scope, "");
+    let mut resumed = serde_json::Value::Null;
+    d2.wait_until("the resumed recovery", Duration::from_secs(180), || {
+        resumed = d2
+            .jobs(&name)
+            .into_iter()
+            .find(|j| j["trigger"] == "resume")
+            .unwrap_or_default();
+        ["succeeded", "failed"].contains(&resumed["state"].as_str().unwrap_or(""))
+    });
+    assert_eq!(
+        resumed["state"],
+        "succeeded",
+        "{resumed:#}\n{}",
+        d2.log_text()
+    );
+    let cut = d2.get(&format!("/api/v1/jobs/{id}")).json();
+    assert_eq!(cut["state"], "aborted");
+    assert!(!steps(&cut).is_empty(), "the cut job's steps were not kept");
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+    assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "good");
+    assert_eq!(digest(&big), good, "the big file is not the backup's");
+    assert!(!intent.exists(), "the recovery record was left");
+    let stopped = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=lifeboat.test={scope}"),
+        "--filter",
+        "status=exited",
+        "-q",
+    ]);
+    assert_eq!(stopped, "", "containers left stopped");
+}
+
+#[test]
+fn a_removed_container_is_recovered_only_with_recover_removed() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-removed");
+    let (kept, kvol) = (unique("lbt-removed-back"), unique("lbt-removed-bvol"));
+    let (gone, gvol) = (unique("lbt-removed-gone"), unique("lbt-removed-gvol"));
+    let kpath = new_volume(&mut c, &kvol);
+    std::fs::write(kpath.join("state"), "good").unwrap();
+    new_volume(&mut c, &gvol);
+    let labels = [
+        "lifeboat.schedule=1h",
+        "lifeboat.recover=auto",
+        "lifeboat.recover-after=1s",
+    ];
+    let mut with_removed = labels.to_vec();
+    with_removed.push("lifeboat.recover-removed=true");
+    managed(&mut c, &scope, &kept, Some(&kvol), &with_removed);
+    managed(&mut c, &scope, &gone, Some(&gvol), &labels);
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("both first backups", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&kept)) >= 1
+            && crate::daemon::succeeded(&d.jobs(&gone)) >= 1
+    });
+    std::fs::write(kpath.join("state"), "after the backup").unwrap();
+    docker(&["rm", "-f", &kept, &gone]);
+    let mut events = events_until(&hook, "service_recovered", Duration::from_secs(60));
+    assert!(events.last().unwrap().contains(kept.as_str()), "{events:?}");
+    assert_eq!(inspect(&kept, "{{.State.Running}}"), "true");
+    assert_eq!(
+        std::fs::read_to_string(kpath.join("state")).unwrap(),
+        "good"
+    );
+    // The other one stays removed, and was reported as missing only.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.jobs(&gone).iter().all(|j| j["kind"] != "recover"));
+    let listed = docker(&["ps", "-a", "--filter", &format!("name=^{gone}$"), "-q"]);
+    assert_eq!(listed, "", "{gone} was brought back");
+    events.extend(hook.received());
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains("service_failed") && e.contains(gone.as_str())),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_service_whose_bind_source_disappears_is_recovered() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-bindgone");
+    let name = unique("lbt-bindgone-svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("state"), "good").unwrap();
+    let bind = format!("{}:/data", data.display());
+    let scope_label = format!("lifeboat.test={scope}");
+    run_sleeper(
+        &mut c,
+        &name,
+        &[
+            "-l",
+            "lifeboat.enable=true",
+            "-l",
+            &scope_label,
+            "-l",
+            "lifeboat.schedule=1h",
+            "-l",
+            "lifeboat.recover=auto",
+            "-l",
+            "lifeboat.recover-after=1s",
+            "-v",
+            &bind,
+        ],
+    );
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("the first backup", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&name)) >= 1
+    });
+    // The disk holding it is gone.
+    std::fs::remove_dir_all(&data).unwrap();
+    let failed = events_until(&hook, "service_recovered", Duration::from_secs(60));
+    assert!(failed.last().unwrap().contains(name.as_str()), "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.contains("service_failed") && e.contains("volume-missing")),
+        "{failed:?}"
+    );
+    assert_eq!(std::fs::read_to_string(data.join("state")).unwrap(), "good");
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn a_compose_project_stopped_or_taken_down_is_not_recovered() {
+    let lb = Lb::new();
+    let hook = Receiver::start();
+    let scope = unique("lbt-cdown");
+    let project = unique("lbtcdown").replace('-', "");
+    let dir = tempfile::tempdir().unwrap();
+    let service = |svc: &str| {
+        format!(
+            "  {svc}:\n    image: {BUSYBOX_IMAGE}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' \
+             TERM; while :; do sleep 0.2; done\"]\n    labels:\n      lifeboat.enable: \"true\"\n      \
+             lifeboat.test: \"{scope}\"\n      lifeboat.schedule: 1h\n      lifeboat.recover: \
+             auto\n      lifeboat.recover-after: 1s\n"
+        )
+    };
+    let file = format!(
+        "version: \"3\"\nservices:\n{}{}",
+        service("a"),
+        service("b")
+    );
+    std::fs::write(dir.path().join("docker-compose.yml"), file).unwrap();
+    let mut c = Cleanup::default();
+    let names: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|s| format!("{project}_{s}_1"))
+        .collect();
+    c.containers.extend(names.iter().cloned());
+    crate::compose::compose(dir.path(), &project, &["up", "-d"]);
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("both first backups", Duration::from_secs(60), || {
+        names
+            .iter()
+            .all(|n| crate::daemon::succeeded(&d.jobs(n)) >= 1)
+    });
+    crate::compose::compose(dir.path(), &project, &["stop"]);
+    std::thread::sleep(Duration::from_secs(4));
+    crate::compose::compose(dir.path(), &project, &["start"]);
+    crate::compose::compose(dir.path(), &project, &["down"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let events = hook.received();
+    assert!(
+        !events.iter().any(|e| e.contains("service_failed")),
+        "{events:?}"
+    );
+    for n in &names {
+        assert!(d.jobs(n).iter().all(|j| j["kind"] != "recover"));
+        assert_eq!(
+            docker(&["ps", "-a", "--filter", &format!("name=^{n}$"), "-q"]),
+            "",
+            "{n} came back"
+        );
+    }
+}

@@ -108,6 +108,8 @@ pub struct PolicyOptions {
     pub recover: Option<String>,
     /// How long a failure must last before it counts (default 30s).
     pub recover_after: Option<String>,
+    /// A removed container is a failure too (default false).
+    pub recover_removed: Option<bool>,
 }
 
 /// What the daemon does when a service fails, and after how long.
@@ -118,6 +120,9 @@ pub struct Recovery {
     /// How long a failure must last before it counts.
     #[serde(with = "secs")]
     pub after: std::time::Duration,
+    /// A removed container counts as failed and is recovered (`lifeboat.recover-removed`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl Default for Recovery {
@@ -125,6 +130,7 @@ impl Default for Recovery {
         Recovery {
             mode: crate::RecoverMode::Notify,
             after: std::time::Duration::from_secs(30),
+            removed: false,
         }
     }
 }
@@ -197,6 +203,7 @@ impl PolicyOptions {
             drill: get(labels::DRILL),
             recover: get(labels::RECOVER),
             recover_after: get(labels::RECOVER_AFTER),
+            recover_removed: get(labels::RECOVER_REMOVED).map(|v| v == "true"),
         }
     }
 
@@ -215,6 +222,7 @@ impl PolicyOptions {
                 .recover_after
                 .clone()
                 .or_else(|| self.recover_after.clone()),
+            recover_removed: over.recover_removed.or(self.recover_removed),
         }
     }
 
@@ -298,6 +306,7 @@ impl PolicyOptions {
             recovery.after =
                 parse_duration(a).map_err(at("recover-after", own.recover_after.is_some()))?;
         }
+        recovery.removed = merged.recover_removed.unwrap_or(false);
         Ok(Policy {
             recovery,
             name,
@@ -349,7 +358,17 @@ mod tests {
         let p = PolicyOptions::resolve(&PolicyOptions::default(), &none, &auto).unwrap();
         assert_eq!(p.recovery.mode, crate::RecoverMode::Auto);
         assert_eq!(p.recovery.after, std::time::Duration::from_secs(5));
+        assert!(!p.recovery.removed);
         assert_ne!(p.fingerprint(), plain.fingerprint());
+        let removed = labels(&[
+            ("lifeboat.schedule", "1h"),
+            ("lifeboat.recover", "auto"),
+            ("lifeboat.recover-after", "5s"),
+            ("lifeboat.recover-removed", "true"),
+        ]);
+        let r = PolicyOptions::resolve(&PolicyOptions::default(), &none, &removed).unwrap();
+        assert!(r.recovery.removed);
+        assert_ne!(r.fingerprint(), p.fingerprint());
         let bad = labels(&[("lifeboat.schedule", "1h"), ("lifeboat.recover", "always")]);
         let err = PolicyOptions::resolve(&PolicyOptions::default(), &none, &bad).unwrap_err();
         let text = err.to_string();
