@@ -110,6 +110,17 @@ pub enum CoreError {
         status: String,
     },
     #[error(
+        "container `{name}` was recovered but fails its probes: {failed}; it is left as it is \
+         (the broken state is in its forensic backup); look at it with `docker logs {name}`"
+    )]
+    /// The recovered container fails its probes.
+    ProbesFailed {
+        /// The container.
+        name: String,
+        /// The failed probes and their output.
+        failed: String,
+    },
+    #[error(
         "container `{name}` exited with code {} and will not be restarted, so it will never \
          become ready; the end of its log:\n{log}\ninspect it with `docker logs {name}`",
         code.map_or("?".to_string(), |c| c.to_string())

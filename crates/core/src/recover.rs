@@ -144,6 +144,9 @@ pub fn recover_container(
         if req.restore.dry_run {
             return Ok((out, Vec::new()));
         }
+        if out.started {
+            probe_recovered(engine, name, &req.restore.backup.host_root, note)?;
+        }
         let restarted = restart_dependents(engine, name, &dependents, &req.restore, note)?;
         Ok((out, restarted))
     });
@@ -247,6 +250,36 @@ pub fn dependents(engine: &dyn Engine, name: &str) -> Result<Vec<String>, CoreEr
         .collect();
     let ordered = levels(&graph).map_err(|e| CoreError::Stack(e.to_string()))?;
     Ok(ordered.into_iter().flatten().collect())
+}
+
+/// Runs the drill probes (its `lifeboat.probe`, SQLite integrity) on the recovered service.
+fn probe_recovered(
+    engine: &dyn Engine,
+    name: &str,
+    host_root: &Path,
+    note: crate::Note<'_>,
+) -> Result<(), CoreError> {
+    let Some(c) = engine.container(name)? else {
+        return Err(CoreError::NoSuchContainer(name.to_string()));
+    };
+    let probes = crate::drill::live_probes(engine, &c.config, name, host_root, true);
+    if probes.is_empty() {
+        return Ok(());
+    }
+    note(&format!("probing {name} ({} probe(s))", probes.len()));
+    let failed: Vec<String> = probes
+        .iter()
+        .filter(|p| !p.ok)
+        .map(|p| format!("{} ({})", p.name, p.output.trim()))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::ProbesFailed {
+            name: name.to_string(),
+            failed: failed.join("; "),
+        })
+    }
 }
 
 /// Restarts the running ones of `dependents` (in their order), each waited for (healthy, or

@@ -92,6 +92,31 @@ fn recover_by_hand_brings_back_the_newest_good_backup_and_keeps_the_broken_state
     assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "good");
 }
 
+#[test]
+fn a_recovered_service_that_fails_its_probes_is_a_failed_recovery() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("lbt-recprobe"), unique("lbt-recprobe-vol"));
+    new_volume(&mut c, &vol);
+    let mount = format!("{vol}:/data");
+    // Its probe needs a file its backups never held.
+    run_sleeper(
+        &mut c,
+        &name,
+        &["-v", &mount, "-l", "lifeboat.probe=test -f /data/ready"],
+    );
+    lb.run(&["backup", &name]).ok();
+    let r = lb.run(&["recover", &name]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("fails its probes") && r.stderr.contains("lifeboat.probe"),
+        "{}",
+        r.stderr
+    );
+    // Left as recovered, running, for the operator to look at.
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+}
+
 fn wait_until_stopped(name: &str) {
     let t0 = std::time::Instant::now();
     while inspect(name, "{{.State.Running}}") == "true" {
