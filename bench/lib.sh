@@ -1,5 +1,5 @@
-# Shared by the benchmark scripts (sourced): timing rows and dropping the page cache.
-# Needs $WORK (results go to $WORK/results).
+# Shared by the benchmark scripts (sourced): timing rows, dropping the page cache, and the
+# three-service stack. `measure` and `table` need $WORK (results go to $WORK/results).
 
 # measure LABEL CMD...: runs CMD under /usr/bin/time, appends "label seconds rss_kib"
 measure() {
@@ -21,4 +21,56 @@ table() {
     ratio=$(python3 -c "print(f'{$ls/$rs:.2f}')")
     printf '%-18s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
   done
+}
+
+# stack_up P SITE_MB DB_MB [FLAG...]: the three-service stack of project P (compose labels,
+# network P_default): a Redis database (DB_MB of keys), an agent writing to it and answering
+# over HTTP, a web front (SITE_MB of static files) whose health needs the agent; each waits
+# for what it depends on. FLAGs (e.g. -l lifeboat.enable=true) go to every container.
+# Sets keys_before (the Redis key count).
+stack_up() {
+  local p=$1 site_mb=$2 db_mb=$3; shift 3
+  local net=${p}_default site c i
+  local agent='mkdir -p /www/cgi-bin /state
+printf "#!/bin/sh\necho Content-Type: text/plain\necho\nprintf \"GET writes\\r\\nQUIT\\r\\n\" | nc db 6379 | sed -n 2p\n" > /www/cgi-bin/count
+chmod +x /www/cgi-bin/count
+httpd -p 8080 -h /www
+trap "exit 0" TERM
+while true; do printf "INCR writes\r\nQUIT\r\n" | nc db 6379 >> /state/replies; sleep 0.2; done'
+  docker network create "$net" >/dev/null
+  for v in dbdata agentstate site; do docker volume create "${p}_$v" >/dev/null; done
+  site=$(docker volume inspect -f '{{.Mountpoint}}' "${p}_site")
+  echo "index" > "$site/index.html"
+  echo "writing ${site_mb} MB of static files and ${db_mb} MB into Redis..."
+  for i in $(seq 1 $((site_mb / 64))); do head -c 64M /dev/urandom > "$site/asset-$i.bin"; done
+  docker run -d --name "$p-db-1" --network "$net" --network-alias db \
+    -l com.docker.compose.project="$p" -l com.docker.compose.service=db "$@" \
+    -v "${p}_dbdata:/data" --health-cmd 'redis-cli ping | grep -q PONG' --health-interval 1s \
+    lifeboat-test/debian-services:1 redis-server --dir /data --save '' --appendonly no --protected-mode no \
+    --enable-debug-command local >/dev/null
+  until [ "$(docker inspect -f '{{.State.Health.Status}}' "$p-db-1")" = healthy ]; do sleep 0.5; done
+  docker exec "$p-db-1" redis-cli DEBUG POPULATE $((db_mb * 1024)) key 1024 >/dev/null
+  keys_before=$(docker exec "$p-db-1" redis-cli dbsize)
+  [ "$keys_before" -ge $((db_mb * 1024)) ] || { echo "Redis holds only $keys_before keys" >&2; exit 1; }
+  docker run -d --name "$p-agent-1" --network "$net" --network-alias agent \
+    -l com.docker.compose.project="$p" -l com.docker.compose.service=agent "$@" \
+    -l com.docker.compose.depends_on=db:service_healthy:false -v "${p}_agentstate:/state" \
+    --health-cmd "wget -qO- http://127.0.0.1:8080/cgi-bin/count | grep -q '[0-9]'" --health-interval 1s \
+    lifeboat-test/busybox:1 sh -c "$agent" >/dev/null
+  docker run -d --name "$p-web-1" --network "$net" --network-alias web \
+    -l com.docker.compose.project="$p" -l com.docker.compose.service=web "$@" \
+    -l com.docker.compose.depends_on=agent:service_healthy:false -v "${p}_site:/site" \
+    --health-cmd "wget -qO- http://agent:8080/cgi-bin/count | grep -q '[0-9]'" --health-interval 1s \
+    -l 'lifeboat.probe=wget -qO- http://127.0.0.1/index.html | grep -q index' \
+    lifeboat-test/busybox:1 httpd -f -p 80 -h /site >/dev/null
+  for c in db agent web; do
+    until [ "$(docker inspect -f '{{.State.Health.Status}}' "$p-$c-1")" = healthy ]; do sleep 0.5; done
+  done
+}
+
+# stack_down P: removes the stack's containers, volumes and network.
+stack_down() {
+  docker rm -f "$1-db-1" "$1-agent-1" "$1-web-1" >/dev/null 2>&1 || true
+  docker volume rm -f "${1}_dbdata" "${1}_agentstate" "${1}_site" >/dev/null 2>&1 || true
+  docker network rm "${1}_default" >/dev/null 2>&1 || true
 }

@@ -33,8 +33,8 @@ pub use catalog::{
 };
 pub use error::CoreError;
 pub use recover::{
-    RecoverOutcome, RecoverRequest, RecoveryIntent, dependents, interrupted_recoveries,
-    missing_mounts, newest_good_backup, recover_container,
+    RecoverOutcome, RecoverRequest, RecoveryIntent, dependents, dependents_of,
+    interrupted_recoveries, missing_mounts, newest_good_backup, recover_container,
 };
 pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};

@@ -207,6 +207,12 @@ fn recovery_lock_name(name: &str) -> String {
 /// `depends_on`, links, `lifeboat.depends-on`), ordered so that each comes after what it
 /// depends on. Drill sandboxes are never included.
 pub fn dependents(engine: &dyn Engine, name: &str) -> Result<Vec<String>, CoreError> {
+    dependents_of(engine, &[name.to_string()])
+}
+
+/// [`dependents`] of several containers at once (one reading of the engine); one of `names`
+/// is included when it depends on another.
+pub fn dependents_of(engine: &dyn Engine, names: &[String]) -> Result<Vec<String>, CoreError> {
     let mut all: Vec<ContainerDetails> = Vec::new();
     for n in engine.container_names()? {
         if let Some(c) = engine.container(&n)?
@@ -223,15 +229,13 @@ pub fn dependents(engine: &dyn Engine, name: &str) -> Result<Vec<String>, CoreEr
                         (Some(a), Some(b)) if a.project == b.project && *d == b.service)
             })
     };
-    let Some(target) = all.iter().find(|c| c.name == name) else {
-        return Ok(Vec::new());
-    };
-    // Everything that reaches the target through dependency edges.
+    // Everything that reaches a target through dependency edges.
     let mut found: Vec<&ContainerDetails> = Vec::new();
-    let mut frontier = vec![target];
+    let mut frontier: Vec<&ContainerDetails> =
+        all.iter().filter(|c| names.contains(&c.name)).collect();
     while let Some(t) = frontier.pop() {
         for c in &all {
-            if c.name != name && on(c, t) && !found.iter().any(|f| f.name == c.name) {
+            if on(c, t) && !found.iter().any(|f| f.name == c.name) {
                 found.push(c);
                 frontier.push(c);
             }

@@ -91,6 +91,8 @@ pub struct Service {
     pub probe_failures: (u32, Option<std::time::Instant>),
     /// The recovery job running for it now.
     pub recovering: Option<i64>,
+    /// Its recovery failed: its schedules stay paused until its container starts again.
+    pub held_after_failed_recovery: bool,
 }
 
 /// A service that failed: its container died, crash-loops, turned unhealthy, fails its

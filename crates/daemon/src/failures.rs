@@ -66,10 +66,9 @@ pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
         "start" => {
             s.down = None;
             s.stopped_at = None;
-            // A service left paused by a failed recovery runs again once it is started (not
-            // while a recovery of it runs: its restore starts the container too).
-            let name = s.name.clone();
-            if st.scheduler.is_paused(&name) && !st.scheduler.is_running(&name) {
+            // A service left paused by its failed recovery runs again once it is started.
+            if std::mem::take(&mut s.held_after_failed_recovery) {
+                let name = s.name.clone();
                 st.scheduler.resume(&name);
                 st.scheduler.resume(&crate::daemon::drill_key(&name));
             }
@@ -90,25 +89,52 @@ pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
     }
 }
 
+/// A failure to act on: the service, its recovery mode, whether it was recovered lately, and
+/// the kind of failure.
+type Due = (String, RecoverMode, bool, &'static str);
+
 /// Acts on failures that lasted their `recover-after` (called about once a second).
 pub(crate) fn check(d: &Daemon) {
-    let due: Vec<(String, RecoverMode, bool, &'static str)> = {
-        let mut st = d.state();
+    let (mut due, failed): (Vec<Due>, Vec<String>) = {
+        let st = d.state();
         let mut due = Vec::new();
-        for s in st.services.values_mut() {
+        let mut failed = Vec::new();
+        for s in st.services.values() {
             let Some(policy) = &s.policy else { continue };
-            let Some(down) = s.down.as_mut() else {
+            let Some(down) = s.down.filter(|f| !f.stopped) else {
                 continue;
             };
-            if down.stopped || down.handled || down.since.elapsed() < policy.recovery.after {
+            failed.push(s.name.clone());
+            // A paused service waits for the recovery of what it depends on.
+            if down.handled
+                || down.since.elapsed() < policy.recovery.after
+                || st.scheduler.is_paused(&s.name)
+            {
                 continue;
             }
-            down.handled = true;
             let again = s.recovered_at.is_some_and(|t| t.elapsed() < LEFT_ALONE_FOR);
             due.push((s.name.clone(), policy.recovery.mode, again, down.kind));
         }
-        due
+        (due, failed)
     };
+    if due.is_empty() {
+        return;
+    }
+    // A service failing because something it depends on failed (its health needs it) is not
+    // failed itself: recovering that one restarts it. It is looked at again afterwards.
+    if failed.len() > 1 {
+        let downstream =
+            lifeboat_core::dependents_of(d.engine.as_ref(), &failed).unwrap_or_default();
+        due.retain(|(name, ..)| !downstream.contains(name));
+    }
+    {
+        let mut st = d.state();
+        for (name, ..) in &due {
+            if let Some(down) = st.services.get_mut(name).and_then(|s| s.down.as_mut()) {
+                down.handled = true;
+            }
+        }
+    }
     for (name, mode, again, kind) in due {
         // Still failing? (A restart policy may have brought it back meanwhile.)
         let still = match (kind, d.engine.container(&name)) {
@@ -147,9 +173,14 @@ pub(crate) fn check(d: &Daemon) {
                 }));
             }
             (RecoverMode::Auto, false) => {
-                // Its schedules wait at once: a broken state is never backed up (the
-                // recovery pauses its dependents too, and resumes them all).
-                d.pause(std::slice::from_ref(&name));
+                // Its schedules, and those of what depends on it, wait from now on: a
+                // broken state is never backed up, and its dependents' failures are its own
+                // (the recovery resumes them all).
+                let mut paused = vec![name.clone()];
+                paused.extend(
+                    lifeboat_core::dependents(d.engine.as_ref(), &name).unwrap_or_default(),
+                );
+                d.pause(&paused);
                 match d.enqueue_for(&name, JobKind::Recover, None, "failure") {
                     Ok(job) => {
                         d.log(

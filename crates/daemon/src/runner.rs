@@ -481,6 +481,9 @@ impl Daemon {
             let resume = if result.is_ok() {
                 &paused[..]
             } else {
+                if let Some(s) = self.state().services.get_mut(service) {
+                    s.held_after_failed_recovery = true;
+                }
                 &paused[1..]
             };
             if !resume.is_empty() {

@@ -113,6 +113,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         recoveries: (0, 0, None),
         probe_failures: (0, None),
         recovering: None,
+        held_after_failed_recovery: false,
     });
     service.present = true;
     match resolved {

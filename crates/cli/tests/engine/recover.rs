@@ -332,12 +332,13 @@ fn a_corrupted_sqlite_database_is_recovered_and_the_forensic_backup_holds_the_co
     );
 }
 
-/// A sleeper that stops at once on SIGTERM, depending on `on` (`lifeboat.depends-on`).
-fn dependent(c: &mut Cleanup, scope: &str, name: &str, on: &str) {
+/// A sleeper that stops at once on SIGTERM, depending on `on` (`lifeboat.depends-on`), with
+/// more `flags`.
+fn dependent(c: &mut Cleanup, scope: &str, name: &str, on: &str, flags: &[&str]) {
     let scope = format!("lifeboat.test={scope}");
     let dep = format!("lifeboat.depends-on={on}");
     c.containers.push(name.to_string());
-    docker(&[
+    let mut args = vec![
         "run",
         "-d",
         "--name",
@@ -350,11 +351,15 @@ fn dependent(c: &mut Cleanup, scope: &str, name: &str, on: &str) {
         &dep,
         "-l",
         "lifeboat.schedule=1h",
+    ];
+    args.extend_from_slice(flags);
+    args.extend([
         BUSYBOX_IMAGE,
         "sh",
         "-c",
         "trap 'exit 0' TERM; while :; do sleep 0.2; done",
     ]);
+    docker(&args);
 }
 
 /// Every webhook body up to the first that contains `needle` (which is last).
@@ -408,9 +413,51 @@ fn a_stack_whose_database_fails_pauses_its_dependents_and_restarts_them_in_order
         "lifeboat.recover=auto",
         "lifeboat.recover-after=1s",
     ];
-    crashable(&mut c, &scope, &db, &vol, "no", &labels);
-    dependent(&mut c, &scope, &agent, &db);
-    dependent(&mut c, &scope, &web, &agent);
+    let net = unique("lbt-stack-net");
+    docker(&["network", "create", &net]);
+    c.networks.push(net.clone());
+    // The database answers over HTTP until it crashes.
+    let scope_label = format!("lifeboat.test={scope}");
+    let mount = format!("{vol}:/data");
+    c.containers.push(db.clone());
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--restart",
+        "no",
+        "--network",
+        &net,
+    ];
+    for l in ["lifeboat.enable=true", &scope_label]
+        .into_iter()
+        .chain(labels)
+    {
+        args.extend(["-l", l]);
+    }
+    args.extend(["-v", &mount, BUSYBOX_IMAGE, "sh", "-c"]);
+    args.push("httpd -p 8080 -h /data; while [ ! -f /data/crash ]; do sleep 0.2; done; exit 3");
+    docker(&args);
+    // The agent's health needs the database, and it would be recovered by itself: its failure
+    // is the database's, so only the database is recovered.
+    let probe = format!("wget -qO- http://{db}:8080/state");
+    let agent_flags = [
+        "--network",
+        &net,
+        "--health-cmd",
+        &probe,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "-l",
+        "lifeboat.recover=auto",
+        "-l",
+        "lifeboat.recover-after=1s",
+    ];
+    dependent(&mut c, &scope, &agent, &db, &agent_flags);
+    dependent(&mut c, &scope, &web, &agent, &[]);
     let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
     d.wait_until("three first backups", Duration::from_secs(90), || {
         [&db, &agent, &web]
@@ -466,6 +513,12 @@ fn a_stack_whose_database_fails_pauses_its_dependents_and_restarts_them_in_order
         "{after:?}"
     );
     assert_eq!(std::fs::read_to_string(path.join("state")).unwrap(), "good");
+    assert!(
+        d.jobs(&agent).iter().all(|j| j["kind"] != "recover"),
+        "the agent was recovered for its dependency's failure: {:#?}",
+        d.jobs(&agent)
+    );
+    assert_eq!(inspect(&agent, "{{.State.Health.Status}}"), "healthy");
     for n in [&db, &agent, &web] {
         assert_eq!(d.service(n)["paused"], false, "{n} still paused");
         assert_eq!(inspect(n, "{{.State.Running}}"), "true");
