@@ -84,7 +84,12 @@ if j["state"] != "succeeded":
     sys.exit("recovery failed: %s" % j["error"])
 end=datetime.datetime.fromisoformat(j["finished_at"].replace("Z","+00:00")).timestamp()
 d=j["detail"]
-print(sys.argv[1], "%.2f" % (end-float(sys.argv[2])), "%.2f" % j["duration_seconds"], "%.1f" % d["data_lost_seconds"], ",".join(d["restarted"]) or "-")' "$label" "$t0" "$WORK/daemon.log" >>"$WORK/results"
+print(sys.argv[1], "%.2f" % (end-float(sys.argv[2])), "%.2f" % j["duration_seconds"], "%.1f" % d["data_lost_seconds"], ",".join(d["restarted"]) or "-")
+with open(sys.argv[4], "a") as f:
+    f.write("%s: from the failure, each step began at\n" % sys.argv[1])
+    for p in j.get("progress", []):
+        at=datetime.datetime.fromisoformat(p["at"].replace("Z","+00:00")).timestamp()
+        f.write("  %6.2f s  %s\n" % (at-float(sys.argv[2]), p["step"][:100]))' "$label" "$t0" "$WORK/daemon.log" "$WORK/steps" >>"$WORK/results"
 }
 
 if [[ " $PARTS " == *" service "* ]]; then
@@ -139,3 +144,5 @@ printf '\n%-22s %18s %14s %14s  %s\n' row failure_to_ok_s recovery_s data_lost_s
 while read -r label total job lost restarted; do
   printf '%-22s %18s %14s %14s  %s\n' "$label" "$total" "$job" "$lost" "$restarted"
 done <"$WORK/results"
+echo
+cat "$WORK/steps"

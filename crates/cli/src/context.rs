@@ -6,10 +6,25 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use lifeboat_core::BackupRequest;
+use lifeboat_daemon::DaemonOptions;
+use lifeboat_daemon::config::RepositorySection;
 use lifeboat_docker::DockerEngine;
 use lifeboat_repo::{ProgressSink, RepoLocation, RepoSettings, RusticRepository};
 
 use crate::output::Progress;
+
+/// One repository, resolved: where, its password, how to reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `primary` or the region's name.
+    pub name: String,
+    /// Where it is.
+    pub location: RepoLocation,
+    /// Its password.
+    pub password: String,
+    /// How it is reached.
+    pub settings: RepoSettings,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
@@ -37,6 +52,14 @@ pub struct GlobalArgs {
     /// here) [default: the kernel's host name]
     #[arg(long = "host", env = "LIFEBOAT_HOST", global = true)]
     pub host: Option<String>,
+    /// Config file (TOML): the daemon's settings, and where the repositories are
+    /// ([repositories.primary] or [repository], [regions.NAME]); see deploy/lifeboat.toml
+    #[arg(long, env = "LIFEBOAT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Work with this region's repository (a [regions.NAME] of the config file) instead of
+    /// the primary: restore, drill, snapshots and check from a copy
+    #[arg(long = "from", global = true, value_name = "REGION")]
+    pub from: Option<String>,
     /// Machine-readable output on stdout (secrets are never included)
     #[arg(long, global = true)]
     pub json: bool,
@@ -83,14 +106,85 @@ impl GlobalArgs {
         (!self.json).then(|| Arc::new(Progress::new()) as Arc<dyn ProgressSink>)
     }
 
-    pub fn open_repo(&self) -> anyhow::Result<RusticRepository> {
-        let password = self.password()?;
-        Ok(RusticRepository::open_with(
-            &self.location(),
-            &password,
+    /// The config file, when one is given.
+    pub fn options(&self) -> anyhow::Result<Option<DaemonOptions>> {
+        self.config
+            .as_deref()
+            .map(DaemonOptions::load)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// Where the repository named `region` (the primary for `None`) is and how to unlock it:
+    /// the config file's sections, else (for the primary) `--repo`, the environment and the
+    /// default key file.
+    pub fn target(&self, region: Option<&str>) -> anyhow::Result<Target> {
+        let section = self.section(region)?;
+        let password = match &section.password_file {
+            Some(path) => lifeboat_repo::s3::read_secret_file(path).map_err(|why| {
+                anyhow::anyhow!(
+                    "password_file of {}: {why}",
+                    region.unwrap_or("the repository")
+                )
+            })?,
+            None => self.password()?,
+        };
+        let settings = self.settings_for(&section)?;
+        Ok(Target {
+            name: region.unwrap_or("primary").to_string(),
+            location: section
+                .location
+                .clone()
+                .map(RepoLocation)
+                .unwrap_or_else(|| self.location()),
+            password,
+            settings,
+        })
+    }
+
+    /// The config file's section for `region` (the primary for `None`; empty without a
+    /// config file).
+    pub fn section(&self, region: Option<&str>) -> anyhow::Result<RepositorySection> {
+        Ok(match (region, self.options()?) {
+            (None, None) => RepositorySection::default(),
+            (None, Some(o)) => o.primary()?,
+            (Some(r), Some(o)) => o.region(r)?.repository(),
+            (Some(r), None) => bail!(
+                "region `{r}` needs a config file naming it: pass --config FILE (or set \
+                 LIFEBOAT_CONFIG) with a [regions.{r}] section"
+            ),
+        })
+    }
+
+    /// [`GlobalArgs::repo_settings`] with the S3 account and region a section names.
+    pub fn settings_for(&self, section: &RepositorySection) -> anyhow::Result<RepoSettings> {
+        let mut settings = self.repo_settings();
+        if let Some(credentials) = section.credentials()? {
+            settings.s3.credentials = Some(credentials);
+        }
+        if section.region.is_some() {
+            settings.s3.region = section.region.clone();
+        }
+        Ok(settings)
+    }
+
+    /// Opens a repository.
+    pub fn open_target(&self, t: &Target) -> anyhow::Result<RusticRepository> {
+        RusticRepository::open_with(
+            &t.location,
+            &t.password,
             self.progress(),
-            self.repo_settings(),
-        )?)
+            t.settings.clone(),
+        )
+        .with_context(|| match t.name.as_str() {
+            "primary" => "cannot open the repository".to_string(),
+            region => format!("cannot open region `{region}`"),
+        })
+    }
+
+    /// The repository the command works with: the primary, or `--from REGION`.
+    pub fn open_repo(&self) -> anyhow::Result<RusticRepository> {
+        self.open_target(&self.target(self.from.as_deref())?)
     }
 
     /// This host's name: `--host`, `LIFEBOAT_HOST`, else the kernel's host name.

@@ -46,6 +46,9 @@ enum Command {
     Restore(cmd::restore::Args),
     /// Verify the repository's structure, and with --read-data every byte of it.
     Check(cmd::check::Args),
+    /// Copy every backup a region lacks into it (parts first, manifest last; only the data
+    /// it lacks is sent; a copy cut short is finished by the next one).
+    Copy(cmd::copy::Args),
     /// Find what will make a backup or restore fail (exit 0 clear, 1 warnings, 2 errors).
     Doctor(cmd::doctor::Args),
     /// Restore into a sandbox, check it answers, report the recovery time, tear it down.
@@ -73,6 +76,7 @@ fn main() {
         Command::Snapshots(a) => cmd::snapshots::run(&cli.global, a),
         Command::Restore(a) => cmd::restore::run(&cli.global, a),
         Command::Check(a) => cmd::check::run(&cli.global, a),
+        Command::Copy(a) => cmd::copy::run(&cli.global, a),
         Command::Doctor(a) => cmd::doctor::run(&cli.global, a),
         Command::Daemon(a) => cmd::daemon::run(&cli.global, a),
         Command::Drill(a) => cmd::drill::run(&cli.global, a),

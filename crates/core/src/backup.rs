@@ -170,7 +170,7 @@ pub fn backup_container(
     } else {
         plan(&details, &req.host_root, req.with_image)?
     };
-    let hot = crate::hot::HotPlan::detect(&details, &capture.parts, &req.state_dir)?;
+    let hot = crate::hot::HotPlan::detect(&details, &capture.parts, &req.state_dir, chosen)?;
     let mode = chosen.unwrap_or(if hot.is_capable() {
         Mode::Hot
     } else {
@@ -306,6 +306,7 @@ fn commit_manifest(
         path: MANIFEST_SNAPSHOT_PATH,
         tags: &manifest_tags,
         description: Some(json.clone()),
+        time: None,
     };
     Ok(repo
         .backup_stream(&req, &mut BytesSource(json.into_bytes()))?
@@ -379,6 +380,7 @@ fn capture_parts(
                         path: &part.snapshot_path,
                         tags: &tags,
                         description: Some(details.config.image.clone()),
+                        time: None,
                     },
                     &mut ReaderSource(Some(reader)),
                 )?
@@ -443,6 +445,7 @@ fn layer_by_commit(
                     path: &part.snapshot_path,
                     tags,
                     description: Some(image.clone()),
+                    time: None,
                 },
                 &mut ReaderSource(Some(reader)),
             )?)

@@ -21,7 +21,7 @@ pub struct BackupEntry {
     pub forensic: bool,
 }
 
-fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
+pub(crate) fn entry(s: SnapshotInfo) -> Result<BackupEntry, CoreError> {
     let text = s.description.clone().unwrap_or_default();
     let manifest = Manifest::from_json(&text).map_err(|source| CoreError::Manifest {
         snapshot: s.id.clone(),

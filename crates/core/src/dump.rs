@@ -185,6 +185,7 @@ pub(crate) fn store(
         path: &part.snapshot_path,
         tags,
         description: Some(format!("{} dump", s.name)),
+        time: None,
     };
     Ok(repo.backup_stream(&req, &mut source)?)
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifeboat_capture::{CapturePlan, PlannedPart};
+use lifeboat_consistency::Mode;
 use lifeboat_consistency::sqlite::{
     DetectionCache, consistent_copy, find_databases_cached, side_files,
 };
@@ -50,12 +51,22 @@ pub(crate) struct HotPlan {
 
 impl HotPlan {
     /// Detects the strategies (honouring the `lifeboat.strategy` label) for the planned parts.
+    /// With `mode` chosen already and not hot, nothing is looked for (a forensic backup of
+    /// a large volume does not open every file for a SQLite header it will not use).
     pub(crate) fn detect(
         details: &ContainerDetails,
         parts: &[PlannedPart],
         state_dir: &Path,
+        mode: Option<Mode>,
     ) -> Result<HotPlan, CoreError> {
         let label = crate::dump::strategy_label(&details.config)?;
+        if mode.is_some_and(|m| m != Mode::Hot) {
+            return Ok(HotPlan {
+                databases: Vec::new(),
+                redis: false,
+                dump: None,
+            });
+        }
         Ok(HotPlan {
             databases: if label == lifeboat_model::Strategy::None {
                 Vec::new()

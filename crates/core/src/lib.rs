@@ -12,6 +12,7 @@ mod backup;
 mod catalog;
 mod compose;
 mod consistent;
+mod copy;
 pub mod doctor;
 pub mod drill;
 mod dump;
@@ -31,6 +32,7 @@ pub use backup::{BackupOutcome, BackupRequest, RunParts, UnhealthyPolicy, backup
 pub use catalog::{
     BackupEntry, UnreadableBackup, find_backup, list_backups, list_host_backups, scan_backups,
 };
+pub use copy::{CopiedBackup, Copier, CopyFailure, CopyOutcome, CopyRequest, copy_backups};
 pub use error::CoreError;
 pub use recover::{
     RecoverOutcome, RecoverRequest, RecoveryIntent, dependents, dependents_of,

@@ -28,6 +28,48 @@ pub struct DaemonOptions {
     /// `[repository]`: where backups go (overrides LIFEBOAT_REPOSITORY / --repo).
     #[serde(default)]
     pub repository: RepositorySection,
+    /// `[repositories.primary]`: the same as `[repository]` (the only name allowed).
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositorySection>,
+    /// `[regions.NAME]`: repositories holding copies of every backup, each on its own
+    /// schedule.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionSection>,
+}
+
+/// One `[regions.NAME]` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSection {
+    /// A local directory or `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+    pub location: String,
+    /// The repository password's file (else the primary's password).
+    pub password_file: Option<PathBuf>,
+    /// The S3 access key id's file (else `AWS_ACCESS_KEY_ID[_FILE]`).
+    pub access_key_id_file: Option<PathBuf>,
+    /// The S3 secret key's file (else `AWS_SECRET_ACCESS_KEY[_FILE]`).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The S3 region requests are signed for.
+    pub region: Option<String>,
+    /// How often new backups are copied here (e.g. `30m`).
+    pub schedule: Option<String>,
+    /// This region's own retention (e.g. `daily=30`).
+    pub retention: Option<String>,
+    /// Its recovery objective, checked by drills from this region (e.g. `5m`).
+    pub rto: Option<String>,
+}
+
+impl RegionSection {
+    /// How to reach it, as a repository section.
+    pub fn repository(&self) -> RepositorySection {
+        RepositorySection {
+            location: Some(self.location.clone()),
+            password_file: self.password_file.clone(),
+            access_key_id_file: self.access_key_id_file.clone(),
+            secret_access_key_file: self.secret_access_key_file.clone(),
+            region: self.region.clone(),
+        }
+    }
 }
 
 /// The `[repository]` section as written. Secrets are read from files, never written inline.
@@ -174,6 +216,43 @@ impl DaemonOptions {
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
+        })
+    }
+
+    /// Where backups are taken: `[repositories.primary]`, else `[repository]`. Any other
+    /// name under `[repositories]` is refused.
+    pub fn primary(&self) -> Result<RepositorySection, ConfigError> {
+        if let Some(other) = self.repositories.keys().find(|k| *k != "primary") {
+            return Err(ConfigError::Setting {
+                setting: "repositories",
+                value: other.clone(),
+                why: "the only repository name is `primary`; copies go under [regions.NAME]".into(),
+            });
+        }
+        match self.repositories.get("primary") {
+            Some(p) if self.repository.location.is_some() => Err(ConfigError::Setting {
+                setting: "repositories.primary",
+                value: p.location.clone().unwrap_or_default(),
+                why: "[repository] says where backups go too: keep one of the two".into(),
+            }),
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.repository.clone()),
+        }
+    }
+
+    /// The region called `name`; the error lists the configured ones.
+    pub fn region(&self, name: &str) -> Result<&RegionSection, ConfigError> {
+        self.regions.get(name).ok_or_else(|| ConfigError::Setting {
+            setting: "regions",
+            value: name.to_string(),
+            why: if self.regions.is_empty() {
+                "the config file has no [regions.NAME] section".into()
+            } else {
+                format!(
+                    "no such region; the config file has {}",
+                    self.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            },
         })
     }
 

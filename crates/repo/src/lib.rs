@@ -119,6 +119,17 @@ pub struct StreamBackup<'a> {
     pub tags: &'a [String],
     /// Free text stored (encrypted) with the snapshot.
     pub description: Option<String>,
+    /// The snapshot's time (default: now); a copy keeps its original's.
+    pub time: Option<jiff::Timestamp>,
+}
+
+/// What a copy of snapshots into another repository added there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    /// Snapshots written there.
+    pub snapshots: usize,
+    /// Bytes of pack files written there: only the data it lacked.
+    pub bytes_added: u64,
 }
 
 /// What a prune found and did.

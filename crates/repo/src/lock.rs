@@ -327,7 +327,15 @@ impl Locker {
             // This process's own locks never conflict (an exclusive step inside a run that
             // holds a shared lock); within one host the prune gate orders the threads.
             let ours = file.hostname == self.host && file.pid == std::process::id();
-            if ours || file.is_stale(&self.host, &self.timings) {
+            if ours {
+                continue;
+            }
+            if file.is_stale(&self.host, &self.timings) {
+                // A killed run's lock (or one never refreshed): removed, as restic's own
+                // `unlock` would, so restic's exclusive commands are not blocked by it.
+                if let Err(e) = self.store.delete(&name) {
+                    log::debug!("could not remove the stale lock {name}: {e}");
+                }
                 continue;
             }
             if file.exclusive || exclusive {

@@ -6,6 +6,7 @@
 //! has finished, so a committed snapshot never names a missing pack; the first failed write
 //! fails the next write and is reported once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -37,16 +38,18 @@ pub(crate) struct ParallelPacks {
 }
 
 impl ParallelPacks {
-    pub(crate) fn new(inner: Arc<dyn WriteBackend>) -> ParallelPacks {
+    /// Pack writes go to `inner`; `written` counts their bytes (the repository's figures).
+    pub(crate) fn new(inner: Arc<dyn WriteBackend>, written: Arc<AtomicU64>) -> ParallelPacks {
         let (queue, jobs) = sync_channel::<Job>(IN_FLIGHT);
         let jobs = Arc::new(Mutex::new(jobs));
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let workers = (0..WORKERS)
             .map(|i| {
                 let (inner, jobs, state) = (inner.clone(), jobs.clone(), state.clone());
+                let written = written.clone();
                 std::thread::Builder::new()
                     .name(format!("lifeboat-pack-{i}"))
-                    .spawn(move || work(inner.as_ref(), &jobs, &state))
+                    .spawn(move || work(inner.as_ref(), &jobs, &state, &written))
                     .expect("a pack writer thread starts")
             })
             .collect();
@@ -97,7 +100,12 @@ fn failed(why: &str) -> Box<RusticError> {
         .attach_context("why", why.to_string())
 }
 
-fn work(inner: &dyn WriteBackend, jobs: &Mutex<Receiver<Job>>, state: &(Mutex<State>, Condvar)) {
+fn work(
+    inner: &dyn WriteBackend,
+    jobs: &Mutex<Receiver<Job>>,
+    state: &(Mutex<State>, Condvar),
+    written: &AtomicU64,
+) {
     loop {
         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((id, cacheable, content)) = job else {
@@ -109,11 +117,15 @@ fn work(inner: &dyn WriteBackend, jobs: &Mutex<Receiver<Job>>, state: &(Mutex<St
             .unwrap_or_else(|p| p.into_inner())
             .failed
             .is_some();
+        let size = content.size() as u64;
         let result = if skip {
             Ok(())
         } else {
             inner.write_bytes(FileType::Pack, &id, cacheable, content)
         };
+        if result.is_ok() && !skip {
+            written.fetch_add(size, Ordering::Relaxed);
+        }
         let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
         s.pending -= 1;
         if let Err(e) = result {

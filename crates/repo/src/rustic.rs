@@ -4,13 +4,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
     LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus,
     Repository as Engine, RepositoryOptions, RestoreOptions, RusticError, SnapshotOptions,
-    repofile::{SnapshotFile, SnapshotId},
+    repofile::{ConfigFile, SnapshotFile, SnapshotId},
 };
 
 use crate::lock::{HeldLock, LockError, LockTimings, Locker};
@@ -20,8 +21,8 @@ use crate::source::{Problems, RecordingSource, StreamReadSource};
 use crate::store::{LOCK_LOST_MARK, Store, storage_error};
 use crate::tree_check;
 use crate::{
-    CheckReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError, Repository,
-    RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
+    CheckReport, CopyReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError,
+    Repository, RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
 };
 
 /// Data packs are capped at this size (compressed). The engine's restore reads whole pack
@@ -80,6 +81,8 @@ pub struct RusticRepository {
     /// The opened engine, taken out for an operation and put back after it (the engine's
     /// handle cannot be cloned and indexing consumes it).
     open: Mutex<Option<Engine<OpenStatus>>>,
+    /// Bytes of pack files this handle wrote.
+    written: Arc<AtomicU64>,
 }
 
 /// The error for a failed engine call: the store's own failure when there was one (it says
@@ -98,6 +101,7 @@ fn engine_for(
     settings: &RepoSettings,
     locker: &Arc<OnceLock<Locker>>,
     progress: Option<Arc<dyn ProgressSink>>,
+    written: &Arc<AtomicU64>,
 ) -> Result<Engine<()>, RepoError> {
     let gate = {
         let locker = locker.clone();
@@ -106,7 +110,7 @@ fn engine_for(
             None => Err("the repository is not open".to_string()),
         })
     };
-    let backends = store.backends(&location.0, gate)?;
+    let backends = store.backends(&location.0, gate, written.clone())?;
     let mut opts = RepositoryOptions::default();
     if store.is_remote() {
         opts.cache_dir = settings.cache_dir.clone();
@@ -126,8 +130,9 @@ fn open_engine(
     locker: &Arc<OnceLock<Locker>>,
     password: &str,
     progress: Option<Arc<dyn ProgressSink>>,
+    written: &Arc<AtomicU64>,
 ) -> Result<Engine<OpenStatus>, RepoError> {
-    engine_for(location, store, settings, locker, progress)?
+    engine_for(location, store, settings, locker, progress, written)?
         .open(&Credentials::password(password))
         .map_err(|e| {
             if e.is_incorrect_password() {
@@ -180,21 +185,134 @@ impl RusticRepository {
                 location: location.0.clone(),
             });
         }
+        Self::create(location, password, progress, settings, None)
+    }
+
+    /// Creates a new repository that cuts files into chunks exactly as `like` does (the same
+    /// chunker polynomial), so that snapshots copied from `like` deduplicate against each
+    /// other there instead of being cut anew. Refuses when one exists at `location`.
+    pub fn init_like(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+        settings: RepoSettings,
+        like: &RusticRepository,
+    ) -> Result<Self, RepoError> {
+        let poly = like.with_engine(|e| {
+            e.config().poly().map_err(|err| {
+                RepoError::engine("reading the chunker", &like.location.0, err.display_log())
+            })
+        })?;
+        Self::create(location, password, progress, settings, Some(poly))
+    }
+
+    fn create(
+        location: &RepoLocation,
+        password: &str,
+        progress: Option<Arc<dyn ProgressSink>>,
+        settings: RepoSettings,
+        poly: Option<u64>,
+    ) -> Result<Self, RepoError> {
+        let store = Arc::new(Store::at(&location.0, &settings.s3)?);
+        store.probe(&location.0)?;
+        if store.has_config(&location.0)? {
+            return Err(RepoError::AlreadyExists {
+                location: location.0.clone(),
+            });
+        }
         let locker = Arc::new(OnceLock::new());
-        let open = engine_for(location, &store, &settings, &locker, progress.clone())?
-            .init(
-                &Credentials::password(password),
-                &KeyOptions::default(),
-                &config_options(),
-            )
-            .map_err(|e| {
-                storage_or(&store, &location.0, || {
-                    RepoError::engine("init", &location.0, e.display_log())
+        let written = Arc::new(AtomicU64::new(0));
+        let engine = engine_for(
+            location,
+            &store,
+            &settings,
+            &locker,
+            progress.clone(),
+            &written,
+        )?;
+        let credentials = Credentials::password(password);
+        let created = match poly {
+            None => engine.init(&credentials, &KeyOptions::default(), &config_options()),
+            Some(poly) => {
+                // The engine keeps its id type private: the config file is built from its
+                // own (restic's) JSON form.
+                let mut config: ConfigFile = serde_json::from_value(serde_json::json!({
+                    "version": 2,
+                    "id": rustic_core::Id::random().to_hex().to_string(),
+                    "chunker_polynomial": format!("{poly:x}"),
+                }))
+                .expect("a restic config file parses");
+                config_options().apply(&mut config).and_then(|()| {
+                    engine.init_with_config(&credentials, &KeyOptions::default(), config)
                 })
-            })?;
+            }
+        };
+        let open = created.map_err(|e| {
+            storage_or(&store, &location.0, || {
+                RepoError::engine("init", &location.0, e.display_log())
+            })
+        })?;
         Ok(Self::assemble(
-            location, password, progress, settings, store, locker, open,
+            location,
+            password,
+            progress,
+            settings,
+            (store, written),
+            locker,
+            open,
         ))
+    }
+
+    /// The chunker polynomial (hex), to tell whether two repositories cut files alike.
+    pub fn chunker(&self) -> Result<String, RepoError> {
+        self.with_engine(|e| Ok(e.config().chunker_polynomial.clone()))
+    }
+
+    /// Bytes of pack files written through this handle so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Copies snapshots `ids` of this repository into `dest`: only the blobs `dest` lacks
+    /// are sent; the copies keep their tags, paths, time and description, and get new ids
+    /// (find them by their tags). Nothing is removed from either repository.
+    pub fn copy_to(
+        &self,
+        dest: &RusticRepository,
+        ids: &[String],
+    ) -> Result<CopyReport, RepoError> {
+        if ids.is_empty() {
+            return Ok(CopyReport::default());
+        }
+        let _src_lock = self.hold_lock(false)?;
+        let _dest_lock = dest.hold_lock(false)?;
+        let before = dest.bytes_written();
+        self.with_full_index(|src| {
+            let snaps = ids
+                .iter()
+                .map(|id| {
+                    src.get_snapshot_from_str(id, |_| true).map_err(|_| {
+                        RepoError::SnapshotNotFound {
+                            id: id.clone(),
+                            location: self.location.0.clone(),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            dest.with_ids_index(|to| {
+                src.copy(to, snaps.iter()).map_err(|e| {
+                    storage_or(&dest.store, &dest.location.0, || {
+                        storage_or(&self.store, &self.location.0, || {
+                            RepoError::engine("copy", &dest.location.0, e.display_log())
+                        })
+                    })
+                })
+            })
+        })?;
+        Ok(CopyReport {
+            snapshots: ids.len(),
+            bytes_added: dest.bytes_written() - before,
+        })
     }
 
     /// Opens an existing repository with the default settings.
@@ -222,6 +340,7 @@ impl RusticRepository {
             });
         }
         let locker = Arc::new(OnceLock::new());
+        let written = Arc::new(AtomicU64::new(0));
         let open = open_engine(
             location,
             &store,
@@ -229,9 +348,16 @@ impl RusticRepository {
             &locker,
             password,
             progress.clone(),
+            &written,
         )?;
         Ok(Self::assemble(
-            location, password, progress, settings, store, locker, open,
+            location,
+            password,
+            progress,
+            settings,
+            (store, written),
+            locker,
+            open,
         ))
     }
 
@@ -240,7 +366,7 @@ impl RusticRepository {
         password: &str,
         progress: Option<Arc<dyn ProgressSink>>,
         settings: RepoSettings,
-        store: Arc<Store>,
+        (store, written): (Arc<Store>, Arc<AtomicU64>),
         locker: Arc<OnceLock<Locker>>,
         open: Engine<OpenStatus>,
     ) -> Self {
@@ -259,6 +385,7 @@ impl RusticRepository {
             store,
             locker,
             open: Mutex::new(Some(open)),
+            written,
         }
     }
 
@@ -317,6 +444,7 @@ impl RusticRepository {
                 &self.locker,
                 &self.password,
                 self.progress.clone(),
+                &self.written,
             )?,
         };
         let (back, result) = op(engine);
@@ -470,7 +598,10 @@ impl Repository for RusticRepository {
         let src = StreamReadSource::new(req.path, source.reader(), problems.clone());
         let mut opts = BackupOptions::default();
         opts.parent_opts.force = true;
-        let snap = self.snapshot_template(req.tags, req.description.clone())?;
+        let mut snap = self.snapshot_template(req.tags, req.description.clone())?;
+        if let Some(t) = req.time {
+            snap.time = t.to_zoned(jiff::tz::TimeZone::UTC);
+        }
         let result = self.with_ids_index(|repo| {
             Ok(repo
                 .archive(&opts, &src, snap, &[PathBuf::from(req.path)])

@@ -80,6 +80,7 @@ impl Store {
         &self,
         location: &str,
         may_commit: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+        written: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<RepositoryBackends, RepoError> {
         let inner: Arc<dyn WriteBackend> = match self {
             Store::Local(_) => BackendOptions::default()
@@ -91,7 +92,7 @@ impl Store {
                 Arc::new(S3Backend::new((**client).clone(), failure.clone()))
             }
         };
-        let inner: Arc<dyn WriteBackend> = Arc::new(ParallelPacks::new(inner));
+        let inner: Arc<dyn WriteBackend> = Arc::new(ParallelPacks::new(inner, written));
         Ok(RepositoryBackends::new(
             Arc::new(Gated { inner, may_commit }),
             None,

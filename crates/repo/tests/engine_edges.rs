@@ -87,6 +87,7 @@ fn failed_stream_producer_leaves_no_snapshot() {
             path: "/dump/db.sql",
             tags: &["t".into()],
             description: None,
+            time: None,
         };
         let err = repo.backup_stream(&req, &mut producer).unwrap_err();
         assert!(matches!(err, RepoError::StreamFailed { .. }), "{err}");
@@ -121,6 +122,7 @@ fn stream_is_stored_and_dumped_back_identical() {
         path: "/image/image.tar",
         tags: &[],
         description: Some("d".into()),
+        time: None,
     };
     let part = repo.backup_stream(&req, &mut Ok1(data.clone())).unwrap();
     assert_eq!(part.bytes, data.len() as u64);

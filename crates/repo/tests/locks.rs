@@ -248,6 +248,7 @@ fn a_backup_whose_lock_was_removed_meanwhile_commits_no_snapshot() {
                 path: "/dump/db.sql",
                 tags: &[],
                 description: None,
+                time: None,
             },
             &mut Slow(Some(SlowStream {
                 released,

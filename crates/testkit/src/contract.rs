@@ -75,6 +75,7 @@ pub fn repository(repo: &dyn Repository, scratch: &Path) {
                 path: "/dumps/postgres.sql",
                 tags: &t2,
                 description: None,
+                time: None,
             },
             &mut Producer {
                 data: b"-- dump\nCOMMIT;\n".to_vec(),
@@ -93,6 +94,7 @@ pub fn repository(repo: &dyn Repository, scratch: &Path) {
             path: "/dumps/postgres.sql",
             tags: &t2,
             description: None,
+            time: None,
         },
         &mut Producer {
             data: b"-- truncated".to_vec(),

@@ -53,6 +53,12 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         bail!("name the containers to back up, or pass --project NAME or --all");
     }
     let engine = g.engine()?;
+    if g.from.is_some() {
+        anyhow::bail!(
+            "backups go to the primary repository; copy them to a region with `lifeboat copy \
+             --to REGION`"
+        );
+    }
     let repo = g.open_repo()?;
     let names = if a.all || a.project.is_some() {
         lifeboat_core::containers_in_scope(&engine, a.project.as_deref())?

@@ -1,23 +1,20 @@
 //! `lifeboat daemon`: loads and validates the config, then hands over to `lifeboat-daemon`.
 //! Owns nothing of the daemon's behaviour.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use lifeboat_daemon::{DaemonOptions, RunEnv};
+use lifeboat_daemon::RunEnv;
 use lifeboat_docker::DockerEngine;
-use lifeboat_repo::RepoLocation;
 
 use crate::context::GlobalArgs;
 use crate::exit::Code;
 
+/// The config file (`--config`, global): [daemon] settings, [defaults] and
+/// [policies.NAME], the repositories (see deploy/lifeboat.toml). Without one, services need
+/// their own lifeboat.schedule label.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Config file (TOML): [daemon] settings, [defaults] and [policies.NAME] (see
-    /// deploy/lifeboat.toml). Without one, services need their own lifeboat.schedule label.
-    #[arg(long, env = "LIFEBOAT_CONFIG")]
-    pub config: Option<PathBuf>,
     /// Address for the API, dashboard, /metrics and /healthz [default: 127.0.0.1:9187]
     #[arg(long)]
     pub listen: Option<String>,
@@ -27,11 +24,10 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
-    let options = match &a.config {
-        Some(path) => DaemonOptions::load(path)?,
-        None => DaemonOptions::default(),
-    };
-    let section = options.repository.clone();
+    if g.from.is_some() {
+        anyhow::bail!("the daemon backs up into the primary repository: drop --from");
+    }
+    let options = g.options()?.unwrap_or_default();
     let plan = options.plan(a.listen.as_deref(), &g.state_dir)?;
     if a.check_config {
         println!(
@@ -46,31 +42,16 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
         return Ok(Code::Ok);
     }
-    // The config's [repository] wins over --repo / LIFEBOAT_REPOSITORY and the environment.
-    let password = match &section.password_file {
-        Some(path) => lifeboat_repo::s3::read_secret_file(path)
-            .map_err(|why| anyhow::anyhow!("repository.password_file: {why}"))?,
-        None => g.password()?,
-    };
-    let repo = section
-        .location
-        .clone()
-        .map(RepoLocation)
-        .unwrap_or_else(|| g.location());
-    let mut settings = g.repo_settings();
-    if let Some(credentials) = section.credentials()? {
-        settings.s3.credentials = Some(credentials);
-    }
-    if section.region.is_some() {
-        settings.s3.region = section.region.clone();
-    }
+    // The config's [repositories.primary] / [repository] wins over --repo /
+    // LIFEBOAT_REPOSITORY and the environment.
+    let target = g.target(None)?;
     let env = RunEnv {
         state_dir: g.state_dir.clone(),
         host_root: g.host_root.clone(),
         hostname: g.host_name(),
-        repo,
-        password,
-        settings,
+        repo: target.location,
+        password: target.password,
+        settings: target.settings,
     };
     // Fail now, not at the first scheduled backup, when the repository is missing, the
     // storage refuses, or the password is wrong.

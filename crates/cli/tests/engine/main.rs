@@ -15,6 +15,7 @@ mod hot_postgres;
 mod hot_redis;
 mod hot_sqlite;
 mod recover;
+mod regions;
 mod restic;
 mod roundtrip;
 mod s3;

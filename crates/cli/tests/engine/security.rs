@@ -76,6 +76,7 @@ fn store_manifest(repo: &RusticRepository, name: &str, manifest: &str) {
             path: "/lifeboat/manifest.json",
             tags: &tags,
             description: Some(manifest.to_string()),
+            time: None,
         },
         &mut Bytes(manifest.as_bytes().to_vec()),
     )

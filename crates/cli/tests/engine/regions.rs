@@ -1,0 +1,262 @@
+//! Regions: copies of every backup in other repositories (a local directory, a real Garage
+//! cluster), restored from there when the primary is gone, read by restic too.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lifeboat_testkit::garage::Garage;
+
+use crate::common::*;
+
+/// A config file naming regions: `(name, location, password file)`.
+fn config(lb: &Lb, regions: &[(&str, &str, &Path)]) -> PathBuf {
+    let mut text = String::new();
+    for (name, location, pw) in regions {
+        text.push_str(&format!(
+            "[regions.{name}]\nlocation = \"{location}\"\npassword_file = \"{}\"\nschedule = \
+             \"30m\"\n\n",
+            pw.display()
+        ));
+    }
+    let path = lb.state.path().join("regions.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn password_file(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.pw"));
+    std::fs::write(&p, format!("{name}-password-0123\n")).unwrap();
+    p
+}
+
+/// restic on a region's repository.
+fn restic(location: &str, pw: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut c = std::process::Command::new("restic");
+    c.args(["-r", location, "--password-file"])
+        .arg(pw)
+        .arg("--no-cache")
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("restic installed").into()
+}
+
+fn tree_digest(dir: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn backups_copied_to_a_region_restore_from_it_and_a_second_copy_sends_nothing() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let dir = tempfile::tempdir().unwrap();
+    let east = dir.path().join("east");
+    let pw = password_file(dir.path(), "east");
+    let cfg = config(&lb, &[("east", east.to_str().unwrap(), &pw)]);
+    let cfg = cfg.to_str().unwrap();
+    let (name, vol) = (unique("lbt-region"), unique("lbt-region-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "first").unwrap();
+    for i in 0..50 {
+        std::fs::write(path.join(format!("f{i}")), format!("{i}").repeat(10_000)).unwrap();
+    }
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+
+    // A region made for copies cuts files as the primary does.
+    let made = lb
+        .run(&["--config", cfg, "init", "--region", "east", "--json"])
+        .ok()
+        .json();
+    assert_eq!(made["region"], "east");
+    lb.run(&["backup", &name]).ok();
+    std::fs::write(path.join("state"), "second").unwrap();
+    lb.run(&["backup", &name]).ok();
+    let want = tree_digest(&path);
+
+    // Nothing is listed there before the copy; a dry run copies nothing.
+    let before = lb.run(&[
+        "--config",
+        cfg,
+        "--from",
+        "east",
+        "snapshots",
+        &name,
+        "--json",
+    ]);
+    assert_eq!(before.ok().json(), serde_json::json!([]));
+    let plan = lb
+        .run(&[
+            "--config",
+            cfg,
+            "copy",
+            "--to",
+            "east",
+            &name,
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(plan["copied"].as_array().unwrap().len(), 2, "{plan}");
+    assert!(!east.join("snapshots").read_dir().unwrap().any(|_| true));
+
+    let first = lb
+        .run(&["--config", cfg, "copy", "--to", "east", "--all", "--json"])
+        .ok()
+        .json();
+    assert_eq!(first["copied"].as_array().unwrap().len(), 2, "{first}");
+    assert!(first["bytes_added"].as_u64().unwrap() > 0, "{first}");
+    let again = lb
+        .run(&["--config", cfg, "copy", "--to", "east", "--all", "--json"])
+        .ok()
+        .json();
+    assert_eq!(again["copied"], serde_json::json!([]), "{again}");
+    assert_eq!(again["already_there"], 2);
+    assert_eq!(again["bytes_added"], 0);
+
+    let listed = lb
+        .run(&[
+            "--config",
+            cfg,
+            "--from",
+            "east",
+            "snapshots",
+            &name,
+            "--json",
+        ])
+        .ok()
+        .json();
+    let primary = lb.backups(&name);
+    let ids = |rows: &serde_json::Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["backup_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&listed), ids(&serde_json::Value::Array(primary)));
+
+    // The primary is gone: the service comes back from the region.
+    docker(&["rm", "-f", &name]);
+    docker(&["volume", "rm", &vol]);
+    std::fs::remove_dir_all(lb.repo()).unwrap();
+    lb.run(&["--config", cfg, "--from", "east", "restore", &name])
+        .ok();
+    assert_eq!(tree_digest(&volume_path(&vol)), want);
+    assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
+    // restic reads the region and finds every byte in order.
+    let checked = restic(east.to_str().unwrap(), &pw, &[], &["check", "--read-data"]);
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
+    // Backups are taken in the primary only.
+    let refused = lb.run(&["--config", cfg, "--from", "east", "backup", &name]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("lifeboat copy"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn a_copy_killed_mid_way_is_finished_by_the_next_without_duplicates() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), "far");
+    let far = g.location("far");
+    let cfg = config(&lb, &[("far", &far, &pw)]);
+    let cfg = cfg.to_str().unwrap();
+    let env: Vec<(&str, &str)> = g
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (name, vol) = (unique("lbt-cpkill"), unique("lbt-cpkill-vol"));
+    let path = new_volume(&mut c, &vol);
+    let made = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=300", "status=none"])
+        .arg(format!("of={}", path.join("big").display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+    lb.run(&["backup", &name]).ok();
+    lb.run_env(&env, &["--config", cfg, "init", "--region", "far"])
+        .ok();
+
+    // Killed while the data goes out.
+    let mut copy = lb.command();
+    for (k, v) in &env {
+        copy.env(k, v);
+    }
+    let mut child = copy
+        .args(["--config", cfg, "copy", "--to", "far", "--all"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the copy ended before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let cut = lb
+        .run_env(
+            &env,
+            &[
+                "--config",
+                cfg,
+                "--from",
+                "far",
+                "snapshots",
+                &name,
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(cut, serde_json::json!([]), "a half-copied backup is listed");
+
+    let done = lb
+        .run_env(
+            &env,
+            &["--config", cfg, "copy", "--to", "far", "--all", "--json"],
+        )
+        .ok()
+        .json();
+    assert_eq!(done["copied"].as_array().unwrap().len(), 1, "{done}");
+    let listed = lb
+        .run_env(
+            &env,
+            &[
+                "--config",
+                cfg,
+                "--from",
+                "far",
+                "snapshots",
+                &name,
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // One snapshot per part and one manifest, as in the primary: nothing twice.
+    let count = |r: Run| r.json().as_array().unwrap().len();
+    let primary = count(lb.restic(&["snapshots", "--json"]).ok());
+    let region = count(restic(&far, &pw, &env, &["snapshots", "--json"]).ok());
+    assert_eq!(region, primary);
+    let checked = restic(&far, &pw, &env, &["check", "--read-data"]);
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
+}
