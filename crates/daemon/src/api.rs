@@ -72,6 +72,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/policy/log", get(policy_log))
+        .route("/api/v1/regions", get(regions))
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -225,6 +226,32 @@ async fn snapshots(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// Each region the daemon copies to: its schedule and RTO, its newest copy job, and when
+/// each service's newest backup there was taken.
+async fn regions(State(d): D) -> Response {
+    let state = d.state().regions.clone();
+    let rows: Vec<Value> = d
+        .plan
+        .regions
+        .iter()
+        .map(|r| {
+            let s = state.get(&r.name).cloned().unwrap_or_default();
+            json!({
+                "name": r.name,
+                "schedule": r.schedule,
+                "rto_seconds": r.rto.map(|t| t.as_secs()),
+                "last_copy": s.last_copy,
+                "failures": s.failures,
+                "newest": s.newest,
+                "next_copy": d.state().scheduler
+                    .next_run(&crate::daemon::region_key(&r.name))
+                    .map(lifeboat_model::format_timestamp),
+            })
+        })
+        .collect();
+    axum::Json(json!({"regions": rows})).into_response()
 }
 
 async fn policy_log(State(d): D, Query(q): Query<ServiceQuery>) -> Response {

@@ -173,6 +173,19 @@ pub struct DaemonPlan {
     pub defaults: PolicyOptions,
     /// `[policies.NAME]`: named policies a label can pick.
     pub policies: BTreeMap<String, PolicyOptions>,
+    /// `[regions.NAME]` with a `schedule`: copied to on it.
+    pub regions: Vec<RegionPlan>,
+}
+
+/// A region the daemon copies to.
+#[derive(Debug, Clone)]
+pub struct RegionPlan {
+    /// Its name.
+    pub name: String,
+    /// How often new backups are copied there.
+    pub schedule: Schedule,
+    /// Its recovery objective.
+    pub rto: Option<Duration>,
 }
 
 /// Why the config file is refused.
@@ -337,6 +350,37 @@ impl DaemonOptions {
                 });
             }
         }
+        let mut regions = Vec::new();
+        for (name, r) in &self.regions {
+            lifeboat_model::names::container_name(name).map_err(|e| ConfigError::Setting {
+                setting: "regions",
+                value: name.clone(),
+                why: e.to_string(),
+            })?;
+            let bad =
+                |setting: &'static str, value: &str, e: lifeboat_model::policy::PolicyError| {
+                    ConfigError::Setting {
+                        setting,
+                        value: format!("{value} (in [regions.{name}])"),
+                        why: e.to_string(),
+                    }
+                };
+            if let Some(text) = &r.retention {
+                Retention::parse(text).map_err(|e| bad("retention", text, e))?;
+            }
+            let rto = r
+                .rto
+                .as_deref()
+                .map(|t| parse_duration(t).map_err(|e| bad("rto", t, e)))
+                .transpose()?;
+            if let Some(text) = &r.schedule {
+                regions.push(RegionPlan {
+                    name: name.clone(),
+                    schedule: Schedule::parse(text).map_err(|e| bad("schedule", text, e))?,
+                    rto,
+                });
+            }
+        }
         let scope = match d.scope.as_deref().map(|s| s.split_once('=')) {
             None => None,
             Some(Some((k, v))) if !k.trim().is_empty() => {
@@ -364,6 +408,7 @@ impl DaemonOptions {
             token_file: d.token_file.unwrap_or_else(|| state_dir.join("api.token")),
             defaults: self.defaults,
             policies: self.policies,
+            regions,
         })
     }
 }

@@ -34,9 +34,37 @@ pub struct RunEnv {
     pub password: String,
     /// How to reach it (S3 account, cache, lock host name).
     pub settings: lifeboat_repo::RepoSettings,
+    /// The regions copies go to, by name.
+    pub regions: BTreeMap<String, RegionAccess>,
+}
+
+/// How to reach a region's repository.
+#[derive(Debug, Clone)]
+pub struct RegionAccess {
+    /// Where it is.
+    pub location: RepoLocation,
+    /// Its password.
+    pub password: String,
+    /// Its S3 account, cache, lock host name.
+    pub settings: lifeboat_repo::RepoSettings,
 }
 
 impl RunEnv {
+    /// Opens a region's repository.
+    pub fn open_region(&self, name: &str) -> Result<lifeboat_repo::RusticRepository, String> {
+        let r = self
+            .regions
+            .get(name)
+            .ok_or_else(|| format!("no region `{name}` in the config file"))?;
+        lifeboat_repo::RusticRepository::open_with(
+            &r.location,
+            &r.password,
+            None,
+            r.settings.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// Opens the repository (each job opens its own).
     pub fn open_repo(&self) -> Result<lifeboat_repo::RusticRepository, lifeboat_repo::RepoError> {
         lifeboat_repo::RusticRepository::open_with(
@@ -115,6 +143,24 @@ pub struct State {
     pub scheduler: Scheduler<i64>,
     /// The managed services, by name.
     pub services: BTreeMap<String, Service>,
+    /// What is known of each region the daemon copies to.
+    pub regions: BTreeMap<String, RegionState>,
+}
+
+/// A region, as the daemon last saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegionState {
+    /// The newest copy job that ended.
+    pub last_copy: Option<Job>,
+    /// When each service's newest backup there was taken (RFC 3339).
+    pub newest: BTreeMap<String, String>,
+    /// Copies that failed in a row.
+    pub failures: u64,
+}
+
+/// The scheduler entry of a region's copies.
+pub fn region_key(region: &str) -> String {
+    format!("region#{region}")
 }
 
 /// The running daemon, shared by its threads and the API.

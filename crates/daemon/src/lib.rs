@@ -29,5 +29,5 @@ pub mod services;
 pub mod store;
 
 pub use config::{DaemonOptions, DaemonPlan};
-pub use daemon::RunEnv;
+pub use daemon::{RegionAccess, RunEnv};
 pub use run::{DaemonError, run};

@@ -177,7 +177,65 @@ pub fn render(d: &Daemon) -> String {
             d.notifier.sent.load(Ordering::Relaxed) as f64,
         )],
     );
+    region_metrics(d, &mut out);
     out
+}
+
+/// Per region and service: the age of the newest backup there against the region's RPO
+/// (its copy schedule's interval × `rpo_tolerance`), and copy failures in a row.
+fn region_metrics(d: &Daemon, out: &mut String) {
+    let now = jiff::Timestamp::now();
+    let regions = d.state().regions.clone();
+    let mut lag = String::new();
+    let mut breached = String::new();
+    let mut failures = String::new();
+    for plan in &d.plan.regions {
+        let Some(r) = regions.get(&plan.name) else {
+            continue;
+        };
+        let rpo = plan.schedule.interval(now).as_secs_f64() * d.plan.rpo_tolerance;
+        let region = label(&plan.name);
+        let _ = writeln!(
+            failures,
+            "lifeboat_region_copy_failures{{region=\"{region}\"}} {}",
+            r.failures
+        );
+        for (service, newest) in &r.newest {
+            let Ok(t) = newest.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            let age = (now.as_second() - t.as_second()).max(0) as f64;
+            let labels = format!("region=\"{region}\",service=\"{}\"", label(service));
+            let _ = writeln!(lag, "lifeboat_region_lag_seconds{{{labels}}} {age}");
+            let _ = writeln!(
+                breached,
+                "lifeboat_region_rpo_breached{{{labels}}} {}",
+                u8::from(age > rpo)
+            );
+        }
+    }
+    for (name, help, kind, rows) in [
+        (
+            "lifeboat_region_lag_seconds",
+            "Age of the newest backup of the service in the region.",
+            "gauge",
+            lag,
+        ),
+        (
+            "lifeboat_region_rpo_breached",
+            "1 when that age is past the region's RPO (copy interval x rpo_tolerance).",
+            "gauge",
+            breached,
+        ),
+        (
+            "lifeboat_region_copy_failures",
+            "Copies to the region that failed in a row.",
+            "gauge",
+            failures,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{rows}");
+    }
 }
 
 #[cfg(test)]

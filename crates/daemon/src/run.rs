@@ -134,6 +134,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         state: std::sync::Mutex::new(State {
             scheduler: Scheduler::new(plan.concurrency, plan.jitter),
             services: Default::default(),
+            regions: Default::default(),
         }),
         store: std::sync::Mutex::new(store),
         plan,
@@ -145,6 +146,16 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         started_at: Timestamp::now(),
         jobs_started: Default::default(),
     });
+    {
+        // Each region is copied to on its own schedule (the first copy at start).
+        let mut st = d.state();
+        for r in &d.plan.regions {
+            let key = crate::daemon::region_key(&r.name);
+            st.scheduler
+                .upsert(&key, r.schedule.clone(), None, Timestamp::now());
+            st.regions.insert(r.name.clone(), Default::default());
+        }
+    }
     // Listeners first: a port clash fails the start before anything runs.
     let listeners = rt.block_on(async {
         let mut out = Vec::new();
@@ -237,9 +248,11 @@ async fn schedule_loop(d: Arc<Daemon>) {
         let now = Timestamp::now();
         let starts = d.state().scheduler.poll(now);
         for (key, start) in starts {
-            // A service's drills have their own schedule entry (`<service>#drill`).
+            // A service's drills have their own schedule entry (`<service>#drill`), and so
+            // does each region's copy (`region#<name>`, also its job's service).
             let (service, kind) = match key.strip_suffix("#drill") {
                 Some(s) => (s.to_string(), JobKind::Drill),
+                None if key.starts_with("region#") => (key.clone(), JobKind::Copy),
                 None => (key.clone(), JobKind::Backup),
             };
             let never_backed_up = d

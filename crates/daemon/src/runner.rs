@@ -164,6 +164,7 @@ impl Daemon {
                     .unwrap_or_default();
                 self.recover(service, id, policy.as_ref(), r.snapshot, r.dry_run)
             }
+            JobKind::Copy => self.copy(service, id),
             JobKind::Prune => {
                 let force = request
                     .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
@@ -193,6 +194,7 @@ impl Daemon {
             JobKind::Backup => self.after_backup(service, id, &end, policy.as_ref()),
             JobKind::Drill => self.after_drill(service, id, &end),
             JobKind::Recover => self.after_recover(service, id, &end),
+            JobKind::Copy => self.after_copy(service, id, &end),
             JobKind::Restore | JobKind::Prune => {}
         }
     }
@@ -556,6 +558,75 @@ impl Daemon {
             }
         }
         self.notifier.webhook(event);
+    }
+
+    /// Copies this host's backups a region lacks into it (`key` is `region#NAME`). A region
+    /// that is down fails only its own copy; backups to the primary never wait for it.
+    fn copy(&self, key: &str, id: i64) -> JobEnd {
+        let region = key.trim_start_matches("region#");
+        let src = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let dest = match self.env.open_region(region) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("region `{region}`: {e}")),
+        };
+        let req = lifeboat_core::CopyRequest {
+            names: Vec::new(),
+            host: Some(self.env.hostname.clone()),
+            dry_run: false,
+        };
+        let copier = |ids: &[String]| src.copy_to(&dest, ids);
+        let note = self.note_for(key, id);
+        let out = match lifeboat_core::copy_backups(&src, &dest, &copier, &req, &note) {
+            Ok(out) => out,
+            Err(e) => return fail(format!("region `{region}`: {e}")),
+        };
+        // What is there now, per service (for the lag metrics).
+        let newest = lifeboat_core::list_host_backups(&dest, None, Some(&self.env.hostname))
+            .map(|list| {
+                let mut newest = std::collections::BTreeMap::new();
+                for b in list.iter().filter(|b| !b.safety) {
+                    newest.insert(
+                        b.manifest.container_name.clone(),
+                        lifeboat_model::format_timestamp(b.manifest.started_at),
+                    );
+                }
+                newest
+            })
+            .unwrap_or_default();
+        if let Some(r) = self.state().regions.get_mut(region) {
+            r.newest = newest;
+        }
+        JobEnd {
+            ok: out.failed.is_empty(),
+            bytes_added: Some(out.bytes_added),
+            error: out
+                .failed
+                .first()
+                .map(|f| format!("backup {} not copied: {}", f.backup_id, f.error)),
+            detail: serde_json::to_value(&out).ok(),
+            ..Default::default()
+        }
+    }
+
+    fn after_copy(&self, key: &str, id: i64, end: &JobEnd) {
+        let region = key.trim_start_matches("region#");
+        let job = self.store().job(id).ok().flatten();
+        if let Some(r) = self.state().regions.get_mut(region) {
+            r.last_copy = job;
+            r.failures = if end.ok { 0 } else { r.failures + 1 };
+        }
+        if !end.ok {
+            self.notifier.webhook(json!({
+                "event": "copy_failed", "region": region, "job": id, "error": end.error,
+                "message": format!(
+                    "copy to region `{region}` failed (retried at its next slot): {}",
+                    end.error.as_deref().unwrap_or("")
+                ),
+            }));
+        }
     }
 
     fn prune(&self, service: &str, id: i64, policy: Option<&Policy>, force: bool) -> JobEnd {

@@ -98,6 +98,8 @@ words! {
         Drill = "drill",
         /// Brings a failed service back from its newest good backup.
         Recover = "recover",
+        /// Copies the backups a region lacks into it.
+        Copy = "copy",
     }
 }
 

@@ -45,6 +45,18 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     // The config's [repositories.primary] / [repository] wins over --repo /
     // LIFEBOAT_REPOSITORY and the environment.
     let target = g.target(None)?;
+    let mut regions = std::collections::BTreeMap::new();
+    for r in &plan.regions {
+        let t = g.target(Some(&r.name))?;
+        regions.insert(
+            r.name.clone(),
+            lifeboat_daemon::RegionAccess {
+                location: t.location,
+                password: t.password,
+                settings: t.settings,
+            },
+        );
+    }
     let env = RunEnv {
         state_dir: g.state_dir.clone(),
         host_root: g.host_root.clone(),
@@ -52,6 +64,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         repo: target.location,
         password: target.password,
         settings: target.settings,
+        regions,
     };
     // Fail now, not at the first scheduled backup, when the repository is missing, the
     // storage refuses, or the password is wrong.

@@ -260,3 +260,94 @@ fn a_copy_killed_mid_way_is_finished_by_the_next_without_duplicates() {
     let checked = restic(&far, &pw, &env, &["check", "--read-data"]);
     assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
 }
+
+#[test]
+fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up_later() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = lifeboat_testkit::http::Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (east, late) = (dir.path().join("east"), dir.path().join("late"));
+    let scope = unique("lbt-dregion");
+    let (name, vol) = (unique("lbt-dregion-svc"), unique("lbt-dregion-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "copied").unwrap();
+    crate::daemon::managed(&mut c, &scope, &name, Some(&vol), &["lifeboat.schedule=1h"]);
+    let settings = format!(
+        "webhook_url = \"{}/hook\"\n\n[regions.east]\nlocation = \"{}\"\nschedule = \"2s\"\n\
+         rto = \"5m\"\n\n[regions.late]\nlocation = \"{}\"\nschedule = \"2s\"\n",
+        hook.url,
+        east.display(),
+        late.display()
+    );
+    let first = lb.state.path().join("east.toml");
+    let east_only = format!("[regions.east]\nlocation = \"{}\"\n", east.display());
+    std::fs::write(&first, east_only).unwrap();
+    lb.run(&[
+        "--config",
+        first.to_str().unwrap(),
+        "init",
+        "--region",
+        "east",
+    ])
+    .ok();
+    let d = crate::daemon::Daemon::start(&lb, &scope, &settings);
+    let cfg = lb.state.path().join("lifeboat.toml");
+    let cfg = cfg.to_str().unwrap();
+    d.wait_until("the first backup", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&name)) >= 1
+    });
+    // East gets it on its own schedule; `late` has no repository yet: its copies fail,
+    // reported, and the primary's backups do not wait for it.
+    d.wait_until("the copy to east", Duration::from_secs(60), || {
+        let r = d.get("/api/v1/regions").json();
+        r["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "east" && r["newest"][name.as_str()].is_string())
+    });
+    let failed = hook
+        .wait_for("copy_failed", Duration::from_secs(30))
+        .expect("a copy_failed webhook for the region that is down");
+    assert!(failed.contains("`late`"), "{failed}");
+    let lag = d.metric(&format!(
+        "lifeboat_region_lag_seconds{{region=\"east\",service=\"{name}\"}}"
+    ));
+    assert!(lag.is_some_and(|l| l >= 0.0), "{}", d.get("/metrics").body);
+    assert_eq!(
+        d.metric(&format!(
+            "lifeboat_region_rpo_breached{{region=\"east\",service=\"{name}\"}}"
+        )),
+        Some(0.0)
+    );
+    assert!(
+        d.metric("lifeboat_region_copy_failures{region=\"late\"}")
+            .is_some_and(|f| f >= 1.0)
+    );
+    let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
+    assert_eq!(r.status, 202);
+    let id = r.json()["job_id"].as_i64().unwrap();
+    assert_eq!(
+        d.wait_job(id, Duration::from_secs(60))["state"],
+        "succeeded"
+    );
+
+    // The region comes up: it catches up at its next slot.
+    lb.run(&["--config", cfg, "init", "--region", "late"]).ok();
+    d.wait_until("the copy to late", Duration::from_secs(60), || {
+        let listed = lb.run(&[
+            "--config",
+            cfg,
+            "--from",
+            "late",
+            "snapshots",
+            &name,
+            "--json",
+        ]);
+        listed.code == 0 && listed.json().as_array().is_some_and(|a| a.len() == 2)
+    });
+    d.wait_until("the failures to clear", Duration::from_secs(10), || {
+        d.metric("lifeboat_region_copy_failures{region=\"late\"}") == Some(0.0)
+    });
+}
