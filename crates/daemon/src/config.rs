@@ -184,6 +184,8 @@ pub struct RegionPlan {
     pub name: String,
     /// How often new backups are copied there.
     pub schedule: Schedule,
+    /// Its own retention, applied after each copy.
+    pub retention: Option<Retention>,
     /// Its recovery objective.
     pub rto: Option<Duration>,
 }
@@ -365,9 +367,11 @@ impl DaemonOptions {
                         why: e.to_string(),
                     }
                 };
-            if let Some(text) = &r.retention {
-                Retention::parse(text).map_err(|e| bad("retention", text, e))?;
-            }
+            let retention = r
+                .retention
+                .as_deref()
+                .map(|t| Retention::parse(t).map_err(|e| bad("retention", t, e)))
+                .transpose()?;
             let rto = r
                 .rto
                 .as_deref()
@@ -377,6 +381,7 @@ impl DaemonOptions {
                 regions.push(RegionPlan {
                     name: name.clone(),
                     schedule: Schedule::parse(text).map_err(|e| bad("schedule", text, e))?,
+                    retention,
                     rto,
                 });
             }

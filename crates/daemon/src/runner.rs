@@ -583,6 +583,35 @@ impl Daemon {
             Ok(out) => out,
             Err(e) => return fail(format!("region `{region}`: {e}")),
         };
+        // The region's own retention, behind the same safety gate as the primary's.
+        let mut retention = serde_json::Map::new();
+        let rules = self
+            .plan
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .and_then(|r| r.retention.clone());
+        if let Some(rules) = rules {
+            let services: std::collections::BTreeSet<String> =
+                out.copied.iter().map(|c| c.service.clone()).collect();
+            for service in services {
+                let req = RetentionRequest {
+                    retention: rules.clone(),
+                    force: false,
+                    newest_attempt_failed: false,
+                    shrink_ratio: self.plan.shrink_ratio,
+                    dry_run: false,
+                    state_dir: self.env.state_dir.clone(),
+                    host: Some(self.env.hostname.clone()),
+                    verified: None,
+                };
+                let done = match apply_retention(&dest, &service, &req, &note) {
+                    Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
+                    Err(e) => json!({"error": e.to_string()}),
+                };
+                retention.insert(service, done);
+            }
+        }
         // What is there now, per service (for the lag metrics).
         let newest = lifeboat_core::list_host_backups(&dest, None, Some(&self.env.hostname))
             .map(|list| {
@@ -606,7 +635,10 @@ impl Daemon {
                 .failed
                 .first()
                 .map(|f| format!("backup {} not copied: {}", f.backup_id, f.error)),
-            detail: serde_json::to_value(&out).ok(),
+            detail: serde_json::to_value(&out).ok().map(|mut d| {
+                d["retention"] = serde_json::Value::Object(retention);
+                d
+            }),
             ..Default::default()
         }
     }

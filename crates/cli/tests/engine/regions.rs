@@ -275,7 +275,7 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
     crate::daemon::managed(&mut c, &scope, &name, Some(&vol), &["lifeboat.schedule=1h"]);
     let settings = format!(
         "webhook_url = \"{}/hook\"\n\n[regions.east]\nlocation = \"{}\"\nschedule = \"2s\"\n\
-         rto = \"5m\"\n\n[regions.late]\nlocation = \"{}\"\nschedule = \"2s\"\n",
+         rto = \"5m\"\nretention = \"last=1\"\n\n[regions.late]\nlocation = \"{}\"\nschedule = \"2s\"\n",
         hook.url,
         east.display(),
         late.display()
@@ -346,6 +346,25 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
             "--json",
         ]);
         listed.code == 0 && listed.json().as_array().is_some_and(|a| a.len() == 2)
+    });
+    // East keeps only its newest copy (its own retention); the primary keeps both.
+    let newest = lb.backups(&name).last().unwrap()["backup_id"].clone();
+    assert_eq!(lb.backups(&name).len(), 2);
+    d.wait_until("east's retention", Duration::from_secs(60), || {
+        let listed = lb.run(&[
+            "--config",
+            cfg,
+            "--from",
+            "east",
+            "snapshots",
+            &name,
+            "--json",
+        ]);
+        listed.code == 0
+            && listed
+                .json()
+                .as_array()
+                .is_some_and(|a| a.len() == 1 && a[0]["backup_id"] == newest)
     });
     d.wait_until("the failures to clear", Duration::from_secs(10), || {
         d.metric("lifeboat_region_copy_failures{region=\"late\"}") == Some(0.0)
