@@ -64,7 +64,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     }
     let at = a.at;
     let engine = g.engine()?;
-    let repo = g.open_repo()?;
+    let repo = g.open_repo().map_err(|e| offer_region(g, name, e))?;
     let req = RestoreRequest {
         snapshot: a.snapshot.clone(),
         at,
@@ -135,4 +135,44 @@ pub fn snapshot_arg(text: &str) -> Result<String, String> {
     names::snapshot_selector(text)
         .map(|()| text.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// The primary cannot be opened: the error names the region holding the newest backup of
+/// `name` (a region is used only when asked for with `--from`, never silently).
+fn offer_region(g: &GlobalArgs, name: &str, e: anyhow::Error) -> anyhow::Error {
+    if g.from.is_some() {
+        return e;
+    }
+    let Ok(Some(options)) = g.options() else {
+        return e;
+    };
+    let host = g.host_name();
+    let mut best: Option<(String, lifeboat_core::BackupEntry)> = None;
+    for region in options.regions.keys() {
+        let Ok(repo) = g.target(Some(region)).and_then(|t| g.open_target(&t)) else {
+            continue;
+        };
+        let Some(newest) = lifeboat_core::list_host_backups(&repo, Some(name), Some(&host))
+            .ok()
+            .and_then(|l| l.into_iter().rev().find(|b| !b.safety))
+        else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| b.manifest.started_at < newest.manifest.started_at)
+        {
+            best = Some((region.clone(), newest));
+        }
+    }
+    match best {
+        Some((region, b)) => e.context(format!(
+            "the primary repository cannot be opened; region `{region}` holds the newest copy \
+             of {name} (backup {}, taken {}): restore it with `lifeboat --from {region} restore \
+             {name}`",
+            b.manifest.backup_id.0,
+            lifeboat_model::format_timestamp(b.manifest.started_at)
+        )),
+        None => e,
+    }
 }

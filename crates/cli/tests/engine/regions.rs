@@ -147,6 +147,18 @@ fn backups_copied_to_a_region_restore_from_it_and_a_second_copy_sends_nothing() 
     docker(&["rm", "-f", &name]);
     docker(&["volume", "rm", &vol]);
     std::fs::remove_dir_all(lb.repo()).unwrap();
+    // Without --from the restore says which region to use, and restores nothing.
+    let offered = lb.run(&["--config", cfg, "restore", &name]);
+    assert_ne!(offered.code, 0);
+    assert!(
+        offered
+            .stderr
+            .contains("region `east` holds the newest copy")
+            && offered.stderr.contains("--from east"),
+        "{}",
+        offered.stderr
+    );
+    assert!(docker(&["ps", "-a", "-q", "--filter", &format!("name=^{name}$")]).is_empty());
     lb.run(&["--config", cfg, "--from", "east", "restore", &name])
         .ok();
     assert_eq!(tree_digest(&volume_path(&vol)), want);
