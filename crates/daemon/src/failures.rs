@@ -264,9 +264,10 @@ pub(crate) fn probe_watch(d: std::sync::Arc<Daemon>) {
             let Ok(Some(c)) = d.engine.container(&name) else {
                 continue;
             };
-            // A mount whose data is gone is a failure at once (no retry makes it come back).
+            // A running service's mount whose data is gone is a failure at once (no retry
+            // makes it come back). A stopped one is the operator's business.
             match lifeboat_core::missing_mounts(d.engine.as_ref(), &c, &d.env.host_root) {
-                Ok(missing) if !missing.is_empty() => {
+                Ok(missing) if c.state.running && !missing.is_empty() => {
                     d.log(
                         "warn",
                         "a mount's data is gone",
