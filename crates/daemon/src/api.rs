@@ -245,6 +245,10 @@ async fn regions(State(d): D) -> Response {
                 "last_copy": s.last_copy,
                 "failures": s.failures,
                 "newest": s.newest,
+                "drills": s.drills.iter().map(|(k, (secs, ok))| {
+                    (k.clone(), json!({"recovery_seconds": secs, "ok": ok,
+                        "rto_breached": r.rto.map(|t| !ok || *secs > t.as_secs_f64())}))
+                }).collect::<serde_json::Map<_, _>>(),
                 "next_copy": d.state().scheduler
                     .next_run(&crate::daemon::region_key(&r.name))
                     .map(lifeboat_model::format_timestamp),

@@ -145,6 +145,9 @@ pub struct State {
     pub services: BTreeMap<String, Service>,
     /// What is known of each region the daemon copies to.
     pub regions: BTreeMap<String, RegionState>,
+    /// Per service, how many scheduled drills it had (they rotate through the primary and
+    /// the regions).
+    pub drill_turns: BTreeMap<String, usize>,
 }
 
 /// A region, as the daemon last saw it.
@@ -156,6 +159,9 @@ pub struct RegionState {
     pub newest: BTreeMap<String, String>,
     /// Copies that failed in a row.
     pub failures: u64,
+    /// Per service, the recovery time of its newest drill from this region (seconds), and
+    /// whether it passed.
+    pub drills: BTreeMap<String, (f64, bool)>,
 }
 
 /// The scheduler entry of a region's copies.

@@ -189,6 +189,8 @@ fn region_metrics(d: &Daemon, out: &mut String) {
     let mut lag = String::new();
     let mut breached = String::new();
     let mut failures = String::new();
+    let mut recovery = String::new();
+    let mut rto_breached = String::new();
     for plan in &d.plan.regions {
         let Some(r) = regions.get(&plan.name) else {
             continue;
@@ -200,6 +202,24 @@ fn region_metrics(d: &Daemon, out: &mut String) {
             "lifeboat_region_copy_failures{{region=\"{region}\"}} {}",
             r.failures
         );
+        for (service, (seconds, ok)) in &r.drills {
+            let labels = format!("region=\"{region}\",service=\"{}\"", label(service));
+            if *ok {
+                let _ = writeln!(
+                    recovery,
+                    "lifeboat_region_recovery_seconds{{{labels}}} {seconds}"
+                );
+            }
+            if let Some(rto) = plan.rto {
+                // A failed drill is no recovery at all: past any objective.
+                let breached = !*ok || *seconds > rto.as_secs_f64();
+                let _ = writeln!(
+                    rto_breached,
+                    "lifeboat_region_rto_breached{{{labels}}} {}",
+                    u8::from(breached)
+                );
+            }
+        }
         for (service, newest) in &r.newest {
             let Ok(t) = newest.parse::<jiff::Timestamp>() else {
                 continue;
@@ -226,6 +246,18 @@ fn region_metrics(d: &Daemon, out: &mut String) {
             "1 when that age is past the region's RPO (copy interval x rpo_tolerance).",
             "gauge",
             breached,
+        ),
+        (
+            "lifeboat_region_recovery_seconds",
+            "Recovery time (restored, healthy, probed) of the newest passed drill from the region.",
+            "gauge",
+            recovery,
+        ),
+        (
+            "lifeboat_region_rto_breached",
+            "1 when the newest drill from the region failed or took longer than its rto.",
+            "gauge",
+            rto_breached,
         ),
         (
             "lifeboat_region_copy_failures",

@@ -286,6 +286,23 @@ impl Daemon {
         Some(self.store().verified_backups(service).unwrap_or_default())
     }
 
+    /// Where a drill of `service` restores from: once it has a verified backup, its drills
+    /// rotate through the primary and each region (`None`: the primary).
+    fn drill_region(&self, service: &str) -> Option<String> {
+        let mut st = self.state();
+        let verified = st
+            .services
+            .get(service)
+            .is_some_and(|s| s.last_verified.is_some());
+        if !verified || self.plan.regions.is_empty() {
+            return None;
+        }
+        let turn = st.drill_turns.entry(service.to_string()).or_insert(0);
+        *turn += 1;
+        let slot = *turn % (self.plan.regions.len() + 1);
+        (slot > 0).then(|| self.plan.regions[slot - 1].name.clone())
+    }
+
     /// Restores the service's newest backup into a sandbox, probes it, tears it down.
     fn drill(&self, service: &str, id: i64) -> JobEnd {
         let req = DrillRequest {
@@ -297,18 +314,29 @@ impl Daemon {
                 Err(e) => return fail(e),
             },
         };
-        let repo = match self.open_repo() {
+        let region = self.drill_region(service);
+        let repo = match &region {
+            None => self.open_repo().map_err(|e| e.to_string()),
+            Some(r) => self
+                .env
+                .open_region(r)
+                .map_err(|e| format!("region `{r}`: {e}")),
+        };
+        let repo = match repo {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        match run_drill(
-            self.engine.as_ref(),
-            &repo,
-            &req,
-            &self.note_for(service, id),
-        ) {
+        let note = self.note_for(service, id);
+        if let Some(r) = &region {
+            note(&format!("drilling from region {r}"));
+        }
+        match run_drill(self.engine.as_ref(), &repo, &req, &note) {
             Ok(report) => {
                 let s = report.services.iter().find(|s| s.service == service);
+                let mut detail = serde_json::to_value(&report).ok();
+                if let (Some(r), Some(d)) = (&region, detail.as_mut()) {
+                    d["region"] = json!(r);
+                }
                 JobEnd {
                     ok: report.ok,
                     backup_id: s.map(|s| s.backup_id.clone()),
@@ -318,15 +346,38 @@ impl Daemon {
                         .iter()
                         .find_map(|s| s.error.clone())
                         .or_else(|| report.teardown_problems.first().cloned()),
-                    detail: serde_json::to_value(&report).ok(),
+                    detail,
                     ..Default::default()
                 }
             }
-            Err(e) => fail(e),
+            Err(e) => {
+                let mut end = fail(e);
+                end.detail = region.map(|r| json!({"region": r}));
+                end
+            }
         }
     }
 
     fn after_drill(&self, service: &str, id: i64, end: &JobEnd) {
+        let detail = end.detail.as_ref();
+        if let Some(region) = detail.and_then(|d| d["region"].as_str()) {
+            // A drill from a region measures that region's recovery time; it verifies only
+            // the region's copy, so the primary's verification is left as it is.
+            let seconds = detail
+                .and_then(|d| d["recovery_seconds"].as_f64())
+                .unwrap_or(0.0);
+            if let Some(r) = self.state().regions.get_mut(region) {
+                r.drills.insert(service.to_string(), (seconds, end.ok));
+            }
+            if !end.ok {
+                self.notifier.webhook(json!({
+                    "event": "drill_failed", "service": service, "job": id, "region": region,
+                    "error": end.error,
+                    "message": format!("restore drill of `{service}` from region `{region}` failed: {}", end.error.as_deref().unwrap_or("")),
+                }));
+            }
+            return;
+        }
         let job = self.store().job(id).ok().flatten();
         if let Some(s) = self.state().services.get_mut(service) {
             s.last_drill = job.clone();

@@ -65,6 +65,10 @@ pub struct Step {
     pub step: String,
 }
 
+/// A drill of the primary repository's backups (a drill from a region says so in its detail,
+/// and verifies only that region's copy).
+const PRIMARY_DRILL: &str = "json_extract(coalesce(detail, '{}'), '$.region') IS NULL";
+
 /// Steps kept per job (a huge job's later steps are dropped, its end is still recorded).
 const MAX_STEPS: i64 = 500;
 
@@ -370,9 +374,13 @@ impl Store {
             self.newest_job(
                 service,
                 JobKind::Drill,
-                "state IN ('succeeded', 'failed', 'aborted')",
+                &format!("state IN ('succeeded', 'failed', 'aborted') AND {PRIMARY_DRILL}"),
             )?,
-            self.newest_job(service, JobKind::Drill, "state = 'succeeded'")?,
+            self.newest_job(
+                service,
+                JobKind::Drill,
+                &format!("state = 'succeeded' AND {PRIMARY_DRILL}"),
+            )?,
         ))
     }
 
@@ -400,10 +408,10 @@ impl Store {
     pub fn verified_backups(&self, service: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT DISTINCT backup_id FROM jobs WHERE service = ?1 AND kind = 'drill' \
-                 AND state = 'succeeded' AND backup_id IS NOT NULL",
-            )
+                 AND state = 'succeeded' AND backup_id IS NOT NULL AND {PRIMARY_DRILL}"
+            ))
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![service], |r| r.get::<_, String>(0))
@@ -523,6 +531,31 @@ mod tests {
             "an aborted run is not its slot's run"
         );
         assert_eq!(s.jobs(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_drill_from_a_region_verifies_no_backup_of_the_primary() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("daemon.db")).unwrap();
+        let drill = |backup: &str, detail: serde_json::Value| {
+            let id = s.queue(JobKind::Drill, "db", "schedule", None).unwrap();
+            s.start(id, None).unwrap();
+            let end = JobEnd {
+                ok: true,
+                backup_id: Some(backup.into()),
+                detail: Some(detail),
+                ..Default::default()
+            };
+            s.finish(id, 1.0, &end).unwrap();
+            id
+        };
+        let primary = drill("b1", serde_json::json!({"ok": true}));
+        let region = drill("b2", serde_json::json!({"ok": true, "region": "east"}));
+        assert_eq!(s.verified_backups("db").unwrap(), ["b1"]);
+        let (last, verified) = s.last_drills("db").unwrap();
+        assert_eq!(last.unwrap().id, primary);
+        assert_eq!(verified.unwrap().id, primary);
+        assert!(s.job(region).unwrap().is_some());
     }
 
     #[test]

@@ -382,3 +382,100 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
         d.metric("lifeboat_region_copy_failures{region=\"late\"}") == Some(0.0)
     });
 }
+
+#[test]
+fn scheduled_drills_rotate_through_the_regions_and_measure_each_against_its_rto() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (east, tight) = (dir.path().join("east"), dir.path().join("tight"));
+    let pre = lb.state.path().join("pre.toml");
+    std::fs::write(
+        &pre,
+        format!(
+            "[regions.east]\nlocation = \"{}\"\n\n[regions.tight]\nlocation = \"{}\"\n",
+            east.display(),
+            tight.display()
+        ),
+    )
+    .unwrap();
+    for r in ["east", "tight"] {
+        lb.run(&["--config", pre.to_str().unwrap(), "init", "--region", r])
+            .ok();
+    }
+    let scope = unique("lbt-rdrill");
+    let (name, vol) = (unique("lbt-rdrill-svc"), unique("lbt-rdrill-vol"));
+    new_volume(&mut c, &vol);
+    // Healthy only two seconds after it starts: every recovery takes longer than 1 s.
+    let scope_label = format!("lifeboat.test={scope}");
+    let mount = format!("{vol}:/data");
+    c.containers.push(name.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-l",
+        "lifeboat.enable=true",
+        "-l",
+        &scope_label,
+        "-l",
+        "lifeboat.schedule=1h",
+        "-l",
+        "lifeboat.drill=3s",
+        "-v",
+        &mount,
+        "--health-cmd",
+        "test -f /tmp/up",
+        "--health-interval",
+        "1s",
+        BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "sleep 2; touch /tmp/up; sleep 86400",
+    ]);
+    let settings = format!(
+        "[regions.east]\nlocation = \"{}\"\nschedule = \"2s\"\nrto = \"5m\"\n\n\
+         [regions.tight]\nlocation = \"{}\"\nschedule = \"2s\"\nrto = \"1s\"\n",
+        east.display(),
+        tight.display()
+    );
+    let d = crate::daemon::Daemon::start(&lb, &scope, &settings);
+    let drilled = |region: &str| {
+        let r = d.get("/api/v1/regions").json();
+        r["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == region)
+            .map(|r| r["drills"][name.as_str()].clone())
+            .unwrap_or_default()
+    };
+    d.wait_until("a drill from each region", Duration::from_secs(180), || {
+        drilled("east").is_object() && drilled("tight").is_object()
+    });
+    for region in ["east", "tight"] {
+        assert_eq!(drilled(region)["ok"], true, "{region}: {}", d.log_text());
+        let secs = d
+            .metric(&format!(
+                "lifeboat_region_recovery_seconds{{region=\"{region}\",service=\"{name}\"}}"
+            ))
+            .expect("a recovery time per region");
+        assert!(secs >= 2.0, "{region}: {secs}");
+    }
+    let breached = |region: &str| {
+        d.metric(&format!(
+            "lifeboat_region_rto_breached{{region=\"{region}\",service=\"{name}\"}}"
+        ))
+    };
+    assert_eq!(breached("east"), Some(0.0));
+    assert_eq!(breached("tight"), Some(1.0));
+    // The primary's own drills still verify its backups.
+    assert!(d.service(&name)["last_verified_backup"].is_string());
+    let from_primary = d
+        .jobs(&name)
+        .iter()
+        .filter(|j| j["kind"] == "drill" && j["detail"]["region"].is_null())
+        .count();
+    assert!(from_primary >= 1);
+}
