@@ -81,6 +81,11 @@ pub struct PruneJob {
     pub force: bool,
 }
 
+/// The first retry of a failed copy to a region, doubling with each failure in a row.
+const COPY_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// The longest wait between retries (the region's own slot may come sooner).
+const COPY_RETRY_MAX: Duration = Duration::from_secs(600);
+
 fn fail(e: impl std::fmt::Display) -> JobEnd {
     JobEnd {
         ok: false,
@@ -697,15 +702,33 @@ impl Daemon {
     fn after_copy(&self, key: &str, id: i64, end: &JobEnd) {
         let region = key.trim_start_matches("region#");
         let job = self.store().job(id).ok().flatten();
-        if let Some(r) = self.state().regions.get_mut(region) {
-            r.last_copy = job;
-            r.failures = if end.ok { 0 } else { r.failures + 1 };
-        }
+        let failures = {
+            let mut st = self.state();
+            let failures = match st.regions.get_mut(region) {
+                Some(r) => {
+                    r.last_copy = job;
+                    r.failures = if end.ok { 0 } else { r.failures + 1 };
+                    r.failures
+                }
+                None => 0,
+            };
+            if failures > 0 {
+                // Retried with backoff (10 s doubling), never later than its next slot.
+                let delay = COPY_RETRY_FIRST.saturating_mul(1 << (failures - 1).min(16));
+                let at = Timestamp::now()
+                    .checked_add(delay.min(COPY_RETRY_MAX))
+                    .unwrap_or_else(|_| Timestamp::now());
+                st.scheduler.retry_at(key, at);
+            }
+            failures
+        };
         if !end.ok {
             self.notifier.webhook(json!({
                 "event": "copy_failed", "region": region, "job": id, "error": end.error,
+                "failures_in_a_row": failures,
                 "message": format!(
-                    "copy to region `{region}` failed (retried at its next slot): {}",
+                    "copy to region `{region}` failed ({failures} in a row; retried with \
+                     backoff): {}",
                     end.error.as_deref().unwrap_or("")
                 ),
             }));

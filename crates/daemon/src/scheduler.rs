@@ -29,6 +29,8 @@ struct Entry<T> {
     next: Option<Timestamp>,
     running: bool,
     queue: VecDeque<(Timestamp, T)>,
+    /// A retry asked for by the running job (it failed): its next run comes no later.
+    retry: Option<Timestamp>,
 }
 
 /// When each service runs next: pure logic on an injected clock.
@@ -104,6 +106,7 @@ impl<T> Scheduler<T> {
                 next: None,
                 running: false,
                 queue: VecDeque::new(),
+                retry: None,
             });
         if e.schedule.as_ref() != Some(&schedule) {
             e.schedule = Some(schedule);
@@ -141,6 +144,7 @@ impl<T> Scheduler<T> {
                 next: None,
                 running: false,
                 queue: VecDeque::new(),
+                retry: None,
             })
             .queue
             .push_back((now, job));
@@ -160,6 +164,14 @@ impl<T> Scheduler<T> {
     /// Whether `name`'s scheduled runs wait.
     pub fn is_paused(&self, name: &str) -> bool {
         self.paused.contains(name)
+    }
+
+    /// The running job of `name` failed: it runs again at `at` unless its next slot comes
+    /// sooner (applied when the job is [`Scheduler::finished`]).
+    pub fn retry_at(&mut self, name: &str, at: Timestamp) {
+        if let Some(e) = self.entries.get_mut(name) {
+            e.retry = Some(at);
+        }
     }
 
     /// Jobs running now.
@@ -215,6 +227,9 @@ impl<T> Scheduler<T> {
             {
                 let slot = s.next_after(started).unwrap_or(now);
                 e.next = Some(jittered(name, s, slot, jitter));
+            }
+            if let Some(retry) = e.retry.take() {
+                e.next = Some(e.next.map_or(retry, |n| n.min(retry)));
             }
         }
         self.drop_if_idle(name);
@@ -296,6 +311,22 @@ mod tests {
         s.resume("db");
         assert_eq!(names(&s.poll(t(28))), ["db"], "the missed slot runs once");
         assert!(s.poll(t(29)).is_empty());
+    }
+
+    #[test]
+    fn a_failed_run_asked_to_retry_runs_again_then_but_never_later_than_its_slot() {
+        let mut s: Scheduler<u32> = Scheduler::new(4, Duration::ZERO);
+        s.upsert("region#east", every(1800), None, t(0));
+        let first = s.poll(t(0));
+        s.retry_at("region#east", t(10));
+        s.finished("region#east", &first[0].1, t(0), t(2));
+        assert!(s.poll(t(9)).is_empty());
+        let second = s.poll(t(10));
+        assert_eq!(names(&second), ["region#east"], "the retry");
+        // A retry asked beyond the next slot does not push the slot back.
+        s.retry_at("region#east", t(5000));
+        s.finished("region#east", &second[0].1, t(10), t(12));
+        assert_eq!(s.next_run("region#east"), Some(t(1810)));
     }
 
     #[test]

@@ -287,7 +287,7 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
     crate::daemon::managed(&mut c, &scope, &name, Some(&vol), &["lifeboat.schedule=1h"]);
     let settings = format!(
         "webhook_url = \"{}/hook\"\n\n[regions.east]\nlocation = \"{}\"\nschedule = \"2s\"\n\
-         rto = \"5m\"\nretention = \"last=1\"\n\n[regions.late]\nlocation = \"{}\"\nschedule = \"2s\"\n",
+         rto = \"5m\"\nretention = \"last=1\"\n\n[regions.late]\nlocation = \"{}\"\nschedule = \"1h\"\n",
         hook.url,
         east.display(),
         late.display()
@@ -345,7 +345,8 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
         "succeeded"
     );
 
-    // The region comes up: it catches up at its next slot.
+    // The region comes up: a failing region is retried with backoff (10 s, 20 s, ...), long
+    // before its hourly slot, and catches up.
     lb.run(&["--config", cfg, "init", "--region", "late"]).ok();
     d.wait_until("the copy to late", Duration::from_secs(60), || {
         let listed = lb.run(&[
