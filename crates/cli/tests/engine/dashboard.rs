@@ -165,7 +165,23 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
         None,
         &["lifeboat.schedule=1h", "lifeboat.pre=exit 3"],
     );
-    let d = Daemon::start(&lb, &name, "");
+    // A region the daemon copies to, shown with the service's newest copy there.
+    let region_dir = tempfile::tempdir().unwrap();
+    let region = format!(
+        "[regions.east]\nlocation = \"{}\"\nschedule = \"2s\"\nrto = \"5m\"\n",
+        region_dir.path().join("east").display()
+    );
+    let pre = lb.state.path().join("region.toml");
+    std::fs::write(&pre, &region).unwrap();
+    lb.run(&[
+        "--config",
+        pre.to_str().unwrap(),
+        "init",
+        "--region",
+        "east",
+    ])
+    .ok();
+    let d = Daemon::start(&lb, &name, &region);
     d.wait_until(
         "the first backups and the first drill",
         Duration::from_secs(90),
@@ -249,6 +265,14 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
         "the first backup verified by its drill",
         &format!("return document.querySelector(\"{row} [data-field=verified]\").textContent.includes('ago')"),
         Duration::from_secs(60),
+    );
+    b.wait_js(
+        "the region with the service's newest copy",
+        &format!(
+            "const r = document.querySelector(\"tr[data-region='east'][data-service='{name}']\"); \
+             return r !== null && r.querySelector('[data-field=lag]').textContent.includes('ago')"
+        ),
+        Duration::from_secs(30),
     );
     let attention = b.js("return document.getElementById('status').textContent");
     assert!(
