@@ -480,3 +480,100 @@ fn scheduled_drills_rotate_through_the_regions_and_measure_each_against_its_rto(
         .count();
     assert!(from_primary >= 1);
 }
+
+#[test]
+fn a_stack_whose_primary_cluster_is_lost_comes_back_healthy_from_the_far_region() {
+    let mut c = Cleanup::default();
+    let (primary, far_cluster) = (Garage::start(), Garage::start());
+    let lb = Lb::uninitialised();
+    let dir = tempfile::tempdir().unwrap();
+    let near = dir.path().join("near");
+    let far = far_cluster.location("far");
+    let cfg = lb.state.path().join("regions.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[regions.near]\nlocation = \"{}\"\nschedule = \"10m\"\nrto = \"2m\"\n\n\
+             [regions.far]\nlocation = \"{far}\"\nschedule = \"1h\"\nrto = \"5m\"\n",
+            near.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // Both clusters share the test account; the primary is a bucket of the first.
+    let location = primary.location("primary");
+    let account: Vec<(String, String)> = primary
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut env: Vec<(&str, &str)> = account
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("LIFEBOAT_REPOSITORY", &location));
+    env.push(("LIFEBOAT_PASSWORD", "stack-password-0123"));
+    let run = |args: &[&str]| lb.run_env(&env, args);
+    run(&["init"]).ok();
+    run(&["--config", cfg, "init", "--region", "near"]).ok();
+    run(&["--config", cfg, "init", "--region", "far"]).ok();
+
+    let s = crate::stack::Stack::start(&mut c, 4);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(s.count_via_web() > 0);
+    run(&["backup", "--project", &s.project]).ok();
+    for region in ["near", "far"] {
+        let copied = run(&["--config", cfg, "copy", "--to", region, "--all", "--json"])
+            .ok()
+            .json();
+        assert_eq!(copied["copied"].as_array().unwrap().len(), 3, "{copied}");
+    }
+
+    // The host and the primary's whole cluster are lost.
+    s.destroy();
+    drop(primary);
+    let lost = run(&["snapshots"]);
+    assert_ne!(lost.code, 0, "the primary still answers");
+    let out = run(&[
+        "--config",
+        cfg,
+        "--from",
+        "far",
+        "restore",
+        "--project",
+        &s.project,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(out["ok"], true, "{out}");
+    for n in [&s.db, &s.agent, &s.web] {
+        assert_eq!(inspect(n, "{{.State.Health.Status}}"), "healthy", "{n}");
+    }
+    assert!(s.count_via_web() > 0, "the chain answers again");
+    // Its recovery time from the far region, against that region's objective (5 minutes).
+    let drill = run(&[
+        "--config",
+        cfg,
+        "--from",
+        "far",
+        "drill",
+        "--project",
+        &s.project,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(drill["ok"], true, "{drill}");
+    let seconds = drill["recovery_seconds"].as_f64().unwrap();
+    assert!(
+        seconds > 0.0 && seconds < 300.0,
+        "recovery {seconds}s against an RTO of 300s"
+    );
+    eprintln!("recovery from the far region: {seconds:.1} s (RTO 300 s)");
+    c.containers
+        .extend([s.db.clone(), s.agent.clone(), s.web.clone()]);
+    c.volumes.extend(s.volumes.iter().cloned());
+    c.networks.push(s.network.clone());
+}
