@@ -419,6 +419,22 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    /// The backups of `service` a drill from `region` restored and probed.
+    pub fn region_verified(&self, service: &str, region: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT backup_id FROM jobs WHERE service = ?1 AND kind = 'drill' \
+                 AND state = 'succeeded' AND backup_id IS NOT NULL \
+                 AND json_extract(coalesce(detail, '{}'), '$.region') = ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![service, region], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Backup jobs of `service` that failed (all time), for the failure counter.
     pub fn failures(&self, service: &str) -> Result<u64, StoreError> {
         self.conn
@@ -552,6 +568,8 @@ mod tests {
         let primary = drill("b1", serde_json::json!({"ok": true}));
         let region = drill("b2", serde_json::json!({"ok": true, "region": "east"}));
         assert_eq!(s.verified_backups("db").unwrap(), ["b1"]);
+        assert_eq!(s.region_verified("db", "east").unwrap(), ["b2"]);
+        assert!(s.region_verified("db", "west").unwrap().is_empty());
         let (last, verified) = s.last_drills("db").unwrap();
         assert_eq!(last.unwrap().id, primary);
         assert_eq!(verified.unwrap().id, primary);

@@ -147,31 +147,50 @@ fn offer_region(g: &GlobalArgs, name: &str, e: anyhow::Error) -> anyhow::Error {
         return e;
     };
     let host = g.host_name();
-    let mut best: Option<(String, lifeboat_core::BackupEntry)> = None;
+    // Drills from each region (the daemon's history) tell which copies are proven.
+    let history = lifeboat_daemon::store::Store::open(&g.state_dir.join("daemon.db")).ok();
+    // (verified by a drill there, taken at) orders the candidates.
+    let mut best: Option<(bool, String, lifeboat_core::BackupEntry)> = None;
     for region in options.regions.keys() {
         let Ok(repo) = g.target(Some(region)).and_then(|t| g.open_target(&t)) else {
             continue;
         };
-        let Some(newest) = lifeboat_core::list_host_backups(&repo, Some(name), Some(&host))
-            .ok()
-            .and_then(|l| l.into_iter().rev().find(|b| !b.safety))
-        else {
+        let Ok(list) = lifeboat_core::list_host_backups(&repo, Some(name), Some(&host)) else {
             continue;
         };
-        if best
+        let verified = history
             .as_ref()
-            .is_none_or(|(_, b)| b.manifest.started_at < newest.manifest.started_at)
-        {
-            best = Some((region.clone(), newest));
+            .and_then(|h| h.region_verified(name, region).ok())
+            .unwrap_or_default();
+        let good = list.iter().rev().filter(|b| !b.safety);
+        let candidate = good
+            .clone()
+            .find(|b| verified.contains(&b.manifest.backup_id.0))
+            .map(|b| (true, b))
+            .or_else(|| good.clone().next().map(|b| (false, b)));
+        let Some((proven, b)) = candidate else {
+            continue;
+        };
+        let better = best.as_ref().is_none_or(|(p, _, old)| {
+            (proven, b.manifest.started_at) > (*p, old.manifest.started_at)
+        });
+        if better {
+            best = Some((proven, region.clone(), b.clone()));
         }
     }
     match best {
-        Some((region, b)) => e.context(format!(
-            "the primary repository cannot be opened; region `{region}` holds the newest copy \
-             of {name} (backup {}, taken {}): restore it with `lifeboat --from {region} restore \
-             {name}`",
+        Some((proven, region, b)) => e.context(format!(
+            "the primary repository cannot be opened; region `{region}` holds the newest {} \
+             copy of {name} (backup {}, taken {}): restore it with `lifeboat --from {region} \
+             restore {name}{}`",
+            if proven {
+                "drill-verified"
+            } else {
+                "(not yet drill-verified)"
+            },
             b.manifest.backup_id.0,
-            lifeboat_model::format_timestamp(b.manifest.started_at)
+            lifeboat_model::format_timestamp(b.manifest.started_at),
+            format_args!(" --snapshot {}", b.snapshot_id),
         )),
         None => e,
     }

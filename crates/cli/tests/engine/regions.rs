@@ -151,9 +151,7 @@ fn backups_copied_to_a_region_restore_from_it_and_a_second_copy_sends_nothing() 
     let offered = lb.run(&["--config", cfg, "restore", &name]);
     assert_ne!(offered.code, 0);
     assert!(
-        offered
-            .stderr
-            .contains("region `east` holds the newest copy")
+        offered.stderr.contains("region `east` holds the newest")
             && offered.stderr.contains("--from east"),
         "{}",
         offered.stderr
@@ -479,6 +477,17 @@ fn scheduled_drills_rotate_through_the_regions_and_measure_each_against_its_rto(
         .filter(|j| j["kind"] == "drill" && j["detail"]["region"].is_null())
         .count();
     assert!(from_primary >= 1);
+    // The primary lost: the restore points at a copy a drill has proven.
+    drop(d);
+    std::fs::remove_dir_all(lb.repo()).unwrap();
+    let cfg = lb.state.path().join("lifeboat.toml");
+    let offered = lb.run(&["--config", cfg.to_str().unwrap(), "restore", &name]);
+    assert_ne!(offered.code, 0);
+    assert!(
+        offered.stderr.contains("drill-verified copy") && offered.stderr.contains("--from "),
+        "{}",
+        offered.stderr
+    );
 }
 
 #[test]
