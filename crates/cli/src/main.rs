@@ -62,6 +62,10 @@ enum Command {
     /// Inspect the daemon's policies.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
+    /// The passwords that open the repository: list, add, remove, change (no data is
+    /// re-encrypted).
+    #[command(subcommand)]
+    Key(cmd::key::Command),
 }
 
 fn main() {
@@ -82,6 +86,7 @@ fn main() {
         Command::Drill(a) => cmd::drill::run(&cli.global, a),
         Command::Recover(a) => cmd::recover::run(&cli.global, a),
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
+        Command::Key(c) => cmd::key::run(&cli.global, c),
     };
     let code = match result {
         Ok(code) => code,

@@ -183,6 +183,22 @@ pub enum RepoError {
         reason: String,
     },
 
+    /// A key change that would lock everyone out, or is ambiguous (exit 14).
+    #[error("{what}; nothing was changed")]
+    KeyRefused {
+        /// What was refused, and what to do instead.
+        what: String,
+    },
+
+    /// No key matches (exit 15).
+    #[error("no key `{id}` in `{location}`: list them with `lifeboat key list`")]
+    NoSuchKey {
+        /// The id (or prefix) asked for.
+        id: String,
+        /// Where the repository is.
+        location: String,
+    },
+
     /// Any other failure of the engine.
     #[error("{op} failed on the repository at `{location}`: {message}")]
     Engine {

@@ -123,6 +123,21 @@ pub struct StreamBackup<'a> {
     pub time: Option<jiff::Timestamp>,
 }
 
+/// One key (password) that opens the repository.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its id (the name of its file under `keys/`).
+    pub id: String,
+    /// It is the key this process opened the repository with.
+    pub current: bool,
+    /// Where and by whom it was made (as restic records it).
+    pub hostname: Option<String>,
+    /// The user who made it.
+    pub username: Option<String>,
+    /// When (RFC 3339).
+    pub created: Option<String>,
+}
+
 /// What a copy of snapshots into another repository added there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CopyReport {

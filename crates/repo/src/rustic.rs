@@ -11,7 +11,7 @@ use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, KeyOptions, LocalDestination,
     LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions, OpenStatus,
     Repository as Engine, RepositoryOptions, RestoreOptions, RusticError, SnapshotOptions,
-    repofile::{ConfigFile, SnapshotFile, SnapshotId},
+    repofile::{ConfigFile, KeyId, SnapshotFile, SnapshotId},
 };
 
 use crate::lock::{HeldLock, LockError, LockTimings, Locker};
@@ -21,7 +21,7 @@ use crate::source::{Problems, RecordingSource, StreamReadSource};
 use crate::store::{LOCK_LOST_MARK, Store, storage_error};
 use crate::tree_check;
 use crate::{
-    CheckReport, CopyReport, DirBackup, PartReport, ProgressSink, PruneReport, RepoError,
+    CheckReport, CopyReport, DirBackup, KeyInfo, PartReport, ProgressSink, PruneReport, RepoError,
     Repository, RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
 };
 
@@ -261,6 +261,104 @@ impl RusticRepository {
             locker,
             open,
         ))
+    }
+
+    /// Every key of the repository, the one in use marked. The key files' public part (host,
+    /// user, time) is read as restic writes it; an unreadable one is listed with nothing known.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, RepoError> {
+        let (ids, current) = self.with_engine(|e| {
+            let ids: Vec<String> = e
+                .list::<KeyId>()
+                .map_err(self.err("listing keys"))?
+                .map(|id| id.to_hex().to_string())
+                .collect();
+            Ok((ids, e.key_id().map(|k| k.to_hex().to_string())))
+        })?;
+        let mut out: Vec<KeyInfo> = ids
+            .into_iter()
+            .map(|id| {
+                let public: serde_json::Value = self
+                    .store
+                    .get(&format!("keys/{id}"))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                let text = |k: &str| public[k].as_str().map(String::from);
+                KeyInfo {
+                    current: current.as_deref() == Some(id.as_str()),
+                    hostname: text("hostname"),
+                    username: text("username"),
+                    created: text("created"),
+                    id,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Adds a key opened by `password` (the data is not re-encrypted: every key unlocks the
+    /// same master key). Returns its id.
+    pub fn add_key(&self, password: &str) -> Result<String, RepoError> {
+        if password.is_empty() {
+            return Err(RepoError::KeyRefused {
+                what: "an empty password is not a key".into(),
+            });
+        }
+        let mut opts = KeyOptions::default();
+        opts.hostname = Some(self.settings.host.clone());
+        opts.username = std::env::var("USER").ok().or_else(|| Some("root".into()));
+        self.with_engine(|e| {
+            e.add_key(password, &opts)
+                .map(|id| id.to_hex().to_string())
+                .map_err(self.err("adding a key"))
+        })
+    }
+
+    /// Removes the key `id` (a unique prefix is enough). Refuses the key in use and the last
+    /// key: without a key nobody can read the backups again.
+    pub fn remove_key(&self, id: &str) -> Result<String, RepoError> {
+        let keys = self.keys()?;
+        let matching: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(id)).collect();
+        let key = match matching.as_slice() {
+            [] => {
+                return Err(RepoError::NoSuchKey {
+                    id: id.to_string(),
+                    location: self.location.0.clone(),
+                });
+            }
+            [k] => *k,
+            more => {
+                return Err(RepoError::KeyRefused {
+                    what: format!("`{id}` matches {} keys: give more of the id", more.len()),
+                });
+            }
+        };
+        if keys.len() == 1 {
+            return Err(RepoError::KeyRefused {
+                what: "it is the repository's last key: without a key nobody can read the \
+                       backups again (add another first)"
+                    .into(),
+            });
+        }
+        if key.current {
+            return Err(RepoError::KeyRefused {
+                what: format!(
+                    "key {} is the one this command opened the repository with: run with \
+                     another key's password to remove it",
+                    &key.id[..8.min(key.id.len())]
+                ),
+            });
+        }
+        let full = key.id.clone();
+        self.with_engine(|e| {
+            let kid = full
+                .parse::<KeyId>()
+                .map_err(|err| RepoError::engine("reading a key id", &self.location.0, err))?;
+            e.delete_key(&kid).map_err(self.err("removing a key"))
+        })?;
+        Ok(full)
     }
 
     /// The chunker polynomial (hex), to tell whether two repositories cut files alike.

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod drill;
 pub mod init;
+pub mod key;
 pub mod policy;
 pub mod recover;
 pub mod restore;

@@ -14,6 +14,7 @@ mod hot_mariadb;
 mod hot_postgres;
 mod hot_redis;
 mod hot_sqlite;
+mod keys;
 mod recover;
 mod regions;
 mod restic;

@@ -409,12 +409,21 @@ pub(crate) fn find_key_in_backend<B: ReadBackend>(
     if let Some(id) = hint {
         Ok((key_from_backend(be, id, passwd)?, *id))
     } else {
+        // Lifeboat: a key file that cannot be read (corrupt, truncated) must not lock out the
+        // passwords of the other keys; its error is returned only when no key matched.
+        let mut unreadable = None;
         for id in be.list(FileType::Key)? {
             match key_from_backend(be, &id.into(), passwd) {
                 Ok(key) => return Ok((key, KeyId(id))),
                 Err(err) if err.is_code("C001") => {}
-                Err(err) => return Err(err),
+                Err(err) => {
+                    log::warn!("skipping unreadable key {id}: {err}");
+                    let _ = unreadable.get_or_insert(err);
+                }
             }
+        }
+        if let Some(err) = unreadable {
+            return Err(err);
         }
 
         Err(RusticError::new(
