@@ -18,10 +18,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB="${1:-1024}"
 DB_MB="${2:-256}"
 PARTS="${PARTS:-service stack}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
-command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
-cargo build --quiet --release --bin lifeboat
-LB="$CARGO_TARGET_DIR/release/lifeboat"
+release_build
 scripts/fixtures all >/dev/null
 
 WORK=$(mktemp -d /var/tmp/lifeboat-auto-recover.XXXXXX)

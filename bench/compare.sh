@@ -12,10 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-2048}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
-command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
-cargo build --quiet --release --bin lifeboat
-LB="$CARGO_TARGET_DIR/release/lifeboat"
+. bench/lib.sh
+release_build
 scripts/fixtures busybox >/dev/null
 
 WORK=$(mktemp -d /var/tmp/lifeboat-bench.XXXXXX)
@@ -41,7 +39,6 @@ RESTIC_REPO="$WORK/restic"
 "$LB" init >/dev/null
 restic -q -r "$RESTIC_REPO" init >/dev/null
 
-. bench/lib.sh
 
 # run_pair ROW cold|warm: both tools, the page cache dropped before each one when cold
 run_pair() {

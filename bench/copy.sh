@@ -12,10 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-1024}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
-command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
-cargo build --quiet --release --bin lifeboat
-LB="$CARGO_TARGET_DIR/release/lifeboat"
+. bench/lib.sh
+release_build
 scripts/fixtures busybox >/dev/null
 
 WORK=$(mktemp -d /var/tmp/lifeboat-bench-copy.XXXXXX)
@@ -27,7 +25,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. bench/lib.sh
 
 export LIFEBOAT_STATE_DIR="$WORK/state" LIFEBOAT_PASSWORD=bench
 echo bench > "$WORK/pw"

@@ -6,9 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
-cargo build --quiet --bin lifeboat
-LB="$CARGO_TARGET_DIR/debug/lifeboat"
+. bench/lib.sh
+release_build
 scripts/fixtures busybox >/dev/null
 WORK=$(mktemp -d)
 PREFIX=lifeboat-dbench-$$

@@ -1,5 +1,15 @@
-# Shared by the benchmark scripts (sourced): timing rows, dropping the page cache, and the
-# three-service stack. `measure` and `table` need $WORK (results go to $WORK/results).
+# Shared by the benchmark scripts (sourced): the release build, timing rows, dropping the page
+# cache, and the three-service stack. `measure` and `table` need $WORK (results in
+# $WORK/results).
+
+# release_build: builds the binary users run (release, cache in ~/.cache/lifeboat) and sets LB;
+# installs /usr/bin/time when missing.
+release_build() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
+  command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
+  cargo build --quiet --release --bin lifeboat
+  LB="$CARGO_TARGET_DIR/release/lifeboat"
+}
 
 # measure LABEL CMD...: runs CMD under /usr/bin/time, appends "label seconds rss_kib"
 measure() {

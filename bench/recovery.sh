@@ -16,9 +16,7 @@ cd "$(dirname "$0")/.."
 TOTAL_MB="${1:-1024}"
 DB_MB="${2:-256}"
 SITE_MB=$((TOTAL_MB - DB_MB))
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
-cargo build --quiet --release --bin lifeboat
-LB="$CARGO_TARGET_DIR/release/lifeboat"
+release_build
 scripts/fixtures all >/dev/null
 P=lbbench$$
 WORK=$(mktemp -d /var/tmp/lifeboat-recovery.XXXXXX)

@@ -11,10 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-1024}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
-command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
-cargo build --quiet --release --bin lifeboat
-LB="$CARGO_TARGET_DIR/release/lifeboat"
+. bench/lib.sh
+release_build
 scripts/fixtures busybox >/dev/null
 scripts/setup-garage >/dev/null
 
@@ -47,7 +45,6 @@ RESTIC=(restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache")
 "$LB" init >/dev/null
 "${RESTIC[@]}" init >/dev/null
 
-. bench/lib.sh
 
 run_pair() {
   local row=$1 cache=$2

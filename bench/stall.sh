@@ -9,9 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB_MB="${1:-1024}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
-cargo build --quiet --bin lifeboat
-LB="$CARGO_TARGET_DIR/debug/lifeboat"
+. bench/lib.sh
+release_build
 scripts/fixtures services >/dev/null
 NAME=lifeboat-stall-$$
 WORK=$(mktemp -d /var/tmp/lifeboat-stall.XXXXXX)

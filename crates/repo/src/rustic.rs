@@ -178,13 +178,6 @@ impl RusticRepository {
         progress: Option<Arc<dyn ProgressSink>>,
         settings: RepoSettings,
     ) -> Result<Self, RepoError> {
-        let store = Arc::new(Store::at(&location.0, &settings.s3)?);
-        store.probe(&location.0)?;
-        if store.has_config(&location.0)? {
-            return Err(RepoError::AlreadyExists {
-                location: location.0.clone(),
-            });
-        }
         Self::create(location, password, progress, settings, None)
     }
 

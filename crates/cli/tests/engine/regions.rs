@@ -42,6 +42,22 @@ fn restic(location: &str, pw: &Path, env: &[(&str, &str)], args: &[&str]) -> Run
     c.output().expect("restic installed").into()
 }
 
+/// `lifeboat --config CFG --from REGION snapshots NAME --json`, with more environment.
+fn region_backups(lb: &Lb, env: &[(&str, &str)], cfg: &str, region: &str, name: &str) -> Run {
+    lb.run_env(
+        env,
+        &[
+            "--config",
+            cfg,
+            "--from",
+            region,
+            "snapshots",
+            name,
+            "--json",
+        ],
+    )
+}
+
 fn tree_digest(dir: &Path) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -81,15 +97,7 @@ fn backups_copied_to_a_region_restore_from_it_and_a_second_copy_sends_nothing() 
     let want = tree_digest(&path);
 
     // Nothing is listed there before the copy; a dry run copies nothing.
-    let before = lb.run(&[
-        "--config",
-        cfg,
-        "--from",
-        "east",
-        "snapshots",
-        &name,
-        "--json",
-    ]);
+    let before = region_backups(&lb, &[], cfg, "east", &name);
     assert_eq!(before.ok().json(), serde_json::json!([]));
     let plan = lb
         .run(&[
@@ -121,18 +129,7 @@ fn backups_copied_to_a_region_restore_from_it_and_a_second_copy_sends_nothing() 
     assert_eq!(again["already_there"], 2);
     assert_eq!(again["bytes_added"], 0);
 
-    let listed = lb
-        .run(&[
-            "--config",
-            cfg,
-            "--from",
-            "east",
-            "snapshots",
-            &name,
-            "--json",
-        ])
-        .ok()
-        .json();
+    let listed = region_backups(&lb, &[], cfg, "east", &name).ok().json();
     let primary = lb.backups(&name);
     let ids = |rows: &serde_json::Value| -> Vec<String> {
         rows.as_array()
@@ -221,21 +218,7 @@ fn a_copy_killed_mid_way_is_finished_by_the_next_without_duplicates() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let cut = lb
-        .run_env(
-            &env,
-            &[
-                "--config",
-                cfg,
-                "--from",
-                "far",
-                "snapshots",
-                &name,
-                "--json",
-            ],
-        )
-        .ok()
-        .json();
+    let cut = region_backups(&lb, &env, cfg, "far", &name).ok().json();
     assert_eq!(cut, serde_json::json!([]), "a half-copied backup is listed");
 
     let done = lb
@@ -246,21 +229,7 @@ fn a_copy_killed_mid_way_is_finished_by_the_next_without_duplicates() {
         .ok()
         .json();
     assert_eq!(done["copied"].as_array().unwrap().len(), 1, "{done}");
-    let listed = lb
-        .run_env(
-            &env,
-            &[
-                "--config",
-                cfg,
-                "--from",
-                "far",
-                "snapshots",
-                &name,
-                "--json",
-            ],
-        )
-        .ok()
-        .json();
+    let listed = region_backups(&lb, &env, cfg, "far", &name).ok().json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     // One snapshot per part and one manifest, as in the primary: nothing twice.
     let count = |r: Run| r.json().as_array().unwrap().len();
@@ -347,30 +316,14 @@ fn the_daemon_copies_to_each_region_on_its_schedule_and_a_region_down_catches_up
     // before its hourly slot, and catches up.
     lb.run(&["--config", cfg, "init", "--region", "late"]).ok();
     d.wait_until("the copy to late", Duration::from_secs(60), || {
-        let listed = lb.run(&[
-            "--config",
-            cfg,
-            "--from",
-            "late",
-            "snapshots",
-            &name,
-            "--json",
-        ]);
+        let listed = region_backups(&lb, &[], cfg, "late", &name);
         listed.code == 0 && listed.json().as_array().is_some_and(|a| a.len() == 2)
     });
     // East keeps only its newest copy (its own retention); the primary keeps both.
     let newest = lb.backups(&name).last().unwrap()["backup_id"].clone();
     assert_eq!(lb.backups(&name).len(), 2);
     d.wait_until("east's retention", Duration::from_secs(60), || {
-        let listed = lb.run(&[
-            "--config",
-            cfg,
-            "--from",
-            "east",
-            "snapshots",
-            &name,
-            "--json",
-        ]);
+        let listed = region_backups(&lb, &[], cfg, "east", &name);
         listed.code == 0
             && listed
                 .json()
