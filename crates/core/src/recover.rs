@@ -361,6 +361,7 @@ pub fn interrupted_recoveries(state_dir: &Path) -> Vec<Result<RecoveryIntent, St
             .and_then(|b| serde_json::from_slice::<RecoveryIntent>(&b).map_err(|e| e.to_string()))
             .and_then(|i| {
                 lifeboat_model::names::container_name(&i.service)
+                    .and_then(|_| lifeboat_model::names::snapshot_selector(&i.snapshot))
                     .map(|_| i)
                     .map_err(|e| e.to_string())
             });
@@ -406,4 +407,43 @@ pub fn missing_mounts(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_recovery_is_found_again_and_a_hostile_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = RecoveryIntent {
+            service: "db".into(),
+            snapshot: "0123abcd".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+        };
+        write_intent(dir.path(), &good).unwrap();
+        let hostile = RecoveryIntent {
+            service: "../../etc".into(),
+            ..good.clone()
+        };
+        std::fs::write(
+            recoveries_dir(dir.path()).join("evil.json"),
+            serde_json::to_vec(&hostile).unwrap(),
+        )
+        .unwrap();
+        let mut found = interrupted_recoveries(dir.path());
+        found.sort_by_key(|r| r.is_err());
+        assert_eq!(found[0].as_ref().unwrap(), &good);
+        assert!(
+            found[1].as_ref().unwrap_err().contains("evil.json"),
+            "{found:?}"
+        );
+        // A live recovery holds its lock: it is not someone else's to finish.
+        let _held = ContainerLock::acquire(dir.path(), &recovery_lock_name("db")).unwrap();
+        assert!(
+            interrupted_recoveries(dir.path())
+                .iter()
+                .all(|r| r.is_err())
+        );
+    }
 }
