@@ -192,7 +192,14 @@ impl GlobalArgs {
         self.host
             .clone()
             .filter(|h| !h.is_empty())
+            .or_else(|| self.cluster_host())
             .unwrap_or_else(hostname)
+    }
+
+    /// The config file's `[cluster] host`: a cluster member's identity, on its backups too.
+    pub fn cluster_host(&self) -> Option<String> {
+        let options = self.options().ok().flatten()?;
+        options.cluster?.host.filter(|h| !h.is_empty())
     }
 
     /// How the repository is reached: S3 account from the environment, the cache under the

@@ -66,6 +66,9 @@ enum Command {
     /// re-encrypted).
     #[command(subcommand)]
     Key(cmd::key::Command),
+    /// Several daemons sharing the repository through etcd: who leads, which hosts are alive.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::Command),
 }
 
 fn main() {
@@ -87,6 +90,7 @@ fn main() {
         Command::Recover(a) => cmd::recover::run(&cli.global, a),
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
         Command::Key(c) => cmd::key::run(&cli.global, c),
+        Command::Cluster(c) => cmd::cluster::run(&cli.global, c),
     };
     let code = match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use lifeboat_capture::MANIFEST_SNAPSHOT_PATH;
 use lifeboat_model::tags;
-use lifeboat_repo::{CopyReport, RepoError, SnapshotInfo, StreamBackup};
+use lifeboat_repo::{CopyReport, GoAhead, RepoError, SnapshotInfo, StreamBackup};
 use serde::Serialize;
 
 use crate::catalog::entry;
@@ -32,6 +32,8 @@ pub struct CopyRequest {
 pub struct CopiedBackup {
     /// The container.
     pub service: String,
+    /// The host that took it.
+    pub host: String,
     /// The backup.
     pub backup_id: String,
     /// When it was taken (RFC 3339).
@@ -85,10 +87,13 @@ fn copy_of<'a>(original: &SnapshotInfo, snaps: &'a [SnapshotInfo]) -> Option<&'a
 }
 
 /// Copies every committed backup `dest` lacks (of `req.names`, of `req.host`) from `src`.
+/// `go_ahead` is asked before each manifest is written there; when it says no, the copy
+/// stops with [`RepoError::Withdrawn`] and that backup is not listed there.
 pub fn copy_backups(
     src: &dyn Repository,
     dest: &dyn Repository,
     copier: Copier<'_>,
+    go_ahead: GoAhead<'_>,
     req: &CopyRequest,
     note: Note<'_>,
 ) -> Result<CopyOutcome, CoreError> {
@@ -128,7 +133,7 @@ pub fn copy_backups(
         }
         let result = copy_one(
             dest,
-            copier,
+            (copier, go_ahead),
             (&src_snaps, &mut dest_snaps),
             manifest_snap,
             &b,
@@ -140,6 +145,7 @@ pub fn copy_backups(
                 out.bytes_added += bytes;
                 out.copied.push(copied);
             }
+            Err(e @ CoreError::Repo(RepoError::Withdrawn { .. })) => return Err(e),
             Err(e) => {
                 note(&format!("cannot copy backup {id}: {e}"));
                 out.failed.push(CopyFailure {
@@ -156,7 +162,7 @@ pub fn copy_backups(
 /// Copies one backup: its missing parts, then its manifest naming the parts' ids there.
 fn copy_one(
     dest: &dyn Repository,
-    copier: Copier<'_>,
+    (copier, go_ahead): (Copier<'_>, GoAhead<'_>),
     (src_snaps, dest_snaps): (&[SnapshotInfo], &mut Vec<SnapshotInfo>),
     manifest_snap: &SnapshotInfo,
     b: &crate::BackupEntry,
@@ -188,6 +194,7 @@ fn copy_one(
         .collect();
     let mut copied = CopiedBackup {
         service: b.manifest.container_name.clone(),
+        host: b.manifest.host.clone(),
         backup_id: id.clone(),
         time: lifeboat_model::format_timestamp(b.manifest.started_at),
         parts_sent: missing.len(),
@@ -216,6 +223,12 @@ fn copy_one(
         part.snapshot_id = there.id.clone();
     }
     // Written last: the backup is listed there only now that it is whole.
+    if !dry_run {
+        go_ahead().map_err(|why| RepoError::Withdrawn {
+            step: format!("committing the copy of backup {id}"),
+            why,
+        })?;
+    }
     let json = manifest.to_json();
     let written = dest.backup_stream(
         &StreamBackup {

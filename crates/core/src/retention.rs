@@ -35,6 +35,9 @@ pub struct RetentionRequest {
     /// Whose backups the rules apply to: this host's (several hosts share a repository and
     /// may run containers of the same name). `None`: every host's.
     pub host: Option<String>,
+    /// Also remove the data only the deleted backups used (`false`: a later repository-wide
+    /// prune does, as in a cluster, where only the leader prunes).
+    pub prune: bool,
 }
 
 /// What a retention run decided and did.
@@ -171,9 +174,11 @@ pub fn apply_retention(
     if !parts.is_empty() {
         repo.delete(&parts)?;
     }
-    let _gate = RepoGate::exclusive(&req.state_dir, repo.id())?;
-    let _repo_lock = repo.lock_run(true)?;
-    out.prune = Some(repo.prune()?);
+    if req.prune {
+        let _gate = RepoGate::exclusive(&req.state_dir, repo.id())?;
+        let _repo_lock = repo.lock_run(true)?;
+        out.prune = Some(repo.prune()?);
+    }
     Ok(out)
 }
 

@@ -325,6 +325,7 @@ fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_fir
             force: true,
             dry_run: false,
             verified: None,
+            prune: true,
         },
         &quiet,
     )

@@ -73,6 +73,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/policy/log", get(policy_log))
         .route("/api/v1/regions", get(regions))
+        .route("/api/v1/cluster", get(cluster))
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -256,6 +257,18 @@ async fn regions(State(d): D) -> Response {
         })
         .collect();
     axum::Json(json!({"regions": rows})).into_response()
+}
+
+/// The cluster as this daemon sees it: hosts, heartbeat ages, the leader, services per
+/// host. 404 outside cluster mode.
+async fn cluster(State(d): D) -> Response {
+    match &d.cluster {
+        Some(c) => axum::Json(c.view()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this daemon is not in a cluster: add a [cluster] section to its config file",
+        ),
+    }
 }
 
 async fn policy_log(State(d): D, Query(q): Query<ServiceQuery>) -> Response {

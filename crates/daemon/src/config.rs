@@ -35,6 +35,85 @@ pub struct DaemonOptions {
     /// schedule.
     #[serde(default)]
     pub regions: BTreeMap<String, RegionSection>,
+    /// `[cluster]`: several daemons sharing the repository, one leader elected through etcd.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// The `[cluster]` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// etcd's client endpoints (`http://HOST:PORT`), one or more.
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// This daemon's host identity in the cluster (and on its backups).
+    pub host: Option<String>,
+    /// How long a silent daemon keeps its host registration and leadership (default 5s).
+    pub lease_ttl: Option<String>,
+}
+
+/// The validated `[cluster]` section.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// etcd's client endpoints.
+    pub etcd: Vec<String>,
+    /// This host's identity.
+    pub host: String,
+    /// The lease (heartbeat) time to live.
+    pub lease_ttl: Duration,
+}
+
+impl ClusterSection {
+    /// Validates the section.
+    pub fn plan(&self) -> Result<ClusterPlan, ConfigError> {
+        let bad = |setting: &'static str, value: &str, why: &str| ConfigError::Setting {
+            setting,
+            value: value.to_string(),
+            why: why.to_string(),
+        };
+        if self.etcd.is_empty() {
+            return Err(bad(
+                "cluster.etcd",
+                "[]",
+                "list etcd's client endpoints, e.g. [\"http://127.0.0.1:2379\"]",
+            ));
+        }
+        for e in &self.etcd {
+            if !e.starts_with("http://") {
+                return Err(bad(
+                    "cluster.etcd",
+                    e,
+                    "write http://HOST:PORT (etcd's client URL; TLS is not built in)",
+                ));
+            }
+        }
+        let host = self.host.as_deref().unwrap_or_default();
+        lifeboat_model::names::container_name(host).map_err(|e| {
+            bad(
+                "cluster.host",
+                host,
+                &format!("name this host, e.g. host = \"h1\" ({e})"),
+            )
+        })?;
+        let ttl = match self.lease_ttl.as_deref() {
+            None => Duration::from_secs(5),
+            Some(t) => {
+                parse_duration(t).map_err(|e| bad("cluster.lease_ttl", t, &e.to_string()))?
+            }
+        };
+        if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(300) {
+            return Err(bad(
+                "cluster.lease_ttl",
+                self.lease_ttl.as_deref().unwrap_or_default(),
+                "between 2s and 5m",
+            ));
+        }
+        Ok(ClusterPlan {
+            etcd: self.etcd.clone(),
+            host: host.to_string(),
+            lease_ttl: ttl,
+        })
+    }
 }
 
 /// One `[regions.NAME]` section as written.
@@ -142,6 +221,11 @@ pub struct DaemonSection {
     pub scope: Option<String>,
     /// Where the API token is kept when LIFEBOAT_API_TOKEN is not set.
     pub token_file: Option<PathBuf>,
+    /// How often the repository's structure is checked (e.g. `1d`; default never).
+    pub check: Option<String>,
+    /// How often data no backup references any more is removed from the repository (e.g.
+    /// `7d`; default never).
+    pub prune: Option<String>,
 }
 
 /// The validated settings the daemon runs with.
@@ -175,6 +259,12 @@ pub struct DaemonPlan {
     pub policies: BTreeMap<String, PolicyOptions>,
     /// `[regions.NAME]` with a `schedule`: copied to on it.
     pub regions: Vec<RegionPlan>,
+    /// The repository-wide check's schedule.
+    pub check: Option<Schedule>,
+    /// The repository-wide prune's schedule.
+    pub prune: Option<Schedule>,
+    /// `[cluster]`: etcd and this host's identity.
+    pub cluster: Option<ClusterPlan>,
 }
 
 /// A region the daemon copies to.
@@ -399,7 +489,23 @@ impl DaemonOptions {
                 });
             }
         };
+        let every = |setting: &'static str, text: Option<&str>| {
+            text.map(|t| {
+                Schedule::parse(t).map_err(|e| ConfigError::Setting {
+                    setting,
+                    value: t.to_string(),
+                    why: e.to_string(),
+                })
+            })
+            .transpose()
+        };
+        let cluster = self.cluster.as_ref().map(|c| c.plan()).transpose()?;
+        // In a cluster the hosts' retention only forgets; the leader's prune frees the space.
+        let prune_default = cluster.as_ref().map(|_| "@daily");
         Ok(DaemonPlan {
+            check: every("check", d.check.as_deref())?,
+            prune: every("prune", d.prune.as_deref().or(prune_default))?,
+            cluster,
             scope,
             listen,
             metrics_listen,
@@ -468,5 +574,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen") && e.contains("127.0.0.1:9187"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_needs_etcd_endpoints_and_a_host_name() {
+        let plan = |text: &str| {
+            toml::from_str::<DaemonOptions>(text)
+                .unwrap()
+                .plan(None, Path::new("/s"))
+        };
+        let p = plan("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nhost = \"h1\"\n").unwrap();
+        let c = p.cluster.unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.lease_ttl),
+            ("h1", Duration::from_secs(5))
+        );
+        for (text, names) in [
+            ("[cluster]\nhost = \"h1\"\n", "cluster.etcd"),
+            (
+                "[cluster]\netcd = [\"127.0.0.1:2379\"]\nhost = \"h1\"\n",
+                "http://",
+            ),
+            ("[cluster]\netcd = [\"http://e:1\"]\n", "cluster.host"),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nhost = \"h1\"\nlease_ttl = \"1s\"\n",
+                "2s",
+            ),
+        ] {
+            let e = plan(text).unwrap_err().to_string();
+            assert!(e.contains(names), "{text}: {e}");
+        }
     }
 }

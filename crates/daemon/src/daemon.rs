@@ -193,6 +193,8 @@ pub struct Daemon {
     pub started_at: Timestamp,
     /// Jobs started since then.
     pub jobs_started: AtomicU64,
+    /// Its membership in a cluster (`[cluster]`), if it is in one.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// RPO status colour of a service, as the dashboard shows it.
@@ -382,6 +384,50 @@ impl Daemon {
     /// Structured log line on stderr (one JSON object per line).
     pub fn log(&self, level: &str, msg: &str, fields: serde_json::Value) {
         crate::log::log_line(level, msg, fields);
+    }
+}
+
+/// The scheduler entry (and job service) of the repository-wide check.
+pub const REPOSITORY_CHECK: &str = "repository#check";
+
+/// The scheduler entry (and job service) of the repository-wide prune.
+pub const REPOSITORY_PRUNE: &str = "repository#prune";
+
+/// A scheduler entry whose jobs concern the whole repository (copies, check, prune): in a
+/// cluster only the leader runs them, once per slot.
+pub fn repository_wide(key: &str) -> bool {
+    key.starts_with("region#") || key.starts_with("repository#")
+}
+
+impl Daemon {
+    /// The schedule of a repository-wide entry.
+    pub fn repository_schedule(&self, key: &str) -> Option<lifeboat_model::policy::Schedule> {
+        match key {
+            REPOSITORY_CHECK => self.plan.check.clone(),
+            REPOSITORY_PRUNE => self.plan.prune.clone(),
+            _ => self
+                .plan
+                .regions
+                .iter()
+                .find(|r| region_key(&r.name) == key)
+                .map(|r| r.schedule.clone()),
+        }
+    }
+
+    /// Every repository-wide entry this daemon schedules.
+    pub fn repository_entries(&self) -> Vec<(String, lifeboat_model::policy::Schedule)> {
+        let mut out: Vec<(String, lifeboat_model::policy::Schedule)> = self
+            .plan
+            .regions
+            .iter()
+            .map(|r| (region_key(&r.name), r.schedule.clone()))
+            .collect();
+        for key in [REPOSITORY_CHECK, REPOSITORY_PRUNE] {
+            if let Some(s) = self.repository_schedule(key) {
+                out.push((key.to_string(), s));
+            }
+        }
+        out
     }
 }
 

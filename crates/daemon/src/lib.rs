@@ -15,8 +15,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod etcd;
 mod failures;
 pub mod log;
 pub mod metrics;

@@ -178,7 +178,58 @@ pub fn render(d: &Daemon) -> String {
         )],
     );
     region_metrics(d, &mut out);
+    cluster_metrics(d, &mut out);
     out
+}
+
+/// In a cluster: who leads (1) and who does not (0), per registered host, the heartbeat
+/// age of each, and whether etcd answers this daemon.
+fn cluster_metrics(d: &Daemon, out: &mut String) {
+    let Some(c) = &d.cluster else {
+        return;
+    };
+    let view = c.view();
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_cluster_leader 1 for the host leading the cluster, 0 for the others.\n\
+         # TYPE lifeboat_cluster_leader gauge"
+    );
+    let mut hosts: Vec<(String, f64)> = view
+        .hosts
+        .iter()
+        .map(|h| (h.record.host.clone(), h.heartbeat_age_seconds))
+        .collect();
+    if !hosts.iter().any(|(h, _)| *h == view.host) {
+        hosts.push((view.host.clone(), f64::NAN));
+    }
+    for (host, _) in &hosts {
+        let leads =
+            view.leader.as_deref() == Some(host.as_str()) && (host != &view.host || view.leading);
+        let _ = writeln!(
+            out,
+            "lifeboat_cluster_leader{{host=\"{}\"}} {}",
+            label(host),
+            u8::from(leads)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_cluster_heartbeat_age_seconds Seconds since the host's last heartbeat.\n\
+         # TYPE lifeboat_cluster_heartbeat_age_seconds gauge"
+    );
+    for (host, age) in hosts.iter().filter(|(_, a)| a.is_finite()) {
+        let _ = writeln!(
+            out,
+            "lifeboat_cluster_heartbeat_age_seconds{{host=\"{}\"}} {age}",
+            label(host)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_cluster_etcd_up 1 when etcd answered this daemon's last heartbeat.\n\
+         # TYPE lifeboat_cluster_etcd_up gauge\nlifeboat_cluster_etcd_up {}",
+        u8::from(view.etcd_ok)
+    );
 }
 
 /// Per region and service: the age of the newest backup there against the region's RPO

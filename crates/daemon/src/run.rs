@@ -129,6 +129,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             json!({"count": aborted}),
         );
     }
+    let plan_cluster = plan.cluster.clone();
     let d = Arc::new(Daemon {
         notifier: Notifier::new(rt.handle().clone(), plan.webhook_url.clone()),
         state: std::sync::Mutex::new(State {
@@ -146,15 +147,17 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         stopping: Default::default(),
         started_at: Timestamp::now(),
         jobs_started: Default::default(),
+        cluster: plan_cluster.map(|p| Arc::new(crate::cluster::Cluster::new(p))),
     });
     {
-        // Each region is copied to on its own schedule (the first copy at start).
+        // Each region is copied to on its own schedule (the first copy at start), and the
+        // repository is checked and pruned on theirs.
         let mut st = d.state();
         for r in &d.plan.regions {
-            let key = crate::daemon::region_key(&r.name);
-            st.scheduler
-                .upsert(&key, r.schedule.clone(), None, Timestamp::now());
             st.regions.insert(r.name.clone(), Default::default());
+        }
+        for (key, schedule) in d.repository_entries() {
+            st.scheduler.upsert(&key, schedule, None, Timestamp::now());
         }
     }
     // Listeners first: a port clash fails the start before anything runs.
@@ -181,6 +184,13 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         std::thread::Builder::new()
             .name("lifeboat-events".into())
             .spawn(move || crate::services::watch(d))
+            .map_err(DaemonError::Runtime)?;
+    }
+    if let Some(c) = d.cluster.clone() {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("lifeboat-cluster".into())
+            .spawn(move || heartbeat(d, c))
             .map_err(DaemonError::Runtime)?;
     }
     {
@@ -231,6 +241,80 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
     Ok(())
 }
 
+/// The cluster heartbeat: every beat renews the lease, publishes this host's services and
+/// campaigns; a daemon that has just become leader runs the repository-wide slots its
+/// predecessor may have left undone at once. Ends at SIGTERM by leaving the cluster.
+fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
+    let mut was_leading = false;
+    let mut etcd_was_ok = true;
+    while !d.stopping.load(Ordering::Relaxed) {
+        let record = crate::cluster::HostRecord {
+            started_at: lifeboat_model::format_timestamp(d.started_at),
+            api: d.plan.listen.to_string(),
+            services: d.state().services.keys().cloned().collect(),
+            ..Default::default()
+        };
+        let became = c.beat(record);
+        let view = c.view();
+        if became {
+            log_line(
+                "info",
+                "this daemon leads the cluster",
+                json!({"host": c.plan.host}),
+            );
+            let now = Timestamp::now();
+            let mut st = d.state();
+            for (key, _) in d.repository_entries() {
+                st.scheduler.due_now(&key, now);
+            }
+            drop(st);
+            d.wake.notify_one();
+        } else if was_leading && !view.leading {
+            log_line(
+                "warn",
+                "this daemon no longer leads the cluster; repository-wide jobs stop here",
+                json!({"host": c.plan.host, "leader": view.leader, "etcd_error": view.etcd_error}),
+            );
+        }
+        if view.etcd_ok != etcd_was_ok {
+            log_line(
+                if view.etcd_ok { "info" } else { "error" },
+                if view.etcd_ok {
+                    "etcd answers again"
+                } else {
+                    "etcd does not answer: backups go on, repository-wide jobs wait"
+                },
+                json!({"error": view.etcd_error}),
+            );
+        }
+        was_leading = view.leading;
+        etcd_was_ok = view.etcd_ok;
+        std::thread::sleep(c.beat_interval());
+    }
+    c.leave();
+}
+
+/// In a cluster, claims the slot of a scheduled repository-wide job; true when this
+/// daemon runs it (outside a cluster, always).
+fn claim_slot(d: &Daemon, key: &str, now: Timestamp) -> Option<i64> {
+    let (Some(c), Some(schedule)) = (&d.cluster, d.repository_schedule(key)) else {
+        return Some(0);
+    };
+    let slot = crate::cluster::slot_of(&schedule, now);
+    match c.claim(key, slot, &json!({"job": key})) {
+        crate::cluster::Claim::Won => Some(slot),
+        crate::cluster::Claim::NotLeader => None,
+        other => {
+            log_line(
+                "info",
+                "repository-wide slot not run here",
+                json!({"job": key, "slot": slot, "why": format!("{other:?}")}),
+            );
+            None
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -254,8 +338,33 @@ async fn schedule_loop(d: Arc<Daemon>) {
             let (service, kind) = match key.strip_suffix("#drill") {
                 Some(s) => (s.to_string(), JobKind::Drill),
                 None if key.starts_with("region#") => (key.clone(), JobKind::Copy),
+                None if key == crate::daemon::REPOSITORY_CHECK => (key.clone(), JobKind::Check),
+                None if key == crate::daemon::REPOSITORY_PRUNE => (key.clone(), JobKind::Prune),
                 None => (key.clone(), JobKind::Backup),
             };
+            let cluster_wide = d.cluster.is_some() && crate::daemon::repository_wide(&key);
+            if cluster_wide && matches!(start, Start::Scheduled) {
+                // Only the leader, once per slot: the claim goes to etcd, off this task.
+                let (d2, key2) = (d.clone(), key.clone());
+                jobs.spawn_blocking(move || {
+                    let slot = claim_slot(&d2, &key2, now);
+                    let id = slot.and_then(|slot| {
+                        let request = json!({"slot": slot});
+                        d2.store()
+                            .queue(kind, &service, "schedule", Some(&request))
+                            .ok()
+                    });
+                    if let Some(id) = id {
+                        d2.jobs_started.fetch_add(1, Ordering::Relaxed);
+                        d2.execute(&service, id);
+                    }
+                    d2.state()
+                        .scheduler
+                        .finished(&key2, &start, now, Timestamp::now());
+                    d2.wake.notify_one();
+                });
+                continue;
+            }
             let never_backed_up = d
                 .state()
                 .services

@@ -13,7 +13,7 @@ use lifeboat_core::{
     list_host_backups, restore_container,
 };
 use lifeboat_model::policy::Policy;
-use lifeboat_repo::RusticRepository;
+use lifeboat_repo::{Repository, RusticRepository};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -170,6 +170,10 @@ impl Daemon {
                 self.recover(service, id, policy.as_ref(), r.snapshot, r.dry_run)
             }
             JobKind::Copy => self.copy(service, id),
+            JobKind::Check => self.check_repository(service, id),
+            JobKind::Prune if service == crate::daemon::REPOSITORY_PRUNE => {
+                self.prune_repository(service, id)
+            }
             JobKind::Prune => {
                 let force = request
                     .and_then(|r| serde_json::from_value::<PruneJob>(r).ok())
@@ -200,7 +204,7 @@ impl Daemon {
             JobKind::Drill => self.after_drill(service, id, &end),
             JobKind::Recover => self.after_recover(service, id, &end),
             JobKind::Copy => self.after_copy(service, id, &end),
-            JobKind::Restore | JobKind::Prune => {}
+            JobKind::Restore | JobKind::Prune | JobKind::Check => {}
         }
     }
 
@@ -257,6 +261,7 @@ impl Daemon {
                 state_dir: self.env.state_dir.clone(),
                 host: Some(self.env.hostname.clone()),
                 verified: self.verified(service, policy),
+                prune: self.cluster.is_none(),
             };
             let detail = match apply_retention(&repo, service, &req, &note) {
                 Ok(r) => {
@@ -616,8 +621,9 @@ impl Daemon {
         self.notifier.webhook(event);
     }
 
-    /// Copies this host's backups a region lacks into it (`key` is `region#NAME`). A region
-    /// that is down fails only its own copy; backups to the primary never wait for it.
+    /// Copies this host's backups a region lacks into it (`key` is `region#NAME`); in a
+    /// cluster, the leader copies every host's. A region that is down fails only its own
+    /// copy; backups to the primary never wait for it.
     fn copy(&self, key: &str, id: i64) -> JobEnd {
         let region = key.trim_start_matches("region#");
         let src = match self.open_repo() {
@@ -628,14 +634,16 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return fail(format!("region `{region}`: {e}")),
         };
+        let hosts = self.cluster.is_none().then(|| self.env.hostname.clone());
         let req = lifeboat_core::CopyRequest {
             names: Vec::new(),
-            host: Some(self.env.hostname.clone()),
+            host: hosts.clone(),
             dry_run: false,
         };
         let copier = |ids: &[String]| src.copy_to(&dest, ids);
+        let go_ahead = || self.go_ahead();
         let note = self.note_for(key, id);
-        let out = match lifeboat_core::copy_backups(&src, &dest, &copier, &req, &note) {
+        let out = match lifeboat_core::copy_backups(&src, &dest, &copier, &go_ahead, &req, &note) {
             Ok(out) => out,
             Err(e) => return fail(format!("region `{region}`: {e}")),
         };
@@ -648,9 +656,15 @@ impl Daemon {
             .find(|r| r.name == region)
             .and_then(|r| r.retention.clone());
         if let Some(rules) = rules {
-            let services: std::collections::BTreeSet<String> =
-                out.copied.iter().map(|c| c.service.clone()).collect();
-            for service in services {
+            let services: std::collections::BTreeSet<(String, String)> = out
+                .copied
+                .iter()
+                .map(|c| (c.host.clone(), c.service.clone()))
+                .collect();
+            for (host, service) in services {
+                if let Err(why) = self.go_ahead() {
+                    return fail(format!("region `{region}`: retention not applied: {why}"));
+                }
                 let req = RetentionRequest {
                     retention: rules.clone(),
                     force: false,
@@ -658,18 +672,24 @@ impl Daemon {
                     shrink_ratio: self.plan.shrink_ratio,
                     dry_run: false,
                     state_dir: self.env.state_dir.clone(),
-                    host: Some(self.env.hostname.clone()),
+                    host: Some(host.clone()),
                     verified: None,
+                    prune: true,
                 };
                 let done = match apply_retention(&dest, &service, &req, &note) {
                     Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
                     Err(e) => json!({"error": e.to_string()}),
                 };
-                retention.insert(service, done);
+                let label = if hosts.is_some() {
+                    service
+                } else {
+                    format!("{host}/{service}")
+                };
+                retention.insert(label, done);
             }
         }
         // What is there now, per service (for the lag metrics).
-        let newest = lifeboat_core::list_host_backups(&dest, None, Some(&self.env.hostname))
+        let newest = lifeboat_core::list_host_backups(&dest, None, hosts.as_deref())
             .map(|list| {
                 let mut newest = std::collections::BTreeMap::new();
                 for b in list.iter().filter(|b| !b.safety) {
@@ -735,6 +755,68 @@ impl Daemon {
         }
     }
 
+    /// Asked before each irreversible step of a repository-wide job: in a cluster, this
+    /// daemon must still lead.
+    pub fn go_ahead(&self) -> Result<(), String> {
+        self.cluster.as_ref().map_or(Ok(()), |c| c.fence())
+    }
+
+    /// Checks the repository's structure (a repository-wide job).
+    fn check_repository(&self, key: &str, id: i64) -> JobEnd {
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        (self.note_for(key, id))("checking the repository's structure");
+        match repo.check(false) {
+            Ok(r) => JobEnd {
+                ok: r.errors.is_empty(),
+                error: r.errors.first().map(|e| {
+                    format!(
+                        "the repository check found {} error(s), the first: {e}; run `lifeboat \
+                         check` for all of them",
+                        r.errors.len()
+                    )
+                }),
+                detail: Some(json!({"errors": r.errors, "warnings": r.warnings})),
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Removes the data no backup references any more (a repository-wide job). In a cluster
+    /// the leader's fence is checked once the plan is made, before anything is deleted.
+    fn prune_repository(&self, key: &str, id: i64) -> JobEnd {
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let _gate = match lifeboat_consistency::RepoGate::exclusive(&self.env.state_dir, repo.id())
+        {
+            Ok(g) => g,
+            Err(e) => return fail(e),
+        };
+        let note = self.note_for(key, id);
+        note("pruning: planning which data no backup uses");
+        let go_ahead = || {
+            let verdict = self.go_ahead();
+            note(&match &verdict {
+                Ok(()) => "pruning: the go-ahead holds; deleting".to_string(),
+                Err(why) => format!("pruning: stopped before deleting: {why}"),
+            });
+            verdict
+        };
+        match repo.prune_if(&go_ahead) {
+            Ok(r) => JobEnd {
+                ok: true,
+                detail: serde_json::to_value(&r).ok(),
+                ..Default::default()
+            },
+            Err(e) => fail(e),
+        }
+    }
+
     fn prune(&self, service: &str, id: i64, policy: Option<&Policy>, force: bool) -> JobEnd {
         let Some(retention) = policy.and_then(|p| p.retention.clone()) else {
             return fail(format!(
@@ -760,6 +842,7 @@ impl Daemon {
             state_dir: self.env.state_dir.clone(),
             host: Some(self.env.hostname.clone()),
             verified: self.verified(service, policy),
+            prune: self.cluster.is_none(),
         };
         match apply_retention(&repo, service, &req, &self.note_for(service, id)) {
             Ok(r) => {

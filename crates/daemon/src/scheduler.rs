@@ -174,6 +174,17 @@ impl<T> Scheduler<T> {
         }
     }
 
+    /// Brings `name`'s next scheduled run forward to `now` (a daemon that has just become
+    /// the cluster's leader runs the slot its predecessor may have left undone).
+    pub fn due_now(&mut self, name: &str, now: Timestamp) {
+        if let Some(e) = self.entries.get_mut(name)
+            && e.schedule.is_some()
+            && !e.running
+        {
+            e.next = Some(e.next.map_or(now, |n| n.min(now)));
+        }
+    }
+
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.entries.values().filter(|e| e.running).count()

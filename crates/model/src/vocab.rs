@@ -100,6 +100,8 @@ words! {
         Recover = "recover",
         /// Copies the backups a region lacks into it.
         Copy = "copy",
+        /// Checks the repository's structure (repository-wide).
+        Check = "check",
     }
 }
 

@@ -190,6 +190,16 @@ pub enum RepoError {
         what: String,
     },
 
+    /// The caller's go-ahead was withdrawn before an irreversible step (a daemon that no
+    /// longer leads its cluster); nothing of that step was done.
+    #[error("stopped before {step}: {why}")]
+    Withdrawn {
+        /// The step not taken.
+        step: String,
+        /// Why the go-ahead was withdrawn.
+        why: String,
+    },
+
     /// No key matches (exit 15).
     #[error("no key `{id}` in `{location}`: list them with `lifeboat key list`")]
     NoSuchKey {

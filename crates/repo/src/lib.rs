@@ -165,6 +165,9 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
 }
 
+/// Asked right before an irreversible step; `Err(why)` means: do not take it.
+pub type GoAhead<'a> = &'a dyn Fn() -> Result<(), String>;
+
 /// The repository operations Lifeboat needs. Implementations are synchronous; call them from
 /// a plain thread (or `spawn_blocking`), never from inside an async task.
 pub trait Repository: Send + Sync {
@@ -198,7 +201,13 @@ pub trait Repository: Send + Sync {
     /// are marked first and deleted by a later prune at least 23 hours on (restic's two-phase
     /// delete), so a backup from another host that started before is never broken. The
     /// caller must make sure no backup writes meanwhile (Lifeboat's `RepoGate`).
-    fn prune(&self) -> Result<PruneReport, RepoError>;
+    fn prune(&self) -> Result<PruneReport, RepoError> {
+        self.prune_if(&|| Ok(()))
+    }
+
+    /// [`Repository::prune`], asking `go_ahead` once the plan is made and right before the
+    /// first deletion: an `Err` there stops it with [`RepoError::Withdrawn`], nothing deleted.
+    fn prune_if(&self, go_ahead: GoAhead<'_>) -> Result<PruneReport, RepoError>;
 
     /// Checks the repository structure, and every pack's content with `read_data`.
     fn check(&self, read_data: bool) -> Result<CheckReport, RepoError>;

@@ -794,7 +794,7 @@ impl Repository for RusticRepository {
         })
     }
 
-    fn prune(&self) -> Result<PruneReport, RepoError> {
+    fn prune_if(&self, go_ahead: crate::GoAhead<'_>) -> Result<PruneReport, RepoError> {
         let _lock = self.hold_lock(true)?;
         self.with_engine(|e| {
             let opts = rustic_core::PruneOptions::default();
@@ -805,6 +805,10 @@ impl Repository for RusticRepository {
                 packs_removed: plan.stats.packs_to_delete.remove,
                 bytes_removed: plan.stats.size_to_delete.remove,
             };
+            go_ahead().map_err(|why| RepoError::Withdrawn {
+                step: format!("deleting {} pack(s)", report.packs_removed),
+                why,
+            })?;
             e.prune(&opts, plan).map_err(self.err("prune"))?;
             Ok(report)
         })

@@ -259,7 +259,11 @@ impl Repository for MemoryRepository {
         }
     }
 
-    fn prune(&self) -> Result<PruneReport, RepoError> {
+    fn prune_if(&self, go_ahead: lifeboat_repo::GoAhead<'_>) -> Result<PruneReport, RepoError> {
+        go_ahead().map_err(|why| RepoError::Withdrawn {
+            step: "pruning".into(),
+            why,
+        })?;
         Ok(PruneReport::default())
     }
 

@@ -55,7 +55,7 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         dry_run: a.dry_run,
     };
     let copier = |ids: &[String]| src.copy_to(&dest, ids);
-    let out = copy_backups(&src, &dest, &copier, &req, &note)?;
+    let out = copy_backups(&src, &dest, &copier, &|| Ok(()), &req, &note)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -28,6 +28,14 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         anyhow::bail!("the daemon backs up into the primary repository: drop --from");
     }
     let options = g.options()?.unwrap_or_default();
+    if let (Some(flag), Some(member)) = (g.host.as_deref(), g.cluster_host())
+        && flag != member
+    {
+        anyhow::bail!(
+            "--host / LIFEBOAT_HOST says `{flag}` but the config's [cluster] host is `{member}`: \
+             a cluster member has one identity; drop one of the two"
+        );
+    }
     let plan = options.plan(a.listen.as_deref(), &g.state_dir)?;
     if a.check_config {
         println!(

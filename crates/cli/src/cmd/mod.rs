@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod cluster;
 pub mod copy;
 pub mod daemon;
 pub mod doctor;
