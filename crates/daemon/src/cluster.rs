@@ -221,8 +221,16 @@ impl Cluster {
                 let (won, rev) = self
                     .etcd
                     .txn(&[Cond::Created(LEADER, 0)], &[Op::Put(LEADER, host, lease)])?;
-                became = won;
-                won.then_some(rev)
+                if won {
+                    became = true;
+                    Some(rev)
+                } else {
+                    // Still held under this daemon's own live lease (etcd was down and kept
+                    // the lease): the term never ended, so it is taken up again.
+                    let held = self.etcd.get(LEADER)?.filter(|k| k.lease == lease);
+                    became = held.is_some();
+                    held.map(|k| k.create_revision)
+                }
             }
         };
         let (leader, hosts) = self.read()?;

@@ -125,6 +125,7 @@ impl Daemon {
         };
         let kind = job.kind;
         let request = self.store().request(id).ok().flatten();
+        let slot = request.as_ref().and_then(|r| r.get("slot")).cloned();
         let (policy, sha) = {
             let st = self.state();
             let s = st.services.get(service);
@@ -183,7 +184,14 @@ impl Daemon {
         };
         // Hook output and engine errors may quote env values: scrubbed before the end of a
         // job is stored, logged, sent or shown.
-        let end = end.redacted();
+        let mut end = end.redacted();
+        // A repository-wide job of a cluster names the slot it claimed.
+        if let Some(slot) = slot {
+            let detail = end.detail.get_or_insert_with(|| json!({}));
+            if let Some(d) = detail.as_object_mut() {
+                d.insert("slot".into(), slot);
+            }
+        }
         recovering(None);
         let seconds = t0.elapsed().as_secs_f64();
         if let Err(e) = self.store().finish(id, seconds, &end) {
@@ -799,7 +807,16 @@ impl Daemon {
         };
         let note = self.note_for(key, id);
         note("pruning: planning which data no backup uses");
+        // Tests freeze the daemon between the plan and the deletions.
+        let pause = std::env::var("LIFEBOAT_TEST_PRUNE_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
         let go_ahead = || {
+            if let Some(p) = pause {
+                note("pruning: planned; pausing (LIFEBOAT_TEST_PRUNE_PAUSE_MS)");
+                std::thread::sleep(p);
+            }
             let verdict = self.go_ahead();
             note(&match &verdict {
                 Ok(()) => "pruning: the go-ahead holds; deleting".to_string(),

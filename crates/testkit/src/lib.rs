@@ -10,6 +10,7 @@
 pub mod contract;
 mod corpus;
 mod docker;
+pub mod etcd;
 mod fake_engine;
 pub mod garage;
 pub mod http;

@@ -22,6 +22,11 @@ impl Daemon {
     /// Starts a daemon that manages only containers labelled `lifeboat.test=<scope>` (the
     /// engine is shared with other tests), with more `[daemon]` settings.
     pub fn start(lb: &Lb, scope: &str, settings: &str) -> Daemon {
+        Daemon::start_env(lb, scope, settings, &[])
+    }
+
+    /// [`Daemon::start`] with more environment variables.
+    pub fn start_env(lb: &Lb, scope: &str, settings: &str, env: &[(&str, &str)]) -> Daemon {
         let cfg = lb.state.path().join("lifeboat.toml");
         let config =
             format!("[daemon]\nscope = \"lifeboat.test={scope}\"\njitter = \"0s\"\n{settings}\n");
@@ -30,6 +35,7 @@ impl Daemon {
         let log = lb.state.path().join(format!("daemon-{port}.log"));
         let child = lb
             .command()
+            .envs(env.iter().copied())
             .env("LIFEBOAT_API_TOKEN", TOKEN)
             .args(["daemon", "--config"])
             .arg(&cfg)

@@ -2,6 +2,7 @@
 //! Run them with `scripts/test`, which starts the engine and builds the fixture images.
 
 mod bad_input;
+mod cluster;
 mod common;
 mod compose;
 mod consistency;
