@@ -160,6 +160,16 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             st.scheduler.upsert(&key, schedule, None, Timestamp::now());
         }
     }
+    // Signal handlers before anything answers: a SIGTERM right after the ports open stops
+    // the daemon cleanly instead of killing it.
+    let signals = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    });
+    let signals = signals.map_err(DaemonError::Runtime)?;
     // Listeners first: a port clash fails the start before anything runs.
     let listeners = rt.block_on(async {
         let mut out = Vec::new();
@@ -236,7 +246,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
                 count_snapshots(&d)
             });
         }
-        schedule_loop(d).await;
+        schedule_loop(d, signals).await;
     });
     Ok(())
 }
@@ -315,19 +325,19 @@ fn claim_slot(d: &Daemon, key: &str, now: Timestamp) -> Option<i64> {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+/// SIGTERM and SIGINT, registered at start.
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+async fn shutdown_signal((mut term, mut int): Signals) {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
 }
 
-async fn schedule_loop(d: Arc<Daemon>) {
+async fn schedule_loop(d: Arc<Daemon>, signals: Signals) {
     let mut jobs = tokio::task::JoinSet::new();
-    let signal = shutdown_signal();
+    let signal = shutdown_signal(signals);
     tokio::pin!(signal);
     loop {
         let now = Timestamp::now();
