@@ -108,12 +108,14 @@ fn claim_key(job: &str, slot: i64) -> String {
     format!("{CLAIMS}{job}/{slot}")
 }
 
-/// The slot a repository-wide job started at `t` belongs to: schedules are cut into
-/// windows of one interval from the epoch, the same on every host, and each window's job
-/// runs once in the whole cluster.
-pub fn slot_of(schedule: &lifeboat_model::policy::Schedule, t: Timestamp) -> i64 {
+/// The slot a repository-wide job started at `t` belongs to, and when its window began:
+/// schedules are cut into windows of one interval from the epoch, the same on every host,
+/// and each window's job runs once in the whole cluster.
+pub fn slot_of(schedule: &lifeboat_model::policy::Schedule, t: Timestamp) -> (i64, Timestamp) {
     let every = schedule.interval(t).as_secs().max(1) as i64;
-    t.as_second().div_euclid(every)
+    let slot = t.as_second().div_euclid(every);
+    let began = Timestamp::from_second(slot * every).unwrap_or(t);
+    (slot, began)
 }
 
 impl Cluster {
@@ -370,11 +372,12 @@ mod tests {
         let s = Schedule::parse("1m").unwrap();
         let t: Timestamp = "2026-12-01T10:00:59Z".parse().unwrap();
         let u: Timestamp = "2026-12-01T10:01:00Z".parse().unwrap();
-        assert_eq!(slot_of(&s, t) + 1, slot_of(&s, u));
-        assert_eq!(slot_of(&s, u), u.as_second() / 60);
+        assert_eq!(slot_of(&s, t).0 + 1, slot_of(&s, u).0);
+        assert_eq!(slot_of(&s, u), (u.as_second() / 60, u));
+        assert_eq!(slot_of(&s, t).1, "2026-12-01T10:00:00Z".parse().unwrap());
         let daily = Schedule::parse("@daily").unwrap();
         let a: Timestamp = "2026-12-01T00:00:01Z".parse().unwrap();
         let b: Timestamp = "2026-12-01T23:59:59Z".parse().unwrap();
-        assert_eq!(slot_of(&daily, a), slot_of(&daily, b));
+        assert_eq!(slot_of(&daily, a).0, slot_of(&daily, b).0);
     }
 }

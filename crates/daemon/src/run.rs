@@ -304,23 +304,45 @@ fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
     c.leave();
 }
 
-/// In a cluster, claims the slot of a scheduled repository-wide job; true when this
-/// daemon runs it (outside a cluster, always).
-fn claim_slot(d: &Daemon, key: &str, now: Timestamp) -> Option<i64> {
+/// Runs job `id` (none: the slot was not this daemon's), then frees the schedule entry `key`
+/// (its next scheduled run counted from `at`) and wakes the scheduler loop. On a blocking
+/// thread.
+fn run_job(
+    d: &Daemon,
+    service: &str,
+    id: Option<i64>,
+    key: &str,
+    start: &Start<i64>,
+    at: Timestamp,
+) {
+    if let Some(id) = id {
+        d.jobs_started.fetch_add(1, Ordering::Relaxed);
+        d.execute(service, id);
+    }
+    d.state()
+        .scheduler
+        .finished(key, start, at, Timestamp::now());
+    d.wake.notify_one();
+}
+
+/// Claims the slot of a scheduled repository-wide job in the cluster. Returns when that
+/// slot's window began (the entry's next run is counted from it, so runs stay on window
+/// boundaries and never drift past one), and the slot when this daemon won it.
+fn claim_slot(d: &Daemon, key: &str, now: Timestamp) -> (Timestamp, Option<i64>) {
     let (Some(c), Some(schedule)) = (&d.cluster, d.repository_schedule(key)) else {
-        return Some(0);
+        return (now, None);
     };
-    let slot = crate::cluster::slot_of(&schedule, now);
+    let (slot, began) = crate::cluster::slot_of(&schedule, now);
     match c.claim(key, slot, &json!({"job": key})) {
-        crate::cluster::Claim::Won => Some(slot),
-        crate::cluster::Claim::NotLeader => None,
+        crate::cluster::Claim::Won => (began, Some(slot)),
+        crate::cluster::Claim::NotLeader => (began, None),
         other => {
             log_line(
                 "info",
                 "repository-wide slot not run here",
                 json!({"job": key, "slot": slot, "why": format!("{other:?}")}),
             );
-            None
+            (began, None)
         }
     }
 }
@@ -357,21 +379,14 @@ async fn schedule_loop(d: Arc<Daemon>, signals: Signals) {
                 // Only the leader, once per slot: the claim goes to etcd, off this task.
                 let (d2, key2) = (d.clone(), key.clone());
                 jobs.spawn_blocking(move || {
-                    let slot = claim_slot(&d2, &key2, now);
+                    let (began, slot) = claim_slot(&d2, &key2, now);
                     let id = slot.and_then(|slot| {
                         let request = json!({"slot": slot});
                         d2.store()
                             .queue(kind, &service, "schedule", Some(&request))
                             .ok()
                     });
-                    if let Some(id) = id {
-                        d2.jobs_started.fetch_add(1, Ordering::Relaxed);
-                        d2.execute(&service, id);
-                    }
-                    d2.state()
-                        .scheduler
-                        .finished(&key2, &start, now, Timestamp::now());
-                    d2.wake.notify_one();
+                    run_job(&d2, &service, id, &key2, &start, began);
                 });
                 continue;
             }
@@ -400,15 +415,8 @@ async fn schedule_loop(d: Arc<Daemon>, signals: Signals) {
                     }
                 },
             };
-            d.jobs_started.fetch_add(1, Ordering::Relaxed);
             let d2 = d.clone();
-            jobs.spawn_blocking(move || {
-                d2.execute(&service, id);
-                d2.state()
-                    .scheduler
-                    .finished(&key, &start, now, Timestamp::now());
-                d2.wake.notify_one();
-            });
+            jobs.spawn_blocking(move || run_job(&d2, &service, Some(id), &key, &start, now));
         }
         let wait = d
             .state()

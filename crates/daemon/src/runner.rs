@@ -642,10 +642,10 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return fail(format!("region `{region}`: {e}")),
         };
-        let hosts = self.cluster.is_none().then(|| self.env.hostname.clone());
+        let only_host = self.cluster.is_none().then(|| self.env.hostname.clone());
         let req = lifeboat_core::CopyRequest {
             names: Vec::new(),
-            host: hosts.clone(),
+            host: only_host.clone(),
             dry_run: false,
         };
         let copier = |ids: &[String]| src.copy_to(&dest, ids);
@@ -688,7 +688,7 @@ impl Daemon {
                     Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
                     Err(e) => json!({"error": e.to_string()}),
                 };
-                let label = if hosts.is_some() {
+                let label = if only_host.is_some() {
                     service
                 } else {
                     format!("{host}/{service}")
@@ -697,7 +697,7 @@ impl Daemon {
             }
         }
         // What is there now, per service (for the lag metrics).
-        let newest = lifeboat_core::list_host_backups(&dest, None, hosts.as_deref())
+        let newest = lifeboat_core::list_host_backups(&dest, None, only_host.as_deref())
             .map(|list| {
                 let mut newest = std::collections::BTreeMap::new();
                 for b in list.iter().filter(|b| !b.safety) {

@@ -1,13 +1,7 @@
 //! A real 3-member etcd cluster per test (`scripts/etcd`, about 2 s to start).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/etcd")
-}
 
 static NEXT_BASE: AtomicU16 = AtomicU16::new(24200);
 
@@ -61,22 +55,12 @@ impl Etcd {
     }
 
     fn script(&self, args: &[&str]) {
-        let dir = self.dir.path().display().to_string();
-        let mut full = vec![args[0], dir.as_str()];
-        full.extend(&args[1..]);
-        let out = Command::new(script()).args(&full).output().unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/etcd {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::cluster_script("etcd", self.dir.path(), args);
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let dir = self.dir.path().display().to_string();
-        let _ = Command::new(script()).args(["stop", &dir]).output();
+        self.script(&["stop"]);
     }
 }

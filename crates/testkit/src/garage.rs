@@ -4,14 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/garage")
-}
 
 static NEXT_BASE: AtomicU16 = AtomicU16::new(39100);
 
@@ -41,20 +35,7 @@ impl Garage {
             .prefix("lifeboat-garage-")
             .tempdir()
             .unwrap();
-        let out = Command::new(script())
-            .args([
-                "start",
-                &dir.path().display().to_string(),
-                &base.to_string(),
-            ])
-            .output()
-            .expect("scripts/garage runs");
-        assert!(
-            out.status.success(),
-            "scripts/garage start failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::cluster_script("garage", dir.path(), &["start", &base.to_string()]);
         let env = std::fs::read_to_string(dir.path().join("env"))
             .unwrap()
             .lines()
@@ -94,15 +75,7 @@ impl Garage {
     }
 
     fn script(&self, args: &[&str]) {
-        let dir = self.dir.path().display().to_string();
-        let mut full = vec![args[0], dir.as_str()];
-        full.extend(&args[1..]);
-        let out = Command::new(script()).args(&full).output().unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/garage {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::cluster_script("garage", self.dir.path(), args);
     }
 }
 

@@ -18,6 +18,25 @@ mod memory_repo;
 mod tree;
 
 pub use corpus::write_corpus;
+
+/// Runs `scripts/NAME CMD DIR ARGS...` (the cluster scripts: garage, etcd); panics with
+/// what it printed when it fails.
+pub(crate) fn cluster_script(name: &str, dir: &std::path::Path, args: &[&str]) {
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../scripts/{name}"));
+    let out = std::process::Command::new(&script)
+        .arg(args[0])
+        .arg(dir)
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{name} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 pub use docker::{
     BUSYBOX_IMAGE, Cleanup, docker, docker_ok, ensure_busybox_image, unique, volume_path,
 };
