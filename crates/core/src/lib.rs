@@ -38,7 +38,7 @@ pub use recover::{
     RecoverOutcome, RecoverRequest, RecoveryIntent, dependents, dependents_of,
     interrupted_recoveries, missing_mounts, newest_good_backup, recover_container,
 };
-pub use restore::{RestoreOutcome, RestoreRequest, restore_container};
+pub use restore::{Gate, RestoreOutcome, RestoreRequest, restore_container};
 pub use retention::{RetentionOutcome, RetentionRequest, apply_retention, prune_gate};
 pub use scope::containers_in_scope;
 pub use tuning::Priority;

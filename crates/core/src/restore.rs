@@ -43,6 +43,46 @@ pub struct RestoreRequest {
     pub compose_files: bool,
     /// Write the compose project's files under this directory instead of their own paths.
     pub files_to: Option<PathBuf>,
+    /// Asked before each container is started (a cluster's fence).
+    pub gate: Gate,
+    /// Choose among every host's backups, not only this host's (a failover restores what
+    /// the dead host backed up).
+    pub any_host: bool,
+}
+
+/// A check asked before an irreversible step, such as starting a container a cluster's
+/// leader assigned here; an `Err` (why) stops the restore before that step.
+#[derive(Clone, Default)]
+pub struct Gate(Option<std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>>);
+
+impl Gate {
+    /// A gate asking `check`.
+    pub fn new(check: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Gate {
+        Gate(Some(std::sync::Arc::new(check)))
+    }
+
+    /// Ok to take `step`, else why not.
+    pub fn check(&self, step: &str) -> Result<(), CoreError> {
+        match &self.0 {
+            Some(check) => check().map_err(|why| {
+                CoreError::Repo(lifeboat_repo::RepoError::Withdrawn {
+                    step: step.to_string(),
+                    why,
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Gate(set)"
+        } else {
+            "Gate(none)"
+        })
+    }
 }
 
 /// What a restore did.
@@ -99,6 +139,8 @@ impl RestoreRequest {
             shared_volumes: BTreeMap::new(),
             compose_files: true,
             files_to: None,
+            gate: Gate::default(),
+            any_host: false,
         }
     }
 }
@@ -206,7 +248,7 @@ fn plan(
     let entry = find_backup(
         repo,
         name,
-        Some(&req.backup.hostname),
+        (!req.any_host).then_some(req.backup.hostname.as_str()),
         req.snapshot.as_deref(),
         req.at,
     )?;
@@ -460,6 +502,7 @@ fn create_and_start(
     }
     restore_layer(engine, repo, plan, name, note)?;
     if config.was_running {
+        req.gate.check(&format!("starting {name}"))?;
         engine.start_container(name)?;
         outcome.started = true;
         let parts = &plan.manifest.parts;

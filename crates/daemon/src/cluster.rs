@@ -24,6 +24,60 @@ use crate::etcd::{Cond, Etcd, EtcdError, Op};
 const LEADER: &str = "/lifeboat/leader";
 const HOSTS: &str = "/lifeboat/hosts/";
 const CLAIMS: &str = "/lifeboat/claims/";
+const OWNERS: &str = "/lifeboat/owners/";
+
+/// Where a `lifeboat.failover=auto` service lives: `/lifeboat/owners/SERVICE`, with no
+/// lease (it outlives its host). Written by its host when it first runs it, by the leader
+/// (under its fence) when it moves it, and by the new host when the move ends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Owner {
+    /// The container name.
+    pub service: String,
+    /// The host that runs it (while `moving`: the one restoring it).
+    pub host: String,
+    /// Whether it runs there, is being restored there, or that restore failed.
+    pub state: OwnerState,
+    /// Hosts it ran on before, oldest first: one that comes back stops its stale copy.
+    #[serde(default)]
+    pub previous: Vec<String>,
+    /// Its compose project: a stack moves together, to one host.
+    #[serde(default)]
+    pub stack: Option<String>,
+    /// `lifeboat.failover-hosts`: where it may go, in order of preference.
+    #[serde(default)]
+    pub failover_hosts: Vec<String>,
+    /// When this record was written (RFC 3339).
+    pub at: String,
+    /// What the move is, or why it failed.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Hosts whose restore of it failed during this move (not chosen again first).
+    #[serde(default)]
+    pub tried: Vec<String>,
+    /// The record's etcd revision (transactions compare it; not stored).
+    #[serde(skip)]
+    pub revision: i64,
+}
+
+/// Where a failover service is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerState {
+    /// It runs on its host.
+    #[default]
+    Running,
+    /// The leader moved it; its new host is restoring it.
+    Moving,
+    /// The new host's restore failed; the leader tries another host.
+    Failed,
+}
+
+impl Owner {
+    /// The etcd key of this record.
+    fn key(&self) -> String {
+        format!("{OWNERS}{}", self.service)
+    }
+}
 
 /// What a daemon publishes about its host, under its lease.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -69,6 +123,8 @@ pub struct ClusterView {
     pub etcd_error: Option<String>,
     /// The registered hosts, by name.
     pub hosts: Vec<HostView>,
+    /// Where each failover service lives, by name.
+    pub services: Vec<Owner>,
 }
 
 /// The outcome of claiming a repository-wide job's slot.
@@ -235,7 +291,7 @@ impl Cluster {
                 }
             }
         };
-        let (leader, hosts) = self.read()?;
+        let (leader, hosts, services) = self.read()?;
         let now = Timestamp::now();
         let mut inner = self.inner();
         inner.term = term;
@@ -253,6 +309,7 @@ impl Cluster {
             etcd_ok: true,
             etcd_error: None,
             hosts,
+            services,
         };
         Ok(became)
     }
@@ -321,8 +378,79 @@ impl Cluster {
         }
     }
 
-    /// The leading host and the registered ones, read from etcd.
-    fn read(&self) -> Result<(Option<String>, Vec<HostView>), EtcdError> {
+    /// Writes `owners` in one transaction, each only if its record is still at the revision
+    /// it was read at (0: it does not exist yet); `fenced`: only while this daemon leads.
+    /// Returns whether it was written.
+    pub fn write_owners(&self, owners: &[Owner], fenced: bool) -> Result<bool, EtcdError> {
+        let keys: Vec<String> = owners.iter().map(Owner::key).collect();
+        let values: Vec<Vec<u8>> = owners
+            .iter()
+            .map(|o| serde_json::to_vec(o).unwrap_or_default())
+            .collect();
+        let mut conds: Vec<Cond<'_>> = keys
+            .iter()
+            .zip(owners)
+            .map(|(k, o)| Cond::Modified(k, o.revision))
+            .collect();
+        if fenced {
+            let Some(term) = self.term() else {
+                return Ok(false);
+            };
+            conds.push(Cond::Created(LEADER, term));
+        }
+        let ops: Vec<Op<'_>> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| Op::Put(k, v, 0))
+            .collect();
+        Ok(self.etcd.txn(&conds, &ops)?.0)
+    }
+
+    /// Removes `owner`'s record if it is still at the revision it was read at.
+    pub fn forget_owner(&self, owner: &Owner) -> Result<bool, EtcdError> {
+        let key = owner.key();
+        Ok(self
+            .etcd
+            .txn(&[Cond::Modified(&key, owner.revision)], &[Op::Delete(&key)])?
+            .0)
+    }
+
+    /// Ok while every one of `owners` is still at the revision it was read at (a move this
+    /// host was given has not been taken back), else why not.
+    pub fn still_assigned(&self, owners: &[Owner]) -> Result<(), String> {
+        let keys: Vec<String> = owners.iter().map(Owner::key).collect();
+        let conds: Vec<Cond<'_>> = keys
+            .iter()
+            .zip(owners)
+            .map(|(k, o)| Cond::Modified(k, o.revision))
+            .collect();
+        match self.etcd.txn(&conds, &[]) {
+            Ok((true, _)) => Ok(()),
+            Ok((false, _)) => Err(format!(
+                "the cluster no longer assigns this move to `{}`",
+                self.plan.host
+            )),
+            Err(e) => Err(format!("cannot confirm the move with etcd: {e}")),
+        }
+    }
+
+    /// Every failover service's record, as etcd holds it now.
+    pub fn owners(&self) -> Result<Vec<Owner>, EtcdError> {
+        Ok(self
+            .etcd
+            .list(OWNERS)?
+            .into_iter()
+            .filter_map(|k| {
+                let mut o = serde_json::from_slice::<Owner>(&k.value).ok()?;
+                o.revision = k.mod_revision;
+                Some(o)
+            })
+            .collect())
+    }
+
+    /// The leading host, the registered ones and the failover services, read from etcd.
+    #[allow(clippy::type_complexity)]
+    fn read(&self) -> Result<(Option<String>, Vec<HostView>, Vec<Owner>), EtcdError> {
         let leader = self
             .etcd
             .get(LEADER)?
@@ -335,17 +463,18 @@ impl Cluster {
             .filter_map(|k| serde_json::from_slice::<HostRecord>(&k.value).ok())
             .map(|r| host_view(r, leader.as_deref(), now))
             .collect();
-        Ok((leader, hosts))
+        Ok((leader, hosts, self.owners()?))
     }
 
     /// Reads the cluster without joining it (`lifeboat cluster status`).
     pub fn observe(&self) -> Result<ClusterView, EtcdError> {
-        let (leader, hosts) = self.read()?;
+        let (leader, hosts, services) = self.read()?;
         Ok(ClusterView {
             host: self.plan.host.clone(),
             leader,
             etcd_ok: true,
             hosts,
+            services,
             ..Default::default()
         })
     }

@@ -50,6 +50,8 @@ pub struct ClusterSection {
     pub host: Option<String>,
     /// How long a silent daemon keeps its host registration and leadership (default 5s).
     pub lease_ttl: Option<String>,
+    /// How long a host must stay gone before its failover services move (default 30s).
+    pub failover_after: Option<String>,
 }
 
 /// The validated `[cluster]` section.
@@ -61,6 +63,9 @@ pub struct ClusterPlan {
     pub host: String,
     /// The lease (heartbeat) time to live.
     pub lease_ttl: Duration,
+    /// How long a host's registration must stay gone before the leader moves its
+    /// `lifeboat.failover=auto` services (a daemon restarting is back well within it).
+    pub failover_after: Duration,
 }
 
 impl ClusterSection {
@@ -108,10 +113,24 @@ impl ClusterSection {
                 "between 2s and 5m",
             ));
         }
+        let failover_after = match self.failover_after.as_deref() {
+            None => Duration::from_secs(30),
+            Some(t) => {
+                parse_duration(t).map_err(|e| bad("cluster.failover_after", t, &e.to_string()))?
+            }
+        };
+        if failover_after > Duration::from_secs(24 * 3600) {
+            return Err(bad(
+                "cluster.failover_after",
+                self.failover_after.as_deref().unwrap_or_default(),
+                "at most 24h (0s moves a host's services as soon as its lease expires)",
+            ));
+        }
         Ok(ClusterPlan {
             etcd: self.etcd.clone(),
             host: host.to_string(),
             lease_ttl: ttl,
+            failover_after,
         })
     }
 }
@@ -586,8 +605,8 @@ mod tests {
         let p = plan("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nhost = \"h1\"\n").unwrap();
         let c = p.cluster.unwrap();
         assert_eq!(
-            (c.host.as_str(), c.lease_ttl),
-            ("h1", Duration::from_secs(5))
+            (c.host.as_str(), c.lease_ttl, c.failover_after),
+            ("h1", Duration::from_secs(5), Duration::from_secs(30))
         );
         for (text, names) in [
             ("[cluster]\nhost = \"h1\"\n", "cluster.etcd"),
@@ -599,6 +618,10 @@ mod tests {
             (
                 "[cluster]\netcd = [\"http://e:1\"]\nhost = \"h1\"\nlease_ttl = \"1s\"\n",
                 "2s",
+            ),
+            (
+                "[cluster]\netcd = [\"http://e:1\"]\nhost = \"h1\"\nfailover_after = \"2d\"\n",
+                "cluster.failover_after",
             ),
         ] {
             let e = plan(text).unwrap_err().to_string();

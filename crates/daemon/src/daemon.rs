@@ -121,6 +121,8 @@ pub struct Service {
     pub recovering: Option<i64>,
     /// Its recovery failed: its schedules stay paused until its container starts again.
     pub held_after_failed_recovery: bool,
+    /// `lifeboat.failover=auto`: where it may come back if this host dies (in a cluster).
+    pub failover: Option<crate::failover::Spec>,
 }
 
 /// A service that failed: its container died, crash-loops, turned unhealthy, fails its
@@ -148,6 +150,8 @@ pub struct State {
     /// Per service, how many scheduled drills it had (they rotate through the primary and
     /// the regions).
     pub drill_turns: BTreeMap<String, usize>,
+    /// Host failover, as this host knows it.
+    pub failover: crate::failover::Local,
 }
 
 /// A region, as the daemon last saw it.
@@ -195,6 +199,8 @@ pub struct Daemon {
     pub jobs_started: AtomicU64,
     /// Its membership in a cluster (`[cluster]`), if it is in one.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The first reading of the engine's containers is done.
+    pub discovered: AtomicBool,
 }
 
 /// RPO status colour of a service, as the dashboard shows it.
@@ -354,6 +360,11 @@ impl Service {
 }
 
 impl Daemon {
+    /// The engine's containers have been read once (services not seen yet are gone).
+    pub fn discovered(&self) -> bool {
+        self.discovered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The state, locked.
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -51,6 +51,8 @@ pub struct Kv {
 pub enum Cond<'a> {
     /// The key was created at this revision (0: it does not exist).
     Created(&'a str, i64),
+    /// The key was last written at this revision (0: it does not exist).
+    Modified(&'a str, i64),
 }
 
 /// A write in a transaction.
@@ -228,6 +230,8 @@ impl Etcd {
             .map(|c| match c {
                 Cond::Created(key, rev) => json!({"target": "CREATE", "result": "EQUAL",
                     "key": B64.encode(key), "create_revision": rev.to_string()}),
+                Cond::Modified(key, rev) => json!({"target": "MOD", "result": "EQUAL",
+                    "key": B64.encode(key), "mod_revision": rev.to_string()}),
             })
             .collect();
         let success: Vec<Value> = ops

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod etcd;
+pub mod failover;
 mod failures;
 pub mod log;
 pub mod metrics;

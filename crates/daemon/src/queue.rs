@@ -50,7 +50,10 @@ impl Daemon {
         request: Option<Value>,
         trigger: &str,
     ) -> Result<i64, EnqueueError> {
-        let may_be_gone = matches!(kind, JobKind::Restore | JobKind::Recover);
+        let may_be_gone = matches!(
+            kind,
+            JobKind::Restore | JobKind::Recover | JobKind::Failover
+        );
         if self.stopping.load(Ordering::Relaxed) {
             return Err(EnqueueError::Stopping);
         }

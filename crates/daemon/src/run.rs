@@ -137,6 +137,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             services: Default::default(),
             regions: Default::default(),
             drill_turns: Default::default(),
+            failover: Default::default(),
         }),
         store: std::sync::Mutex::new(store),
         plan,
@@ -148,6 +149,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         started_at: Timestamp::now(),
         jobs_started: Default::default(),
         cluster: plan_cluster.map(|p| Arc::new(crate::cluster::Cluster::new(p))),
+        discovered: Default::default(),
     });
     {
         // Each region is copied to on its own schedule (the first copy at start), and the
@@ -189,6 +191,20 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         }
         Ok::<_, DaemonError>(out)
     })?;
+    if let Some(c) = &d.cluster {
+        // Before anything else: copies of services that moved to another host while this
+        // one was away are stopped, so a service never runs twice.
+        match c.owners() {
+            Ok(owners) => {
+                crate::failover::stop_stale_copies(&d, &c.plan.host, &owners);
+            }
+            Err(e) => log_line(
+                "error",
+                "etcd does not answer: stale copies of moved services are checked once it does",
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
     {
         let d = d.clone();
         std::thread::Builder::new()
@@ -257,6 +273,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
 fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
     let mut was_leading = false;
     let mut etcd_was_ok = true;
+    let mut gone = std::collections::BTreeMap::new();
     while !d.stopping.load(Ordering::Relaxed) {
         let record = crate::cluster::HostRecord {
             started_at: lifeboat_model::format_timestamp(d.started_at),
@@ -296,6 +313,15 @@ fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
                 },
                 json!({"error": view.etcd_error}),
             );
+        }
+        if view.etcd_ok {
+            crate::failover::follow(&d, &c, &view);
+            if view.leading {
+                crate::failover::lead(&c, &view, &mut gone);
+            }
+        }
+        if !view.leading {
+            gone.clear();
         }
         was_leading = view.leading;
         etcd_was_ok = view.etcd_ok;

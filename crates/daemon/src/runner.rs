@@ -171,6 +171,7 @@ impl Daemon {
                 self.recover(service, id, policy.as_ref(), r.snapshot, r.dry_run)
             }
             JobKind::Copy => self.copy(service, id),
+            JobKind::Failover => self.failover(service, id, request),
             JobKind::Check => self.check_repository(service, id),
             JobKind::Prune if service == crate::daemon::REPOSITORY_PRUNE => {
                 self.prune_repository(service, id)
@@ -212,7 +213,7 @@ impl Daemon {
             JobKind::Drill => self.after_drill(service, id, &end),
             JobKind::Recover => self.after_recover(service, id, &end),
             JobKind::Copy => self.after_copy(service, id, &end),
-            JobKind::Restore | JobKind::Prune | JobKind::Check => {}
+            JobKind::Restore | JobKind::Prune | JobKind::Check | JobKind::Failover => {}
         }
     }
 
@@ -760,6 +761,143 @@ impl Daemon {
                     end.error.as_deref().unwrap_or("")
                 ),
             }));
+        }
+    }
+
+    /// Restores on this host the services the cluster's leader moved here (`key` is
+    /// `failover#GROUP`): as a stack, health-gated, each container started only while the
+    /// move is still this host's; then records them as running here, or the failure (the
+    /// leader then tries another host).
+    fn failover(&self, key: &str, id: i64, request: Option<serde_json::Value>) -> JobEnd {
+        let Some(c) = self.cluster.clone() else {
+            return fail("a failover runs only in a cluster ([cluster] in the config file)");
+        };
+        let end = match request.map(serde_json::from_value::<crate::failover::FailoverJob>) {
+            Some(Ok(job)) => self.restore_moved(&c, key, id, &job),
+            _ => fail("bad failover request"),
+        };
+        self.state().failover.restoring.remove(key);
+        end
+    }
+
+    fn restore_moved(
+        &self,
+        c: &std::sync::Arc<crate::cluster::Cluster>,
+        key: &str,
+        id: i64,
+        job: &crate::failover::FailoverJob,
+    ) -> JobEnd {
+        let owners = match crate::failover::assigned(c, job) {
+            Ok(o) => o,
+            Err(e) => return fail(e),
+        };
+        let me = c.plan.host.clone();
+        let names: Vec<String> = owners.iter().map(|o| o.service.clone()).collect();
+        let from = owners[0].previous.last().cloned().unwrap_or_default();
+        let note = self.note_for(key, id);
+        // Written back with a few tries: a move left `moving` would be restored again.
+        let record = |error: Option<&str>| {
+            let after = crate::failover::after_restore(&owners, &me, error);
+            for attempt in 0..5 {
+                match c.write_owners(&after, false) {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        note("the move's records changed meanwhile; left as they are");
+                        return;
+                    }
+                    Err(e) if attempt == 4 => {
+                        note(&format!("cannot record the end of the move in etcd: {e}"))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_secs(1)),
+                }
+            }
+        };
+        let failed = |e: String| {
+            record(Some(&e));
+            fail(e)
+        };
+        note(&format!(
+            "restoring {} here: moved from {from}, whose registration expired",
+            names.join(", ")
+        ));
+        // Only this host's own stopped stale copies may be replaced (after a safety backup).
+        let mut force = false;
+        for n in &names {
+            match self.engine.container(n) {
+                Ok(None) => {}
+                Ok(Some(_)) if self.state().failover.moved_away.contains(n) => force = true,
+                Ok(Some(_)) => {
+                    return failed(format!(
+                        "a container named `{n}` already exists on `{me}` and is not a copy                          Lifeboat stopped; rename or remove it, or name other hosts in                          lifeboat.failover-hosts"
+                    ));
+                }
+                Err(e) => return failed(e.to_string()),
+            }
+        }
+        let repo = match self.open_repo() {
+            Ok(r) => r,
+            Err(e) => return failed(e.to_string()),
+        };
+        let plan = match lifeboat_core::stack::plan_stack(
+            self.engine.as_ref(),
+            &repo,
+            &Selection::Names(names.clone()),
+            None,
+        ) {
+            Ok(p) => p,
+            Err(e) => return failed(e.to_string()),
+        };
+        let backup = match self.backup_request(None, None) {
+            Ok(b) => b,
+            Err(e) => return failed(e),
+        };
+        let (gate_cluster, gate_owners) = (c.clone(), owners.clone());
+        let req = RestoreRequest {
+            force,
+            compose_files: false,
+            any_host: true,
+            gate: lifeboat_core::Gate::new(move || gate_cluster.still_assigned(&gate_owners)),
+            ..RestoreRequest::new(backup)
+        };
+        {
+            // From here the containers are this host's again: their events are followed.
+            let mut st = self.state();
+            for n in &names {
+                st.failover.moved_away.remove(n);
+            }
+        }
+        let t0 = Instant::now();
+        let results = lifeboat_core::stack::restore_stack(
+            self.engine.as_ref(),
+            &repo,
+            &plan,
+            &req,
+            &|_| None,
+            Duration::from_secs(600),
+            &note,
+        );
+        let seconds = t0.elapsed().as_secs_f64();
+        let error = results
+            .iter()
+            .find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.service)));
+        record(error.as_deref());
+        for n in &names {
+            if let Ok(details) = self.engine.container(n) {
+                crate::services::apply(self, n, details);
+            }
+        }
+        let detail = json!({"services": names, "from": from, "levels": plan.levels,
+            "run_id": plan.run_id, "results": results, "seconds": seconds});
+        match error {
+            None => JobEnd {
+                ok: true,
+                detail: Some(detail),
+                ..Default::default()
+            },
+            Some(e) => JobEnd {
+                detail: Some(detail),
+                ..fail(e)
+            },
         }
     }
 

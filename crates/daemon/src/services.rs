@@ -25,6 +25,8 @@ pub fn discover(d: &Daemon) -> Result<(), EngineError> {
         }
         apply(d, name, details);
     }
+    d.discovered
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let gone: Vec<String> = d
         .state()
         .services
@@ -68,7 +70,9 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         .scope
         .as_ref()
         .is_none_or(|(k, v)| c.config.label(k) == Some(v.as_str()));
-    if !in_scope || !is_enabled(&c.config.labels, d.plan.enable_all) {
+    // A service that moved to another host in the cluster: this stale copy is not managed.
+    let moved_away = d.state().failover.moved_away.contains(&name);
+    if moved_away || !in_scope || !is_enabled(&c.config.labels, d.plan.enable_all) {
         let mut st = d.state();
         if st.services.remove(&name).is_some() {
             st.scheduler.unschedule(&name);
@@ -82,7 +86,21 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         }
         return;
     }
-    let resolved = PolicyOptions::resolve(&d.plan.defaults, &d.plan.policies, &c.config.labels);
+    let mut resolved = PolicyOptions::resolve(&d.plan.defaults, &d.plan.policies, &c.config.labels);
+    let failover = match lifeboat_model::policy::failover_hosts(&c.config.labels) {
+        Ok(hosts) => hosts.map(|hosts| crate::failover::Spec {
+            hosts,
+            stack: c.compose.as_ref().map(|i| i.project.clone()),
+        }),
+        Err(e) => {
+            // A failover label that does not parse leaves the service unprotected, said
+            // as for any other invalid label.
+            if resolved.is_ok() {
+                resolved = Err(e);
+            }
+            None
+        }
+    };
     let (history, failures, drills) = {
         let store = d.store();
         (
@@ -114,8 +132,10 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         probe_failures: (0, None),
         recovering: None,
         held_after_failed_recovery: false,
+        failover: None,
     });
     service.present = true;
+    service.failover = failover;
     match resolved {
         Ok(policy) => {
             let sha = policy.fingerprint();

@@ -2,7 +2,8 @@
 //!
 //! API calls used (the whole surface Lifeboat touches on the root-equivalent socket):
 //! `GET /version`, `GET /info`, `GET /containers/json`, `GET /containers/{id}/json`,
-//! `POST /containers/create`, `POST /containers/{id}/start|stop`, `DELETE /containers/{id}`,
+//! `POST /containers/create`, `POST /containers/{id}/start|stop|update` (restart policy),
+//! `DELETE /containers/{id}`,
 //! `GET|POST|DELETE /volumes`, `GET /images/{name}/json`, `GET /images/{name}/get`,
 //! `POST /images/load`, `GET /networks/{id}`, `POST /networks/create`,
 //! `POST /networks/{id}/connect`, `GET /containers/{id}/stats` (doctor),
@@ -603,6 +604,20 @@ impl Engine for DockerEngine {
         self.rt
             .block_on(self.docker.stop_container(name, Some(opts)))
             .map_err(|e| classify("stop", "container", name, e))
+    }
+
+    fn never_restart(&self, name: &str) -> Result<(), EngineError> {
+        use bollard::models::{ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum};
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.docker.update_container(name, body))
+            .map_err(|e| classify("update", "container", name, e))
     }
 
     fn pause_container(&self, name: &str) -> Result<(), EngineError> {

@@ -233,6 +233,9 @@ pub trait Engine: Send + Sync {
     fn stop_container(&self, name: &str, timeout_s: i32) -> Result<(), EngineError>;
     /// Removes a container (forcibly, keeping its volumes).
     fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Sets a container's restart policy to `no`: the engine never starts it again by
+    /// itself (not even when the engine restarts).
+    fn never_restart(&self, name: &str) -> Result<(), EngineError>;
     /// Freezes every process of a running container (cgroup freezer).
     fn pause_container(&self, name: &str) -> Result<(), EngineError>;
     /// Thaws a paused container.

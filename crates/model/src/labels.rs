@@ -46,6 +46,12 @@ pub const RECOVER: &str = "lifeboat.recover";
 pub const RECOVER_AFTER: &str = "lifeboat.recover-after";
 /// `true`: a removed container is a failure too, and recovered (default `false`).
 pub const RECOVER_REMOVED: &str = "lifeboat.recover-removed";
+/// `auto`: when the service's host dies, the cluster's leader brings it back on another
+/// host from the shared repository (default `off`).
+pub const FAILOVER: &str = "lifeboat.failover";
+/// The hosts it may come back on, in order of preference, comma-separated (default: the
+/// least loaded host).
+pub const FAILOVER_HOSTS: &str = "lifeboat.failover-hosts";
 /// Healthchecks.io-style ping URL.
 pub const PING_URL: &str = "lifeboat.ping-url";
 /// Written by Lifeboat on a drill's copies: the sandbox they belong to.

@@ -102,6 +102,8 @@ words! {
         Copy = "copy",
         /// Checks the repository's structure (repository-wide).
         Check = "check",
+        /// Restores on this host the services the cluster moved here from a dead host.
+        Failover = "failover",
     }
 }
 

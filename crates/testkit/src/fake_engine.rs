@@ -438,6 +438,12 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    fn never_restart(&self, name: &str) -> Result<(), EngineError> {
+        self.with(name, |c| c.config.restart_policy.name = "no".into())?;
+        self.change(format!("never restart {name}"));
+        Ok(())
+    }
+
     fn remove_container(&self, name: &str) -> Result<(), EngineError> {
         self.world
             .lock()

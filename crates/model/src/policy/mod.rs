@@ -62,6 +62,9 @@ pub enum PolicyError {
     #[error("strategy `{0}` is not one of auto, postgres, mariadb, mysql, redis, sqlite, none")]
     /// An unknown hot strategy.
     Strategy(String),
+    #[error("{0}")]
+    /// A bad `lifeboat.failover` or `lifeboat.failover-hosts` label.
+    Failover(String),
     #[error("recover `{0}` is not one of auto, notify, off")]
     /// An unknown recovery mode.
     Recover(String),
@@ -331,9 +334,70 @@ pub fn is_enabled(labels: &BTreeMap<String, String>, all: bool) -> bool {
     }
 }
 
+/// Where a service may come back when its host dies: `None` unless `lifeboat.failover=auto`;
+/// else the hosts of `lifeboat.failover-hosts` in order of preference (empty: the least
+/// loaded host).
+pub fn failover_hosts(
+    labels: &BTreeMap<String, String>,
+) -> Result<Option<Vec<String>>, PolicyError> {
+    let value = |k: &str| labels.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    match value(labels::FAILOVER) {
+        None | Some("off") => Ok(None),
+        Some("auto") => {
+            let hosts: Vec<String> = value(labels::FAILOVER_HOSTS)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect();
+            for h in &hosts {
+                crate::names::container_name(h).map_err(|e| {
+                    PolicyError::Failover(format!(
+                        "label {}: `{h}` is not a host name ({e}); list [cluster] host names, \
+                         comma-separated",
+                        labels::FAILOVER_HOSTS
+                    ))
+                })?;
+            }
+            Ok(Some(hosts))
+        }
+        Some(other) => Err(PolicyError::Failover(format!(
+            "label {}: `{other}` is not a failover mode; use auto or off",
+            labels::FAILOVER
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_is_off_unless_asked_and_names_its_hosts_in_order() {
+        let hosts = |pairs: &[(&str, &str)]| failover_hosts(&labels(pairs)).unwrap();
+        assert_eq!(hosts(&[]), None);
+        assert_eq!(hosts(&[(labels::FAILOVER, "off")]), None);
+        assert_eq!(hosts(&[(labels::FAILOVER, "auto")]), Some(vec![]));
+        assert_eq!(
+            hosts(&[
+                (labels::FAILOVER, " auto "),
+                (labels::FAILOVER_HOSTS, "h3, h2,")
+            ]),
+            Some(vec!["h3".into(), "h2".into()])
+        );
+        let bad = failover_hosts(&labels(&[(labels::FAILOVER, "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("auto or off"), "{bad}");
+        let bad = failover_hosts(&labels(&[
+            (labels::FAILOVER, "auto"),
+            (labels::FAILOVER_HOSTS, "h2,../x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("`../x` is not a host name"), "{bad}");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
