@@ -183,7 +183,7 @@ pub fn render(d: &Daemon) -> String {
 }
 
 /// In a cluster: who leads (1) and who does not (0), per registered host, the heartbeat
-/// age of each, and whether etcd answers this daemon.
+/// age of each, where each failover service lives, and whether etcd answers this daemon.
 fn cluster_metrics(d: &Daemon, out: &mut String) {
     let Some(c) = &d.cluster else {
         return;
@@ -222,6 +222,22 @@ fn cluster_metrics(d: &Daemon, out: &mut String) {
             out,
             "lifeboat_cluster_heartbeat_age_seconds{{host=\"{}\"}} {age}",
             label(host)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_cluster_failover_service 1 per failover service, labelled with the \
+         host it lives on and its state (running, moving, failed).\n\
+         # TYPE lifeboat_cluster_failover_service gauge"
+    );
+    for o in &view.services {
+        let state = serde_json::to_value(o.state).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "lifeboat_cluster_failover_service{{service=\"{}\",host=\"{}\",state=\"{}\"}} 1",
+            label(&o.service),
+            label(&o.host),
+            state.as_str().unwrap_or("")
         );
     }
     let _ = writeln!(

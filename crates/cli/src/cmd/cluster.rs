@@ -6,7 +6,8 @@ use crate::exit::Code;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Hosts, their heartbeat age and services, and the leader (from the config's [cluster])
+    /// Hosts, their heartbeat age and services, the leader, and where each failover service
+    /// lives (from the config's [cluster])
     Status,
 }
 
@@ -46,6 +47,23 @@ pub fn run(g: &GlobalArgs, c: &Command) -> anyhow::Result<Code> {
     }
     if view.hosts.is_empty() {
         println!("(no host registered: no daemon of this cluster runs)");
+    }
+    if !view.services.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<20} {:<8}  NOTE",
+            "FAILOVER SERVICE", "HOST", "STATE"
+        );
+        for o in &view.services {
+            let state = serde_json::to_value(o.state)?;
+            println!(
+                "{:<24} {:<20} {:<8}  {}",
+                o.service,
+                o.host,
+                state.as_str().unwrap_or(""),
+                o.detail.as_deref().unwrap_or("")
+            );
+        }
     }
     Ok(Code::Ok)
 }

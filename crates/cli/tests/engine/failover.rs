@@ -210,6 +210,23 @@ fn a_dead_hosts_failover_stack_comes_back_healthy_elsewhere_and_never_runs_twice
                 .all(|(n, _)| owner(&d2, n) == Some(("h2".into(), "running".into())))
         },
     );
+    assert_eq!(
+        d2.metric(
+            "lifeboat_cluster_failover_service{service=\"db\",host=\"h2\",state=\"running\"}"
+        ),
+        Some(1.0)
+    );
+    let cfg = lbs[1].state.path().join("lifeboat.toml");
+    let status = lbs[1].run(&["--config", cfg.to_str().unwrap(), "cluster", "status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..] == ["web", "h2", "running"]),
+        "{}",
+        status.stdout
+    );
     let jobs = d2.jobs("failover%23shop");
     assert_eq!(jobs.len(), 1, "one failover job: {jobs:?}");
     assert_eq!(jobs[0]["state"], "succeeded", "{}", jobs[0]);
