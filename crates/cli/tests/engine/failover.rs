@@ -129,6 +129,39 @@ fn state_of(host: &TestHost, name: &str) -> String {
     ])
 }
 
+/// The benchmark's reference: restic restores the same three volume snapshots (the newest
+/// backup of each service) from the same repository, one after the other.
+fn restic_side_by_side(lb: &Lb, cold: bool) {
+    let target = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for (name, _) in STACK {
+        let listed = lb
+            .run(&["snapshots", name, "--all-hosts", "--json"])
+            .ok()
+            .json();
+        let newest = listed.as_array().and_then(|a| a.last()).cloned().unwrap();
+        for p in newest["parts"].as_array().unwrap() {
+            if p["kind"] == "volume" {
+                ids.push(p["snapshot_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    if cold {
+        assert!(crate::hosts::sh("sync; echo 3 > /proc/sys/vm/drop_caches"));
+    }
+    let t0 = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let to = target.path().join(i.to_string());
+        let r = lb.restic(&["restore", id, "--target", to.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    eprintln!(
+        "failover: restic restores the same {} volume snapshots in {:.1}s",
+        ids.len(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 const STACK: [(&str, Option<&str>); 3] = [("db", None), ("cache", None), ("web", Some("db"))];
 
 #[test]
@@ -181,6 +214,11 @@ fn a_dead_hosts_failover_stack_comes_back_healthy_elsewhere_and_never_runs_twice
         },
     );
 
+    // bench/failover.sh: the cold row starts with the page cache dropped.
+    let cold = std::env::var("LIFEBOAT_FAILOVER_COLD").is_ok_and(|v| v == "1");
+    if cold {
+        assert!(crate::hosts::sh("sync; echo 3 > /proc/sys/vm/drop_caches"));
+    }
     // The whole host dies: its containers, its engine, its daemon.
     d1.child.kill().unwrap();
     d1.child.wait().unwrap();
@@ -194,6 +232,13 @@ fn a_dead_hosts_failover_stack_comes_back_healthy_elsewhere_and_never_runs_twice
     let failover_s = t0.elapsed().as_secs_f64();
     eprintln!("failover: host killed to its 3-service stack healthy on h2 in {failover_s:.1}s");
     assert!(failover_s < 120.0);
+    let job_s = d2.jobs("failover%23shop")[0]["duration_seconds"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    eprintln!("failover: the restore job on h2 took {job_s:.1}s");
+    if std::env::var("LIFEBOAT_FAILOVER_BENCH").is_ok_and(|v| v == "1") {
+        restic_side_by_side(&lbs[0], cold);
+    }
     for (name, _) in STACK {
         assert_eq!(h2.docker(&["exec", name, "cat", "/data/v"]), "v2", "{name}");
         assert_eq!(
