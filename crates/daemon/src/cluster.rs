@@ -315,9 +315,15 @@ impl Cluster {
     }
 
     /// Claims slot `slot` of the repository-wide job `job` for this daemon, under its term.
-    pub fn claim(&self, job: &str, slot: i64, detail: &serde_json::Value) -> Claim {
+    /// The claim is kept `keep` (under a lease of its own), then etcd forgets it: by then its
+    /// window is long past and the slot can never be claimed again.
+    pub fn claim(&self, job: &str, slot: i64, keep: Duration, detail: &serde_json::Value) -> Claim {
         let Some(term) = self.term() else {
             return Claim::NotLeader;
+        };
+        let lease = match self.etcd.grant(keep.as_secs().max(60)) {
+            Ok(l) => l,
+            Err(e) => return Claim::Unavailable(e.to_string()),
         };
         let key = claim_key(job, slot);
         let value = serde_json::json!({"host": self.plan.host, "term": term,
@@ -325,8 +331,11 @@ impl Cluster {
         let value = serde_json::to_vec(&value).unwrap_or_default();
         let txn = self.etcd.txn(
             &[Cond::Created(LEADER, term), Cond::Created(&key, 0)],
-            &[Op::Put(&key, &value, 0)],
+            &[Op::Put(&key, &value, lease)],
         );
+        if !matches!(txn, Ok((true, _))) {
+            let _ = self.etcd.revoke(lease);
+        }
         match txn {
             Ok((true, _)) => Claim::Won,
             Ok((false, _)) => match self.etcd.get(&key) {

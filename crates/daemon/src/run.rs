@@ -359,7 +359,9 @@ fn claim_slot(d: &Daemon, key: &str, now: Timestamp) -> (Timestamp, Option<i64>)
         return (now, None);
     };
     let (slot, began) = crate::cluster::slot_of(&schedule, now);
-    match c.claim(key, slot, &json!({"job": key})) {
+    // Kept two windows (and at least a minute) past its start, then forgotten by etcd.
+    let keep = schedule.interval(now) * 2 + Duration::from_secs(60);
+    match c.claim(key, slot, keep, &json!({"job": key})) {
         crate::cluster::Claim::Won => (began, Some(slot)),
         crate::cluster::Claim::NotLeader => (began, None),
         other => {

@@ -167,6 +167,15 @@ fn the_leader_killed_with_sigkill_hands_over_within_ten_seconds_and_each_slot_ru
             "{service}: a slot was skipped across the takeover: {all:?}"
         );
     }
+    // Every claim is under a lease of its own: etcd forgets it once its window is long past.
+    let claims = lifeboat_daemon::etcd::Etcd::new(&etcd.endpoints, Duration::from_secs(2))
+        .list("/lifeboat/claims/")
+        .unwrap();
+    assert!(claims.len() >= 12, "{} claims", claims.len());
+    assert!(
+        claims.iter().all(|k| k.lease != 0),
+        "a claim without a lease: {claims:?}"
+    );
     // Both leaders ran repository-wide jobs; standbys never did.
     let ran_on: Vec<usize> = daemons
         .iter()

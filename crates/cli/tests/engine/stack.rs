@@ -219,14 +219,29 @@ pub fn fill(path: &std::path::Path, mb: usize) {
 }
 
 /// When the container's healthcheck first passed (RFC 3339), from its health log.
-fn first_healthy(name: &str) -> String {
-    let log = inspect(name, "{{json .State.Health.Log}}");
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
-    entries
-        .iter()
-        .find(|e| e["ExitCode"] == 0)
-        .map(|e| e["End"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("{name} never healthy: {log}"))
+/// When `name` first turned healthy since `since`, from the engine's event log (its health
+/// log keeps only the last five checks, too few once a restore takes a while).
+fn first_healthy(name: &str, since: jiff::Timestamp) -> jiff::Timestamp {
+    let until = jiff::Timestamp::now().as_second() + 1;
+    let events = docker(&[
+        "events",
+        "--since",
+        &since.as_second().to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        &format!("container={name}"),
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.TimeNano}} {{.Action}}",
+    ]);
+    events
+        .lines()
+        .find(|l| l.ends_with("health_status: healthy"))
+        .and_then(|l| l.split(' ').next()?.parse::<i128>().ok())
+        .map(|ns| jiff::Timestamp::from_nanosecond(ns).unwrap())
+        .unwrap_or_else(|| panic!("{name} never healthy since {since}: {events}"))
 }
 
 fn ts(s: &str) -> jiff::Timestamp {
@@ -260,6 +275,7 @@ fn a_three_service_stack_is_restored_from_scratch_in_dependency_order() {
     );
     assert!(!docker_ok(&["inspect", &s.db]), "--plan created nothing");
 
+    let restore_began = jiff::Timestamp::now();
     let out = lb
         .run(&["restore", "--project", &s.project, "--json"])
         .ok()
@@ -272,11 +288,11 @@ fn a_three_service_stack_is_restored_from_scratch_in_dependency_order() {
     let agent_started = ts(&inspect(&s.agent, "{{.State.StartedAt}}"));
     let web_started = ts(&inspect(&s.web, "{{.State.StartedAt}}"));
     assert!(
-        agent_started >= ts(&first_healthy(&s.db)),
+        agent_started >= first_healthy(&s.db, restore_began),
         "the agent started before the database was healthy"
     );
     assert!(
-        web_started >= ts(&first_healthy(&s.agent)),
+        web_started >= first_healthy(&s.agent, restore_began),
         "the web front started before the agent was healthy"
     );
     // The data came back (Redis' snapshot of the moment of the backup), and the chain works.
