@@ -37,7 +37,8 @@ pub struct Owner {
     pub host: String,
     /// Whether it runs there, is being restored there, or that restore failed.
     pub state: OwnerState,
-    /// Hosts it ran on before, oldest first: one that comes back stops its stale copy.
+    /// Every host it ran on before, each once, the most recent last: one of them that comes
+    /// back and is not `host` stops its stale copy.
     #[serde(default)]
     pub previous: Vec<String>,
     /// Its compose project: a stack moves together, to one host.

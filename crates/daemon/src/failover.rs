@@ -142,10 +142,13 @@ pub fn plan_moves(
                 if n.state != OwnerState::Failed {
                     n.tried.clear();
                 }
-                if n.host != to && n.previous.last() != Some(&n.host) {
-                    n.previous.push(n.host.clone());
+                // Every host it ran on, each once, the most recent last (a host that comes
+                // back and is not its host any more has a stale copy).
+                if n.host != to {
+                    let left = n.host.clone();
+                    n.previous.retain(|h| *h != left);
+                    n.previous.push(left);
                 }
-                n.previous.retain(|h| *h != to);
                 n.detail = Some(match o.state {
                     OwnerState::Failed => format!(
                         "moving to {to}: the restore on {from} failed ({})",
@@ -561,12 +564,17 @@ mod tests {
     }
 
     #[test]
-    fn a_service_moved_back_to_a_host_is_no_longer_stale_there() {
+    fn a_service_moved_back_remembers_every_host_it_ran_on_once() {
         let mut o = owner("db", "h2", None, &[]);
         o.previous = vec!["h1".into()];
         let m = plan_moves(&[o], &load(&[("h1", 0)]), &|_| true);
         assert_eq!(m[0].to, "h1");
-        assert_eq!(m[0].owners[0].previous, vec!["h2".to_string()]);
+        assert_eq!(m[0].owners[0].host, "h1");
+        assert_eq!(
+            m[0].owners[0].previous,
+            vec!["h1".to_string(), "h2".into()],
+            "h1 restores over its own old copy; h2 is now the stale one"
+        );
     }
 
     #[test]

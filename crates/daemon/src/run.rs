@@ -213,10 +213,15 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             .map_err(DaemonError::Runtime)?;
     }
     if let Some(c) = d.cluster.clone() {
-        let d = d.clone();
+        let (d1, c1) = (d.clone(), c.clone());
         std::thread::Builder::new()
             .name("lifeboat-cluster".into())
-            .spawn(move || heartbeat(d, c))
+            .spawn(move || heartbeat(d1, c1))
+            .map_err(DaemonError::Runtime)?;
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("lifeboat-failover".into())
+            .spawn(move || failover_loop(d, c))
             .map_err(DaemonError::Runtime)?;
     }
     {
@@ -273,7 +278,6 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
 fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
     let mut was_leading = false;
     let mut etcd_was_ok = true;
-    let mut gone = std::collections::BTreeMap::new();
     while !d.stopping.load(Ordering::Relaxed) {
         let record = crate::cluster::HostRecord {
             started_at: lifeboat_model::format_timestamp(d.started_at),
@@ -314,20 +318,32 @@ fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
                 json!({"error": view.etcd_error}),
             );
         }
-        if view.etcd_ok {
-            crate::failover::follow(&d, &c, &view);
-            if view.leading {
-                crate::failover::lead(&c, &view, &mut gone);
-            }
-        }
-        if !view.leading {
-            gone.clear();
-        }
         was_leading = view.leading;
         etcd_was_ok = view.etcd_ok;
         std::thread::sleep(c.beat_interval());
     }
     c.leave();
+}
+
+/// Host failover, on its own thread so engine calls never delay a heartbeat: after each
+/// beat's reading of the cluster, this host follows it (registers its failover services,
+/// restores what moved here, stops stale copies) and, while it leads, moves the services of
+/// dead hosts.
+fn failover_loop(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
+    let mut gone = std::collections::BTreeMap::new();
+    while !d.stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(c.beat_interval());
+        let view = c.view();
+        if !view.etcd_ok {
+            continue;
+        }
+        crate::failover::follow(&d, &c, &view);
+        if view.leading {
+            crate::failover::lead(&c, &view, &mut gone);
+        } else {
+            gone.clear();
+        }
+    }
 }
 
 /// Runs job `id` (none: the slot was not this daemon's), then frees the schedule entry `key`

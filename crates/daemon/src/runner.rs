@@ -820,12 +820,15 @@ impl Daemon {
             "restoring {} here: moved from {from}, whose registration expired",
             names.join(", ")
         ));
-        // Only this host's own stopped stale copies may be replaced (after a safety backup).
+        // Only this host's own stale copies (it ran the service before) may be replaced,
+        // after a safety backup.
         let mut force = false;
-        for n in &names {
+        for o in &owners {
+            let n = &o.service;
+            let own_copy = o.previous.contains(&me) || self.state().failover.moved_away.contains(n);
             match self.engine.container(n) {
                 Ok(None) => {}
-                Ok(Some(_)) if self.state().failover.moved_away.contains(n) => force = true,
+                Ok(Some(_)) if own_copy => force = true,
                 Ok(Some(_)) => {
                     return failed(format!(
                         "a container named `{n}` already exists on `{me}` and is not a copy                          Lifeboat stopped; rename or remove it, or name other hosts in                          lifeboat.failover-hosts"
