@@ -37,8 +37,9 @@ pub struct Local {
     pub moved_away: BTreeSet<String>,
     /// Owner records (service, revision) this host already checked for a stale copy.
     checked: BTreeSet<(String, i64)>,
-    /// Moves to this host whose restore job is queued or running (the group's key).
-    pub restoring: BTreeSet<String>,
+    /// Moves to this host already queued, as (service, record revision): a view read before
+    /// the job rewrote the records never queues the same move twice.
+    queued: BTreeSet<(String, i64)>,
     /// Services whose name another host already owns (warned once).
     clashes: BTreeSet<String>,
 }
@@ -391,8 +392,16 @@ pub fn follow(d: &Daemon, c: &Cluster, view: &ClusterView) {
     }
     for (group, members) in groups {
         let key = format!("failover#{group}");
-        if !d.state().failover.restoring.insert(key.clone()) {
-            continue;
+        let refs: Vec<(String, i64)> = members
+            .iter()
+            .map(|o| (o.service.clone(), o.revision))
+            .collect();
+        {
+            let mut st = d.state();
+            if refs.iter().all(|r| st.failover.queued.contains(r)) {
+                continue;
+            }
+            st.failover.queued.extend(refs.iter().cloned());
         }
         let request = FailoverJob {
             owners: members
@@ -416,7 +425,11 @@ pub fn follow(d: &Daemon, c: &Cluster, view: &ClusterView) {
                 json!({"job": job, "services": members.iter().map(|o| &o.service).collect::<Vec<_>>()}),
             ),
             Err(e) => {
-                d.state().failover.restoring.remove(&key);
+                let mut st = d.state();
+                for r in &refs {
+                    st.failover.queued.remove(r);
+                }
+                drop(st);
                 log_line(
                     "error",
                     "failover: cannot queue the restore",

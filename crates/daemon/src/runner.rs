@@ -772,12 +772,10 @@ impl Daemon {
         let Some(c) = self.cluster.clone() else {
             return fail("a failover runs only in a cluster ([cluster] in the config file)");
         };
-        let end = match request.map(serde_json::from_value::<crate::failover::FailoverJob>) {
+        match request.map(serde_json::from_value::<crate::failover::FailoverJob>) {
             Some(Ok(job)) => self.restore_moved(&c, key, id, &job),
             _ => fail("bad failover request"),
-        };
-        self.state().failover.restoring.remove(key);
-        end
+        }
     }
 
     fn restore_moved(
