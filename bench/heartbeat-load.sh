@@ -13,41 +13,12 @@ N="${1:-50}"
 WINDOW="${2:-60}"
 TTL="${3:-5s}"
 release_build
-WORK="$(mktemp -d /tmp/lifeboat-hbload.XXXXXX)"
-ETCD="$WORK/etcd"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 2
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  scripts/etcd stop "$ETCD" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-scripts/etcd start "$ETCD" 24700 >/dev/null
-endpoints="$(sed 's/.*/"&"/' "$ETCD/endpoints" | paste -sd, -)"
-export LIFEBOAT_API_TOKEN=bench-token-0123456789
-LIFEBOAT_STATE_DIR="$WORK/s1" "$LB" init >/dev/null 2>&1
-port() { echo $((25000 + $1)); }
+cluster_setup hbload 24700 25000
 for h in $(seq 1 "$N"); do
-  mkdir -p "$WORK/s$h"
-  cat >"$WORK/s$h/lifeboat.toml" <<CONF
-[daemon]
-scope = "lifeboat.bench=heartbeat-none"
-check = "10s"
-[cluster]
-etcd = [$endpoints]
-host = "h$h"
-lease_ttl = "$TTL"
-[repository]
-location = "$WORK/s1/repository"
-password_file = "$WORK/s1/repository.key"
-CONF
-  LIFEBOAT_STATE_DIR="$WORK/s$h" "$LB" --config "$WORK/s$h/lifeboat.toml" daemon \
-    --listen "127.0.0.1:$(port "$h")" 2>"$WORK/d$h.log" &
-  pids[$h]=$!
+  member_config "$h" 'scope = "lifeboat.bench=heartbeat-none"' 'check = "10s"'
+  member_start "$h"
 done
-api() { curl -sf -m 2 -H "Authorization: Bearer $LIFEBOAT_API_TOKEN" "http://127.0.0.1:$(port "$1")$2"; }
+api() { member_api "$@"; }
 for _ in $(seq 1 300); do
   n=$(api 1 /api/v1/cluster 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["hosts"]))' 2>/dev/null || echo 0)
   [ "$n" = "$N" ] && break

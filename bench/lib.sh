@@ -84,3 +84,56 @@ stack_down() {
   docker volume rm -f "${1}_dbdata" "${1}_agentstate" "${1}_site" >/dev/null 2>&1 || true
   docker network rm "${1}_default" >/dev/null 2>&1 || true
 }
+
+# Cluster benchmarks. cluster_setup TAG ETCD_PORT API_PORT: sets WORK (removed at exit, with
+# every daemon started and the etcd), ETCD, endpoints, the API token; starts a 3-member etcd
+# (scripts/etcd) and initialises the shared repository in $WORK/s1.
+cluster_setup() {
+  WORK="$(mktemp -d "/tmp/lifeboat-$1.XXXXXX")"
+  ETCD="$WORK/etcd"
+  MEMBER_PORT_BASE="$3"
+  pids=()
+  trap cluster_cleanup EXIT
+  scripts/etcd start "$ETCD" "$2" >/dev/null
+  endpoints="$(sed 's/.*/"&"/' "$ETCD/endpoints" | paste -sd, -)"
+  export LIFEBOAT_API_TOKEN=bench-token-0123456789
+  LIFEBOAT_STATE_DIR="$WORK/s1" "$LB" init >/dev/null 2>&1
+}
+cluster_cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  scripts/etcd stop "$ETCD" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+# member_port H: host hH's API port
+member_port() { echo $((MEMBER_PORT_BASE + $1)); }
+# member_config H [DAEMON_LINE...]: host hH's config (the shared repository, lease_ttl $TTL)
+member_config() {
+  local h="$1"
+  shift
+  mkdir -p "$WORK/s$h"
+  {
+    echo "[daemon]"
+    printf '%s\n' "$@"
+    cat <<CONF
+[cluster]
+etcd = [$endpoints]
+host = "h$h"
+lease_ttl = "$TTL"
+[repository]
+location = "$WORK/s1/repository"
+password_file = "$WORK/s1/repository.key"
+CONF
+  } >"$WORK/s$h/lifeboat.toml"
+}
+# member_start H: starts host hH's release daemon (its pid in pids[H])
+member_start() {
+  LIFEBOAT_STATE_DIR="$WORK/s$1" "$LB" --config "$WORK/s$1/lifeboat.toml" daemon \
+    --listen "127.0.0.1:$(member_port "$1")" 2>"$WORK/d$1.log" &
+  pids[$1]=$!
+}
+# member_api H PATH: GET PATH from host hH's API
+member_api() {
+  curl -sf -m 2 -H "Authorization: Bearer $LIFEBOAT_API_TOKEN" "http://127.0.0.1:$(member_port "$1")$2"
+}

@@ -10,43 +10,10 @@ cd "$(dirname "$0")/.."
 RUNS="${1:-10}"
 TTL="${2:-5s}"
 release_build
-WORK="$(mktemp -d /tmp/lifeboat-takeover.XXXXXX)"
-ETCD="$WORK/etcd"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  scripts/etcd stop "$ETCD" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-scripts/etcd start "$ETCD" 24500 >/dev/null
-endpoints="$(sed 's/.*/"&"/' "$ETCD/endpoints" | paste -sd, -)"
-export LIFEBOAT_API_TOKEN=bench-token-0123456789
-LIFEBOAT_STATE_DIR="$WORK/s1" "$LB" init >/dev/null 2>&1
-for h in 1 2; do
-  mkdir -p "$WORK/s$h"
-  cat >"$WORK/s$h/lifeboat.toml" <<CONF
-[daemon]
-scope = "lifeboat.bench=takeover-none"
-[cluster]
-etcd = [$endpoints]
-host = "h$h"
-lease_ttl = "$TTL"
-[repository]
-location = "$WORK/s1/repository"
-password_file = "$WORK/s1/repository.key"
-CONF
-done
-port() { echo $((24600 + $1)); }
-start() {
-  LIFEBOAT_STATE_DIR="$WORK/s$1" "$LB" --config "$WORK/s$1/lifeboat.toml" daemon \
-    --listen "127.0.0.1:$(port "$1")" 2>"$WORK/d$1.log" &
-  pids[$1]=$!
-}
-leading() {
-  curl -sf -m 1 -H "Authorization: Bearer $LIFEBOAT_API_TOKEN" "http://127.0.0.1:$(port "$1")/api/v1/cluster" 2>/dev/null \
-    | grep -q '"leading":true'
-}
+cluster_setup takeover 24500 24600
+for h in 1 2; do member_config "$h" 'scope = "lifeboat.bench=takeover-none"'; done
+start() { member_start "$1"; }
+leading() { member_api "$1" /api/v1/cluster 2>/dev/null | grep -q '"leading":true'; }
 start 1; start 2
 for _ in $(seq 1 200); do leading 1 || leading 2 && break; sleep 0.1; done
 : >"$WORK/times"

@@ -452,8 +452,15 @@ impl Cluster {
             .into_iter()
             .filter_map(|k| {
                 let mut o = serde_json::from_slice::<Owner>(&k.value).ok()?;
+                // Names reach the engine: a record that does not hold one is ignored.
+                let name = lifeboat_model::names::container_name;
+                let named = name(&o.service).is_ok()
+                    && k.key == o.key()
+                    && std::iter::once(&o.host)
+                        .chain(&o.previous)
+                        .all(|h| name(h).is_ok());
                 o.revision = k.mod_revision;
-                Some(o)
+                named.then_some(o)
             })
             .collect())
     }

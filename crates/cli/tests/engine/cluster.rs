@@ -22,7 +22,8 @@ fn member_settings(first: &Lb, etcd: &Etcd, host: &str, more: &str) -> String {
     )
 }
 
-fn cluster(d: &Daemon) -> serde_json::Value {
+/// `GET /api/v1/cluster` of `d` (null outside a cluster or when it does not answer).
+pub fn cluster(d: &Daemon) -> serde_json::Value {
     let r = d.get("/api/v1/cluster");
     if r.status == 200 {
         r.json()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_testkit::etcd::Etcd;
 
+use crate::cluster::cluster;
 use crate::common::*;
 use crate::daemon::Daemon;
 use crate::hosts::TestHost;
@@ -22,15 +23,6 @@ fn settings(first: &Lb, etcd: &Etcd, host: &str) -> String {
         first.repo().display(),
         first.key_file().display()
     )
-}
-
-fn cluster(d: &Daemon) -> serde_json::Value {
-    let r = d.get("/api/v1/cluster");
-    if r.status == 200 {
-        r.json()
-    } else {
-        serde_json::Value::Null
-    }
 }
 
 /// Where the cluster says `service` lives, and in which state.
