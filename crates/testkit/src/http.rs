@@ -42,6 +42,18 @@ fn decode_chunked(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Reads once, retrying a read a signal interrupted (test processes get
+/// signals from the daemons and engines they start).
+fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> usize {
+    loop {
+        match s.read(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+}
+
 /// Sends one request to `http://host:port/path` and reads the whole response.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
     let rest = url.strip_prefix("http://").expect("http:// URL");
@@ -73,7 +85,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
-        let n = s.read(&mut buf).unwrap();
+        let n = read_retrying(&mut s, &mut buf);
         assert!(n > 0, "connection closed before the response head");
         raw.extend_from_slice(&buf[..n]);
     };
@@ -103,7 +115,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         if done {
             break;
         }
-        let n = s.read(&mut buf).unwrap();
+        let n = read_retrying(&mut s, &mut buf);
         if n == 0 {
             break;
         }

@@ -217,10 +217,15 @@ fn the_dashboard_shows_services_and_backs_up_on_click_in_chromium() {
         &format!("return document.querySelector(\"{row}\") !== null"),
         Duration::from_secs(20),
     );
-    let status = b.js(&format!(
-        "return document.querySelector(\"{row} [data-field=status]\").textContent"
-    ));
-    assert!(status.as_str().unwrap().starts_with("ok"), "{status}");
+    // A scheduled backup may be running at this moment ("running"); the
+    // page refreshes itself, so wait for the service to be idle again.
+    b.wait_js(
+        "the service's status to be ok",
+        &format!(
+            "return document.querySelector(\"{row} [data-field=status]\").textContent.startsWith('ok')"
+        ),
+        Duration::from_secs(60),
+    );
     let rpo = b.js(&format!(
         "return document.querySelector(\"{row} [data-field=rpo]\").className"
     ));
