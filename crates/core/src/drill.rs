@@ -378,6 +378,8 @@ fn drill_in(
         sandbox_network: Some(sandbox.network.clone()),
         health_timeout: req.timeout,
         compose_files: false,
+        // The plan chose each snapshot; in a cluster it may be another host's.
+        any_host: true,
         ..RestoreRequest::new(req.backup.clone())
     };
     let drill = sandbox.id.clone();

@@ -25,6 +25,7 @@ const LEADER: &str = "/lifeboat/leader";
 const HOSTS: &str = "/lifeboat/hosts/";
 const CLAIMS: &str = "/lifeboat/claims/";
 const OWNERS: &str = "/lifeboat/owners/";
+const DRILLS: &str = "/lifeboat/drills/";
 
 /// Where a `lifeboat.failover=auto` service lives: `/lifeboat/owners/SERVICE`, with no
 /// lease (it outlives its host). Written by its host when it first runs it, by the leader
@@ -93,6 +94,55 @@ pub struct HostRecord {
     pub api: String,
     /// The services it manages.
     pub services: Vec<String>,
+    /// Its services' drill schedules (the leader runs them).
+    #[serde(default)]
+    pub drills: Vec<DrillPlan>,
+}
+
+/// A service's drills, as its host publishes them for the leader.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillPlan {
+    /// The container name.
+    pub service: String,
+    /// `lifeboat.drill`, as written (`1d`, `@daily`...).
+    pub every: String,
+    /// It has a backup to drill.
+    pub backed_up: bool,
+}
+
+/// The end of one drill, published by the host that ran it (`/lifeboat/drills/SERVICE/
+/// HOST-JOB`, under a lease): the service's own host counts it as its own drill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillResult {
+    /// The container name.
+    pub service: String,
+    /// The host that ran the drill.
+    pub host: String,
+    /// The drill's job id on that host.
+    pub job: i64,
+    /// It restored, started and probed the backup.
+    pub ok: bool,
+    /// The backup it restored.
+    pub backup_id: Option<String>,
+    /// Its manifest snapshot.
+    pub snapshot_id: Option<String>,
+    /// The region it restored from (none: the primary repository).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// When it started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// How long it ran.
+    pub duration_seconds: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl DrillResult {
+    fn key(&self) -> String {
+        format!("{DRILLS}{}/{}-{}", self.service, self.host, self.job)
+    }
 }
 
 /// A host as the API shows it.
@@ -442,6 +492,31 @@ impl Cluster {
             )),
             Err(e) => Err(format!("cannot confirm the move with etcd: {e}")),
         }
+    }
+
+    /// Publishes the end of a drill this daemon ran, kept `keep` (then etcd forgets it).
+    pub fn publish_drill(&self, result: &DrillResult, keep: Duration) -> Result<(), EtcdError> {
+        let lease = self.etcd.grant(keep.as_secs().max(60))?;
+        let value = serde_json::to_vec(result).unwrap_or_default();
+        self.etcd.put(&result.key(), &value, lease)
+    }
+
+    /// Every published drill result, oldest first. Results whose names are not valid
+    /// container or host names, or whose key does not match, are ignored.
+    pub fn drill_results(&self) -> Result<Vec<DrillResult>, EtcdError> {
+        let name = lifeboat_model::names::container_name;
+        let mut out: Vec<(i64, DrillResult)> = self
+            .etcd
+            .list(DRILLS)?
+            .into_iter()
+            .filter_map(|k| {
+                let r = serde_json::from_slice::<DrillResult>(&k.value).ok()?;
+                let named = name(&r.service).is_ok() && name(&r.host).is_ok() && k.key == r.key();
+                named.then_some((k.create_revision, r))
+            })
+            .collect();
+        out.sort_by_key(|(rev, _)| *rev);
+        Ok(out.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Every failover service's record, as etcd holds it now.

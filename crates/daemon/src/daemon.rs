@@ -152,6 +152,8 @@ pub struct State {
     pub drill_turns: BTreeMap<String, usize>,
     /// Host failover, as this host knows it.
     pub failover: crate::failover::Local,
+    /// The cluster's drills, as this host knows them.
+    pub drills: crate::drills::Local,
 }
 
 /// A region, as the daemon last saw it.
@@ -413,6 +415,9 @@ pub fn repository_wide(key: &str) -> bool {
 impl Daemon {
     /// The schedule of a repository-wide entry.
     pub fn repository_schedule(&self, key: &str) -> Option<lifeboat_model::policy::Schedule> {
+        if let Some(service) = key.strip_suffix("#drill") {
+            return self.state().drills.scheduled.get(service).cloned();
+        }
         match key {
             REPOSITORY_CHECK => self.plan.check.clone(),
             REPOSITORY_PRUNE => self.plan.prune.clone(),

@@ -7,7 +7,7 @@
 //! event stream), `runner` (executes jobs through `lifeboat-core`), `queue` (the domain API
 //! the HTTP layer calls), `notify` (webhooks and pings), `log`, `metrics`, `api` (axum:
 //! translates HTTP to calls and typed errors to status codes, nothing more), `dashboard`;
-//! `run` wires them together. No two modules import each other.
+//! `cluster`, `etcd`, `failover` and `drills` (cluster mode); `run` wires them together. No two modules import each other.
 //!
 //! Never: block an async task on the engine or the repository (both are synchronous and
 //! run on blocking threads), or let the HTTP layer touch the domain crates directly.
@@ -18,6 +18,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod drills;
 pub mod etcd;
 pub mod failover;
 mod failures;

@@ -138,6 +138,7 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
             regions: Default::default(),
             drill_turns: Default::default(),
             failover: Default::default(),
+            drills: Default::default(),
         }),
         store: std::sync::Mutex::new(store),
         plan,
@@ -279,10 +280,18 @@ fn heartbeat(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
     let mut was_leading = false;
     let mut etcd_was_ok = true;
     while !d.stopping.load(Ordering::Relaxed) {
+        let (services, drills) = {
+            let st = d.state();
+            (
+                st.services.keys().cloned().collect(),
+                crate::drills::plans(&st),
+            )
+        };
         let record = crate::cluster::HostRecord {
             started_at: lifeboat_model::format_timestamp(d.started_at),
             api: d.plan.listen.to_string(),
-            services: d.state().services.keys().cloned().collect(),
+            services,
+            drills,
             ..Default::default()
         };
         let became = c.beat(record);
@@ -338,6 +347,7 @@ fn failover_loop(d: Arc<Daemon>, c: Arc<crate::cluster::Cluster>) {
             continue;
         }
         crate::failover::follow(&d, &c, &view);
+        crate::drills::tick(&d, &c, &view);
         if view.leading {
             crate::failover::lead(&c, &view, &mut gone);
         } else {
@@ -418,7 +428,9 @@ async fn schedule_loop(d: Arc<Daemon>, signals: Signals) {
                 None if key == crate::daemon::REPOSITORY_PRUNE => (key.clone(), JobKind::Prune),
                 None => (key.clone(), JobKind::Backup),
             };
-            let cluster_wide = d.cluster.is_some() && crate::daemon::repository_wide(&key);
+            // In a cluster, scheduled drills are the leader's too (crate::drills).
+            let cluster_wide = d.cluster.is_some()
+                && (crate::daemon::repository_wide(&key) || kind == JobKind::Drill);
             if cluster_wide && matches!(start, Start::Scheduled) {
                 // Only the leader, once per slot: the claim goes to etcd, off this task.
                 let (d2, key2) = (d.clone(), key.clone());

@@ -312,7 +312,8 @@ impl Daemon {
         let verified = st
             .services
             .get(service)
-            .is_some_and(|s| s.last_verified.is_some());
+            .is_some_and(|s| s.last_verified.is_some())
+            || st.drills.verified.contains(service);
         if !verified || self.plan.regions.is_empty() {
             return None;
         }
@@ -379,6 +380,10 @@ impl Daemon {
 
     fn after_drill(&self, service: &str, id: i64, end: &JobEnd) {
         let detail = end.detail.as_ref();
+        if let Some(c) = &self.cluster {
+            let region = detail.and_then(|d| d["region"].as_str());
+            crate::drills::publish(self, c, service, id, region);
+        }
         if let Some(region) = detail.and_then(|d| d["region"].as_str()) {
             // A drill from a region measures that region's recovery time; it verifies only
             // the region's copy, so the primary's verification is left as it is.
@@ -446,8 +451,10 @@ impl Daemon {
             .services
             .get(service)
             .is_some_and(|s| s.last_verified.is_none());
+        // (In a cluster the leader schedules it as soon as this host publishes the backup.)
         if end.ok
             && never_verified
+            && self.cluster.is_none()
             && policy.is_some_and(|p| p.drill.is_some())
             && let Err(e) = self.enqueue(service, JobKind::Drill, None)
         {

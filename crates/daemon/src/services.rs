@@ -150,7 +150,9 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
                 .and_then(|t| t.parse().ok());
             st.scheduler
                 .upsert(&name, policy.schedule.clone(), last_start, now);
+            // In a cluster the leader schedules every host's drills (crate::drills).
             match &policy.drill {
+                _ if d.cluster.is_some() => {}
                 Some(drill) => {
                     let last = drills
                         .0

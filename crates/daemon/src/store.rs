@@ -314,6 +314,55 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// Records a drill another host of the cluster ran of `r.service`, once: its trigger
+    /// (`drill on HOST, job ID`) names where it ran. Returns whether it was new.
+    pub fn import_drill(&self, r: &crate::cluster::DrillResult) -> Result<bool, StoreError> {
+        let trigger = format!("drill on {}, job {}", r.host, r.job);
+        let known: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE service = ?1 AND kind = 'drill' \
+                 AND trigger = ?2)",
+                params![r.service, trigger],
+                |row| row.get(0),
+            )
+            .map_err(self.err())?;
+        if known {
+            return Ok(false);
+        }
+        let mut detail = serde_json::json!({"host": r.host, "job": r.job});
+        if let Some(region) = &r.region {
+            detail["region"] = serde_json::json!(region);
+        }
+        let state = if r.ok {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        let queued = r.started_at.clone().unwrap_or_else(now);
+        self.conn
+            .execute(
+                "INSERT INTO jobs (kind, service, trigger, state, queued_at, started_at, \
+                 finished_at, duration_seconds, snapshot_id, backup_id, error, detail) \
+                 VALUES ('drill', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    r.service,
+                    trigger,
+                    state.as_str(),
+                    queued,
+                    r.started_at,
+                    r.finished_at.clone().unwrap_or_else(now),
+                    r.duration_seconds,
+                    r.snapshot_id,
+                    r.backup_id,
+                    r.error,
+                    detail.to_string(),
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(true)
+    }
+
     /// One job by id.
     pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         self.conn
@@ -590,5 +639,48 @@ mod tests {
             log.iter().map(|c| c.sha256.as_str()).collect::<Vec<_>>(),
             ["aaa", "bbb"]
         );
+    }
+
+    #[test]
+    fn a_drill_another_host_ran_is_recorded_once_and_verifies_like_a_local_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("daemon.db")).unwrap();
+        let passed = crate::cluster::DrillResult {
+            service: "db".into(),
+            host: "h1".into(),
+            job: 7,
+            ok: true,
+            backup_id: Some("b1".into()),
+            started_at: Some("2026-12-01T10:00:00Z".into()),
+            finished_at: Some("2026-12-01T10:00:09Z".into()),
+            ..Default::default()
+        };
+        assert!(s.import_drill(&passed).unwrap());
+        assert!(!s.import_drill(&passed).unwrap(), "imported twice");
+        let from_region = crate::cluster::DrillResult {
+            job: 8,
+            backup_id: Some("b2".into()),
+            region: Some("east".into()),
+            ..passed.clone()
+        };
+        let failed = crate::cluster::DrillResult {
+            job: 9,
+            ok: false,
+            backup_id: Some("b3".into()),
+            error: Some("probe failed".into()),
+            ..passed.clone()
+        };
+        assert!(s.import_drill(&from_region).unwrap());
+        assert!(s.import_drill(&failed).unwrap());
+        assert_eq!(s.verified_backups("db").unwrap(), ["b1"]);
+        assert_eq!(s.region_verified("db", "east").unwrap(), ["b2"]);
+        let (last, verified) = s.last_drills("db").unwrap();
+        let last = last.unwrap();
+        assert_eq!(
+            (last.state, last.trigger.as_str()),
+            (JobState::Failed, "drill on h1, job 9")
+        );
+        assert_eq!(verified.unwrap().backup_id.as_deref(), Some("b1"));
+        assert!(s.verified_backups("web").unwrap().is_empty());
     }
 }

@@ -335,3 +335,133 @@ fn with_etcd_gone_backups_go_on_and_no_repository_wide_job_runs_until_it_returns
         "{v}"
     );
 }
+
+/// The ids of `name`'s backups in the repository (any host's), oldest first.
+fn backup_ids(lb: &Lb, name: &str) -> Vec<String> {
+    let listed = lb
+        .run(&["snapshots", name, "--all-hosts", "--json"])
+        .ok()
+        .json();
+    let mut b = listed.as_array().cloned().unwrap_or_default();
+    b.sort_by(|x, y| x["time"].as_str().cmp(&y["time"].as_str()));
+    b.iter()
+        .map(|b| b["backup_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_leader_drills_every_hosts_services_and_their_own_host_counts_the_result() {
+    let etcd = Etcd::start();
+    let lbs = [Lb::new(), Lb::uninitialised()];
+    let mut c = Cleanup::default();
+    let scope = unique("lbt-cdrill");
+    // h1 leads (it starts alone); the service runs on h2.
+    let mut h1 = Daemon::start(
+        &lbs[0],
+        &format!("{scope}-h1"),
+        &member_settings(&lbs[0], &etcd, "h1", ""),
+    );
+    h1.wait_until("h1 leads", Duration::from_secs(20), || leading(&h1));
+    let name = format!("{scope}-svc");
+    let vol = unique("lbt-cdrill-data");
+    new_volume(&mut c, &vol);
+    managed(
+        &mut c,
+        &format!("{scope}-h2"),
+        &name,
+        Some(&vol),
+        &[
+            "lifeboat.schedule=1h",
+            "lifeboat.retention=last=1",
+            "lifeboat.drill=10s",
+        ],
+    );
+    let h2 = Daemon::start(
+        &lbs[1],
+        &format!("{scope}-h2"),
+        &member_settings(&lbs[0], &etcd, "h2", ""),
+    );
+    let drills = |d: &Daemon| -> Vec<serde_json::Value> {
+        d.jobs(&name)
+            .into_iter()
+            .filter(|j| j["kind"] == "drill")
+            .collect()
+    };
+    // The first backup is drilled by the leader, and h2 records that drill as its own.
+    h2.wait_until(
+        "h2 counts the leader's drill of its first backup",
+        Duration::from_secs(90),
+        || h2.service(&name)["last_verified_backup"].is_string(),
+    );
+    let first = backup_ids(&lbs[0], &name);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(h2.service(&name)["last_verified_backup"], first[0].as_str());
+    let ran_on_h1 = drills(&h1);
+    assert!(
+        ran_on_h1
+            .iter()
+            .any(|j| j["state"] == "succeeded" && j["backup_id"] == first[0].as_str()),
+        "{ran_on_h1:?}"
+    );
+    let recorded = drills(&h2);
+    assert!(
+        recorded.iter().all(|j| j["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("drill on h1, job ")),
+        "h2 ran a drill itself: {recorded:?}"
+    );
+
+    // A second backup; once the leader's drill verifies it, h2's third backup lets
+    // `last=1` delete the first and keep the verified second.
+    let r = h2.post(&format!("/api/v1/services/{name}/backup"), None);
+    let job = h2.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let second = job["backup_id"].as_str().unwrap().to_string();
+    h2.wait_until(
+        "h2 counts the leader's drill of its second backup",
+        Duration::from_secs(60),
+        || h2.service(&name)["last_verified_backup"] == second.as_str(),
+    );
+    let r = h2.post(&format!("/api/v1/services/{name}/backup"), None);
+    let job = h2.wait_job(
+        r.json()["job_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let third = job["backup_id"].as_str().unwrap().to_string();
+    let kept = backup_ids(&lbs[0], &name);
+    // (A leader's drill may have verified the third in between: then only it is kept.)
+    assert!(
+        kept == [second.clone(), third.clone()] || kept == [third.clone()],
+        "h2's retention did not count the leader's verification: kept {kept:?}, \
+         backups {first:?} {second} {third}"
+    );
+    assert!(!kept.contains(&first[0]));
+
+    // The leader killed: h2 leads and drills its own service, never in a slot h1 ran.
+    let ran_on_h1 = drills(&h1);
+    h1.child.kill().unwrap();
+    h1.child.wait().unwrap();
+    h2.wait_until("h2 leads and drills", Duration::from_secs(60), || {
+        drills(&h2)
+            .iter()
+            .any(|j| j["trigger"] == "schedule" && j["state"] == "succeeded")
+    });
+    let mut all = slots(&ran_on_h1);
+    let h1_slots = all.len();
+    all.extend(slots(
+        &drills(&h2)
+            .into_iter()
+            .filter(|j| j["trigger"] == "schedule")
+            .collect::<Vec<_>>(),
+    ));
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a drill slot ran twice: {all:?}");
+    assert!(h1_slots >= 1 && n > h1_slots);
+}
