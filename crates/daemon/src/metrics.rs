@@ -341,6 +341,44 @@ fn region_metrics(d: &Daemon, out: &mut String) {
 mod tests {
     use super::*;
 
+    /// Every `lifeboat_*` name in `text`.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("lifeboat_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_shipped_alert_rules_and_dashboard_name_only_metrics_the_daemon_exports() {
+        let exported = metric_names(include_str!("metrics.rs"));
+        for (file, text) in [
+            (
+                "lifeboat-rules.yml",
+                include_str!("../../../deploy/prometheus/lifeboat-rules.yml"),
+            ),
+            (
+                "lifeboat-dashboard.json",
+                include_str!("../../../deploy/grafana/lifeboat-dashboard.json"),
+            ),
+        ] {
+            let used = metric_names(text);
+            assert!(used.len() >= 8, "{file}: {used:?}");
+            let unknown: Vec<_> = used.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} names unknown metrics: {unknown:?}"
+            );
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

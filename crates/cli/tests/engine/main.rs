@@ -1,6 +1,7 @@
 //! End-to-end tests of the `lifeboat` binary against a real Docker engine.
 //! Run them with `scripts/test`, which starts the engine and builds the fixture images.
 
+mod alerts;
 mod bad_input;
 mod cluster;
 mod common;
