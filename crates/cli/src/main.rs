@@ -7,14 +7,14 @@ mod context;
 mod exit;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::context::GlobalArgs;
 
 #[derive(Parser)]
 #[command(
     name = "lifeboat",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("LIFEBOAT_GIT_REV"), ")"),
     about = "Back up, restore and recover stateful Docker services",
     long_about = "Back up, restore and recover stateful Docker services.\n\n\
         A backup captures a container's volumes, bind mounts, configuration and (with \
@@ -69,6 +69,10 @@ enum Command {
     /// Several daemons sharing the repository through etcd: who leads, which hosts are alive.
     #[command(subcommand)]
     Cluster(cmd::cluster::Command),
+    /// Print a shell completion script: `lifeboat completions bash > /etc/bash_completion.d/lifeboat`.
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page (roff): `lifeboat man > /usr/local/share/man/man1/lifeboat.1`.
+    Man,
 }
 
 fn main() {
@@ -76,7 +80,10 @@ fn main() {
     output::install_panic_hook();
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose);
-    context::recover_leftovers(&cli.global);
+    // Completions and the man page come from the definitions alone: no state directory.
+    if !matches!(cli.command, Command::Completions(_) | Command::Man) {
+        context::recover_leftovers(&cli.global);
+    }
     let result = match &cli.command {
         Command::Init(a) => cmd::init::run(&cli.global, a),
         Command::Backup(a) => cmd::backup::run(&cli.global, a),
@@ -91,6 +98,8 @@ fn main() {
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Cluster(c) => cmd::cluster::run(&cli.global, c),
+        Command::Completions(a) => cmd::docs::completions(a, Cli::command()),
+        Command::Man => cmd::docs::man(Cli::command()),
     };
     let code = match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ pub mod check;
 pub mod cluster;
 pub mod copy;
 pub mod daemon;
+pub mod docs;
 pub mod doctor;
 pub mod drill;
 pub mod init;

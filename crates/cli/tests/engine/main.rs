@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bad_input;
+mod cli_docs;
 mod cluster;
 mod common;
 mod compose;
