@@ -59,6 +59,8 @@ enum Command {
     /// Run policies on schedule: backups, retention, job history, HTTP API, metrics and
     /// dashboard (foreground; SIGTERM stops it cleanly).
     Daemon(cmd::daemon::Args),
+    /// The daemon's job history, newest first: backups, drills, recoveries... with errors.
+    Jobs(cmd::jobs::Args),
     /// Inspect the daemon's policies.
     #[command(subcommand)]
     Policy(cmd::policy::Command),
@@ -95,6 +97,7 @@ fn main() {
         Command::Daemon(a) => cmd::daemon::run(&cli.global, a),
         Command::Drill(a) => cmd::drill::run(&cli.global, a),
         Command::Recover(a) => cmd::recover::run(&cli.global, a),
+        Command::Jobs(a) => cmd::jobs::run(&cli.global, a),
         Command::Policy(c) => cmd::policy::run(&cli.global, c),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Cluster(c) => cmd::cluster::run(&cli.global, c),

@@ -389,15 +389,36 @@ impl Store {
 
     /// Newest first; of one service when given.
     pub fn jobs(&self, service: Option<&str>, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.history(service, None, None, limit)
+    }
+
+    /// The newest `limit` jobs, of `service` and of `kind` when given, queued at or after
+    /// `since` when given.
+    pub fn history(
+        &self,
+        service: Option<&str>,
+        kind: Option<JobKind>,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR service = ?1) \
-                 ORDER BY id DESC LIMIT ?2"
+                 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR queued_at >= ?3) \
+                 ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![service, limit as i64], job_from_row)
+            .query_map(
+                params![
+                    service,
+                    kind.map(JobKind::as_str),
+                    since.map(lifeboat_model::format_timestamp),
+                    limit as i64
+                ],
+                job_from_row,
+            )
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -596,6 +617,16 @@ mod tests {
             "an aborted run is not its slot's run"
         );
         assert_eq!(s.jobs(None, 10).unwrap().len(), 2);
+        let later = Timestamp::now() + std::time::Duration::from_secs(60);
+        assert!(s.history(None, None, Some(later), 10).unwrap().is_empty());
+        let drills = s
+            .history(Some("db"), Some(JobKind::Drill), None, 10)
+            .unwrap();
+        assert!(drills.is_empty());
+        let backups = s
+            .history(Some("db"), Some(JobKind::Backup), None, 1)
+            .unwrap();
+        assert_eq!(backups.len(), 1);
     }
 
     #[test]

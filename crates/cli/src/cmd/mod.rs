@@ -10,6 +10,7 @@ pub mod docs;
 pub mod doctor;
 pub mod drill;
 pub mod init;
+pub mod jobs;
 pub mod key;
 pub mod policy;
 pub mod recover;

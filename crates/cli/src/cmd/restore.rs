@@ -123,6 +123,17 @@ pub fn at_arg(text: &str) -> Result<jiff::Timestamp, String> {
     parse_timestamp(text)
 }
 
+/// `--since`: an RFC 3339 time, or a duration meaning that long ago (`90m`, `2h`, `7d`).
+pub fn since_arg(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(ago) = lifeboat_model::policy::parse_duration(text) {
+        let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
+        return jiff::Timestamp::now()
+            .checked_sub(ago)
+            .map_err(|_| format!("`{text}` reaches back before any time Lifeboat can name"));
+    }
+    parse_timestamp(text).map_err(|e| format!("{e}, or a duration such as 2h or 7d"))
+}
+
 /// `--as` and container names: Docker's rule, checked before any path is derived.
 pub fn container_arg(text: &str) -> Result<String, String> {
     names::container_name(text)

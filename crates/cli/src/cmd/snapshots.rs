@@ -16,16 +16,22 @@ pub struct Args {
     /// Backups of every host sharing the repository (default: this host's, see --host)
     #[arg(long)]
     pub all_hosts: bool,
+    /// Only backups taken since TIME (RFC 3339) or this long ago (`90m`, `2h`, `7d`)
+    #[arg(long, value_parser = crate::cmd::restore::since_arg)]
+    pub since: Option<jiff::Timestamp>,
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
     let repo = g.open_repo()?;
     let host = g.host_name();
-    let backups = list_host_backups(
+    let mut backups = list_host_backups(
         &repo,
         a.name.as_deref(),
         (!a.all_hosts).then_some(host.as_str()),
     )?;
+    if let Some(since) = a.since {
+        backups.retain(|b| b.manifest.started_at >= since);
+    }
     if g.json {
         let list: Vec<_> = backups
             .iter()

@@ -873,3 +873,91 @@ fn backups_run_by_the_daemon_run_at_the_lowered_priority_and_its_api_does_not() 
     let r = d.get("/api/v1/services");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn lifeboat_jobs_lists_the_daemons_history_by_service_kind_and_time() {
+    let lb = Lb::new();
+    // Before any daemon ran here: a named error, not an empty list.
+    let none = lb.run(&["jobs"]);
+    assert_eq!(none.code, 1, "{}", none.stderr);
+    assert!(none.stderr.contains("no job history at"), "{}", none.stderr);
+    let mut c = Cleanup::default();
+    let scope = unique("lbt-jobs");
+    let good = format!("{scope}-good");
+    let failing = format!("{scope}-failing");
+    managed(&mut c, &scope, &good, None, &["lifeboat.schedule=1h"]);
+    managed(
+        &mut c,
+        &scope,
+        &failing,
+        None,
+        &["lifeboat.schedule=1h", "lifeboat.pre=exit 3"],
+    );
+    let d = Daemon::start(&lb, &scope, "");
+    d.wait_until("both first backups ended", Duration::from_secs(60), || {
+        succeeded(&d.jobs(&good)) == 1 && d.jobs(&failing).iter().any(|j| j["state"] == "failed")
+    });
+    let listed = lb.run(&["jobs", &failing, "--json"]).ok().json();
+    let jobs = listed.as_array().unwrap();
+    assert!(!jobs.is_empty());
+    assert!(
+        jobs.iter().all(|j| j["service"] == failing.as_str()),
+        "{listed}"
+    );
+    let failed = jobs.iter().find(|j| j["state"] == "failed").unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("exit"),
+        "{failed}"
+    );
+    // The same as the API's.
+    assert_eq!(failed["id"], d.jobs(&failing)[0]["id"]);
+
+    let all = lb.run(&["jobs", "--since", "1h", "--json"]).ok().json();
+    let services: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["service"].as_str().unwrap())
+        .collect();
+    assert!(services.contains(&good.as_str()) && services.contains(&failing.as_str()));
+    let future = lb
+        .run(&["jobs", "--since", "2099-01-01T00:00:00Z", "--json"])
+        .ok()
+        .json();
+    assert_eq!(future, serde_json::json!([]));
+    let drills = lb.run(&["jobs", "--kind", "drill", "--json"]).ok().json();
+    assert_eq!(drills, serde_json::json!([]));
+    let one = lb.run(&["jobs", "--limit", "1", "--json"]).ok().json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+
+    let table = lb.run(&["jobs", &failing]).ok().stdout;
+    assert!(table.starts_with("    ID KIND"), "{table}");
+    assert!(
+        table.contains("failed") && table.contains(&failing),
+        "{table}"
+    );
+    // Bad filters are named, before anything is read.
+    let bad = lb.run(&["jobs", "--kind", "nope"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("use one of backup"), "{}", bad.stderr);
+    let bad = lb.run(&["jobs", "--since", "yesterday"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("duration such as 2h"), "{}", bad.stderr);
+    // `snapshots --since` filters the same way.
+    let snaps = lb
+        .run(&["snapshots", &good, "--since", "1h", "--json"])
+        .ok()
+        .json();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    let snaps = lb
+        .run(&[
+            "snapshots",
+            &good,
+            "--since",
+            "2099-01-01T00:00:00Z",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(snaps, serde_json::json!([]));
+}
