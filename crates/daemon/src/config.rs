@@ -228,8 +228,10 @@ pub struct DaemonSection {
     /// Retention refuses to delete when the newest backup is smaller than this fraction of
     /// the previous one (default 0.5).
     pub shrink_ratio: Option<f64>,
-    /// Receives a JSON POST on every failure and on recovery.
+    /// Receives a POST on every failure and on recovery (`http://` or `https://`).
     pub webhook_url: Option<String>,
+    /// How the webhook's body is written: `json` (default), `slack` or `ntfy`.
+    pub webhook_format: Option<String>,
     /// Manage every container unless labelled `lifeboat.enable=false` (default: only those
     /// labelled `lifeboat.enable=true`).
     pub enable_all: Option<bool>,
@@ -262,8 +264,8 @@ pub struct DaemonPlan {
     pub rpo_tolerance: f64,
     /// A backup smaller than this fraction of the previous one stops retention.
     pub shrink_ratio: f64,
-    /// Where failure and recovery events are posted.
-    pub webhook_url: Option<String>,
+    /// Where failure and recovery events are posted, and how.
+    pub webhook: Option<crate::notify::Webhook>,
     /// Manage every container not labelled `lifeboat.enable=false`.
     pub enable_all: bool,
     /// How long running jobs get to finish at SIGTERM.
@@ -409,14 +411,29 @@ impl DaemonOptions {
             .map(|t| addr("metrics_listen", t))
             .transpose()?;
         if let Some(url) = &d.webhook_url
-            && !url.starts_with("http://")
+            && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(ConfigError::Setting {
                 setting: "webhook_url",
-                value: url.clone(),
-                why: "only http:// URLs are supported (no TLS is built in); point it at a \
-                      local relay for https endpoints"
-                    .into(),
+                value: crate::notify::shown_url(url),
+                why: "use an http:// or https:// URL".into(),
+            });
+        }
+        let format = match d.webhook_format.as_deref() {
+            None => crate::notify::WebhookFormat::Json,
+            Some(f) => {
+                crate::notify::WebhookFormat::from_word(f).ok_or_else(|| ConfigError::Setting {
+                    setting: "webhook_format",
+                    value: f.to_string(),
+                    why: "use json, slack or ntfy".into(),
+                })?
+            }
+        };
+        if d.webhook_format.is_some() && d.webhook_url.is_none() {
+            return Err(ConfigError::Setting {
+                setting: "webhook_format",
+                value: d.webhook_format.clone().unwrap_or_default(),
+                why: "it formats webhook_url's posts: set webhook_url too".into(),
             });
         }
         let ratio = |setting: &'static str, v: Option<f64>, default: f64, min: f64| {
@@ -532,7 +549,9 @@ impl DaemonOptions {
             jitter: duration("jitter", d.jitter.as_deref(), 30)?,
             rpo_tolerance: ratio("rpo_tolerance", d.rpo_tolerance, 1.5, 1.0)?,
             shrink_ratio: ratio("shrink_ratio", d.shrink_ratio, 0.5, 0.0)?,
-            webhook_url: d.webhook_url,
+            webhook: d
+                .webhook_url
+                .map(|url| crate::notify::Webhook { url, format }),
             enable_all: d.enable_all.unwrap_or(false),
             shutdown_grace: duration("shutdown_grace", d.shutdown_grace.as_deref(), 300)?,
             token_file: d.token_file.unwrap_or_else(|| state_dir.join("api.token")),
@@ -582,9 +601,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen_port"), "{e}");
-        let o: DaemonOptions = toml::from_str("[daemon]\nwebhook_url = \"https://x\"\n").unwrap();
+        let o: DaemonOptions =
+            toml::from_str("[daemon]\nwebhook_url = \"ftp://x/secret\"\n").unwrap();
         let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
-        assert!(e.contains("webhook_url") && e.contains("http://"), "{e}");
+        assert!(e.contains("webhook_url") && e.contains("https://"), "{e}");
+        assert!(!e.contains("secret"), "the URL's path is shown: {e}");
+        let o: DaemonOptions =
+            toml::from_str("[daemon]\nwebhook_url = \"https://x/h\"\nwebhook_format = \"teams\"\n")
+                .unwrap();
+        let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
+        assert!(e.contains("webhook_format") && e.contains("slack"), "{e}");
         let o: DaemonOptions = toml::from_str("[policies.gold]\nschedule = \"hourly\"\n").unwrap();
         let e = o.plan(None, Path::new("/s")).unwrap_err().to_string();
         assert!(e.contains("[policies.gold]") && e.contains("hourly"), "{e}");

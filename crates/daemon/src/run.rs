@@ -21,6 +21,11 @@ use crate::store::Store;
 /// Why the daemon cannot start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// Notifications cannot be sent as configured.
+    #[error(
+        "notifications: {0}; set LIFEBOAT_CA_FILE to a PEM file of the CA that signs your webhook's certificate"
+    )]
+    Notify(String),
     /// The job history failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -130,8 +135,10 @@ pub fn run(plan: DaemonPlan, env: RunEnv, engine: Arc<dyn Engine>) -> Result<(),
         );
     }
     let plan_cluster = plan.cluster.clone();
+    let ca_file = std::env::var_os("LIFEBOAT_CA_FILE").map(std::path::PathBuf::from);
+    let agent = crate::notify::agent(ca_file.as_deref()).map_err(DaemonError::Notify)?;
     let d = Arc::new(Daemon {
-        notifier: Notifier::new(rt.handle().clone(), plan.webhook_url.clone()),
+        notifier: Notifier::new(rt.handle().clone(), plan.webhook.clone(), agent),
         state: std::sync::Mutex::new(State {
             scheduler: Scheduler::new(plan.concurrency, plan.jitter),
             services: Default::default(),

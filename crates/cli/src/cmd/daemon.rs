@@ -46,7 +46,13 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
             plan.jitter.as_secs(),
             plan.rpo_tolerance,
             plan.policies.len(),
-            plan.webhook_url.as_deref().unwrap_or("none")
+            plan.webhook
+                .as_ref()
+                .map_or("none".to_string(), |w| format!(
+                    "{} ({})",
+                    lifeboat_daemon::notify::shown_url(&w.url),
+                    w.format.as_str()
+                ))
         );
         return Ok(Code::Ok);
     }

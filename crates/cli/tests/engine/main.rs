@@ -20,6 +20,7 @@ mod hot_postgres;
 mod hot_redis;
 mod hot_sqlite;
 mod keys;
+mod notify_tls;
 mod recover;
 mod regions;
 mod restic;
