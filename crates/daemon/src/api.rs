@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -77,6 +78,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(dashboard))
         .merge(protected)
         .with_state(d)
@@ -95,6 +97,22 @@ async fn healthz(State(d): D) -> Response {
     let stopping = d.stopping.load(std::sync::atomic::Ordering::Relaxed);
     axum::Json(json!({"status": if stopping { "stopping" } else { "ok" }, "version": env!("CARGO_PKG_VERSION")}))
         .into_response()
+}
+
+/// The API's contract (OpenAPI 3), kept in the repository; a test checks it against the
+/// routes above and schemathesis against a running daemon.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A query string that does not parse: a JSON error, like every other.
+fn bad_query(e: QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("query string: {}", e.body_text()),
+    )
 }
 
 async fn dashboard() -> Html<&'static str> {
@@ -187,7 +205,11 @@ struct JobsQuery {
     limit: Option<usize>,
 }
 
-async fn jobs(State(d): D, Query(q): Query<JobsQuery>) -> Response {
+async fn jobs(State(d): D, q: Result<Query<JobsQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
     match d
         .store()
         .jobs(q.service.as_deref(), q.limit.unwrap_or(50).min(1000))
@@ -216,7 +238,11 @@ struct ServiceQuery {
     service: Option<String>,
 }
 
-async fn snapshots(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
+async fn snapshots(State(d): D, q: Result<Query<ServiceQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
     let d2 = d.clone();
     let r = tokio::task::spawn_blocking(move || d2.snapshots(q.service.as_deref())).await;
     match r {
@@ -271,7 +297,11 @@ async fn cluster(State(d): D) -> Response {
     }
 }
 
-async fn policy_log(State(d): D, Query(q): Query<ServiceQuery>) -> Response {
+async fn policy_log(State(d): D, q: Result<Query<ServiceQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
     match d.store().policy_log(q.service.as_deref()) {
         Ok(log) => axum::Json(json!({"policy_log": log})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -293,7 +323,50 @@ pub fn snapshot_row(b: &lifeboat_core::BackupEntry) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::{OPENAPI, bearer_token};
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
+        // Every `.route("PATH", METHOD(handler))` in this file, the dashboard page aside.
+        let source = include_str!("api.rs");
+        let mut served = std::collections::BTreeSet::new();
+        for chunk in source.split(".route(\"").skip(1) {
+            let Some((path, rest)) = chunk.split_once('"') else {
+                continue;
+            };
+            let method = rest
+                .trim_start_matches(", ")
+                .split('(')
+                .next()
+                .unwrap_or("");
+            if path.starts_with('/') && path != "/" {
+                served.insert((path.to_string(), method.to_string()));
+            }
+        }
+        assert!(served.len() >= 15, "{served:?}");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((path.clone(), method.clone()));
+            }
+        }
+        // `/metrics` is served twice (also on its own listener): one operation.
+        assert_eq!(served, documented);
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let public = op["security"] == serde_json::json!([]);
+                let open = ["/healthz", "/api/v1/openapi.json"].contains(&path.as_str());
+                assert_eq!(public, open, "{method} {path}: token requirement");
+                if !public {
+                    assert!(
+                        op["responses"]["401"].is_object(),
+                        "{method} {path}: no 401"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_bearer_scheme_is_matched_case_insensitively() {

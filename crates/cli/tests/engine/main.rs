@@ -2,6 +2,7 @@
 //! Run them with `scripts/test`, which starts the engine and builds the fixture images.
 
 mod alerts;
+mod api_contract;
 mod bad_input;
 mod cli_docs;
 mod cluster;
