@@ -390,7 +390,27 @@ impl Cluster {
         match txn {
             Ok((true, _)) => Claim::Won,
             Ok((false, _)) => match self.etcd.get(&key) {
-                Ok(Some(k)) => Claim::Taken(String::from_utf8_lossy(&k.value).into_owned()),
+                Ok(Some(k)) => {
+                    // Claimed in an earlier term whose job never ended (its leader died or
+                    // was fenced mid-job): this term takes the slot over, so the window's
+                    // job still runs to its end once.
+                    let prior: serde_json::Value =
+                        serde_json::from_slice(&k.value).unwrap_or_default();
+                    let unfinished = prior["term"].as_i64() != Some(term) && prior["done"] != true;
+                    let conds = [
+                        Cond::Created(LEADER, term),
+                        Cond::Modified(&key, k.mod_revision),
+                    ];
+                    if unfinished
+                        && matches!(
+                            self.etcd.txn(&conds, &[Op::Put(&key, &value, k.lease)]),
+                            Ok((true, _))
+                        )
+                    {
+                        return Claim::Won;
+                    }
+                    Claim::Taken(String::from_utf8_lossy(&k.value).into_owned())
+                }
                 Ok(None) => {
                     self.inner().term = None;
                     Claim::NotLeader
@@ -399,6 +419,29 @@ impl Cluster {
             },
             Err(e) => Claim::Unavailable(e.to_string()),
         }
+    }
+
+    /// Marks this daemon's claim of `job`'s `slot` done once its job ended while this
+    /// daemon still led (a job cut short, or fenced off, stays open for the next leader).
+    pub fn finish_claim(&self, job: &str, slot: i64) {
+        let Some(term) = self.term() else {
+            return;
+        };
+        let key = claim_key(job, slot);
+        let Ok(Some(k)) = self.etcd.get(&key) else {
+            return;
+        };
+        let mut v: serde_json::Value = serde_json::from_slice(&k.value).unwrap_or_default();
+        if v["term"].as_i64() != Some(term) || v["host"] != self.plan.host.as_str() {
+            return;
+        }
+        v["done"] = serde_json::json!(true);
+        let value = serde_json::to_vec(&v).unwrap_or_default();
+        let conds = [
+            Cond::Created(LEADER, term),
+            Cond::Modified(&key, k.mod_revision),
+        ];
+        let _ = self.etcd.txn(&conds, &[Op::Put(&key, &value, k.lease)]);
     }
 
     fn term(&self) -> Option<i64> {

@@ -444,7 +444,7 @@ async fn schedule_loop(d: Arc<Daemon>, signals: Signals) {
                 jobs.spawn_blocking(move || {
                     let (began, slot) = claim_slot(&d2, &key2, now);
                     let id = slot.and_then(|slot| {
-                        let request = json!({"slot": slot});
+                        let request = json!({"slot": slot, "claim": key2});
                         d2.store()
                             .queue(kind, &service, "schedule", Some(&request))
                             .ok()

@@ -126,6 +126,9 @@ impl Daemon {
         let kind = job.kind;
         let request = self.store().request(id).ok().flatten();
         let slot = request.as_ref().and_then(|r| r.get("slot")).cloned();
+        let claim = request
+            .as_ref()
+            .and_then(|r| Some((r["claim"].as_str()?.to_string(), r["slot"].as_i64()?)));
         let (policy, sha) = {
             let st = self.state();
             let s = st.services.get(service);
@@ -194,6 +197,9 @@ impl Daemon {
             }
         }
         recovering(None);
+        if let (Some(c), Some((claim, slot))) = (&self.cluster, &claim) {
+            c.finish_claim(claim, *slot);
+        }
         let seconds = t0.elapsed().as_secs_f64();
         if let Err(e) = self.store().finish(id, seconds, &end) {
             self.log(

@@ -160,11 +160,15 @@ fn the_leader_killed_with_sigkill_hands_over_within_ten_seconds_and_each_slot_ru
     };
     // A loaded machine runs fewer slots in the fixed sleeps: wait (a bounded while) for
     // four of each to have ended before judging them.
-    back.wait_until(
-        "four ended slots of each repository-wide job",
-        Duration::from_secs(60),
-        || services.iter().all(|s| recorded(s).len() >= 4),
-    );
+    let t1 = Instant::now();
+    while !services.iter().all(|s| recorded(s).len() >= 4) {
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "fewer than four ended slots of a repository-wide job: {:?}",
+            services.map(|s| (s, recorded(s)))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for service in services {
         let mut all = recorded(service);
         all.sort();
@@ -269,8 +273,26 @@ fn a_leader_frozen_past_its_lease_never_deletes_and_does_not_lead_again() {
         cluster(&h1)["leader"] == "h2"
     });
     assert_eq!(h1.metric("lifeboat_cluster_leader{host=\"h1\"}"), Some(0.0));
-    // The new leader found the slot claimed: that prune is never run twice.
-    assert!(wide_jobs(&h2, "repository#prune").is_empty());
+    // The new leader finds the slot claimed but never finished: it runs that prune, once,
+    // to its end.
+    h2.wait_until(
+        "h2 runs the prune h1 left unfinished",
+        Duration::from_secs(60),
+        || succeeded(&wide_jobs(&h2, "repository#prune")) == 1,
+    );
+    let h2_prunes = wide_jobs(&h2, "repository#prune");
+    assert_eq!(h2_prunes.len(), 1, "{h2_prunes:?}");
+    assert_eq!(
+        slots(&h2_prunes),
+        slots(std::slice::from_ref(&job)),
+        "h2 ran another window's prune"
+    );
+    // (A first prune marks unused packs for deletion in a new index; they go later.)
+    assert_ne!(
+        content(),
+        before,
+        "h2's prune changed nothing: {h2_prunes:?}"
+    );
 }
 
 #[test]
@@ -464,4 +486,56 @@ fn the_leader_drills_every_hosts_services_and_their_own_host_counts_the_result()
     all.dedup();
     assert_eq!(all.len(), n, "a drill slot ran twice: {all:?}");
     assert!(h1_slots >= 1 && n > h1_slots);
+}
+
+#[test]
+fn a_slot_whose_leader_died_mid_job_is_run_by_the_next_leader_and_a_finished_one_is_not() {
+    use lifeboat_daemon::cluster::{Claim, Cluster, HostRecord};
+    let etcd = Etcd::start();
+    let member = |host: &str| {
+        Cluster::new(lifeboat_daemon::config::ClusterPlan {
+            etcd: etcd.endpoints.clone(),
+            host: host.into(),
+            lease_ttl: Duration::from_secs(3),
+            failover_after: Duration::from_secs(30),
+        })
+    };
+    let (h1, h2) = (member("h1"), member("h2"));
+    let keep = Duration::from_secs(120);
+    let none = serde_json::json!({});
+    assert!(h1.beat(HostRecord::default()), "h1 leads");
+    assert!(!h2.beat(HostRecord::default()));
+    // Slot 1: h1 claims it and dies mid-job. Slot 2: h1 runs it to its end.
+    assert_eq!(h1.claim("repository#check", 1, keep, &none), Claim::Won);
+    assert_eq!(h1.claim("repository#check", 2, keep, &none), Claim::Won);
+    h1.finish_claim("repository#check", 2);
+    assert_eq!(
+        h2.claim("repository#check", 1, keep, &none),
+        Claim::NotLeader
+    );
+    // h1 stops renewing (killed): h2 leads once its lease is gone.
+    let t0 = Instant::now();
+    while !h2.beat(HostRecord::default()) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "h2 never led");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        h2.claim("repository#check", 1, keep, &none),
+        Claim::Won,
+        "the slot h1 left unfinished is h2's"
+    );
+    assert!(
+        matches!(
+            h2.claim("repository#check", 2, keep, &none),
+            Claim::Taken(_)
+        ),
+        "a finished slot ran twice"
+    );
+    assert!(
+        matches!(
+            h2.claim("repository#check", 1, keep, &none),
+            Claim::Taken(_)
+        ),
+        "a slot claimed twice in one term"
+    );
 }
