@@ -159,10 +159,20 @@ impl Sandbox {
             }
         }
         for v in &self.volumes {
-            if let Ok(Some(_)) = engine.volume(v)
-                && let Err(e) = engine.remove_volume(v)
-            {
-                problems.push(format!("volume {v}: {e}"));
+            if let Ok(Some(_)) = engine.volume(v) {
+                // Interrupted mid-restore, the restore's writer may still create a file while
+                // the engine empties the volume ("directory not empty"): tried again.
+                let mut result = engine.remove_volume(v);
+                for _ in 0..5 {
+                    if result.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    result = engine.remove_volume(v);
+                }
+                if let Err(e) = result {
+                    problems.push(format!("volume {v}: {e}"));
+                }
             }
         }
         for p in &self.bind_paths {
