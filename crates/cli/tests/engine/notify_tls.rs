@@ -211,7 +211,11 @@ fn an_https_webhook_in_ntfy_format_reaches_a_receiver_signed_by_the_configured_c
         &settings,
         &[("LIFEBOAT_CA_FILE", ca.to_str().unwrap())],
     );
-    // The first daemon ran the scheduled backup: this one is asked for another.
+    // The first daemon ran the scheduled backup: this one is asked for another, once it
+    // manages the service.
+    d.wait_until("the service is managed", Duration::from_secs(30), || {
+        !d.service(&name).is_null()
+    });
     let r = d.post(&format!("/api/v1/services/{name}/backup"), None);
     assert_eq!(r.status, 202, "{}", r.body);
     let t0 = Instant::now();
