@@ -1,4 +1,5 @@
-//! Puts the build's git revision into `lifeboat --version` (`unknown` outside a git clone).
+//! Puts the build's git revision into `lifeboat --version`: `LIFEBOAT_GIT_REV` when set (an
+//! image build, whose context has no `.git`), else the clone's HEAD, else `unknown`.
 
 use std::process::Command;
 
@@ -13,7 +14,12 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     // The commit only: whether the tree had changes is not tracked (it would rebuild on
     // every `git status`).
-    let rev = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rerun-if-env-changed=LIFEBOAT_GIT_REV");
+    let rev = std::env::var("LIFEBOAT_GIT_REV")
+        .ok()
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LIFEBOAT_GIT_REV={rev}");
     // Rebuilt when HEAD moves (a commit, a checkout).
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {

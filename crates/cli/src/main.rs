@@ -59,7 +59,8 @@ enum Command {
     /// Run policies on schedule: backups, retention, job history, HTTP API, metrics and
     /// dashboard (foreground; SIGTERM stops it cleanly).
     Daemon(cmd::daemon::Args),
-    /// The daemon's job history, newest first: backups, drills, recoveries... with errors.
+    /// The daemon's job history, newest first: backups, drills, recoveries... with errors
+    /// (in a cluster, `--host H` asks H's daemon)
     Jobs(cmd::jobs::Args),
     /// Inspect the daemon's policies.
     #[command(subcommand)]

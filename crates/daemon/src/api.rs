@@ -202,6 +202,8 @@ async fn prune(State(d): D, Path(name): Path<String>, bytes: Bytes) -> Response 
 #[derive(Deserialize)]
 struct JobsQuery {
     service: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
     limit: Option<usize>,
 }
 
@@ -210,10 +212,36 @@ async fn jobs(State(d): D, q: Result<Query<JobsQuery>, QueryRejection>) -> Respo
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
-    match d
-        .store()
-        .jobs(q.service.as_deref(), q.limit.unwrap_or(50).min(1000))
+    let kind = match q.kind.as_deref().map(|k| (k, JobKind::from_word(k))) {
+        None => None,
+        Some((_, Some(k))) => Some(k),
+        Some((k, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`{k}` is not a job kind; use one of {}", JobKind::words()),
+            );
+        }
+    };
+    let since = match q
+        .since
+        .as_deref()
+        .map(|t| (t, lifeboat_model::parse_timestamp(t)))
     {
+        None => None,
+        Some((_, Ok(t))) => Some(t),
+        Some((t, Err(_))) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("since `{t}` is not an RFC 3339 time (e.g. 2026-12-01T08:00:00Z)"),
+            );
+        }
+    };
+    match d.store().history(
+        q.service.as_deref(),
+        kind,
+        since,
+        q.limit.unwrap_or(50).min(1000),
+    ) {
         Ok(jobs) => axum::Json(json!({"jobs": jobs})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -584,6 +584,8 @@ mod tests {
             schedule = "5m"
             retention = "7d"
             mode = "hot"
+            recover = "auto"
+            recover_attempts = 2
             "#,
         )
         .unwrap();
@@ -592,6 +594,11 @@ mod tests {
         assert_eq!(p.concurrency, 3);
         assert_eq!(p.jitter, Duration::from_secs(10));
         assert_eq!(p.policies["critical"].schedule.as_deref(), Some("5m"));
+        // A number in the file is read like the label's text.
+        assert_eq!(
+            p.policies["critical"].recover_attempts.as_deref(),
+            Some("2")
+        );
         assert_eq!(p.token_file, Path::new("/var/lib/lifeboat/api.token"));
     }
 

@@ -121,6 +121,9 @@ pub struct Service {
     pub recovering: Option<i64>,
     /// Its recovery failed: its schedules stay paused until its container starts again.
     pub held_after_failed_recovery: bool,
+    /// When the failure watch started its recent recoveries (at most the policy's
+    /// `recover-attempts` within [`lifeboat_model::Recovery::WINDOW`]).
+    pub recovery_attempts: Vec<std::time::Instant>,
     /// `lifeboat.failover=auto`: where it may come back if this host dies (in a cluster).
     pub failover: Option<crate::failover::Spec>,
 }
@@ -129,7 +132,8 @@ pub struct Service {
 /// probes, lost its mounted data, or was removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Down {
-    /// `died`, `crash-loop`, `unhealthy`, `probe`, `volume-missing` or `removed`.
+    /// `died`, `crash-loop`, `unhealthy`, `probe`, `volume-missing`, `removed`, or
+    /// `recovery-failed` (still broken after a failed automatic recovery).
     pub kind: &'static str,
     /// When it died.
     pub since: std::time::Instant,

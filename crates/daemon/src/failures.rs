@@ -5,10 +5,13 @@
 //! policy's `recover-after` is a failure; so is a removed one with `lifeboat.recover-removed`.
 //! With `lifeboat.recover=auto` a `recover` job is queued (its scheduled backups wait: a
 //! broken state is never backed up); with `notify` a webhook says so; a failure within
-//! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops).
+//! [`LEFT_ALONE_FOR`] of a recovery is left alone and reported (no loops). A failed automatic
+//! recovery is tried again after `recover-after` doubled for each attempt, at most
+//! `recover-attempts` times within [`Recovery::WINDOW`]; then the service is left alone too.
 
 use std::time::{Duration, Instant};
 
+use lifeboat_model::policy::Recovery;
 use lifeboat_model::{JobKind, RecoverMode};
 use serde_json::json;
 
@@ -66,8 +69,9 @@ pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
         "start" => {
             s.down = None;
             s.stopped_at = None;
-            // A service left paused by its failed recovery runs again once it is started.
-            if std::mem::take(&mut s.held_after_failed_recovery) {
+            // A service left paused by its failed recovery runs again once it is started
+            // (by someone else than a recovery of its own, which decides at its end).
+            if s.recovering.is_none() && std::mem::take(&mut s.held_after_failed_recovery) {
                 let name = s.name.clone();
                 st.scheduler.resume(&name);
                 st.scheduler.resume(&crate::daemon::drill_key(&name));
@@ -89,9 +93,16 @@ pub(crate) fn note_event(d: &Daemon, name: &str, action: &str) {
     }
 }
 
-/// A failure to act on: the service, its recovery mode, whether it was recovered lately, and
-/// the kind of failure.
-type Due = (String, RecoverMode, bool, &'static str);
+/// A failure to act on.
+struct Due {
+    name: String,
+    mode: RecoverMode,
+    /// Why it is left alone instead of recovered: recovered lately, or out of attempts.
+    left_alone: Option<String>,
+    kind: &'static str,
+    /// Which automatic attempt within the window this would be.
+    attempt: usize,
+}
 
 /// Acts on failures that lasted their `recover-after` (called about once a second).
 pub(crate) fn check(d: &Daemon) {
@@ -105,15 +116,47 @@ pub(crate) fn check(d: &Daemon) {
                 continue;
             };
             failed.push(s.name.clone());
-            // A paused service waits for the recovery of what it depends on.
+            let made = s
+                .recovery_attempts
+                .iter()
+                .filter(|t| t.elapsed() < Recovery::WINDOW)
+                .count();
+            // A failed recovery is tried again later each time; a paused service waits for
+            // the recovery of what it depends on (one held after its own failed recovery
+            // does not).
+            let wait = if down.kind == "recovery-failed" {
+                policy.recovery.backoff(made as u32)
+            } else {
+                policy.recovery.after
+            };
             if down.handled
-                || down.since.elapsed() < policy.recovery.after
-                || st.scheduler.is_paused(&s.name)
+                || down.since.elapsed() < wait
+                || (st.scheduler.is_paused(&s.name) && !s.held_after_failed_recovery)
             {
                 continue;
             }
-            let again = s.recovered_at.is_some_and(|t| t.elapsed() < LEFT_ALONE_FOR);
-            due.push((s.name.clone(), policy.recovery.mode, again, down.kind));
+            let left_alone = if s.recovered_at.is_some_and(|t| t.elapsed() < LEFT_ALONE_FOR) {
+                Some(format!(
+                    "failed again within {} minutes of its recovery",
+                    LEFT_ALONE_FOR.as_secs() / 60
+                ))
+            } else if made >= policy.recovery.attempts as usize {
+                Some(format!(
+                    "is still broken after {made} automatic recoveries within {} minutes \
+                     (lifeboat.recover-attempts = {})",
+                    Recovery::WINDOW.as_secs() / 60,
+                    policy.recovery.attempts
+                ))
+            } else {
+                None
+            };
+            due.push(Due {
+                name: s.name.clone(),
+                mode: policy.recovery.mode,
+                left_alone,
+                kind: down.kind,
+                attempt: made + 1,
+            });
         }
         (due, failed)
     };
@@ -125,19 +168,28 @@ pub(crate) fn check(d: &Daemon) {
     if failed.len() > 1 {
         let downstream =
             lifeboat_core::dependents_of(d.engine.as_ref(), &failed).unwrap_or_default();
-        due.retain(|(name, ..)| !downstream.contains(name));
+        due.retain(|d| !downstream.contains(&d.name));
     }
     {
         let mut st = d.state();
-        for (name, ..) in &due {
+        for Due { name, .. } in &due {
             if let Some(down) = st.services.get_mut(name).and_then(|s| s.down.as_mut()) {
                 down.handled = true;
             }
         }
     }
-    for (name, mode, again, kind) in due {
+    for Due {
+        name,
+        mode,
+        left_alone,
+        kind,
+        attempt,
+    } in due
+    {
         // Still failing? (A restart policy may have brought it back meanwhile.)
         let still = match (kind, d.engine.container(&name)) {
+            // Its recovery failed: whatever it looks like, it was not brought back.
+            ("recovery-failed", _) => true,
             (_, Err(_)) => false,
             ("removed", Ok(found)) => found.is_none(),
             (_, Ok(None)) => false,
@@ -155,24 +207,23 @@ pub(crate) fn check(d: &Daemon) {
             }
             continue;
         }
-        match (mode, again) {
+        match (mode, left_alone) {
             (RecoverMode::Off, _) => {}
-            (RecoverMode::Auto, true) => {
+            (RecoverMode::Auto, Some(why)) => {
                 d.log(
                     "warn",
-                    "service failed again soon after a recovery; left alone",
-                    json!({"service": name}),
+                    "service failed; left alone",
+                    json!({"service": name, "why": why}),
                 );
                 d.notifier.webhook(json!({
                     "event": "recovery_skipped", "service": name, "failure": kind,
                     "message": format!(
-                        "`{name}` failed again within {} minutes of its recovery; it is left \
-                         alone: look at it (`lifeboat recover {name}` by hand)",
-                        LEFT_ALONE_FOR.as_secs() / 60
+                        "`{name}` {why}; it is left alone: look at it (`lifeboat recover \
+                         {name}` by hand)"
                     ),
                 }));
             }
-            (RecoverMode::Auto, false) => {
+            (RecoverMode::Auto, None) => {
                 // Its schedules, and those of what depends on it, wait from now on: a
                 // broken state is never backed up, and its dependents' failures are its own
                 // (the recovery resumes them all).
@@ -181,16 +232,26 @@ pub(crate) fn check(d: &Daemon) {
                     lifeboat_core::dependents(d.engine.as_ref(), &name).unwrap_or_default(),
                 );
                 d.pause(&paused);
-                match d.enqueue_for(&name, JobKind::Recover, None, "failure") {
+                let trigger = if kind == "recovery-failed" {
+                    "retry"
+                } else {
+                    "failure"
+                };
+                match d.enqueue_for(&name, JobKind::Recover, None, trigger) {
                     Ok(job) => {
+                        if let Some(s) = d.state().services.get_mut(&name) {
+                            s.recovery_attempts
+                                .retain(|t| t.elapsed() < Recovery::WINDOW);
+                            s.recovery_attempts.push(Instant::now());
+                        }
                         d.log(
                             "warn",
                             "service failed; recovering it",
-                            json!({"service": name, "failure": kind, "job": job}),
+                            json!({"service": name, "failure": kind, "job": job, "attempt": attempt}),
                         );
                         d.notifier.webhook(json!({
                             "event": "service_failed", "service": name, "action": "recover",
-                            "failure": kind, "job": job,
+                            "failure": kind, "job": job, "attempt": attempt,
                         }));
                     }
                     Err(e) => d.log(
@@ -224,6 +285,7 @@ fn describe(kind: &str) -> &'static str {
         "probe" => "keeps failing its probes",
         "volume-missing" => "lost the data of a mount",
         "removed" => "was removed",
+        "recovery-failed" => "is still broken after a failed recovery",
         _ => "died and stays down",
     }
 }
@@ -233,6 +295,25 @@ pub(crate) fn recovered(d: &Daemon, name: &str) {
     if let Some(s) = d.state().services.get_mut(name) {
         s.recovered_at = Some(Instant::now());
         s.down = None;
+        s.deaths.clear();
+        s.probe_failures = (0, None);
+    }
+}
+
+/// Marks `name` still broken after its recovery failed: with `lifeboat.recover=auto` the
+/// failure watch tries again after the policy's backoff, within its attempts.
+pub(crate) fn recovery_failed(d: &Daemon, name: &str) {
+    if let Some(s) = d.state().services.get_mut(name) {
+        let auto = s
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.recovery.mode == RecoverMode::Auto);
+        s.down = auto.then(|| Down {
+            kind: "recovery-failed",
+            since: Instant::now(),
+            stopped: false,
+            handled: false,
+        });
         s.deaths.clear();
         s.probe_failures = (0, None);
     }

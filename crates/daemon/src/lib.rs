@@ -7,7 +7,7 @@
 //! event stream), `runner` (executes jobs through `lifeboat-core`), `queue` (the domain API
 //! the HTTP layer calls), `notify` (webhooks and pings), `log`, `metrics`, `api` (axum:
 //! translates HTTP to calls and typed errors to status codes, nothing more), `dashboard`;
-//! `cluster`, `etcd`, `failover` and `drills` (cluster mode); `run` wires them together. No two modules import each other.
+//! `cluster`, `etcd`, `failover`, `drills` and `peer` (cluster mode); `run` wires them together. No two modules import each other.
 //!
 //! Never: block an async task on the engine or the repository (both are synchronous and
 //! run on blocking threads), or let the HTTP layer touch the domain crates directly.
@@ -25,6 +25,7 @@ mod failures;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod queue;
 pub mod run;
 pub mod runner;

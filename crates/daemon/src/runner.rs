@@ -563,12 +563,12 @@ impl Daemon {
             lifeboat_core::recover_container(self.engine.as_ref(), &repo, service, &req, &note);
         if !dry_run {
             // A service still broken stays paused until its container starts again.
+            if let Some(s) = self.state().services.get_mut(service) {
+                s.held_after_failed_recovery = result.is_err();
+            }
             let resume = if result.is_ok() {
                 &paused[..]
             } else {
-                if let Some(s) = self.state().services.get_mut(service) {
-                    s.held_after_failed_recovery = true;
-                }
                 &paused[1..]
             };
             if !resume.is_empty() {
@@ -609,7 +609,11 @@ impl Daemon {
     }
 
     fn after_recover(&self, service: &str, id: i64, end: &JobEnd) {
-        crate::failures::recovered(self, service);
+        if end.ok {
+            crate::failures::recovered(self, service);
+        } else {
+            crate::failures::recovery_failed(self, service);
+        }
         if let Some(s) = self.state().services.get_mut(service) {
             if end.ok {
                 s.recoveries.0 += 1;

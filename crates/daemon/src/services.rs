@@ -132,6 +132,7 @@ pub fn apply(d: &Daemon, name: &str, details: Option<ContainerDetails>) {
         probe_failures: (0, None),
         recovering: None,
         held_after_failed_recovery: false,
+        recovery_attempts: Vec::new(),
         failover: None,
     });
     service.present = true;

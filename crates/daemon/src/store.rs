@@ -16,8 +16,8 @@ pub struct StoreError {
     cause: rusqlite::Error,
 }
 
-/// One job as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One job as recorded (and as another host's daemon answers it, for `lifeboat jobs --host`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Job {
     /// The job id.
     pub id: i64,
@@ -52,7 +52,7 @@ pub struct Job {
     /// Kind-specific JSON (restore options, retention outcome).
     pub detail: Option<serde_json::Value>,
     /// What it did so far, step by step (`{"at", "step"}`), recorded as it runs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub progress: Vec<Step>,
 }
 

@@ -46,6 +46,8 @@ pub const RECOVER: &str = "lifeboat.recover";
 pub const RECOVER_AFTER: &str = "lifeboat.recover-after";
 /// `true`: a removed container is a failure too, and recovered (default `false`).
 pub const RECOVER_REMOVED: &str = "lifeboat.recover-removed";
+/// Automatic recoveries tried within an hour before the service is left alone (default 3).
+pub const RECOVER_ATTEMPTS: &str = "lifeboat.recover-attempts";
 /// `auto`: when the service's host dies, the cluster's leader brings it back on another
 /// host from the shared repository (default `off`).
 pub const FAILOVER: &str = "lifeboat.failover";

@@ -1,5 +1,6 @@
 //! `lifeboat jobs [NAME]`: the daemon's job history (`<state-dir>/daemon.db`), newest first,
-//! filtered by service, kind and time. Read-only; works while the daemon runs.
+//! filtered by service, kind and time. Read-only; works while the daemon runs. In a cluster
+//! (`--config` with `[cluster]`), `--host H` asks H's daemon through its API instead.
 
 use jiff::Timestamp;
 use lifeboat_daemon::store::Store;
@@ -33,16 +34,37 @@ fn kind_arg(text: &str) -> Result<JobKind, String> {
 }
 
 pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
-    let path = g.state_dir.join("daemon.db");
-    if !path.exists() {
-        anyhow::bail!(
-            "no job history at {}: the daemon has not run with this state directory \
-             (pass the daemon's --state-dir or LIFEBOAT_STATE_DIR)",
-            path.display()
-        );
-    }
-    let store = Store::open(&path)?;
-    let jobs = store.history(a.service.as_deref(), a.kind, a.since, a.limit)?;
+    let jobs = match other_host(g)? {
+        Some((host, api)) => {
+            let token = std::env::var("LIFEBOAT_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "host `{host}`'s history is asked from its daemon: set \
+                         LIFEBOAT_API_TOKEN to its API token"
+                    )
+                })?;
+            let query = lifeboat_daemon::peer::JobsQuery {
+                service: a.service.clone(),
+                kind: a.kind.map(|k| k.as_str().to_string()),
+                since: a.since.map(lifeboat_model::format_timestamp),
+                limit: a.limit,
+            };
+            lifeboat_daemon::peer::jobs(&host, &api, &token, &query).map_err(anyhow::Error::msg)?
+        }
+        None => {
+            let path = g.state_dir.join("daemon.db");
+            if !path.exists() {
+                anyhow::bail!(
+                    "no job history at {}: the daemon has not run with this state directory \
+                     (pass the daemon's --state-dir or LIFEBOAT_STATE_DIR)",
+                    path.display()
+                );
+            }
+            Store::open(&path)?.history(a.service.as_deref(), a.kind, a.since, a.limit)?
+        }
+    };
     if g.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(Code::Ok);
@@ -85,4 +107,34 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         );
     }
     Ok(Code::Ok)
+}
+
+/// The host `--host` names, and its daemon's API address, when it is another member of the
+/// config's cluster (else the history is this host's, read from the state directory).
+fn other_host(g: &GlobalArgs) -> anyhow::Result<Option<(String, String)>> {
+    let Some(host) = g.host.as_deref() else {
+        return Ok(None);
+    };
+    let Some(section) = g.options()?.and_then(|o| o.cluster) else {
+        return Ok(None);
+    };
+    if section.host.as_deref() == Some(host) {
+        return Ok(None);
+    }
+    let view = lifeboat_daemon::cluster::Cluster::new(section.plan()?).observe()?;
+    match view.hosts.iter().find(|h| h.record.host == host) {
+        Some(h) => Ok(Some((host.to_string(), h.record.api.clone()))),
+        None => {
+            let live: Vec<&str> = view.hosts.iter().map(|h| h.record.host.as_str()).collect();
+            anyhow::bail!(
+                "host `{host}` has no live daemon in the cluster (live: {}); its history is \
+                 in its own state directory",
+                if live.is_empty() {
+                    "none".to_string()
+                } else {
+                    live.join(", ")
+                }
+            )
+        }
+    }
 }

@@ -464,6 +464,49 @@ fn the_leader_drills_every_hosts_services_and_their_own_host_counts_the_result()
     );
     assert!(!kept.contains(&first[0]));
 
+    // h2's history read on h1's side, through h2's API (`--host h2 jobs`).
+    let cfg = lbs[0].state.path().join("lifeboat.toml");
+    let cfg = cfg.to_str().unwrap();
+    let token = [("LIFEBOAT_API_TOKEN", crate::daemon::TOKEN)];
+    let ids = |jobs: &[serde_json::Value]| -> Vec<i64> {
+        jobs.iter().filter_map(|j| j["id"].as_i64()).collect()
+    };
+    let args = [
+        "--config", cfg, "--host", "h2", "jobs", &name, "--kind", "backup",
+    ];
+    let remote = lbs[0]
+        .run_env(&token, &[&args[..], &["--json"]].concat())
+        .ok()
+        .json();
+    let on_h2: Vec<_> = h2
+        .jobs(&name)
+        .into_iter()
+        .filter(|j| j["kind"] == "backup")
+        .collect();
+    assert_eq!(ids(remote.as_array().unwrap()), ids(&on_h2), "{remote}");
+    assert!(on_h2.len() >= 3, "{on_h2:?}");
+    let table = lbs[0].run_env(&token, &args).ok().stdout;
+    assert!(
+        table.contains(&name) && table.contains("succeeded"),
+        "{table}"
+    );
+    let refused = lbs[0].run(&args);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("LIFEBOAT_API_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    let unknown = lbs[0].run_env(&token, &["--config", cfg, "--host", "h9", "jobs"]);
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("`h9`")
+            && unknown.stderr.contains("h1")
+            && unknown.stderr.contains("h2"),
+        "{}",
+        unknown.stderr
+    );
+
     // The leader killed: h2 leads and drills its own service, never in a slot h1 ran.
     let ran_on_h1 = drills(&h1);
     h1.child.kill().unwrap();

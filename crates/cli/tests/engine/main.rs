@@ -20,6 +20,7 @@ mod hot_mariadb;
 mod hot_postgres;
 mod hot_redis;
 mod hot_sqlite;
+mod image;
 mod keys;
 mod notify_tls;
 mod recover;

@@ -193,6 +193,87 @@ fn the_daemon_recovers_a_crashed_service_and_leaves_a_stopped_one_alone() {
 }
 
 #[test]
+fn a_failed_recovery_is_tried_again_after_a_backoff_then_left_alone_until_started_again() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let hook = Receiver::start();
+    let scope = unique("lbt-retry");
+    let (name, vol) = (unique("lbt-retry-svc"), unique("lbt-retry-vol"));
+    let path = new_volume(&mut c, &vol);
+    std::fs::write(path.join("state"), "good").unwrap();
+    // Its probe needs a file no backup holds: every recovery of it fails.
+    let labels = [
+        "lifeboat.schedule=1h",
+        "lifeboat.recover=auto",
+        "lifeboat.recover-after=1s",
+        "lifeboat.recover-attempts=2",
+        "lifeboat.probe=test -f /data/ready",
+    ];
+    crashable(&mut c, &scope, &name, &vol, "no", &labels);
+    let d = Daemon::start(&lb, &scope, &format!("webhook_url = \"{}/hook\"", hook.url));
+    d.wait_until("the first backup", Duration::from_secs(60), || {
+        crate::daemon::succeeded(&d.jobs(&name)) >= 1
+    });
+    std::fs::write(path.join("crash"), "").unwrap();
+
+    let event = |needle: &str| -> serde_json::Value {
+        let body = hook
+            .wait_for(needle, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("no {needle}\n{}", d.log_text()));
+        serde_json::from_str(&body).unwrap()
+    };
+    let first = event("\"service_failed\"");
+    assert_eq!(
+        (first["attempt"].as_u64(), &first["failure"]),
+        (Some(1), &"died".into())
+    );
+    event("\"recovery_failed\"");
+    let failed_at = std::time::Instant::now();
+    // Tried again after recover-after doubled once (2 s), as a failure of its own.
+    let second = event("\"service_failed\"");
+    let gap = failed_at.elapsed();
+    assert_eq!(second["attempt"].as_u64(), Some(2), "{second}");
+    assert_eq!(second["failure"], "recovery-failed", "{second}");
+    assert!(gap >= Duration::from_millis(1500), "retried after {gap:?}");
+    event("\"recovery_failed\"");
+    // Out of attempts: left alone, and the webhook says why.
+    let skipped = event("\"recovery_skipped\"");
+    let why = skipped["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("2 automatic recoveries") && why.contains("lifeboat.recover-attempts"),
+        "{skipped}"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let recoveries: Vec<_> = d
+        .jobs(&name)
+        .into_iter()
+        .filter(|j| j["kind"] == "recover")
+        .collect();
+    let triggers: Vec<_> = recoveries.iter().map(|j| j["trigger"].clone()).collect();
+    assert_eq!(triggers, ["retry", "failure"], "{recoveries:#?}");
+    assert!(
+        recoveries.iter().all(|j| j["state"] == "failed"),
+        "{recoveries:#?}"
+    );
+    assert!(
+        hook.received()
+            .iter()
+            .all(|e| !e.contains("service_failed")),
+        "a third attempt"
+    );
+    // Its backups wait while it is broken; an operator who mends and restarts it lets them
+    // run again.
+    assert_eq!(d.service(&name)["paused"], true, "{}", d.service(&name));
+    std::fs::write(path.join("ready"), "").unwrap();
+    docker(&["restart", "-t", "1", &name]);
+    d.wait_until("its schedules resumed", Duration::from_secs(20), || {
+        d.service(&name)["paused"] == false
+    });
+    let metric = |m: &str| d.metric(&format!("{m}{{service=\"{name}\"}}"));
+    assert_eq!(metric("lifeboat_recovery_failures_total"), Some(2.0));
+}
+
+#[test]
 fn the_daemon_recovers_a_crash_looping_service_and_an_unhealthy_one() {
     let lb = Lb::new();
     let mut c = Cleanup::default();

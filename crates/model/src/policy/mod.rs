@@ -68,6 +68,9 @@ pub enum PolicyError {
     #[error("recover `{0}` is not one of auto, notify, off")]
     /// An unknown recovery mode.
     Recover(String),
+    #[error("recover-attempts `{0}` is not a whole number from 1 to 10")]
+    /// A bad number of recovery attempts.
+    RecoverAttempts(String),
     #[error("policy `{0}` is not defined in the config file (known: {1})")]
     /// A named policy the config does not define: the service and the name.
     UnknownPolicy(String, String),
@@ -113,6 +116,25 @@ pub struct PolicyOptions {
     pub recover_after: Option<String>,
     /// A removed container is a failure too (default false).
     pub recover_removed: Option<bool>,
+    /// Automatic recoveries tried within an hour before the service is left alone
+    /// (default 3); a failed one is tried again after `recover-after` doubled per attempt.
+    #[serde(default, deserialize_with = "number_or_text")]
+    pub recover_attempts: Option<String>,
+}
+
+/// A setting written as a TOML number (`3`) or a string (`"3"`), kept as text like the
+/// label form and validated with the rest.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Either>::deserialize(d)?.map(|v| match v {
+        Either::Number(n) => n.to_string(),
+        Either::Text(t) => t,
+    }))
 }
 
 /// What the daemon does when a service fails, and after how long.
@@ -126,6 +148,9 @@ pub struct Recovery {
     /// A removed container counts as failed and is recovered (`lifeboat.recover-removed`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// Automatic recoveries within [`Recovery::WINDOW`] before the service is left alone.
+    #[serde(skip_serializing_if = "Recovery::default_attempts")]
+    pub attempts: u32,
 }
 
 impl Default for Recovery {
@@ -134,13 +159,30 @@ impl Default for Recovery {
             mode: crate::RecoverMode::Notify,
             after: std::time::Duration::from_secs(30),
             removed: false,
+            attempts: Recovery::ATTEMPTS,
         }
     }
 }
 
 impl Recovery {
+    /// Automatic recoveries tried within [`Recovery::WINDOW`] unless the policy says otherwise.
+    pub const ATTEMPTS: u32 = 3;
+    /// The window in which [`Recovery::attempts`] are counted.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn is_default(&self) -> bool {
         *self == Recovery::default()
+    }
+
+    /// Left out of the fingerprint while it is the default, so existing policies keep theirs.
+    fn default_attempts(n: &u32) -> bool {
+        *n == Recovery::ATTEMPTS
+    }
+
+    /// How long a failed recovery waits before the next attempt: `recover-after` doubled
+    /// for each attempt already made in the window (capped at 64 times).
+    pub fn backoff(&self, attempts_made: u32) -> std::time::Duration {
+        self.after * 2u32.pow(attempts_made.min(6))
     }
 }
 
@@ -207,6 +249,7 @@ impl PolicyOptions {
             recover: get(labels::RECOVER),
             recover_after: get(labels::RECOVER_AFTER),
             recover_removed: get(labels::RECOVER_REMOVED).map(|v| v == "true"),
+            recover_attempts: get(labels::RECOVER_ATTEMPTS),
         }
     }
 
@@ -226,6 +269,10 @@ impl PolicyOptions {
                 .clone()
                 .or_else(|| self.recover_after.clone()),
             recover_removed: over.recover_removed.or(self.recover_removed),
+            recover_attempts: over
+                .recover_attempts
+                .clone()
+                .or_else(|| self.recover_attempts.clone()),
         }
     }
 
@@ -310,6 +357,18 @@ impl PolicyOptions {
                 parse_duration(a).map_err(at("recover-after", own.recover_after.is_some()))?;
         }
         recovery.removed = merged.recover_removed.unwrap_or(false);
+        if let Some(n) = merged.recover_attempts.as_deref() {
+            recovery.attempts = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    at("recover-attempts", own.recover_attempts.is_some())(
+                        PolicyError::RecoverAttempts(n.into()),
+                    )
+                })?;
+        }
         Ok(Policy {
             recovery,
             name,
@@ -433,6 +492,24 @@ mod tests {
         let r = PolicyOptions::resolve(&PolicyOptions::default(), &none, &removed).unwrap();
         assert!(r.recovery.removed);
         assert_ne!(r.fingerprint(), p.fingerprint());
+        assert_eq!(r.recovery.attempts, Recovery::ATTEMPTS);
+        let mut two = auto.clone();
+        two.insert("lifeboat.recover-attempts".into(), "2".into());
+        let t = PolicyOptions::resolve(&PolicyOptions::default(), &none, &two).unwrap();
+        assert_eq!(t.recovery.attempts, 2);
+        assert_ne!(t.fingerprint(), p.fingerprint());
+        assert_eq!(t.recovery.backoff(0), std::time::Duration::from_secs(5));
+        assert_eq!(t.recovery.backoff(2), std::time::Duration::from_secs(20));
+        assert_eq!(t.recovery.backoff(40), std::time::Duration::from_secs(320));
+        for bad in ["0", "11", "three", "-1"] {
+            two.insert("lifeboat.recover-attempts".into(), bad.into());
+            let err = PolicyOptions::resolve(&PolicyOptions::default(), &none, &two).unwrap_err();
+            assert!(
+                err.to_string().contains("lifeboat.recover-attempts")
+                    && err.to_string().contains("1 to 10"),
+                "{err}"
+            );
+        }
         let bad = labels(&[("lifeboat.schedule", "1h"), ("lifeboat.recover", "always")]);
         let err = PolicyOptions::resolve(&PolicyOptions::default(), &none, &bad).unwrap_err();
         let text = err.to_string();
