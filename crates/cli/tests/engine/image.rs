@@ -260,6 +260,8 @@ fn the_image_run_by_the_shipped_compose_file_backs_up_its_postgres_neighbour() {
     // SIGTERM from `docker stop` ends the daemon cleanly.
     compose(&["stop", "-t", "20", "lifeboat"]);
     assert_eq!(inspect(&daemon, "{{.State.ExitCode}}"), "0", "{}", logs());
+    // The restored copy joined the project's network: it goes first.
+    docker(&["rm", "-f", &copy]);
     compose(&["down", "-v"]);
 }
 
