@@ -35,8 +35,12 @@ fn build(args: &[&str]) {
 }
 
 /// The Dockerfile's runtime stage with this build's binary added, as the Dockerfile's last
-/// stage adds the release build: returns the image's tag.
+/// stage adds the release build: returns the image's tag. `LIFEBOAT_TEST_IMAGE` names an
+/// image to test instead (e.g. `lifeboat:latest` from `scripts/image release`).
 fn image(c: &mut Cleanup) -> String {
+    if let Ok(given) = std::env::var("LIFEBOAT_TEST_IMAGE") {
+        return given;
+    }
     assert!(
         docker_ok(&["image", "inspect", BASE_IMAGE]),
         "{BASE_IMAGE} is missing: run scripts/image base (scripts/fixtures builds it)"
