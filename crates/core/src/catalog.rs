@@ -167,10 +167,32 @@ pub fn find_backup(
                 ));
             }
         }
+        if let Some(note) = foreign_note(repo) {
+            detail.push_str(&format!(" ({note})"));
+        }
         return Err(CoreError::NoBackup {
             name: container.to_string(),
             detail,
         });
     };
     Ok(found)
+}
+
+/// When the repository holds no Lifeboat backup at all but snapshots another tool made (a
+/// repository restic alone wrote): says so, and what reads them. `None` otherwise, or when
+/// the listing fails (the caller's own answer stands).
+pub fn foreign_note(repo: &dyn Repository) -> Option<String> {
+    let all = repo.snapshots(&[]).ok()?;
+    let ours = all
+        .iter()
+        .filter(|s| s.tags.iter().any(|t| t == tags::LIFEBOAT))
+        .count();
+    let foreign = all.len() - ours;
+    (ours == 0 && foreign > 0).then(|| {
+        format!(
+            "no Lifeboat backups here: the repository holds {foreign} snapshot{} another tool \
+             made (restic?); read them with `restic snapshots`",
+            if foreign == 1 { "" } else { "s" }
+        )
+    })
 }

@@ -30,7 +30,8 @@ pub mod wait;
 
 pub use backup::{BackupOutcome, BackupRequest, RunParts, UnhealthyPolicy, backup_container};
 pub use catalog::{
-    BackupEntry, UnreadableBackup, find_backup, list_backups, list_host_backups, scan_backups,
+    BackupEntry, UnreadableBackup, find_backup, foreign_note, list_backups, list_host_backups,
+    scan_backups,
 };
 pub use copy::{CopiedBackup, Copier, CopyFailure, CopyOutcome, CopyRequest, copy_backups};
 pub use error::CoreError;

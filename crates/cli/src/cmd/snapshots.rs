@@ -60,13 +60,16 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         return Ok(Code::Ok);
     }
     if backups.is_empty() {
-        println!(
-            "no backups{}",
-            a.name
-                .as_ref()
-                .map(|n| format!(" of {n}"))
-                .unwrap_or_default()
-        );
+        match lifeboat_core::foreign_note(&repo) {
+            Some(note) => println!("{note}"),
+            None => println!(
+                "no backups{}",
+                a.name
+                    .as_ref()
+                    .map(|n| format!(" of {n}"))
+                    .unwrap_or_default()
+            ),
+        }
         return Ok(Code::Ok);
     }
     println!(

@@ -14,6 +14,7 @@ mod dashboard;
 mod doctor;
 mod drill;
 mod failover;
+mod formats;
 mod freeze_thaw;
 mod hosts;
 mod hot_mariadb;
