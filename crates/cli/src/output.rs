@@ -92,7 +92,12 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            let text = lifeboat_docker::secrets::redact(&r.args().to_string());
+            let mut text = lifeboat_docker::secrets::redact(&r.args().to_string());
+            // The engine's reports run over many lines (and a backtrace with RUST_BACKTRACE):
+            // its first line names what failed; the whole report shows with -vv.
+            if !r.target().starts_with("lifeboat") && self.0 < log::LevelFilter::Debug {
+                text.truncate(text.find('\n').unwrap_or(text.len()));
+            }
             eprintln!("[{}] {text}", r.level().as_str().to_lowercase());
         }
     }

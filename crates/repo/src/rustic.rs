@@ -159,6 +159,27 @@ fn bytesize(n: u64) -> bytesize::ByteSize {
     bytesize::ByteSize::b(n)
 }
 
+/// One line per check finding: what was found (its first line names the object) and the
+/// engine's own message, without the multi-line report (and backtrace) its display carries.
+fn check_finding(err: &(dyn std::error::Error + 'static)) -> String {
+    let own = err.to_string();
+    let head = own.lines().next().unwrap_or_default().trim().to_string();
+    let source = err.source().and_then(|s| {
+        s.downcast_ref::<Box<RusticError>>()
+            .map(|b| &**b)
+            .or_else(|| s.downcast_ref::<RusticError>())
+    });
+    match source {
+        Some(src) => {
+            let log = src.display_log();
+            let guidance = log.trim_start_matches("Error: ");
+            let guidance = guidance.split(" (kind:").next().unwrap_or(guidance).trim();
+            format!("{head} {guidance}")
+        }
+        None => head,
+    }
+}
+
 impl RusticRepository {
     /// Creates a new repository with the default settings (S3 credentials from the
     /// environment). Refuses when one exists at `location`.
@@ -822,7 +843,7 @@ impl Repository for RusticRepository {
         })?;
         let mut report = CheckReport::default();
         for (level, err) in results.0 {
-            let text = err.to_string();
+            let text = check_finding(&err);
             match format!("{level:?}").as_str() {
                 "Warn" => report.warnings.push(text),
                 _ => report.errors.push(text),

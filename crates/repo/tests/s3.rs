@@ -57,17 +57,9 @@ fn open(g: &Garage, location: &str, host: &str) -> RusticRepository {
 /// `files` files of `size` pseudo-random bytes each (seeded), plus the metadata corpus.
 fn make_data(dir: &Path, files: usize, size: usize, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut random = lifeboat_testkit::PseudoRandom::new(seed);
     for i in 0..files {
-        let data: Vec<u8> = (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(dir.join(format!("f{i:04}")), data).unwrap();
+        std::fs::write(dir.join(format!("f{i:04}")), random.bytes(size)).unwrap();
     }
 }
 

@@ -100,3 +100,26 @@ pub fn write_corpus(root: &Path) -> usize {
     add(&t);
     n
 }
+
+/// A seeded xorshift byte stream: the same bytes for the same seed on every build (committed
+/// fixtures depend on it).
+pub struct PseudoRandom(u64);
+
+impl PseudoRandom {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> PseudoRandom {
+        PseudoRandom(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Its next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 as u8
+            })
+            .collect()
+    }
+}

@@ -17,7 +17,7 @@ pub mod http;
 mod memory_repo;
 mod tree;
 
-pub use corpus::write_corpus;
+pub use corpus::{PseudoRandom, write_corpus};
 
 /// Runs `scripts/NAME CMD DIR ARGS...` (the cluster scripts: garage, etcd); panics with
 /// what it printed when it fails.

@@ -26,16 +26,8 @@ fn fixture_tree(dir: &Path) {
     std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
     std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
     std::fs::write(dir.join("hello.txt"), "hello, later builds\n").unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let random: Vec<u8> = (0..96 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(dir.join("nested/random.bin"), &random).unwrap();
+    let random = PseudoRandom::new(1).bytes(96 * 1024);
+    std::fs::write(dir.join("nested/random.bin"), random).unwrap();
     std::fs::write(dir.join("nested/deeper/empty"), "").unwrap();
     std::fs::write(dir.join("nested/deeper/naïve – ünïcode.txt"), "ü\n").unwrap();
     std::fs::write(dir.join("private.key"), "not a real key\n").unwrap();

@@ -159,31 +159,12 @@ fn the_image_run_by_the_shipped_compose_file_backs_up_its_postgres_neighbour() {
 
     compose(&["up", "-d", "db"]);
     wait_for_health(&db);
-    let psql = |sql: &str| {
-        docker(&[
-            "exec",
-            &db,
-            "psql",
-            "-U",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atc",
-            sql,
-        ])
-    };
-    psql("CREATE DATABASE shop");
-    docker(&[
-        "exec",
+    psql(&db, "postgres", "CREATE DATABASE shop");
+    psql(
         &db,
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
         "shop",
-        "-qc",
         "CREATE TABLE orders(id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 500)",
-    ]);
+    );
     compose(&["up", "-d", "lifeboat"]);
     let base = format!("http://127.0.0.1:{port}");
     let get = |path: &str| {
@@ -248,17 +229,7 @@ fn the_image_run_by_the_shipped_compose_file_backs_up_its_postgres_neighbour() {
     lb.run(&["--host", HOST, "restore", &db, "--as", &copy])
         .ok();
     wait_for_health(&copy);
-    let rows = docker(&[
-        "exec",
-        &copy,
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "shop",
-        "-Atc",
-        "SELECT count(*) FROM orders",
-    ]);
+    let rows = psql(&copy, "shop", "SELECT count(*) FROM orders");
     assert_eq!(rows.trim(), "500");
 
     // SIGTERM from `docker stop` ends the daemon cleanly.
@@ -267,6 +238,23 @@ fn the_image_run_by_the_shipped_compose_file_backs_up_its_postgres_neighbour() {
     // The restored copy joined the project's network: it goes first.
     docker(&["rm", "-f", &copy]);
     compose(&["down", "-v"]);
+}
+
+/// `sql` run by psql in `container`'s database `db` (stops at the first error): its output.
+fn psql(container: &str, db: &str, sql: &str) -> String {
+    docker(&[
+        "exec",
+        container,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-Atc",
+        sql,
+    ])
 }
 
 /// `docker args` output (stdout and stderr), whatever its exit code.

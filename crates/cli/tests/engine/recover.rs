@@ -8,6 +8,13 @@ use lifeboat_testkit::http::Receiver;
 use crate::common::*;
 use crate::daemon::{Daemon, managed};
 
+/// A new volume (registered for cleanup) whose `state` file says `good`: its host path.
+fn good_volume(c: &mut Cleanup, vol: &str) -> std::path::PathBuf {
+    let path = new_volume(c, vol);
+    std::fs::write(path.join("state"), "good").unwrap();
+    path
+}
+
 /// A service that runs until `/data/crash` exists, then exits 3 by itself (a crash: no
 /// `docker kill` or `stop` is involved), under restart policy `restart`.
 fn crashable(c: &mut Cleanup, scope: &str, name: &str, vol: &str, restart: &str, labels: &[&str]) {
@@ -45,8 +52,7 @@ fn recover_by_hand_brings_back_the_newest_good_backup_and_keeps_the_broken_state
     let lb = Lb::new();
     let mut c = Cleanup::default();
     let (name, vol) = (unique("lbt-rec"), unique("lbt-rec-vol"));
-    let path = new_volume(&mut c, &vol);
-    std::fs::write(path.join("state"), "good").unwrap();
+    let path = good_volume(&mut c, &vol);
     crashable(&mut c, "none", &name, &vol, "no", &[]);
     lb.run(&["backup", &name]).ok();
     // The data goes bad and the service dies.
@@ -135,8 +141,7 @@ fn the_daemon_recovers_a_crashed_service_and_leaves_a_stopped_one_alone() {
     let hook = Receiver::start();
     let scope = unique("lbt-auto");
     let (name, vol) = (unique("lbt-auto-svc"), unique("lbt-auto-vol"));
-    let path = new_volume(&mut c, &vol);
-    std::fs::write(path.join("state"), "good").unwrap();
+    let path = good_volume(&mut c, &vol);
     let labels = [
         "lifeboat.schedule=1h",
         "lifeboat.recover=auto",
@@ -199,8 +204,7 @@ fn a_failed_recovery_is_tried_again_after_a_backoff_then_left_alone_until_starte
     let hook = Receiver::start();
     let scope = unique("lbt-retry");
     let (name, vol) = (unique("lbt-retry-svc"), unique("lbt-retry-vol"));
-    let path = new_volume(&mut c, &vol);
-    std::fs::write(path.join("state"), "good").unwrap();
+    let path = good_volume(&mut c, &vol);
     // Its probe needs a file no backup holds: every recovery of it fails.
     let labels = [
         "lifeboat.schedule=1h",
@@ -286,14 +290,12 @@ fn the_daemon_recovers_a_crash_looping_service_and_an_unhealthy_one() {
     ];
     // Crash-loops under --restart=always once /data/crash exists.
     let (looping, lvol) = (unique("lbt-loop-svc"), unique("lbt-loop-vol"));
-    let lpath = new_volume(&mut c, &lvol);
-    std::fs::write(lpath.join("state"), "good").unwrap();
+    let lpath = good_volume(&mut c, &lvol);
     crashable(&mut c, &scope, &looping, &lvol, "always", &labels);
     let scope_label = format!("lifeboat.test={scope}");
     // Turns unhealthy once /data/bad exists (and keeps running).
     let (sick, svol) = (unique("lbt-sick-svc"), unique("lbt-sick-vol"));
-    let spath = new_volume(&mut c, &svol);
-    std::fs::write(spath.join("state"), "good").unwrap();
+    let spath = good_volume(&mut c, &svol);
     let smount = format!("{svol}:/data");
     let mut flags = vec![
         "--health-cmd",
@@ -487,8 +489,7 @@ fn a_stack_whose_database_fails_pauses_its_dependents_and_restarts_them_in_order
     let scope = unique("lbt-stack");
     let (db, vol) = (unique("lbt-stack-db"), unique("lbt-stack-vol"));
     let (agent, web) = (unique("lbt-stack-agent"), unique("lbt-stack-web"));
-    let path = new_volume(&mut c, &vol);
-    std::fs::write(path.join("state"), "good").unwrap();
+    let path = good_volume(&mut c, &vol);
     let labels = [
         "lifeboat.schedule=1h",
         "lifeboat.recover=auto",
@@ -612,8 +613,7 @@ fn a_daemon_killed_mid_recovery_finishes_it_at_its_next_start() {
     let mut c = Cleanup::default();
     let scope = unique("lbt-killrec");
     let (name, vol) = (unique("lbt-killrec-svc"), unique("lbt-killrec-vol"));
-    let path = new_volume(&mut c, &vol);
-    std::fs::write(path.join("state"), "good").unwrap();
+    let path = good_volume(&mut c, &vol);
     // Enough data that the restore takes a while.
     let big = path.join("big");
     let made = std::process::Command::new("dd")
@@ -705,8 +705,7 @@ fn a_removed_container_is_recovered_only_with_recover_removed() {
     let scope = unique("lbt-removed");
     let (kept, kvol) = (unique("lbt-removed-back"), unique("lbt-removed-bvol"));
     let (gone, gvol) = (unique("lbt-removed-gone"), unique("lbt-removed-gvol"));
-    let kpath = new_volume(&mut c, &kvol);
-    std::fs::write(kpath.join("state"), "good").unwrap();
+    let kpath = good_volume(&mut c, &kvol);
     new_volume(&mut c, &gvol);
     let labels = [
         "lifeboat.schedule=1h",
