@@ -26,15 +26,7 @@ fn backup_volume(repo: &RusticRepository, src: &Path) -> lifeboat_repo::PartRepo
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    lifeboat_testkit::PseudoRandom::new(seed).bytes(n)
 }
 
 /// A producer that yields some bytes, then reports failure (like a dump exiting non-zero).
@@ -237,4 +229,49 @@ async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
     .await
     .unwrap();
     assert_eq!(ids, 1);
+}
+
+/// Every pack file under `data` (`data/XX/ID`) with its size.
+fn files_under(data: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(data).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let f = f.unwrap();
+            out.push((f.path().display().to_string(), f.metadata().unwrap().len()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("old"), random_bytes(2 << 20, 30)).unwrap();
+    let first = backup_volume(&repo, &src);
+    let index = dir.path().join("repo/index");
+    let before: Vec<_> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    std::fs::remove_file(src.join("old")).unwrap();
+    std::fs::write(src.join("new"), random_bytes(2 << 20, 31)).unwrap();
+    backup_volume(&repo, &src);
+    // The first backup's data becomes unused; the second's index file is damaged, so a prune
+    // planning from the index it can read would take the second's packs for unused too.
+    repo.delete(&[first.snapshot_id]).unwrap();
+    let damaged = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !before.contains(p))
+        .unwrap();
+    lifeboat_testkit::flip_byte(&damaged, 0.5);
+    let data = dir.path().join("repo/data");
+    let kept = files_under(&data);
+    let err = repo.prune().unwrap_err();
+    assert!(err.to_string().contains("Index"), "{err}");
+    assert_eq!(files_under(&data), kept, "a pack was deleted");
 }

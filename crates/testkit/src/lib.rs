@@ -54,9 +54,14 @@ pub fn corrupt_largest_pack(repo: &std::path::Path, offset_fraction: f64) -> std
         .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .expect("the repository has a pack")
         .into_path();
-    let mut bytes = std::fs::read(&largest).unwrap();
+    flip_byte(&largest, offset_fraction);
+    largest
+}
+
+/// Flips the bits of one byte of `file`, `offset_fraction` of the way in (bit rot).
+pub fn flip_byte(file: &std::path::Path, offset_fraction: f64) {
+    let mut bytes = std::fs::read(file).unwrap();
     let at = (bytes.len() as f64 * offset_fraction) as usize;
     bytes[at] ^= 0xff;
-    std::fs::write(&largest, bytes).unwrap();
-    largest
+    std::fs::write(file, bytes).unwrap();
 }

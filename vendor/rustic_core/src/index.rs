@@ -269,7 +269,13 @@ impl GlobalIndex {
     ) -> RusticResult<Self> {
         p.set_title("reading index...");
         for index in be.stream_all::<IndexFile>(p)? {
-            collector.extend(index?.1.packs);
+            match index {
+                Ok((_, index)) => collector.extend(index.packs),
+                // Lifeboat: one damaged index file does not stop the reads of what the others
+                // index (restores of undamaged backups); prune and check read every index file
+                // themselves and still fail on it.
+                Err(err) => log::warn!("skipping an unreadable index file: {}", err.display_log()),
+            }
         }
 
         p.finish();

@@ -120,6 +120,70 @@ fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
 }
 
 #[test]
+fn a_damaged_index_fails_only_the_backups_it_indexes_and_check_names_it() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let index_files = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(lb.repo().join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let mut services = Vec::new();
+    for n in ["kept", "hit"] {
+        let (name, vol) = (
+            unique(&format!("index-{n}")),
+            unique(&format!("index-{n}-vol")),
+        );
+        let path = new_volume(&mut c, &vol);
+        random_file(&path.join("blob.bin"), 1);
+        run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+        services.push((name, vol, path));
+    }
+    lb.run(&["backup", &services[0].0]).ok();
+    let before = index_files();
+    lb.run(&["backup", &services[1].0]).ok();
+    // Every index file the second backup wrote gets one byte flipped.
+    let damaged: Vec<_> = index_files().difference(&before).cloned().collect();
+    assert!(!damaged.is_empty());
+    for f in &damaged {
+        flip_byte(f, 0.5);
+    }
+
+    let check = lb.run(&["check", "--read-data"]);
+    assert_ne!(check.code, 0, "{}", check.stdout);
+    let said = format!("{}{}", check.stdout, check.stderr);
+    assert!(
+        damaged
+            .iter()
+            .any(|f| said.contains(&f.file_name().unwrap().to_string_lossy()[..8])),
+        "check names a damaged index file: {said}"
+    );
+    // The backup the damaged files index fails loudly and creates nothing...
+    let (name, vol, _) = &services[1];
+    let (copy, out) = lb.restore_copy(&mut c, name, vol);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !docker_ok(&["inspect", &copy]),
+        "no container from damaged data"
+    );
+    // ...and the other still restores identical.
+    let (name, vol, path) = &services[0];
+    let (copy, out) = lb.restore_copy(&mut c, name, vol);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_same_tree(path, &volume_path(&format!("{copy}_{vol}")));
+    // The repair: restic's rebuild-index (0.14) indexes the packs again; then check is
+    // clean and the damaged backup restores identical too.
+    let repair = lb.restic(&["rebuild-index"]);
+    assert_eq!(repair.code, 0, "{}", repair.stderr);
+    lb.run(&["check", "--read-data"]).ok();
+    let (name, vol, path) = &services[1];
+    let (copy, out) = lb.restore_copy(&mut c, name, vol);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_same_tree(path, &volume_path(&format!("{copy}_{vol}")));
+}
+
+#[test]
 fn full_destination_disk_fails_and_lists_no_snapshot() {
     let lb = Lb::uninitialised();
     let mnt = lb.state.path().join("small");
