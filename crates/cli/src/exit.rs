@@ -48,7 +48,9 @@ fn repo_code(e: &RepoError) -> Code {
         RepoError::NotFound { .. } => Code::RepoMissing,
         RepoError::WrongPassword { .. } => Code::WrongPassword,
         RepoError::SnapshotNotFound { .. } => Code::NotFound,
-        RepoError::RestoreIncomplete { .. } | RepoError::HostileSnapshot { .. } => Code::Damaged,
+        RepoError::RestoreIncomplete { .. }
+        | RepoError::HostileSnapshot { .. }
+        | RepoError::UnreadableSnapshots { .. } => Code::Damaged,
         RepoError::TargetWrite { .. } => Code::TargetWrite,
         RepoError::AlreadyExists { .. } | RepoError::KeyRefused { .. } => Code::Refused,
         RepoError::NoSuchKey { .. } => Code::NotFound,

@@ -146,7 +146,15 @@ pub fn backup_container(
         (None, None) => None, // automatic: hot when a database is found, else none
     };
     let hooks = lifeboat_consistency::Hooks::from_labels(&details.config)?;
-    let cleaned_orphans = delete_orphans(repo, &details.name, &req.hostname)?;
+    // Orphans are harmless: with a damaged snapshot file around (whose parts would look
+    // orphaned) they are left for a later run, and the backup goes on.
+    let cleaned_orphans = match delete_orphans(repo, &details.name, &req.hostname) {
+        Err(CoreError::Repo(e @ lifeboat_repo::RepoError::UnreadableSnapshots { .. })) => {
+            log::warn!("leaving earlier runs' parts in place: {e}");
+            0
+        }
+        other => other?,
+    };
     let mut gone = Vec::new();
     let mut capture = if req.as_found {
         let mut reachable = details.clone();

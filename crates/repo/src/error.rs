@@ -67,6 +67,24 @@ pub enum RepoError {
         files: Vec<String>,
     },
 
+    /// Snapshot files that cannot be read (damaged): deletions and prunes refuse while they
+    /// exist, since their data would look unused (exit 5).
+    #[error(
+        "{op}: {} snapshot file(s) of `{location}` cannot be read (damaged: {}); nothing is \
+         deleted until they are mended: see `lifeboat check`, then remove each damaged file \
+         (`snapshots/ID` in the repository) or restore what it held with restic",
+        ids.len(),
+        ids.join(", ")
+    )]
+    UnreadableSnapshots {
+        /// What was refused.
+        op: &'static str,
+        /// The repository.
+        location: String,
+        /// The snapshot files' ids.
+        ids: Vec<String>,
+    },
+
     /// A tree that would write outside its target; nothing was restored (exit 5).
     #[error(
         "refusing to restore snapshot {id}: entry {entry} would be written outside the restore \

@@ -186,8 +186,15 @@ pub trait Repository: Send + Sync {
     /// Every snapshot carrying all of `tags`, oldest first.
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError>;
 
-    /// Deletes snapshots (their data stays until a prune).
+    /// Deletes snapshots (their data stays until a prune). Refused
+    /// ([`RepoError::UnreadableSnapshots`]) while a snapshot file cannot be read.
     fn delete(&self, ids: &[String]) -> Result<(), RepoError>;
+
+    /// The ids of snapshot files that cannot be read (damaged): [`Repository::snapshots`]
+    /// leaves them out.
+    fn unreadable_snapshots(&self) -> Result<Vec<String>, RepoError> {
+        Ok(Vec::new())
+    }
 
     /// Restores `path` of snapshot `id` into `target` with numeric ownership, modes, times,
     /// xattrs, links and holes. On `Err` the target may hold some files; the error names the

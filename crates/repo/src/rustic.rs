@@ -159,6 +159,21 @@ fn bytesize(n: u64) -> bytesize::ByteSize {
     bytesize::ByteSize::b(n)
 }
 
+impl RusticRepository {
+    /// [`RepoError::UnreadableSnapshots`] for `op` while a snapshot file cannot be read.
+    fn refuse_if_unreadable(&self, op: &'static str) -> Result<(), RepoError> {
+        let ids = self.unreadable_snapshots()?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        Err(RepoError::UnreadableSnapshots {
+            op,
+            location: self.location.0.clone(),
+            ids,
+        })
+    }
+}
+
 /// One line per check finding: what was found (its first line names the object) and the
 /// engine's own message, without the multi-line report (and backtrace) its display carries.
 fn check_finding(err: &(dyn std::error::Error + 'static)) -> String {
@@ -783,6 +798,7 @@ impl Repository for RusticRepository {
         // concurrent backup needs, so a host cleaning up its orphans never waits for (or fails
         // on) another host's backup. A prune elsewhere still excludes it.
         let _lock = self.hold_lock(false)?;
+        self.refuse_if_unreadable("deleting snapshots")?;
         let ids = ids
             .iter()
             .map(|id| self.find_snapshot(id).map(|s| s.id))
@@ -815,8 +831,29 @@ impl Repository for RusticRepository {
         })
     }
 
+    fn unreadable_snapshots(&self) -> Result<Vec<String>, RepoError> {
+        let (listed, read) = self.with_engine(|e| {
+            let listed: Vec<SnapshotId> = e
+                .list::<SnapshotId>()
+                .map_err(self.err("listing snapshot files"))?
+                .collect();
+            let read = e
+                .get_all_snapshots()
+                .map_err(self.err("listing snapshots"))?;
+            Ok((listed, read))
+        })?;
+        let read: std::collections::BTreeSet<SnapshotId> = read.iter().map(|s| s.id).collect();
+        Ok(listed
+            .into_iter()
+            .filter(|id| !read.contains(id))
+            .map(|id| id.to_hex().to_string())
+            .collect())
+    }
+
     fn prune_if(&self, go_ahead: crate::GoAhead<'_>) -> Result<PruneReport, RepoError> {
         let _lock = self.hold_lock(true)?;
+        // A damaged snapshot's data would look unused to the plan.
+        self.refuse_if_unreadable("pruning")?;
         self.with_engine(|e| {
             let opts = rustic_core::PruneOptions::default();
             let plan = e
@@ -842,6 +879,11 @@ impl Repository for RusticRepository {
                 .map_err(self.err("check"))
         })?;
         let mut report = CheckReport::default();
+        for id in self.unreadable_snapshots()? {
+            report.errors.push(format!(
+                "snapshot file {id} cannot be read (damaged or truncated)"
+            ));
+        }
         for (level, err) in results.0 {
             let text = check_finding(&err);
             match format!("{level:?}").as_str() {

@@ -275,3 +275,55 @@ fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
     assert!(err.to_string().contains("Index"), "{err}");
     assert_eq!(files_under(&data), kept, "a pack was deleted");
 }
+
+#[test]
+fn a_damaged_snapshot_file_is_left_out_of_listings_and_stops_every_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), random_bytes(1 << 20, 40)).unwrap();
+    let kept = backup_volume(&repo, &src);
+    std::fs::write(src.join("b"), random_bytes(1 << 20, 41)).unwrap();
+    let hit = backup_volume(&repo, &src);
+    lifeboat_testkit::flip_byte(
+        &dir.path().join("repo/snapshots").join(&hit.snapshot_id),
+        0.5,
+    );
+
+    let listed: Vec<String> = repo
+        .snapshots(&[])
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&kept.snapshot_id));
+    assert_eq!(
+        repo.unreadable_snapshots().unwrap(),
+        std::slice::from_ref(&hit.snapshot_id)
+    );
+    let data = dir.path().join("repo/data");
+    let packs = files_under(&data);
+    // A prune would take the damaged snapshot's data for unused: refused, nothing deleted.
+    let err = repo.prune().unwrap_err();
+    assert!(
+        matches!(err, RepoError::UnreadableSnapshots { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&hit.snapshot_id), "{err}");
+    let err = repo
+        .delete(std::slice::from_ref(&kept.snapshot_id))
+        .unwrap_err();
+    assert!(
+        matches!(err, RepoError::UnreadableSnapshots { .. }),
+        "{err}"
+    );
+    assert_eq!(files_under(&data), packs);
+    assert_eq!(repo.snapshots(&[]).unwrap().len(), 1);
+    let report = repo.check(false).unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains(&hit.snapshot_id)),
+        "{:?}",
+        report.errors
+    );
+}

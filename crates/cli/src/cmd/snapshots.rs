@@ -3,6 +3,7 @@
 
 use lifeboat_core::list_host_backups;
 use lifeboat_model::{PartKind, format_timestamp};
+use lifeboat_repo::Repository as _;
 use serde_json::json;
 
 use crate::context::GlobalArgs;
@@ -29,6 +30,16 @@ pub fn run(g: &GlobalArgs, a: &Args) -> anyhow::Result<Code> {
         a.name.as_deref(),
         (!a.all_hosts).then_some(host.as_str()),
     )?;
+    // A damaged snapshot file is left out of the listing, and said so.
+    let unreadable = repo.unreadable_snapshots()?;
+    if !unreadable.is_empty() {
+        crate::output::note(&format!(
+            "warning: {} snapshot file(s) cannot be read (damaged: {}); the backups they held \
+             are not listed, and nothing is deleted until they are mended: run `lifeboat check`",
+            unreadable.len(),
+            unreadable.join(", ")
+        ));
+    }
     if let Some(since) = a.since {
         backups.retain(|b| b.manifest.started_at >= since);
     }

@@ -184,6 +184,82 @@ fn a_damaged_index_fails_only_the_backups_it_indexes_and_check_names_it() {
 }
 
 #[test]
+fn a_damaged_manifest_hides_only_its_backup_and_nothing_is_deleted_until_it_is_mended() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let mut services = Vec::new();
+    for n in ["kept", "hit"] {
+        let (name, vol) = (
+            unique(&format!("manifest-{n}")),
+            unique(&format!("manifest-{n}-vol")),
+        );
+        let path = new_volume(&mut c, &vol);
+        random_file(&path.join("blob.bin"), 1);
+        run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
+        lb.run(&["backup", &name]).ok();
+        services.push((name, vol, path));
+    }
+    let snapshot_files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(lb.repo().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let hit = &services[1];
+    let manifest = lb.backups(&hit.0)[0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = lb.repo().join("snapshots").join(&manifest);
+    assert!(file.exists(), "{manifest} is a snapshot file");
+    flip_byte(&file, 0.5);
+    let before = snapshot_files();
+
+    // Listed: every other backup, and a warning naming the damaged file.
+    let listed = lb.run(&["snapshots", "--json"]).ok();
+    let names: Vec<_> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["container"].clone())
+        .collect();
+    assert_eq!(names, [services[0].0.as_str()], "{}", listed.stdout);
+    assert!(
+        listed.stderr.contains("cannot be read") && listed.stderr.contains(&manifest),
+        "{}",
+        listed.stderr
+    );
+    let check = lb.run(&["check"]);
+    assert_eq!(check.code, 5, "{}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains(&manifest), "{}", check.stdout);
+    // The other service restores identical.
+    let (name, vol, path) = &services[0];
+    let (copy, out) = lb.restore_copy(&mut c, name, vol);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_same_tree(path, &volume_path(&format!("{copy}_{vol}")));
+    // A new backup of the damaged one works, and leaves the parts the damaged manifest
+    // named (they look orphaned) in place.
+    lb.run(&["backup", &hit.0]).ok();
+    let after = snapshot_files();
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "a snapshot was deleted"
+    );
+    assert!(after.len() > before.len());
+    // Mended by removing the damaged file: check is clean, and the next backup cleans up.
+    std::fs::remove_file(&file).unwrap();
+    lb.run(&["check"]).ok();
+    lb.run(&["backup", &hit.0]).ok();
+    assert!(
+        snapshot_files().len() < after.len() + 2,
+        "the orphaned parts stayed"
+    );
+}
+
+#[test]
 fn full_destination_disk_fails_and_lists_no_snapshot() {
     let lb = Lb::uninitialised();
     let mnt = lb.state.path().join("small");

@@ -861,7 +861,16 @@ impl SnapshotFile {
             .filter(|id| !snaps.contains_key(id))
             .collect();
         for res in be.stream_list::<Self>(missing_ids, p)? {
-            let (id, snap) = res?;
+            // Lifeboat: one damaged snapshot file does not hide every other snapshot (as
+            // `iter_all_from_backend` already does); callers that delete ask which files
+            // could not be read first.
+            let (id, snap) = match res {
+                Ok(read) => read,
+                Err(err) => {
+                    warn!("skipping an unreadable snapshot file: {}", err.display_log());
+                    continue;
+                }
+            };
             if filter(&snap) {
                 let _ = snaps.insert(id, snap);
             }
