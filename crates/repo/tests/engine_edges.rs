@@ -151,10 +151,7 @@ fn unreadable_file_is_reported_not_silently_dropped() {
         assert!(status.success(), "the unprivileged run failed");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let (_dir, repo, src) = repo_and_source();
     std::fs::write(src.join("readable"), "ok").unwrap();
     std::fs::write(src.join("locked"), "secret").unwrap();
     std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -173,10 +170,7 @@ fn unreadable_file_is_reported_not_silently_dropped() {
 
 #[test]
 fn restore_of_a_corrupted_pack_names_the_files_and_never_panics() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let (dir, repo, src) = repo_and_source();
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(3 << 20, 10 + i)).unwrap();
     }
@@ -231,6 +225,15 @@ async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
     assert_eq!(ids, 1);
 }
 
+/// A new repository at `DIR/repo` and an empty source directory `DIR/src`.
+fn repo_and_source() -> (tempfile::TempDir, RusticRepository, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    (dir, repo, src)
+}
+
 /// Every pack file under `data` (`data/XX/ID`) with its size.
 fn files_under(data: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -246,10 +249,7 @@ fn files_under(data: &Path) -> Vec<(String, u64)> {
 
 #[test]
 fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("old"), random_bytes(2 << 20, 30)).unwrap();
     let first = backup_volume(&repo, &src);
     let index = dir.path().join("repo/index");
@@ -278,10 +278,7 @@ fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
 
 #[test]
 fn a_damaged_snapshot_file_is_left_out_of_listings_and_stops_every_deletion() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = new_repo(dir.path());
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("a"), random_bytes(1 << 20, 40)).unwrap();
     let kept = backup_volume(&repo, &src);
     std::fs::write(src.join("b"), random_bytes(1 << 20, 41)).unwrap();

@@ -119,6 +119,22 @@ fn corrupted_pack_is_found_by_check_and_restore_fails_loudly() {
     );
 }
 
+/// Two running services, `kept` and `hit`, each with 1 MiB of random data in its own volume:
+/// their names, volumes and the volumes' host paths.
+fn kept_and_hit(c: &mut Cleanup, prefix: &str) -> Vec<(String, String, std::path::PathBuf)> {
+    ["kept", "hit"]
+        .iter()
+        .map(|n| {
+            let name = unique(&format!("{prefix}-{n}"));
+            let vol = unique(&format!("{prefix}-{n}-vol"));
+            let path = new_volume(c, &vol);
+            random_file(&path.join("blob.bin"), 1);
+            run_sleeper(c, &name, &["-v", &format!("{vol}:/data")]);
+            (name, vol, path)
+        })
+        .collect()
+}
+
 #[test]
 fn a_damaged_index_fails_only_the_backups_it_indexes_and_check_names_it() {
     let lb = Lb::new();
@@ -129,17 +145,7 @@ fn a_damaged_index_fails_only_the_backups_it_indexes_and_check_names_it() {
             .map(|e| e.unwrap().path())
             .collect()
     };
-    let mut services = Vec::new();
-    for n in ["kept", "hit"] {
-        let (name, vol) = (
-            unique(&format!("index-{n}")),
-            unique(&format!("index-{n}-vol")),
-        );
-        let path = new_volume(&mut c, &vol);
-        random_file(&path.join("blob.bin"), 1);
-        run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
-        services.push((name, vol, path));
-    }
+    let services = kept_and_hit(&mut c, "index");
     lb.run(&["backup", &services[0].0]).ok();
     let before = index_files();
     lb.run(&["backup", &services[1].0]).ok();
@@ -187,17 +193,9 @@ fn a_damaged_index_fails_only_the_backups_it_indexes_and_check_names_it() {
 fn a_damaged_manifest_hides_only_its_backup_and_nothing_is_deleted_until_it_is_mended() {
     let lb = Lb::new();
     let mut c = Cleanup::default();
-    let mut services = Vec::new();
-    for n in ["kept", "hit"] {
-        let (name, vol) = (
-            unique(&format!("manifest-{n}")),
-            unique(&format!("manifest-{n}-vol")),
-        );
-        let path = new_volume(&mut c, &vol);
-        random_file(&path.join("blob.bin"), 1);
-        run_sleeper(&mut c, &name, &["-v", &format!("{vol}:/data")]);
-        lb.run(&["backup", &name]).ok();
-        services.push((name, vol, path));
+    let services = kept_and_hit(&mut c, "manifest");
+    for (name, ..) in &services {
+        lb.run(&["backup", name]).ok();
     }
     let snapshot_files = || -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(lb.repo().join("snapshots"))
