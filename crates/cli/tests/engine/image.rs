@@ -21,8 +21,9 @@ fn source_root() -> PathBuf {
 
 /// `docker build` that panics with the builder's output when it fails.
 fn build(args: &[&str]) {
+    // --force-rm: a failed step leaves no intermediate container behind.
     let out = Command::new("docker")
-        .arg("build")
+        .args(["build", "--force-rm"])
         .args(args)
         .output()
         .unwrap();
