@@ -21,6 +21,10 @@ pub struct JobsQuery {
 
 /// The job history of the daemon answering at `api` (`HOST:PORT`), asked with `token`.
 pub fn jobs(host: &str, api: &str, token: &str, q: &JobsQuery) -> Result<Vec<Job>, String> {
+    // The address comes from etcd: only an IP and port is used (the token goes with it).
+    let api: std::net::SocketAddr = api.parse().map_err(|_| {
+        format!("host `{host}` published `{api}` as its API address, which is not IP:PORT")
+    })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -73,4 +77,20 @@ pub fn jobs(host: &str, api: &str, token: &str, q: &JobsQuery) -> Result<Vec<Job
     serde_json::from_str::<Answer>(&text)
         .map(|a| a.jobs)
         .map_err(|e| format!("host `{host}`'s daemon at {api} answered no job list: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_api_address_that_is_not_ip_and_port_is_refused_before_any_request() {
+        for bad in [
+            "evil.example/x?",
+            "127.0.0.1:1@evil",
+            "http://127.0.0.1:1",
+            "",
+        ] {
+            let err = super::jobs("h2", bad, "t", &super::JobsQuery::default()).unwrap_err();
+            assert!(err.contains("not IP:PORT"), "{bad}: {err}");
+        }
+    }
 }
