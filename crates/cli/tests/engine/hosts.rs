@@ -108,21 +108,29 @@ impl TestHost {
         format!("unix://{}", self.sock)
     }
 
-    pub fn docker_ok(&self, args: &[&str]) -> bool {
+    fn docker_output(&self, args: &[&str]) -> std::process::Output {
         Command::new("docker")
             .args(["-H", &self.docker_host()])
             .args(args)
             .output()
-            .is_ok_and(|o| o.status.success())
+            .unwrap()
+    }
+
+    pub fn docker_ok(&self, args: &[&str]) -> bool {
+        self.docker_output(args).status.success()
+    }
+
+    /// The output of a docker command that may fail (an object not there yet): `None` then.
+    pub fn docker_try(&self, args: &[&str]) -> Option<String> {
+        let out = self.docker_output(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     #[track_caller]
     pub fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .args(["-H", &self.docker_host()])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.docker_output(args);
         assert!(
             out.status.success(),
             "docker {args:?}: {}",
