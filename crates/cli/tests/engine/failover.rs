@@ -224,9 +224,9 @@ fn a_dead_hosts_failover_stack_comes_back_healthy_elsewhere_and_never_runs_twice
     h1.kill();
     let t0 = Instant::now();
     d2.wait_until("the stack healthy on h2", Duration::from_secs(120), || {
-        STACK.iter().all(|(n, _)| {
-            state_of(&h2, n).starts_with("true healthy")
-        })
+        STACK
+            .iter()
+            .all(|(n, _)| state_of(&h2, n).starts_with("true healthy"))
     });
     let failover_s = t0.elapsed().as_secs_f64();
     eprintln!("failover: host killed to its 3-service stack healthy on h2 in {failover_s:.1}s");
