@@ -36,6 +36,10 @@ pub struct Intent {
     /// For `Frozen`: the `lifeboat.thaw` command that releases the freeze.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thaw: Option<String>,
+    /// For `Stopped`: the seconds the engine was given to stop it. The engine goes on
+    /// stopping a container after the run that asked died; the undo waits that long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_s: Option<i32>,
 }
 
 fn intent_path(state_dir: &Path, container_id: &str, action: IntentAction) -> PathBuf {
@@ -94,6 +98,7 @@ pub fn freeze<'a>(
         action,
         pid: std::process::id(),
         thaw: None,
+        stop_timeout_s: (action == IntentAction::Stopped).then_some(stop_timeout_s),
         at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -159,9 +164,22 @@ impl Drop for Frozen<'_> {
 
 /// Undoes one intent, tolerating a container that is already back (or gone).
 fn undo_intent(engine: &dyn Engine, intent: &Intent) -> Result<(), EngineError> {
-    let Some(now) = engine.container(&intent.container_id)? else {
+    let Some(mut now) = engine.container(&intent.container_id)? else {
         return Ok(());
     };
+    if let (IntentAction::Stopped, Some(timeout)) = (intent.action, intent.stop_timeout_s) {
+        // A run killed while its stop was under way: the engine still stops the container
+        // (within the timeout, then SIGKILL); starting it is only right once it is down.
+        let until = std::time::Instant::now()
+            + std::time::Duration::from_secs(timeout.clamp(0, 600) as u64 + 5);
+        while now.state.running && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let Some(again) = engine.container(&intent.container_id)? else {
+                return Ok(());
+            };
+            now = again;
+        }
+    }
     match intent.action {
         IntentAction::Paused if now.state.is_paused() => {
             engine.unpause_container(&intent.container_id)

@@ -46,6 +46,7 @@ pub fn start_freeze<'a>(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         thaw: Some(thaw.to_string()),
+        stop_timeout_s: None,
     };
     let path = write_intent(state_dir, &intent)?;
     let mut session = FreezeSession {

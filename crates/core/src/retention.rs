@@ -2,10 +2,16 @@
 //! keeps, then free their data. Guarded: nothing is deleted while the service's newest
 //! backup failed, is partial, or is suspiciously small next to the one before (a broken
 //! service writing an empty volume must not age out its last good copies), unless forced.
+//!
+//! The rules order backups by the time their host's clock gave them. A backup dated after this
+//! host's clock means a clock was wrong (ahead then, or behind now): that backup is never
+//! deleted, and while one exists nothing else is either unless forced, since a later backup
+//! with a right clock would look older than it and age out first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use jiff::{SignedDuration, Timestamp};
 use lifeboat_consistency::RepoGate;
 use lifeboat_model::policy::Retention;
 use lifeboat_model::tags;
@@ -25,6 +31,8 @@ pub struct RetentionRequest {
     pub newest_attempt_failed: bool,
     /// The newest backup is suspicious when smaller than this fraction of the previous one.
     pub shrink_ratio: f64,
+    /// A backup dated less than this before `now` is never deleted, forced or not.
+    pub margin: std::time::Duration,
     /// Say what would be deleted, delete nothing.
     pub dry_run: bool,
     /// With drills enabled: the backup ids a drill verified. Only those count as good: the
@@ -38,6 +46,34 @@ pub struct RetentionRequest {
     /// Also remove the data only the deleted backups used (`false`: a later repository-wide
     /// prune does, as in a cluster, where only the leader prunes).
     pub prune: bool,
+    /// This host's clock, now (the caller's `Timestamp::now()`; tests set it).
+    pub now: Timestamp,
+}
+
+/// How far after this host's clock a backup may be dated before the clocks are called wrong
+/// (clocks kept by NTP differ by milliseconds; a minute leaves room for a slow step).
+pub const CLOCK_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
+
+/// Why the backups' order cannot be trusted against `now`, if it cannot: the newest backup
+/// dated after `now` by more than [`CLOCK_TOLERANCE`].
+pub fn clock_gate(name: &str, backups: &[BackupEntry], now: Timestamp) -> Option<String> {
+    let latest = backups.iter().max_by_key(|b| b.manifest.started_at)?;
+    let at = latest.manifest.started_at;
+    let ahead = at.duration_since(now);
+    (ahead > CLOCK_TOLERANCE).then(|| {
+        format!(
+            "backup {} of `{name}` (host {}) is dated {} after this host's clock ({}): a clock \
+             was ahead when it was taken, or is behind now, so the backups' order cannot be \
+             trusted; old backups are kept until this clock passes {} (check the time sync, \
+             e.g. `timedatectl`, on both hosts; force the prune to apply the rules anyway: \
+             backups dated in the future are kept even then)",
+            latest.manifest.backup_id,
+            latest.manifest.host,
+            lifeboat_model::policy::format_duration(ahead.unsigned_abs()),
+            lifeboat_model::format_timestamp(now),
+            lifeboat_model::format_timestamp(at),
+        )
+    })
 }
 
 /// What a retention run decided and did.
@@ -95,8 +131,23 @@ pub fn apply_retention(
     note: Note<'_>,
 ) -> Result<RetentionOutcome, CoreError> {
     let backups = crate::catalog::list_host_backups(repo, Some(name), req.host.as_deref())?;
-    let times: Vec<_> = backups.iter().map(|b| b.manifest.started_at).collect();
-    let mut keep = req.retention.keep(&times);
+    // Dated in the future: younger than any rule can judge, kept even when forced, and left
+    // out of the rules (the newest by date would otherwise be kept in place of the newest).
+    let future: Vec<bool> = backups
+        .iter()
+        .map(|b| b.manifest.started_at.duration_since(req.now) > CLOCK_TOLERANCE)
+        .collect();
+    let judged: Vec<usize> = (0..backups.len()).filter(|i| !future[*i]).collect();
+    let times: Vec<_> = judged
+        .iter()
+        .map(|i| backups[*i].manifest.started_at)
+        .collect();
+    let margin = SignedDuration::try_from(req.margin).unwrap_or(SignedDuration::MAX);
+    let mut keep = future.clone();
+    for (i, k) in judged.iter().zip(req.retention.keep(&times)) {
+        let young = req.now.duration_since(backups[*i].manifest.started_at) < margin;
+        keep[*i] = k || young;
+    }
     let mut unverified = false;
     if let Some(verified) = &req.verified {
         match backups
@@ -116,11 +167,14 @@ pub fn apply_retention(
             out.deleted.push(id)
         }
     }
-    if out.deleted.is_empty() {
+    // A wrong clock is reported on every run, even one with nothing to delete.
+    let clock = clock_gate(name, &backups, req.now);
+    if out.deleted.is_empty() && (clock.is_none() || req.force) {
         return Ok(out);
     }
-    let why =
-        prune_gate(name, &backups, req.newest_attempt_failed, req.shrink_ratio).or_else(|| {
+    let why = clock
+        .or_else(|| prune_gate(name, &backups, req.newest_attempt_failed, req.shrink_ratio))
+        .or_else(|| {
             unverified.then(|| {
                 format!(
                     "no backup of `{name}` has been verified by a drill yet; old backups are kept \

@@ -322,10 +322,12 @@ fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_fir
             host: None,
             newest_attempt_failed: false,
             shrink_ratio: 0.0,
+            margin: std::time::Duration::ZERO,
             force: true,
             dry_run: false,
             verified: None,
             prune: true,
+            now: jiff::Timestamp::now(),
         },
         &quiet,
     )
@@ -426,4 +428,47 @@ fn a_drill_restores_into_its_sandbox_probes_and_leaves_production_and_nothing_el
             .any(|c| c.starts_with("remove image sha256:commit-")),
         "{calls:?}"
     );
+}
+
+#[test]
+fn retention_deletes_nothing_while_a_backup_is_dated_after_this_hosts_clock() {
+    let (dir, engine, repo) = world();
+    mounting(&engine, "agent", "spool");
+    for _ in 0..3 {
+        backup_container(&engine, &repo, "agent", &request(dir.path()), &quiet).unwrap();
+    }
+    let retention = |now: jiff::Timestamp, force: bool| {
+        lifeboat_core::apply_retention(
+            &repo,
+            "agent",
+            &lifeboat_core::RetentionRequest {
+                retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
+                state_dir: dir.path().to_path_buf(),
+                host: None,
+                newest_attempt_failed: false,
+                shrink_ratio: 0.0,
+                margin: std::time::Duration::ZERO,
+                force,
+                dry_run: true,
+                verified: None,
+                prune: false,
+                now,
+            },
+            &quiet,
+        )
+        .unwrap()
+    };
+    // This host's clock an hour behind the backups' (or theirs an hour ahead).
+    let behind = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let out = retention(behind, false);
+    assert!(out.deleted.is_empty(), "{out:?}");
+    let why = out.refused.unwrap();
+    assert!(why.contains("after this host's clock"), "{why}");
+    // Forced, the backups dated in the future are still kept.
+    let forced = retention(behind, true);
+    assert!(forced.deleted.is_empty(), "{forced:?}");
+    assert_eq!(forced.kept.len(), 3);
+    // With the clock right, the rule applies.
+    let right = retention(jiff::Timestamp::now(), false);
+    assert_eq!((right.kept.len(), right.deleted.len()), (1, 2), "{right:?}");
 }

@@ -228,6 +228,9 @@ pub struct DaemonSection {
     /// Retention refuses to delete when the newest backup is smaller than this fraction of
     /// the previous one (default 0.5).
     pub shrink_ratio: Option<f64>,
+    /// Retention never deletes a backup dated less than this before now (default `1h`; `0s`
+    /// turns it off): a clock off by less than this loses nothing recent.
+    pub retention_margin: Option<String>,
     /// Receives a POST on every failure and on recovery (`http://` or `https://`).
     pub webhook_url: Option<String>,
     /// How the webhook's body is written: `json` (default), `slack` or `ntfy`.
@@ -264,6 +267,8 @@ pub struct DaemonPlan {
     pub rpo_tolerance: f64,
     /// A backup smaller than this fraction of the previous one stops retention.
     pub shrink_ratio: f64,
+    /// Retention never deletes a backup younger than this.
+    pub retention_margin: Duration,
     /// Where failure and recovery events are posted, and how.
     pub webhook: Option<crate::notify::Webhook>,
     /// Manage every container not labelled `lifeboat.enable=false`.
@@ -549,6 +554,7 @@ impl DaemonOptions {
             jitter: duration("jitter", d.jitter.as_deref(), 30)?,
             rpo_tolerance: ratio("rpo_tolerance", d.rpo_tolerance, 1.5, 1.0)?,
             shrink_ratio: ratio("shrink_ratio", d.shrink_ratio, 0.5, 0.0)?,
+            retention_margin: duration("retention_margin", d.retention_margin.as_deref(), 3600)?,
             webhook: d
                 .webhook_url
                 .map(|url| crate::notify::Webhook { url, format }),
@@ -592,6 +598,11 @@ mod tests {
         let p = o.plan(None, Path::new("/var/lib/lifeboat")).unwrap();
         assert_eq!(p.listen.port(), 9999);
         assert_eq!(p.concurrency, 3);
+        assert_eq!(
+            p.retention_margin,
+            Duration::from_secs(3600),
+            "the safety margin by default"
+        );
         assert_eq!(p.jitter, Duration::from_secs(10));
         assert_eq!(p.policies["critical"].schedule.as_deref(), Some("5m"));
         // A number in the file is read like the label's text.

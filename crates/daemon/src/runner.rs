@@ -272,11 +272,13 @@ impl Daemon {
                 force: false,
                 newest_attempt_failed: false,
                 shrink_ratio: self.plan.shrink_ratio,
+                margin: self.plan.retention_margin,
                 dry_run: false,
                 state_dir: self.env.state_dir.clone(),
                 host: Some(self.env.hostname.clone()),
                 verified: self.verified(service, policy),
                 prune: self.cluster.is_none(),
+                now: Timestamp::now(),
             };
             let detail = match apply_retention(&repo, service, &req, &note) {
                 Ok(r) => {
@@ -696,11 +698,13 @@ impl Daemon {
                     force: false,
                     newest_attempt_failed: false,
                     shrink_ratio: self.plan.shrink_ratio,
+                    margin: self.plan.retention_margin,
                     dry_run: false,
                     state_dir: self.env.state_dir.clone(),
                     host: Some(host.clone()),
                     verified: None,
                     prune: true,
+                    now: Timestamp::now(),
                 };
                 let done = match apply_retention(&dest, &service, &req, &note) {
                     Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
@@ -1011,11 +1015,13 @@ impl Daemon {
             force,
             newest_attempt_failed,
             shrink_ratio: self.plan.shrink_ratio,
+            margin: self.plan.retention_margin,
             dry_run: false,
             state_dir: self.env.state_dir.clone(),
             host: Some(self.env.hostname.clone()),
             verified: self.verified(service, policy),
             prune: self.cluster.is_none(),
+            now: Timestamp::now(),
         };
         match apply_retention(&repo, service, &req, &self.note_for(service, id)) {
             Ok(r) => {

@@ -83,18 +83,26 @@ impl Store {
         written: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<RepositoryBackends, RepoError> {
         let inner: Arc<dyn WriteBackend> = match self {
-            Store::Local(_) => BackendOptions::default()
-                .repository(location)
-                .to_backends()
-                .map_err(|e| RepoError::engine("opening", location, e.display_log()))?
-                .repository(),
+            Store::Local(root) => Arc::new(Gated {
+                inner: BackendOptions::default()
+                    .repository(location)
+                    .to_backends()
+                    .map_err(|e| RepoError::engine("opening", location, e.display_log()))?
+                    .repository(),
+                may_commit: None,
+                tidy: Some(root.clone()),
+            }),
             Store::S3 { client, failure } => {
                 Arc::new(S3Backend::new((**client).clone(), failure.clone()))
             }
         };
         let inner: Arc<dyn WriteBackend> = Arc::new(ParallelPacks::new(inner, written));
         Ok(RepositoryBackends::new(
-            Arc::new(Gated { inner, may_commit }),
+            Arc::new(Gated {
+                inner,
+                may_commit: Some(may_commit),
+                tidy: None,
+            }),
             None,
         ))
     }
@@ -219,11 +227,35 @@ pub(crate) fn storage_error(location: &str, f: S3Failure) -> RepoError {
     }
 }
 
-/// Refuses to write a snapshot file unless the repository lock is still held: a backup whose
-/// lock went stale (a prune elsewhere may have started) aborts before it commits.
+/// A backend with Lifeboat's guards around its writes.
 struct Gated {
     inner: Arc<dyn WriteBackend>,
-    may_commit: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// Refuses to write a snapshot file unless the repository lock is still held: a backup
+    /// whose lock went stale (a prune elsewhere may have started) aborts before it commits.
+    may_commit: Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    /// A local repository's root: the engine writes each object to `NAME-tmp-` and renames
+    /// it, and leaves that file behind when the write, its sync or the rename fails (EIO,
+    /// ENOSPC); it is removed here, so no object is ever stored under a name that is not its
+    /// hash.
+    tidy: Option<PathBuf>,
+}
+
+impl Gated {
+    fn tidy_after_failed_write(&self, tpe: FileType, id: &Id) {
+        let Some(root) = &self.tidy else { return };
+        let hex = id.to_hex();
+        let dir = match tpe {
+            FileType::Pack => root.join(tpe.dirname()).join(&hex[..2]),
+            FileType::Config => root.clone(),
+            _ => root.join(tpe.dirname()),
+        };
+        let name = if tpe == FileType::Config {
+            "config".to_string()
+        } else {
+            hex.to_string()
+        };
+        let _ = std::fs::remove_file(dir.join(format!("{name}-tmp-")));
+    }
 }
 
 impl ReadBackend for Gated {
@@ -266,7 +298,8 @@ impl WriteBackend for Gated {
         content: BytesList,
     ) -> RusticResult<()> {
         if tpe == FileType::Snapshot
-            && let Err(why) = (self.may_commit)()
+            && let Some(may_commit) = &self.may_commit
+            && let Err(why) = may_commit()
         {
             return Err(RusticError::new(
                 ErrorKind::Backend,
@@ -274,7 +307,11 @@ impl WriteBackend for Gated {
             )
             .attach_context("why", why));
         }
-        self.inner.write_bytes(tpe, id, cacheable, content)
+        let written = self.inner.write_bytes(tpe, id, cacheable, content);
+        if written.is_err() {
+            self.tidy_after_failed_write(tpe, id);
+        }
+        written
     }
     fn remove(&self, tpe: FileType, id: &Id, cacheable: bool) -> RusticResult<()> {
         self.inner.remove(tpe, id, cacheable)

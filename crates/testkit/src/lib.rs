@@ -42,7 +42,9 @@ pub use docker::{
 };
 pub use fake_engine::FakeEngine;
 pub use memory_repo::MemoryRepository;
-pub use tree::{Entry, compare_trees, compare_trees_ignoring_sparseness, snapshot_tree};
+pub use tree::{
+    Entry, compare_trees, compare_trees_ignoring_sparseness, diff as tree_diff, snapshot_tree,
+};
 
 /// Flips one byte in the largest pack file under `repo/data` (a bit-rot fixture) and returns
 /// the pack's path.

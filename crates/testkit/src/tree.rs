@@ -134,7 +134,8 @@ pub fn compare_trees_ignoring_sparseness(expected: &Path, actual: &Path) -> Vec<
     diff(dense(snapshot_tree(expected)), dense(snapshot_tree(actual)))
 }
 
-fn diff(a: BTreeMap<Vec<u8>, Entry>, b: BTreeMap<Vec<u8>, Entry>) -> Vec<String> {
+/// Differences between two trees taken with [`snapshot_tree`], one line each.
+pub fn diff(a: BTreeMap<Vec<u8>, Entry>, b: BTreeMap<Vec<u8>, Entry>) -> Vec<String> {
     let mut diffs = Vec::new();
     for (k, ea) in &a {
         let name = String::from_utf8_lossy(k);

@@ -70,7 +70,7 @@ impl Lb {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        let mut c = Command::new(lifeboat_bin());
         c.env("LIFEBOAT_STATE_DIR", self.state.path())
             .env_remove("LIFEBOAT_REPOSITORY")
             .env_remove("LIFEBOAT_PASSWORD")
@@ -119,6 +119,14 @@ impl Lb {
             .expect("restic installed")
             .into()
     }
+}
+
+/// The binary under test: this build's, or `LIFEBOAT_BIN` (`scripts/trust` runs a frozen copy,
+/// so the sources can change while its long run goes on).
+pub fn lifeboat_bin() -> PathBuf {
+    std::env::var_os("LIFEBOAT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lifeboat")))
 }
 
 /// Starts a busybox container that sleeps, with extra `docker run` flags.

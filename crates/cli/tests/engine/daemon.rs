@@ -28,8 +28,15 @@ impl Daemon {
     /// [`Daemon::start`] with more environment variables.
     pub fn start_env(lb: &Lb, scope: &str, settings: &str, env: &[(&str, &str)]) -> Daemon {
         let cfg = lb.state.path().join("lifeboat.toml");
-        let config =
-            format!("[daemon]\nscope = \"lifeboat.test={scope}\"\njitter = \"0s\"\n{settings}\n");
+        // Retention acts at once unless a test sets the margin (its default is 1 h).
+        let margin = if settings.contains("retention_margin") {
+            ""
+        } else {
+            "retention_margin = \"0s\"\n"
+        };
+        let config = format!(
+            "[daemon]\nscope = \"lifeboat.test={scope}\"\njitter = \"0s\"\n{margin}{settings}\n"
+        );
         std::fs::write(&cfg, config).unwrap();
         let port = free_port();
         let log = lb.state.path().join(format!("daemon-{port}.log"));
@@ -86,6 +93,15 @@ impl Daemon {
         } else {
             serde_json::Value::Null
         }
+    }
+
+    /// Waits until the daemon has discovered service `name` (it answers before that).
+    pub fn wait_for_service(&self, name: &str) {
+        self.wait_until(
+            &format!("the daemon to discover {name}"),
+            Duration::from_secs(30),
+            || !self.service(name).is_null(),
+        );
     }
 
     pub fn jobs(&self, name: &str) -> Vec<serde_json::Value> {
