@@ -49,6 +49,7 @@ fn repo_code(e: &RepoError) -> Code {
         RepoError::WrongPassword { .. } => Code::WrongPassword,
         RepoError::SnapshotNotFound { .. } => Code::NotFound,
         RepoError::RestoreIncomplete { .. }
+        | RepoError::Damaged { .. }
         | RepoError::HostileSnapshot { .. }
         | RepoError::UnreadableSnapshots { .. } => Code::Damaged,
         RepoError::TargetWrite { .. } => Code::TargetWrite,

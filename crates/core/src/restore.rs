@@ -410,10 +410,58 @@ pub fn restore_container(
         let info = plan.manifest.compose.as_ref();
         crate::compose::put_back(repo, part, info, host_root, to, req.force, note)?;
     }
-    restore_data(engine, repo, &plan, req, &mut outcome, note)?;
-    create_and_start(engine, repo, &plan, req, &mut outcome, note)?;
+    // The volumes this run creates: removed again, with the container, when it fails before
+    // the container starts (damaged data, a tree no index lists, a full disk), so nothing
+    // half-restored stands under the target's name.
+    let mut fresh = Vec::new();
+    for t in plan
+        .targets
+        .iter()
+        .filter(|t| t.part.kind == PartKind::Volume)
+    {
+        if engine.volume(&t.name)?.is_none() && !fresh.contains(&t.name) {
+            fresh.push(t.name.clone());
+        }
+    }
+    let done = restore_data(engine, repo, &plan, req, &mut outcome, note)
+        .and_then(|()| create_and_start(engine, repo, &plan, req, &mut outcome, note));
+    if let Err(e) = done {
+        if !outcome.started {
+            undo_unstarted(engine, &plan.target_name, &outcome, &fresh, note);
+        }
+        return Err(e);
+    }
     outcome.seconds = t0.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Removes what a failed restore created before its container started: the container (if
+/// it was created) and the volumes that did not exist before the run.
+fn undo_unstarted(
+    engine: &dyn Engine,
+    name: &str,
+    outcome: &RestoreOutcome,
+    fresh: &[String],
+    note: Note<'_>,
+) {
+    if !outcome.container_id.is_empty() {
+        note(&format!(
+            "the restore failed: removing the container {name} it created"
+        ));
+        if let Err(e) = engine.remove_container(name) {
+            note(&format!("could not remove the container {name}: {e}"));
+        }
+    }
+    for v in fresh {
+        if let Ok(Some(_)) = engine.volume(v) {
+            note(&format!(
+                "the restore failed: removing the volume {v} it created"
+            ));
+            if let Err(e) = engine.remove_volume(v) {
+                note(&format!("could not remove the volume {v}: {e}"));
+            }
+        }
+    }
 }
 
 fn restore_data(

@@ -227,6 +227,22 @@ pub enum RepoError {
         location: String,
     },
 
+    /// An object the operation needs is damaged or missing (a MAC that does not match, a
+    /// tree or blob no index lists): the repository itself is damaged (exit 5).
+    #[error(
+        "{op} found damage in the repository at `{location}`: {message}; run `lifeboat check \
+         --read-data` to see what is damaged, and see \"Repairing a damaged repository\" in \
+         the README"
+    )]
+    Damaged {
+        /// The operation.
+        op: &'static str,
+        /// Where the repository is.
+        location: String,
+        /// What the engine said.
+        message: String,
+    },
+
     /// Any other failure of the engine.
     #[error("{op} failed on the repository at `{location}`: {message}")]
     Engine {

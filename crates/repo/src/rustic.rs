@@ -595,6 +595,13 @@ impl RusticRepository {
             if let Some(lost) = self.lock_lost(op, &message) {
                 return lost;
             }
+            if is_damage(&e) {
+                return RepoError::Damaged {
+                    op,
+                    location: self.location.0.clone(),
+                    message: first_line(&message),
+                };
+            }
             storage_or(&self.store, &self.location.0, || {
                 RepoError::engine(op, &self.location.0, message)
             })
@@ -874,11 +881,19 @@ impl Repository for RusticRepository {
 
     fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
         let _lock = self.hold_lock(false)?;
-        let results = self.with_engine(|e| {
+        let mut report = CheckReport::default();
+        // A check the engine abandons on a damaged object (an index file whose MAC fails) has
+        // found damage: that is its finding, not a failure to check.
+        let results = match self.with_engine(|e| {
             e.check(CheckOptions::default().read_data(read_data))
                 .map_err(self.err("check"))
-        })?;
-        let mut report = CheckReport::default();
+        }) {
+            Err(RepoError::Damaged { message, .. }) => {
+                report.errors.push(message);
+                return Ok(report);
+            }
+            other => other?,
+        };
         for id in self.unreadable_snapshots()? {
             report.errors.push(format!(
                 "snapshot file {id} cannot be read (damaged or truncated)"
@@ -905,6 +920,25 @@ impl Repository for RusticRepository {
     fn id(&self) -> &str {
         &self.id
     }
+}
+
+/// Whether the engine failed on damaged data: a MAC that does not match (the engine keeps the
+/// error's kind private; its text names it), or a tree or blob that no index lists.
+fn is_damage(e: &RusticError) -> bool {
+    let log = e.display_log();
+    !e.is_incorrect_password()
+        && (e.is_code("C001")
+            || log.contains("related to cryptographic operations")
+            || log.contains("not found in index"))
+}
+
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 impl RusticRepository {

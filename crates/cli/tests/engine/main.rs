@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod compose;
 mod consistency;
+mod corruption;
 mod daemon;
 mod dashboard;
 mod doctor;
