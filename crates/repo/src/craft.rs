@@ -133,7 +133,18 @@ impl RusticRepository {
 /// if its holder had stopped refreshing it that long ago.
 pub fn age_locks(repo: &RusticRepository, by: std::time::Duration) -> Result<usize, RepoError> {
     repo.locker_for_craft()
-        .age_all(by)
+        .age_all(by, true)
+        .map_err(|reason| RepoError::Storage {
+            location: repo.location().to_string(),
+            reason,
+        })
+}
+
+/// Moves the time written inside every lock of `repo` back by `by`, the files staying as
+/// fresh as they are: what a holder whose clock is behind by `by` writes.
+pub fn skew_locks(repo: &RusticRepository, by: std::time::Duration) -> Result<usize, RepoError> {
+    repo.locker_for_craft()
+        .age_all(by, false)
         .map_err(|reason| RepoError::Storage {
             location: repo.location().to_string(),
             reason,

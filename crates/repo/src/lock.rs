@@ -3,9 +3,12 @@
 //!
 //! A lock is an encrypted JSON file `locks/ID` (ID = SHA-256 of the stored bytes) saying who
 //! holds it, since when, and whether it is exclusive. Backups, restores, checks and
-//! snapshot deletions take a shared lock; pruning takes an exclusive one. A lock is stale when its
-//! time is more than 30 minutes old, or when it was taken on this host by a process that is
-//! gone. Taking one: look for conflicting live locks, write ours, wait 200 ms, look again (a
+//! snapshot deletions take a shared lock; pruning takes an exclusive one. A lock is stale when the
+//! store wrote it more than 30 minutes before it wrote ours, or when it was taken on this host
+//! by a process that is gone. The age is read from the store's clock (a file's mtime, S3's
+//! `LastModified`), not from the time inside the lock: a host whose clock is an hour behind
+//! writes an hour-old time into a fresh lock, which restic's rule would take for stale (and
+//! prune under a running backup). Taking one: look for conflicting live locks, write ours, wait 200 ms, look again (a
 //! store without conditional writes, like Garage, cannot do better), and back off if another
 //! appeared. A held lock is rewritten every 5 minutes; a holder that could not refresh it for
 //! 25 minutes (a freeze, a partition) counts it as lost and commits no snapshot (restic#2715).
@@ -83,13 +86,39 @@ impl LockFile {
         )
     }
 
-    fn is_stale(&self, host: &str, timings: &LockTimings) -> bool {
-        let age = jiff::Timestamp::now().duration_since(self.time);
-        if age > jiff::SignedDuration::try_from(timings.stale_after).unwrap_or_default() {
-            return true;
+    /// Whether this lock is stale. `store_times`: the store's clock now (when it wrote our own
+    /// lock) and when it wrote this one. With them, the age is the store's alone: a holder
+    /// whose clock is behind writes an old time but a fresh file, and is live. Without them
+    /// (the first look, before ours is written), a lock that looks old by its holder's time is
+    /// `Undecided`: judged again once ours is written.
+    fn staleness(
+        &self,
+        host: &str,
+        timings: &LockTimings,
+        store_times: Option<(jiff::Timestamp, jiff::Timestamp)>,
+    ) -> Staleness {
+        if self.hostname == host && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            return Staleness::Stale;
         }
-        self.hostname == host && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        let stale_after = jiff::SignedDuration::try_from(timings.stale_after).unwrap_or_default();
+        match store_times {
+            Some((now, written)) if now.duration_since(written) > stale_after => Staleness::Stale,
+            Some(_) => Staleness::Live,
+            None if jiff::Timestamp::now().duration_since(self.time) > stale_after => {
+                Staleness::Undecided
+            }
+            None => Staleness::Live,
+        }
     }
+}
+
+/// What a look at another run's lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staleness {
+    Live,
+    Stale,
+    /// Old by its holder's clock, but no time of the store's to judge it by yet.
+    Undecided,
 }
 
 /// Who holds the lock that stands in the way, and when it turns stale.
@@ -314,9 +343,17 @@ impl Locker {
         })
     }
 
-    /// The first live lock that conflicts with taking one of this kind (`own` is skipped).
+    /// The first live lock that conflicts with taking one of this kind (`own`, the lock this
+    /// run just wrote, is skipped, and gives the store's clock to judge the others' age by).
     fn conflict(&self, exclusive: bool, own: Option<&str>) -> Result<(), LockError> {
-        for name in self.store.list(LOCKS).map_err(LockError::Store)? {
+        let listed = self.store.list_dated(LOCKS).map_err(LockError::Store)?;
+        let store_now = own.and_then(|own| {
+            listed
+                .iter()
+                .find(|(n, _)| format!("{LOCKS}/{n}") == own)
+                .and_then(|(_, t)| *t)
+        });
+        for (name, written) in listed {
             let name = format!("{LOCKS}/{name}");
             if own == Some(name.as_str()) {
                 continue;
@@ -330,13 +367,23 @@ impl Locker {
             if ours {
                 continue;
             }
-            if file.is_stale(&self.host, &self.timings) {
-                // A killed run's lock (or one never refreshed): removed, as restic's own
-                // `unlock` would, so restic's exclusive commands are not blocked by it.
-                if let Err(e) = self.store.delete(&name) {
-                    log::debug!("could not remove the stale lock {name}: {e}");
+            let store_times = store_now.zip(written);
+            // A store that gives no times: the holder's own time decides, as restic's rule.
+            let store_times = match (own, store_times) {
+                (Some(_), None) => Some((jiff::Timestamp::now(), file.time)),
+                (_, t) => t,
+            };
+            match file.staleness(&self.host, &self.timings, store_times) {
+                Staleness::Stale => {
+                    // A killed run's lock (or one never refreshed): removed, as restic's own
+                    // `unlock` would, so restic's exclusive commands are not blocked by it.
+                    if let Err(e) = self.store.delete(&name) {
+                        log::debug!("could not remove the stale lock {name}: {e}");
+                    }
+                    continue;
                 }
-                continue;
+                Staleness::Undecided => continue,
+                Staleness::Live => {}
             }
             if file.exclusive || exclusive {
                 let stale_at = file
@@ -376,9 +423,11 @@ impl Locker {
             .ok()
     }
 
-    /// Test support: every lock's time moved back by `by`.
+    /// Test support: every lock's time moved back by `by`; with `backdate` its file's time too
+    /// (a holder that stopped refreshing), without it only the time inside (a holder whose
+    /// clock is behind).
     #[cfg(feature = "craft")]
-    pub(crate) fn age_all(&self, by: Duration) -> Result<usize, String> {
+    pub(crate) fn age_all(&self, by: Duration, backdate: bool) -> Result<usize, String> {
         let names = self.store.list(LOCKS)?;
         for name in &names {
             let name = format!("{LOCKS}/{name}");
@@ -391,10 +440,11 @@ impl Locker {
                 .map_err(|e| e.to_string())?;
             let json = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
             let data = self.cipher.encrypt(&json).map_err(|e| e.to_string())?;
-            self.store.put(
-                &format!("{LOCKS}/{}", hex::encode(Sha256::digest(&data))),
-                &data,
-            )?;
+            let aged = format!("{LOCKS}/{}", hex::encode(Sha256::digest(&data)));
+            self.store.put(&aged, &data)?;
+            if backdate {
+                self.store.backdate(&aged, by)?;
+            }
             self.store.delete(&name)?;
         }
         Ok(names.len())

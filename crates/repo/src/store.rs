@@ -171,6 +171,56 @@ impl Store {
         }
     }
 
+    /// The file names directly in `dir`, each with when the store last wrote it by the
+    /// store's own clock (a local file's mtime, set by the kernel of the machine that holds
+    /// it; S3's `LastModified`, set by the server): comparable across hosts whose clocks
+    /// disagree. `None` where the store gives no time.
+    pub(crate) fn list_dated(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, Option<jiff::Timestamp>)>, String> {
+        match self {
+            Store::Local(root) => {
+                let mut out = Vec::new();
+                for name in self.list(dir)? {
+                    let modified = std::fs::metadata(root.join(dir).join(&name))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| jiff::Timestamp::try_from(t).ok());
+                    out.push((name, modified));
+                }
+                Ok(out)
+            }
+            Store::S3 { client, .. } => client
+                .list_objects(dir)
+                .map(|objs| {
+                    objs.into_iter()
+                        .filter_map(|o| {
+                            let name = o.key.rsplit('/').next()?.to_string();
+                            Some((name, o.modified))
+                        })
+                        .collect()
+                })
+                .map_err(|f| f.to_string()),
+        }
+    }
+
+    /// Test support: moves a local file's time back by `by` (S3 keeps its own times).
+    #[cfg(feature = "craft")]
+    pub(crate) fn backdate(&self, name: &str, by: std::time::Duration) -> Result<(), String> {
+        let Store::Local(root) = self else {
+            return Ok(());
+        };
+        let file = std::fs::File::options()
+            .write(true)
+            .open(root.join(name))
+            .map_err(|e| e.to_string())?;
+        let then = std::time::SystemTime::now()
+            .checked_sub(by)
+            .ok_or("a time before the epoch")?;
+        file.set_modified(then).map_err(|e| e.to_string())
+    }
+
     pub(crate) fn delete(&self, name: &str) -> Result<(), String> {
         match self {
             Store::Local(dir) => match std::fs::remove_file(dir.join(name)) {

@@ -180,6 +180,33 @@ fn a_stale_lock_does_not_block_and_an_exclusive_lock_blocks_a_backup() {
         .expect("a lock older than 30 minutes is stale");
 }
 
+#[test]
+fn a_live_lock_from_a_host_whose_clock_is_an_hour_behind_is_not_taken_for_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = init(dir.path());
+    // h9 holds the exclusive lock (a prune); its clock is an hour behind, so the time inside
+    // the lock is an hour old while the file is fresh.
+    let mut held = settings("h9", Duration::ZERO);
+    held.locks.refresh_every = Duration::from_secs(3600);
+    let h9 = RusticRepository::open_with(&loc, PASSWORD, None, held).unwrap();
+    let excl = h9.hold_lock(true).unwrap();
+    let skewer = open(&loc, "h-skew", Duration::ZERO);
+    lifeboat_repo::craft::skew_locks(&skewer, Duration::from_secs(60 * 60)).unwrap();
+    let repo = open(&loc, "h1", Duration::ZERO);
+    let err = repo.hold_lock(false).unwrap_err();
+    assert!(
+        matches!(err, RepoError::Locked { .. }),
+        "a backup ran beside a live prune: {err}"
+    );
+    assert_eq!(lock_files(&loc), 1, "the live lock was removed as stale");
+    // Once the store's time says it was not refreshed for 31 minutes, it is stale.
+    std::mem::forget(excl);
+    drop(h9);
+    age_all_locks(&loc, Duration::from_secs(31 * 60));
+    repo.hold_lock(false)
+        .expect("a lock the store wrote 31 minutes ago is stale");
+}
+
 /// Moves the time of every lock file of `loc` back by `by`, as if its holder had stopped
 /// refreshing it that long ago (re-encrypted with the repository key).
 fn age_all_locks(loc: &RepoLocation, by: Duration) {

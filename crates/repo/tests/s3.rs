@@ -440,3 +440,23 @@ fn a_no_change_backup_reads_the_index_from_the_cache_not_the_bucket() {
         "index or snapshot files downloaded again: {gets:?}"
     );
 }
+
+#[test]
+fn on_s3_a_live_lock_from_a_host_whose_clock_is_behind_is_judged_by_the_stores_clock() {
+    let g = Garage::start();
+    let loc = g.location("skew");
+    init(&g, &loc);
+    // h9 holds the exclusive lock; its clock is an hour behind (the time inside the lock is
+    // an hour old), while Garage's LastModified says the object is fresh.
+    let mut held = settings(&g, "h9");
+    held.locks.refresh_every = Duration::from_secs(3600);
+    let h9 = RusticRepository::open_with(&RepoLocation(loc.clone()), PASSWORD, None, held).unwrap();
+    let _excl = h9.hold_lock(true).unwrap();
+    let skewer = open(&g, &loc, "h-skew");
+    lifeboat_repo::craft::skew_locks(&skewer, Duration::from_secs(60 * 60)).unwrap();
+    let err = open(&g, &loc, "h1").hold_lock(false).unwrap_err();
+    assert!(
+        matches!(err, RepoError::Locked { .. }),
+        "a backup ran beside a live prune: {err}"
+    );
+}

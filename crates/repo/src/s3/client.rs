@@ -263,6 +263,15 @@ impl S3Client {
     /// Every object under `dir/` (names relative to the location, with sizes). A page that
     /// fails fails the whole listing: a partial list is never returned.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, S3Failure> {
+        Ok(self
+            .list_objects(dir)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    /// [`S3Client::list`] with each object's time by the store's clock.
+    pub(crate) fn list_objects(&self, dir: &str) -> Result<Vec<super::xml::Listed>, S3Failure> {
         let prefix = format!("{}/", self.location.key(dir));
         let strip = self.location.key("").len();
         let mut out = Vec::new();
@@ -281,9 +290,14 @@ impl S3Client {
                 what: format!("LIST {prefix}"),
                 reason,
             })?;
-            for (key, size) in page.objects {
-                let name = key.get(strip..).unwrap_or(&key).trim_start_matches('/');
-                out.push((name.to_string(), size));
+            for mut o in page.objects {
+                o.key = o
+                    .key
+                    .get(strip..)
+                    .unwrap_or(&o.key)
+                    .trim_start_matches('/')
+                    .to_string();
+                out.push(o);
             }
             match (page.truncated, page.next_token) {
                 (false, _) => return Ok(out),

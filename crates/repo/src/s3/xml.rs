@@ -1,10 +1,19 @@
 //! The few elements of S3's XML answers the client reads (listings and error codes). S3's
 //! answers are flat and regular; anything unexpected is an error, never a guess.
 
+/// One object of a listing: its key, size, and when the store last wrote it (by the store's
+/// clock, not the writer's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<jiff::Timestamp>,
+}
+
 /// One page of a ListObjectsV2 answer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Listing {
-    pub objects: Vec<(String, u64)>,
+    pub objects: Vec<Listed>,
     pub truncated: bool,
     pub next_token: Option<String>,
 }
@@ -34,7 +43,12 @@ pub(crate) fn parse_listing(text: &str) -> Result<Listing, String> {
             .ok_or("an object without a Size")?
             .parse::<u64>()
             .map_err(|e| format!("the Size of `{key}`: {e}"))?;
-        listing.objects.push((key, size));
+        let modified = tag(item, "LastModified").and_then(|t| t.parse().ok());
+        listing.objects.push(Listed {
+            key,
+            size,
+            modified,
+        });
         rest = &after[end..];
     }
     Ok(listing)
@@ -68,12 +82,25 @@ mod tests {
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
 <Prefix>p/index/</Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys>
 <IsTruncated>true</IsTruncated><NextContinuationToken>tok&amp;en</NextContinuationToken>
-<Contents><Key>p/index/aa</Key><LastModified>x</LastModified><Size>12</Size></Contents>
-<Contents><Key>p/index/bb</Key><Size>0</Size></Contents></ListBucketResult>"#;
+<Contents><Key>p/index/aa</Key><LastModified>2026-12-06T00:30:05.000Z</LastModified><Size>12</Size></Contents>
+<Contents><Key>p/index/bb</Key><LastModified>x</LastModified><Size>0</Size></Contents></ListBucketResult>"#;
         let l = parse_listing(page).unwrap();
+        let modified = "2026-12-06T00:30:05Z".parse().ok();
         assert_eq!(
             l.objects,
-            vec![("p/index/aa".into(), 12), ("p/index/bb".into(), 0)]
+            vec![
+                Listed {
+                    key: "p/index/aa".into(),
+                    size: 12,
+                    modified
+                },
+                // A time that does not parse is no time, not an error.
+                Listed {
+                    key: "p/index/bb".into(),
+                    size: 0,
+                    modified: None
+                }
+            ]
         );
         assert!(l.truncated);
         assert_eq!(l.next_token.as_deref(), Some("tok&en"));
