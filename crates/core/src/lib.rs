@@ -20,6 +20,7 @@ mod error;
 mod hot;
 mod recover;
 mod restore;
+mod restore_intent;
 mod retention;
 mod scope;
 pub mod secret;

@@ -372,6 +372,17 @@ pub fn restore_container(
     note: Note<'_>,
 ) -> Result<RestoreOutcome, CoreError> {
     let t0 = Instant::now();
+    // One restore to a name at a time; what a killed one left half done there is removed
+    // first (drills restore into sandboxes of their own, torn down by the next drill).
+    let state_dir = &req.backup.state_dir;
+    let target = req.as_name.as_deref().unwrap_or(name);
+    let guarded = !req.dry_run && req.sandbox_network.is_none();
+    let _lock = guarded
+        .then(|| crate::restore_intent::lock(state_dir, target))
+        .transpose()?;
+    if guarded {
+        crate::restore_intent::finish_interrupted(engine, state_dir, target, note)?;
+    }
     let plan = plan(engine, repo, name, req)?;
     let mut outcome = RestoreOutcome {
         container: plan.target_name.clone(),
@@ -423,14 +434,18 @@ pub fn restore_container(
             fresh.push(t.name.clone());
         }
     }
+    let intent = guarded
+        .then(|| crate::restore_intent::record(state_dir, &plan.target_name, &fresh))
+        .transpose()?;
     let done = restore_data(engine, repo, &plan, req, &mut outcome, note)
         .and_then(|()| create_and_start(engine, repo, &plan, req, &mut outcome, note));
-    if let Err(e) = done {
-        if !outcome.started {
-            undo_unstarted(engine, &plan.target_name, &outcome, &fresh, note);
-        }
-        return Err(e);
+    if done.is_err() && !outcome.started {
+        undo_unstarted(engine, &plan.target_name, &outcome, &fresh, note);
     }
+    if let Some(path) = intent {
+        crate::restore_intent::clear(&path);
+    }
+    done?;
     outcome.seconds = t0.elapsed().as_secs_f64();
     Ok(outcome)
 }

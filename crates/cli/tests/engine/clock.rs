@@ -29,6 +29,27 @@ fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// The backup `restore NAME --at AT` picks, with this host's clock `offset` from the real one.
+fn picked_at(lb: &Lb, name: &str, at: &str, offset: &str) -> String {
+    let out = lb
+        .run_env(
+            &refs(&clock(offset)),
+            &[
+                "restore",
+                name,
+                "--at",
+                at,
+                "--as",
+                "lbt-clock-never",
+                "--dry-run",
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    out["backup_id"].as_str().unwrap_or_default().to_string()
+}
+
 fn backup(lb: &Lb, name: &str, env: &[(&'static str, String)]) -> String {
     let out = lb
         .run_env(&refs(env), &["backup", name, "--json"])
@@ -102,27 +123,7 @@ fn with_the_clock_an_hour_off_retention_keeps_the_newest_and_at_still_picks_righ
     c.volumes.push(format!("{copy}_{vol}"));
     let at = between.to_string();
     for offset in ["+1h", "-1h"] {
-        let out = lb
-            .run_env(
-                &refs(&clock(offset)),
-                &[
-                    "restore",
-                    &name,
-                    "--at",
-                    &at,
-                    "--as",
-                    &copy,
-                    "--dry-run",
-                    "--json",
-                ],
-            )
-            .ok()
-            .json();
-        assert_eq!(
-            out["backup_id"].as_str(),
-            Some(first.as_str()),
-            "clock {offset}: {out}"
-        );
+        assert_eq!(picked_at(&lb, &name, &at, offset), first, "clock {offset}");
     }
     lb.run_env(
         &refs(&clock("+1h")),
@@ -218,26 +219,10 @@ fn with_the_clock_an_hour_off_retention_keeps_the_newest_and_at_still_picks_righ
     // The newest by the backups' own times, with the clock either way: not the one dated ahead.
     let now = jiff::Timestamp::now().to_string();
     for offset in ["+1h", "-1h"] {
-        let out = lb
-            .run_env(
-                &refs(&clock(offset)),
-                &[
-                    "restore",
-                    &name,
-                    "--at",
-                    &now,
-                    "--as",
-                    "lbt-clock-never",
-                    "--dry-run",
-                    "--json",
-                ],
-            )
-            .ok()
-            .json();
         assert_eq!(
-            out["backup_id"].as_str(),
-            Some(real_newest.as_str()),
-            "clock {offset}: {out}"
+            picked_at(&lb, &name, &now, offset),
+            real_newest,
+            "clock {offset}"
         );
     }
 }

@@ -181,6 +181,22 @@ impl Service {
 
     /// The backups listed for the service, oldest first; safety and forensic backups (what a
     /// recovery replaced) are left out: they hold a broken state on purpose.
+    /// Runs `lifeboat ARGS` and kills it with SIGKILL at a seeded random point within `span`
+    /// (an uninterrupted run's time, and a tenth more); counts the round in `t`.
+    fn killed_at_random(&mut self, t: &mut Tally, args: &[&str], span: Duration) {
+        let child = self
+            .lb
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = kill_point(&mut self.rng, span);
+        t.tried += 1;
+        t.killed_mid_run += u32::from(kill_after(child, delay));
+    }
+
     fn listed(&self) -> Vec<String> {
         self.lb
             .backups(&self.name)
@@ -349,16 +365,8 @@ fn backup_killed_at_random_points(mode: &str, flags: &[&str]) {
     for _ in 0..rounds() {
         s.change();
         let before = s.listed();
-        let child =
-            s.lb.command()
-                .args(s.backup_args(mode))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-        let delay = kill_point(&mut s.rng, span);
-        t.tried += 1;
-        t.killed_mid_run += u32::from(kill_after(child, delay));
+        let name = s.name.clone();
+        s.killed_at_random(&mut t, &["backup", &name, "--mode", mode, "--json"], span);
         s.verify(&mut t, &before);
         // The next run stores again only what the killed one left unfinished.
         t.resent.push(s.backup(mode));
@@ -422,16 +430,7 @@ fn a_restore_killed_at_random_points_leaves_nothing_half_restored_under_its_name
     docker(&["volume", "rm", "-f", &vol]);
     let id = s.listed()[0].clone();
     for round in 1..=rounds() {
-        let child =
-            s.lb.command()
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-        let delay = kill_point(&mut s.rng, span);
-        t.tried += 1;
-        t.killed_mid_run += u32::from(kill_after(child, delay));
+        s.killed_at_random(&mut t, &args, span);
         let before = s.listed();
         s.verify(&mut t, &before);
         if docker_ok(&["inspect", "--type", "container", &target]) {
@@ -473,16 +472,7 @@ fn a_drill_killed_at_random_points_leaves_no_sandbox_after_the_next_drill() {
     let args = ["drill", &name, "--json"];
     let span = timed(&s.lb, &args);
     for round in 1..=rounds() {
-        let child =
-            s.lb.command()
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-        let delay = kill_point(&mut s.rng, span);
-        t.tried += 1;
-        t.killed_mid_run += u32::from(kill_after(child, delay));
+        s.killed_at_random(&mut t, &args, span);
         let before = s.listed();
         s.verify(&mut t, &before);
         let next = s.lb.run(&args);
@@ -924,15 +914,7 @@ fn a_copy_killed_at_random_points_lists_nothing_partial_in_the_region() {
         s.change();
         s.backup("none");
         let before = in_region(&s);
-        let child =
-            s.lb.command()
-                .args(copy_args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-        t.tried += 1;
-        t.killed_mid_run += u32::from(kill_after(child, kill_point(&mut s.rng, span)));
+        s.killed_at_random(&mut t, &copy_args, span);
         let after = in_region(&s);
         for id in &before {
             if !after.contains(id) {
@@ -1054,15 +1036,7 @@ fn a_recovery_killed_at_random_points_is_finished_by_the_next_one() {
         // The service breaks: its data is damaged.
         std::fs::write(s.path.join("f0"), format!("damaged in round {round}")).unwrap();
         let good_listed = s.listed();
-        let child =
-            s.lb.command()
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-        t.tried += 1;
-        t.killed_mid_run += u32::from(kill_after(child, kill_point(&mut s.rng, span)));
+        s.killed_at_random(&mut t, &args, span);
         let again = s.lb.run(&args);
         if again.code != 0 {
             t.fail(
