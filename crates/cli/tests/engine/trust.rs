@@ -212,7 +212,12 @@ impl Service {
 
     /// A backup run to its end; records what it holds and what it stored.
     fn backup(&mut self, mode: &str) -> u64 {
-        let out = self.lb.run(&self.backup_args(mode)).ok().json();
+        self.backup_env(&[], mode)
+    }
+
+    /// [`Service::backup`] with more environment variables.
+    fn backup_env(&mut self, env: &[(&str, &str)], mode: &str) -> u64 {
+        let out = self.lb.run_env(env, &self.backup_args(mode)).ok().json();
         let b = &out["backups"][0];
         let id = b["backup_id"].as_str().unwrap().to_string();
         self.expected.insert(id.clone(), self.tree_now());
@@ -522,6 +527,14 @@ const FAULT_SHIM: &str = r#"
 
 static int calls;
 
+/* With LIFEBOAT_FAULT_COUNT: how many calls of the kind the run made, written at its exit. */
+__attribute__((destructor)) static void count(void) {
+    const char *to = getenv("LIFEBOAT_FAULT_COUNT");
+    if (!to) return;
+    FILE *f = fopen(to, "w");
+    if (f) { fprintf(f, "%d\n", calls); fclose(f); }
+}
+
 static int under(const char *p) {
     const char *dir = getenv("LIFEBOAT_FAULT_DIR");
     return dir && p && strncmp(p, dir, strlen(dir)) == 0;
@@ -622,18 +635,35 @@ fn a_backup_whose_repository_writes_fail_stores_nothing_wrong_and_the_next_one_w
     // 10 points per kind in a long run (60 runs), one in CI.
     let points = (rounds() / 10).clamp(1, 10);
     let mut injected = 0;
+    let (shim, repo_dir) = (shim.to_str().unwrap(), repo.to_str().unwrap());
     for fault_op in ["write", "fsync", "rename"] {
+        // How many calls of this kind a backup makes, counted in one that runs to its end:
+        // the fault points are drawn from that range.
+        s.change();
+        let counted = tools.path().join(format!("{fault_op}.count"));
+        let env = [
+            ("LD_PRELOAD", shim),
+            ("LIFEBOAT_FAULT_DIR", repo_dir),
+            ("LIFEBOAT_FAULT_OP", fault_op),
+            ("LIFEBOAT_FAULT_AT", "2000000000"),
+            ("LIFEBOAT_FAULT_COUNT", counted.to_str().unwrap()),
+        ];
+        s.backup_env(&env, "none");
+        let calls: u64 = std::fs::read_to_string(&counted)
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(1);
+        eprintln!("trust: a backup makes {calls} {fault_op} calls in the repository");
         for errno in ["EIO", "ENOSPC"] {
-            for k in 0..points {
+            for _ in 0..points {
                 s.change();
                 let before = s.listed();
-                // A point early in the run, then later ones.
-                let at = 1 + s.rng.below(u64::from(10 * (k + 1))) as u32;
+                let at = 1 + s.rng.below(calls.max(1)) as u32;
                 let _ = std::fs::remove_file(&mark);
                 let run = s.lb.run_env(
                     &[
-                        ("LD_PRELOAD", shim.to_str().unwrap()),
-                        ("LIFEBOAT_FAULT_DIR", repo.to_str().unwrap()),
+                        ("LD_PRELOAD", shim),
+                        ("LIFEBOAT_FAULT_DIR", repo_dir),
                         ("LIFEBOAT_FAULT_OP", fault_op),
                         ("LIFEBOAT_FAULT_ERRNO", errno),
                         ("LIFEBOAT_FAULT_AT", &at.to_string()),
