@@ -53,15 +53,21 @@ pub(crate) fn write_intent(state_dir: &Path, intent: &Intent) -> Result<PathBuf,
         name: intent.container_name.clone(),
         message: format!("{}: {e}", path.display()),
     };
-    std::fs::create_dir_all(intents_dir(state_dir)).map_err(io)?;
-    let tmp = path.with_extension("tmp");
     let json = serde_json::to_vec(intent).expect("intent serialises");
-    std::fs::write(&tmp, json).map_err(io)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    write_durably(&path, &json).map_err(io)?;
     Ok(path)
+}
+
+/// Writes `bytes` to `path` (creating its directory) so that a crash leaves either the old
+/// file or the whole new one, synced: every on-disk record of an undo goes through here.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A container held still; [`Frozen::thaw`] (or dropping it) puts it back.

@@ -20,7 +20,7 @@ pub mod session;
 pub mod sqlite;
 
 pub use hooks::{HookError, Hooks, run_hook};
-pub use journal::{Frozen, Intent, IntentAction, freeze, recover};
+pub use journal::{Frozen, Intent, IntentAction, freeze, recover, write_durably};
 pub use lock::{ContainerLock, LockError, RepoGate, TransientLock};
 pub use mode::{Mode, ModeError};
 pub use session::{FreezeSession, start_freeze};

@@ -330,16 +330,10 @@ fn recoveries_dir(state_dir: &Path) -> PathBuf {
 }
 
 fn write_intent(state_dir: &Path, intent: &RecoveryIntent) -> Result<PathBuf, CoreError> {
-    let dir = recoveries_dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(CoreError::io("creating", dir.display()))?;
-    let path = dir.join(format!("{}.json", intent.service));
-    let tmp = path.with_extension("tmp");
+    let path = recoveries_dir(state_dir).join(format!("{}.json", intent.service));
     let json = serde_json::to_vec(intent).expect("an intent serialises");
-    std::fs::write(&tmp, json).map_err(CoreError::io("writing", tmp.display()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(CoreError::io("syncing", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(CoreError::io("writing", path.display()))?;
+    lifeboat_consistency::write_durably(&path, &json)
+        .map_err(CoreError::io("writing", path.display()))?;
     Ok(path)
 }
 

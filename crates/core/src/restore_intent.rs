@@ -38,19 +38,13 @@ pub(crate) fn record(
     volumes: &[String],
 ) -> Result<PathBuf, CoreError> {
     let path = path(state_dir, target);
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(CoreError::io("creating", dir.display()))?;
     let intent = RestoreIntent {
         container: target.to_string(),
         volumes: volumes.to_vec(),
     };
-    let tmp = path.with_extension("tmp");
     let json = serde_json::to_vec(&intent).expect("an intent serialises");
-    std::fs::write(&tmp, json).map_err(CoreError::io("writing", tmp.display()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(CoreError::io("syncing", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(CoreError::io("writing", path.display()))?;
+    lifeboat_consistency::write_durably(&path, &json)
+        .map_err(CoreError::io("writing", path.display()))?;
     Ok(path)
 }
 

@@ -44,6 +44,14 @@ impl Rng {
     }
 }
 
+/// A new service for `op`, changed once and backed up, and its tally.
+fn backed_up(op: &str) -> (Service, Tally) {
+    let mut s = Service::new(op, &[], false);
+    s.change();
+    s.backup("none");
+    (s, Tally::default())
+}
+
 /// What one operation's rounds found, printed as a `trust-row` line for `scripts/trust`.
 #[derive(Default)]
 struct Tally {
@@ -420,10 +428,7 @@ fn leftovers(s: &Service) -> Vec<String> {
 #[test]
 fn a_restore_killed_at_random_points_leaves_nothing_half_restored_under_its_name() {
     let op = "restore";
-    let mut s = Service::new(op, &[], false);
-    let mut t = Tally::default();
-    s.change();
-    s.backup("none");
+    let (mut s, mut t) = backed_up(op);
     let target = format!("{}-as", s.name);
     let vol = format!("{target}_{}", s.vol);
     s.c.containers.push(target.clone());
@@ -469,10 +474,7 @@ fn a_restore_killed_at_random_points_leaves_nothing_half_restored_under_its_name
 #[test]
 fn a_drill_killed_at_random_points_leaves_no_sandbox_after_the_next_drill() {
     let op = "drill";
-    let mut s = Service::new(op, &[], false);
-    let mut t = Tally::default();
-    s.change();
-    s.backup("none");
+    let (mut s, mut t) = backed_up(op);
     let name = s.name.clone();
     let args = ["drill", &name, "--json"];
     let span = timed(&s.lb, &args);
@@ -624,13 +626,10 @@ fn misnamed_objects(repo: &Path) -> Vec<String> {
 #[test]
 fn a_backup_whose_repository_writes_fail_stores_nothing_wrong_and_the_next_one_works() {
     let op = "faults";
-    let mut s = Service::new(op, &[], false);
-    let mut t = Tally::default();
+    let (mut s, mut t) = backed_up(op);
     let tools = tempfile::tempdir().unwrap();
     let shim = fault_shim(tools.path());
     let mark = tools.path().join("fired");
-    s.change();
-    s.backup("none");
     let repo = s.lb.repo().canonicalize().unwrap();
     // 10 points per kind in a long run (60 runs), one in CI.
     let points = (rounds() / 10).clamp(1, 10);
@@ -1054,10 +1053,7 @@ fn restic_at(repo: &Path, pw: &Path, args: &[&str]) -> Run {
 #[test]
 fn a_recovery_killed_at_random_points_is_finished_by_the_next_one() {
     let op = "recover";
-    let mut s = Service::new(op, &[], false);
-    let mut t = Tally::default();
-    s.change();
-    s.backup("none");
+    let (mut s, mut t) = backed_up(op);
     let good = s.listed().pop().unwrap();
     let name = s.name.clone();
     let args = ["recover", &name, "--json"];
