@@ -186,8 +186,9 @@ pub trait Repository: Send + Sync {
     /// Every snapshot carrying all of `tags`, oldest first.
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError>;
 
-    /// Deletes snapshots (their data stays until a prune). Refused
-    /// ([`RepoError::UnreadableSnapshots`]) while a snapshot file cannot be read.
+    /// Deletes snapshots (their data stays until a prune). A snapshot already gone is not an
+    /// error: a backup's orphan clean-up and a retention run may race to delete the same
+    /// parts. Refused ([`RepoError::UnreadableSnapshots`]) while a snapshot file cannot be read.
     fn delete(&self, ids: &[String]) -> Result<(), RepoError>;
 
     /// The ids of snapshot files that cannot be read (damaged): [`Repository::snapshots`]

@@ -806,10 +806,14 @@ impl Repository for RusticRepository {
         // on) another host's backup. A prune elsewhere still excludes it.
         let _lock = self.hold_lock(false)?;
         self.refuse_if_unreadable("deleting snapshots")?;
-        let ids = ids
+        // Gone already (a concurrent run deleted it): nothing left to do for that one.
+        let ids: Vec<_> = ids
             .iter()
-            .map(|id| self.find_snapshot(id).map(|s| s.id))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|id| self.find_snapshot(id).ok().map(|s| s.id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.with_engine(|e| {
             e.delete_snapshots(&ids)
                 .map_err(self.err("deleting snapshots"))

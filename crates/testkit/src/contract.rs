@@ -121,9 +121,13 @@ pub fn repository(repo: &dyn Repository, scratch: &Path) {
             .is_empty()
     );
 
-    // Deleting removes from the listing; unknown ids are named as not found.
+    // Deleting removes from the listing; deleting it again (a concurrent run got there
+    // first) is no error; a restore of it is named as not found.
     repo.delete(std::slice::from_ref(&stream.snapshot_id))
         .unwrap();
+    assert_eq!(repo.snapshots(&tags(&["lifeboat"])).unwrap().len(), 1);
+    repo.delete(std::slice::from_ref(&stream.snapshot_id))
+        .expect("deleting a snapshot already gone");
     assert_eq!(repo.snapshots(&tags(&["lifeboat"])).unwrap().len(), 1);
     let gone = repo.restore_dir(&stream.snapshot_id, "/dumps", &scratch.join("gone"));
     assert!(

@@ -188,9 +188,6 @@ impl Repository for MemoryRepository {
     }
 
     fn delete(&self, ids: &[String]) -> Result<(), RepoError> {
-        for id in ids {
-            self.find(id)?;
-        }
         self.snapshots
             .lock()
             .unwrap()
