@@ -854,9 +854,20 @@ impl Repository for RusticRepository {
             Ok((listed, read))
         })?;
         let read: std::collections::BTreeSet<SnapshotId> = read.iter().map(|s| s.id).collect();
-        Ok(listed
+        let missed: Vec<SnapshotId> = listed.into_iter().filter(|id| !read.contains(id)).collect();
+        if missed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A file listed but not read may have been deleted in between (a retention run or a
+        // backup's orphan clean-up, under a shared lock): only one still there is damaged.
+        let still: std::collections::BTreeSet<SnapshotId> = self.with_engine(|e| {
+            Ok(e.list::<SnapshotId>()
+                .map_err(self.err("listing snapshot files"))?
+                .collect())
+        })?;
+        Ok(missed
             .into_iter()
-            .filter(|id| !read.contains(id))
+            .filter(|id| still.contains(id))
             .map(|id| id.to_hex().to_string())
             .collect())
     }

@@ -255,7 +255,13 @@ impl Service {
         }
         let check = self.lb.run(&["check"]);
         if check.code != 0 {
-            t.fail(r, format!("check exit {}: {}", check.code, check.stderr));
+            t.fail(
+                r,
+                format!(
+                    "check exit {}: {}{}",
+                    check.code, check.stdout, check.stderr
+                ),
+            );
         }
         let now = self.listed();
         for id in must_keep {
@@ -787,7 +793,10 @@ fn parallel_backups_a_restore_and_a_check_leave_every_backup_restorable() {
         }
         let run = Run::from(check.wait_with_output().unwrap());
         if run.code != 0 {
-            t.fail(round, format!("check: exit {}: {}", run.code, run.stderr));
+            t.fail(
+                round,
+                format!("check: exit {}: {}{}", run.code, run.stdout, run.stderr),
+            );
         }
         let job = d.wait_job(
             prune.json()["job_id"].as_i64().unwrap(),
