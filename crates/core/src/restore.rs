@@ -440,7 +440,8 @@ pub fn restore_container(
     let done = restore_data(engine, repo, &plan, req, &mut outcome, note)
         .and_then(|()| create_and_start(engine, repo, &plan, req, &mut outcome, note));
     if done.is_err() && !outcome.started {
-        undo_unstarted(engine, &plan.target_name, &outcome, &fresh, note);
+        let created = !outcome.container_id.is_empty();
+        crate::restore_intent::remove_created(engine, &plan.target_name, created, &fresh, note);
     }
     if let Some(path) = intent {
         crate::restore_intent::clear(&path);
@@ -448,35 +449,6 @@ pub fn restore_container(
     done?;
     outcome.seconds = t0.elapsed().as_secs_f64();
     Ok(outcome)
-}
-
-/// Removes what a failed restore created before its container started: the container (if
-/// it was created) and the volumes that did not exist before the run.
-fn undo_unstarted(
-    engine: &dyn Engine,
-    name: &str,
-    outcome: &RestoreOutcome,
-    fresh: &[String],
-    note: Note<'_>,
-) {
-    if !outcome.container_id.is_empty() {
-        note(&format!(
-            "the restore failed: removing the container {name} it created"
-        ));
-        if let Err(e) = engine.remove_container(name) {
-            note(&format!("could not remove the container {name}: {e}"));
-        }
-    }
-    for v in fresh {
-        if let Ok(Some(_)) = engine.volume(v) {
-            note(&format!(
-                "the restore failed: removing the volume {v} it created"
-            ));
-            if let Err(e) = engine.remove_volume(v) {
-                note(&format!("could not remove the volume {v}: {e}"));
-            }
-        }
-    }
 }
 
 fn restore_data(

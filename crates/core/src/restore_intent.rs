@@ -79,14 +79,41 @@ pub(crate) fn finish_interrupted(
     note(&format!(
         "an earlier restore to {target} was interrupted: removing what it left half done"
     ));
-    if container.is_some() {
-        engine.remove_container(&intent.container)?;
-    }
-    for v in &intent.volumes {
-        if engine.volume(v)?.is_some() {
-            engine.remove_volume(v)?;
-        }
-    }
+    remove_created(
+        engine,
+        &intent.container,
+        container.is_some(),
+        &intent.volumes,
+        note,
+    );
     clear(&path);
     Ok(())
+}
+
+/// Removes what a restore created before its container started: the container `name` (when
+/// `container` says it was created) and `volumes`, those that exist. Failures are noted: the
+/// next restore to the name tries again.
+pub(crate) fn remove_created(
+    engine: &dyn Engine,
+    name: &str,
+    container: bool,
+    volumes: &[String],
+    note: Note<'_>,
+) {
+    if container {
+        note(&format!(
+            "removing the container {name} the restore created"
+        ));
+        if let Err(e) = engine.remove_container(name) {
+            note(&format!("could not remove the container {name}: {e}"));
+        }
+    }
+    for v in volumes {
+        if let Ok(Some(_)) = engine.volume(v) {
+            note(&format!("removing the volume {v} the restore created"));
+            if let Err(e) = engine.remove_volume(v) {
+                note(&format!("could not remove the volume {v}: {e}"));
+            }
+        }
+    }
 }

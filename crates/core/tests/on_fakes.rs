@@ -26,6 +26,23 @@ fn request(state: &Path) -> BackupRequest {
     }
 }
 
+/// Retention `last=1` of every host's backups, no safety gates, nothing pruned, now.
+fn last_one(state: &Path, force: bool) -> lifeboat_core::RetentionRequest {
+    lifeboat_core::RetentionRequest {
+        retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
+        state_dir: state.to_path_buf(),
+        host: None,
+        newest_attempt_failed: false,
+        shrink_ratio: 0.0,
+        margin: std::time::Duration::ZERO,
+        force,
+        dry_run: false,
+        verified: None,
+        prune: false,
+        now: jiff::Timestamp::now(),
+    }
+}
+
 fn restore_request(state: &Path) -> RestoreRequest {
     RestoreRequest {
         health_timeout: Duration::from_secs(5),
@@ -317,17 +334,8 @@ fn in_a_run_a_shared_volume_is_stored_once_and_survives_the_retention_of_its_fir
         &repo,
         "agent",
         &lifeboat_core::RetentionRequest {
-            retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
-            state_dir: dir.path().to_path_buf(),
-            host: None,
-            newest_attempt_failed: false,
-            shrink_ratio: 0.0,
-            margin: std::time::Duration::ZERO,
-            force: true,
-            dry_run: false,
-            verified: None,
             prune: true,
-            now: jiff::Timestamp::now(),
+            ..last_one(dir.path(), true)
         },
         &quiet,
     )
@@ -442,17 +450,9 @@ fn retention_deletes_nothing_while_a_backup_is_dated_after_this_hosts_clock() {
             &repo,
             "agent",
             &lifeboat_core::RetentionRequest {
-                retention: lifeboat_model::policy::Retention::parse("last=1").unwrap(),
-                state_dir: dir.path().to_path_buf(),
-                host: None,
-                newest_attempt_failed: false,
-                shrink_ratio: 0.0,
-                margin: std::time::Duration::ZERO,
-                force,
                 dry_run: true,
-                verified: None,
-                prune: false,
                 now,
+                ..last_one(dir.path(), force)
             },
             &quiet,
         )
