@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Lifeboat versus restic (Debian package) on the same generated data, in one run:
-# initial backup, no-change backup, backup after changing 1%, restore, each with the page
-# cache dropped first ("cold") and, where a row can be repeated, again with a warm cache.
-# Prints wall time, the Lifeboat/restic ratio and the peak RSS of each. Times the release
-# build (what users run).
+# Lifeboat versus restic, borg (Debian packages) and the tar+gzip archive that
+# docker-volume-backup makes, on the same generated data, in one run: initial backup,
+# no-change backup, backup after changing 1%, restore, each with the page cache dropped first
+# ("cold", as a scheduled backup meets it) and again with a warm cache. Prints wall time, the
+# ratio to restic and the peak RSS of each. Times the release build (what users run). borg
+# runs with its defaults (lz4), restic and Lifeboat with zstd; tar+gzip has no incremental
+# mode and writes a full archive every time, as docker-volume-backup does.
 #
 #   bench/compare.sh [SIZE_MB]        (default 2048; needs root, a Docker engine, restic)
 #
@@ -20,8 +22,8 @@ WORK=$(mktemp -d /var/tmp/lifeboat-bench.XXXXXX)
 NAME=lifeboat-bench-$$
 VOL=$NAME-data
 cleanup() {
-  docker rm -f "$NAME" "$NAME-r1" "$NAME-r2" >/dev/null 2>&1 || true
-  docker volume rm -f "$VOL" "${NAME}-r1_$VOL" "${NAME}-r2_$VOL" >/dev/null 2>&1 || true
+  docker rm -f "$NAME" "$NAME-cold" "$NAME-warm" >/dev/null 2>&1 || true
+  docker volume rm -f "$VOL" "${NAME}-cold_$VOL" "${NAME}-warm_$VOL" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -35,33 +37,50 @@ ACTUAL=$(du -sm "$DATA" | cut -f1)
 FILES=$(find "$DATA" -type f | wc -l)
 
 export LIFEBOAT_STATE_DIR="$WORK/lifeboat" LIFEBOAT_PASSWORD=bench RESTIC_PASSWORD=bench
+export BORG_PASSPHRASE=bench BORG_REPO="$WORK/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 RESTIC_REPO="$WORK/restic"
 "$LB" init >/dev/null
 restic -q -r "$RESTIC_REPO" init >/dev/null
+borg init -e repokey-blake2 >/dev/null
+n=0
 
 
-# run_pair ROW cold|warm: both tools, the page cache dropped before each one when cold
-run_pair() {
-  local row=$1 cache=$2
-  [ "$cache" = cold ] && drop_caches
-  measure "lifeboat:$row-$cache" "$LB" backup "$NAME"
-  [ "$cache" = cold ] && drop_caches
-  measure "restic:$row-$cache" restic -q -r "$RESTIC_REPO" backup "$DATA"
+# cache cold|warm: drops the page cache when cold
+cache() { if [ "$1" = cold ]; then drop_caches; fi; }
+
+# backups ROW cold|warm: each tool backs up the data once
+backups() {
+  local row=$1 c=$2
+  n=$((n + 1))
+  cache "$c"; measure "lifeboat:$row-$c" "$LB" backup "$NAME"
+  cache "$c"; measure "restic:$row-$c" restic -q -r "$RESTIC_REPO" backup "$DATA"
+  cache "$c"; measure "borg:$row-$c" borg create "::b$n" "$DATA"
+  cache "$c"; measure "tar+gzip:$row-$c" tar -C "$DATA" -czf "$WORK/archive.tgz" .
 }
 
-run_pair initial cold
-run_pair no-change cold
-run_pair no-change warm
+# restores cold|warm: each tool restores the latest backup into a new place
+restores() {
+  local c=$1
+  cache "$c"; measure "lifeboat:restore-$c" "$LB" restore "$NAME" --as "$NAME-$c"
+  cache "$c"; measure "restic:restore-$c" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-$c"
+  mkdir -p "$WORK/borg-$c" "$WORK/tar-$c"
+  cache "$c"; measure "borg:restore-$c" sh -c "cd '$WORK/borg-$c' && borg extract ::b$n"
+  cache "$c"; measure "tar+gzip:restore-$c" tar -C "$WORK/tar-$c" -xzf "$WORK/archive.tgz"
+}
+
+backups initial cold
+backups no-change cold
+backups no-change warm
 python3 bench/gen_data.py --change "$DATA"
-run_pair change-1pct cold
-drop_caches
-measure "lifeboat:restore-cold" "$LB" restore "$NAME" --as "$NAME-r1"
-drop_caches
-measure "restic:restore-cold" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-r1"
-measure "lifeboat:restore-warm" "$LB" restore "$NAME" --as "$NAME-r2"
-measure "restic:restore-warm" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-r2"
+backups change-1pct cold
+python3 bench/gen_data.py --change "$DATA" 8
+backups change-1pct warm
+restores cold
+restores warm
 
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
-echo "repository size: lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB"
-table initial-cold no-change-cold no-change-warm change-1pct-cold restore-cold restore-warm
+echo "repository size: lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB, borg $(du -sm "$BORG_REPO" | cut -f1) MB, tar+gzip $(du -sm "$WORK/archive.tgz" | cut -f1) MB (one archive)"
+table initial-cold no-change-cold no-change-warm change-1pct-cold change-1pct-warm restore-cold restore-warm
+echo
+tools_table initial-cold no-change-cold no-change-warm change-1pct-cold change-1pct-warm restore-cold restore-warm

@@ -43,9 +43,9 @@ def main() -> None:
                 n += 1
 
 
-def change_one_percent(root: str) -> None:
-    """Rewrites about 1% of the data: some small files and the tail of a log."""
-    rng = random.Random(7)
+def change_one_percent(root: str, seed: int) -> None:
+    """Rewrites about 1% of the data: some small files (other ones for another seed)."""
+    rng = random.Random(seed)
     total = 0
     files = []
     for base, _, names in os.walk(root):
@@ -67,6 +67,6 @@ def change_one_percent(root: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--change":
-        change_one_percent(sys.argv[2])
+        change_one_percent(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 7)
     else:
         main()

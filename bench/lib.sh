@@ -3,10 +3,12 @@
 # $WORK/results).
 
 # release_build: builds the binary users run (release, cache in ~/.cache/lifeboat) and sets LB;
-# installs /usr/bin/time when missing.
+# installs /usr/bin/time when missing. LIFEBOAT_BENCH_BIN names another binary to time instead
+# (e.g. a copy of an earlier build, for a before/after comparison in one run).
 release_build() {
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
   command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
+  if [ -n "${LIFEBOAT_BENCH_BIN:-}" ]; then LB="$LIFEBOAT_BENCH_BIN"; return; fi
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target-release}"
   cargo build --quiet --release --bin lifeboat
   LB="$CARGO_TARGET_DIR/release/lifeboat"
 }
@@ -30,6 +32,19 @@ table() {
     read -r _ rs rr < <(grep "^restic:$row " "$WORK/results")
     ratio=$(python3 -c "print(f'{$ls/$rs:.2f}')")
     printf '%-18s %12s %12s %8s %11s MiB %11s MiB\n' "$row" "$ls" "$rs" "$ratio" "$((lr / 1024))" "$((rr / 1024))"
+  done
+}
+
+# tools_table ROW...: every tool's time, ratio to restic and peak RSS on the given rows
+tools_table() {
+  printf '%-18s %-9s %10s %16s %12s\n' row tool seconds ratio_to_restic peak_rss
+  local row tool s r rs
+  for row in "$@"; do
+    read -r _ rs _ < <(grep "^restic:$row " "$WORK/results")
+    while read -r tool s r; do
+      printf '%-18s %-9s %10s %16s %8s MiB\n' "$row" "${tool%%:*}" "$s" \
+        "$(python3 -c "print(f'{$s/$rs:.2f}')")" "$((r / 1024))"
+    done < <(grep ":$row " "$WORK/results")
   done
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod local_destination;
 pub(crate) mod node;
 pub(crate) mod stdin;
 pub(crate) mod warm_up;
+pub(crate) mod zstd_ctx;
 
 use std::{io::Read, ops::Deref, path::PathBuf, sync::Arc};
 

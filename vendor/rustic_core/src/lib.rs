@@ -111,7 +111,8 @@ This crate exposes a few features for controlling dependency usage.
 pub(crate) mod archiver;
 pub(crate) mod backend;
 pub(crate) mod blob;
-pub(crate) mod chunker;
+/// Content-defined chunking (public for Lifeboat's tests of it).
+pub mod chunker;
 pub(crate) mod commands;
 pub(crate) mod crypto;
 pub(crate) mod error;

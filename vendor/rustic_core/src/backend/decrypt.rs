@@ -3,13 +3,13 @@ use std::{num::NonZeroU32, sync::Arc};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, bounded};
 use rayon::{prelude::*, spawn};
-use zstd::stream::{copy_encode, decode_all, encode_all};
+use zstd::stream::{copy_encode, decode_all};
 
 pub use zstd::compression_level_range;
 
 use crate::{
     BytesList, Progress,
-    backend::{FileType, ReadBackend, WriteBackend},
+    backend::{FileType, ReadBackend, WriteBackend, zstd_ctx},
     blob::BlobLocation,
     crypto::{CryptoKey, hasher::hash},
     error::{ErrorKind, RusticError, RusticResult},
@@ -75,7 +75,7 @@ pub trait DecryptReadBackend: ReadBackend + Clone + 'static {
     ) -> RusticResult<Bytes> {
         let mut data = self.decrypt(data)?;
         if let Some(length) = uncompressed_length {
-            data = decode_all(&*data).map_err(|err| {
+            data = zstd_ctx::decompress(&data, length.get() as usize).map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::Internal,
                     "Failed to decode zstd compressed data. The data may be corrupted.",
@@ -491,7 +491,7 @@ impl<C: CryptoKey> DecryptBackend<C> {
             // compress if requested
             Some(level) => (
                 self.key
-                    .encrypt_data(&encode_all(data, level).map_err(|err| {
+                    .encrypt_data(&zstd_ctx::compress(data, level).map_err(|err| {
                         RusticError::with_source(
                             ErrorKind::Internal,
                             "Failed to encode zstd compressed data. The data may be corrupted.",

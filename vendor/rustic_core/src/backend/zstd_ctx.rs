@@ -1,0 +1,35 @@
+//! Lifeboat: one zstd context per thread, reused for every blob. Upstream made a new context
+//! per blob (`encode_all`, `decode_all`); setting one up costs more than compressing a small
+//! file, so small files went through several times slower than large ones.
+
+use std::{cell::RefCell, io};
+
+use zstd::bulk::{Compressor, Decompressor};
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `data` compressed at `level` (one zstd frame).
+pub(crate) fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, Compressor::new(level)?));
+        }
+        let (_, compressor) = slot.as_mut().expect("set above");
+        compressor.compress(data)
+    })
+}
+
+/// `data` (zstd frames) decompressed; an error if it holds more than `length` bytes.
+pub(crate) fn decompress(data: &[u8], length: usize) -> io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Decompressor::new()?);
+        }
+        slot.as_mut().expect("set above").decompress(data, length)
+    })
+}
