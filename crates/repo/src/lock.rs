@@ -34,7 +34,11 @@ pub struct LockTimings {
     pub stale_after: Duration,
     /// How often a held lock is rewritten (restic: 5 minutes).
     pub refresh_every: Duration,
-    /// How long after writing a lock the others are looked at again (restic: 200 ms).
+    /// How long after writing a lock the others are looked at again (restic: 200 ms), for
+    /// an exclusive lock and in object storage. A shared lock in a local repository looks
+    /// again at once: on a file system, of two lockers that each write their lock and then
+    /// list the others, the later lister always sees the earlier writer, so one of two
+    /// conflicting lockers backs off without a pause (and the exclusive one still pauses).
     pub settle: Duration,
     /// How long to wait for a conflicting lock to go before giving up.
     pub wait: Duration,
@@ -307,7 +311,9 @@ impl Locker {
     fn try_acquire(&self, exclusive: bool) -> Result<HeldLock, LockError> {
         self.conflict(exclusive, None)?;
         let (name, wall) = self.write(exclusive)?;
-        std::thread::sleep(self.timings.settle);
+        if exclusive || self.store.is_remote() {
+            std::thread::sleep(self.timings.settle);
+        }
         if let Err(e) = self.conflict(exclusive, Some(&name)) {
             let _ = self.store.delete(&name);
             return Err(e);

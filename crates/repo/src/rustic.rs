@@ -80,9 +80,11 @@ pub struct RusticRepository {
     locker: Arc<OnceLock<Locker>>,
     /// The opened engine, taken out for an operation and put back after it (the engine's
     /// handle cannot be cloned and indexing consumes it).
-    open: Mutex<Option<Engine<OpenStatus>>>,
+    open: Mutex<Option<Slot>>,
     /// Bytes of pack files this handle wrote.
     written: Arc<AtomicU64>,
+    /// The key file the password opened.
+    key_id: Option<String>,
 }
 
 /// The error for a failed engine call: the store's own failure when there was one (it says
@@ -123,6 +125,55 @@ fn engine_for(
         .map_err(|e| RepoError::engine("opening", &location.0, e.display_log()))
 }
 
+/// A repository key derived from a password. Deriving one (scrypt) takes about 0.3 s of CPU;
+/// a process keeps what it derived, so a daemon derives each repository's key once, not
+/// once per job. A kept key opens the repository only while the key file it came from is
+/// still there: a password whose key was removed stops opening it here too.
+struct DerivedKey {
+    location: String,
+    password: [u8; 32],
+    key_id: String,
+    key: rustic_core::repofile::MasterKey,
+}
+
+static DERIVED: Mutex<Vec<DerivedKey>> = Mutex::new(Vec::new());
+
+fn password_digest(password: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(password.as_bytes()).into()
+}
+
+/// The kept key for `password` at `location`, and its key file's id, when that file is
+/// still in the store.
+fn kept_key(
+    location: &RepoLocation,
+    store: &Store,
+    password: &str,
+) -> Option<(rustic_core::repofile::MasterKey, String)> {
+    let digest = password_digest(password);
+    let (key_id, key) = DERIVED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|k| k.location == location.0 && k.password == digest)
+        .map(|k| (k.key_id.clone(), k.key.clone()))?;
+    let keys = store.list("keys").ok()?;
+    keys.contains(&key_id).then_some((key, key_id))
+}
+
+fn keep_key(location: &RepoLocation, password: &str, open: &Engine<OpenStatus>) {
+    let Some(key_id) = open.key_id() else { return };
+    let digest = password_digest(password);
+    let mut derived = DERIVED.lock().unwrap_or_else(|p| p.into_inner());
+    derived.retain(|k| !(k.location == location.0 && k.password == digest));
+    derived.push(DerivedKey {
+        location: location.0.clone(),
+        password: digest,
+        key_id: key_id.to_hex().to_string(),
+        key: open.key(),
+    });
+}
+
 fn open_engine(
     location: &RepoLocation,
     store: &Store,
@@ -131,20 +182,30 @@ fn open_engine(
     password: &str,
     progress: Option<Arc<dyn ProgressSink>>,
     written: &Arc<AtomicU64>,
-) -> Result<Engine<OpenStatus>, RepoError> {
-    engine_for(location, store, settings, locker, progress, written)?
-        .open(&Credentials::password(password))
-        .map_err(|e| {
-            if e.is_incorrect_password() {
-                RepoError::WrongPassword {
-                    location: location.0.clone(),
-                }
-            } else {
-                storage_or(store, &location.0, || {
-                    RepoError::engine("opening", &location.0, e.display_log())
-                })
+) -> Result<(Engine<OpenStatus>, Option<String>), RepoError> {
+    let engine = engine_for(location, store, settings, locker, progress, written)?;
+    if let Some((key, key_id)) = kept_key(location, store, password) {
+        let open = engine.open(&Credentials::Masterkey(key)).map_err(|e| {
+            storage_or(store, &location.0, || {
+                RepoError::engine("opening", &location.0, e.display_log())
+            })
+        })?;
+        return Ok((open, Some(key_id)));
+    }
+    let open = engine.open(&Credentials::password(password)).map_err(|e| {
+        if e.is_incorrect_password() {
+            RepoError::WrongPassword {
+                location: location.0.clone(),
             }
-        })
+        } else {
+            storage_or(store, &location.0, || {
+                RepoError::engine("opening", &location.0, e.display_log())
+            })
+        }
+    })?;
+    keep_key(location, password, &open);
+    let key_id = open.key_id().as_ref().map(|k| k.to_hex().to_string());
+    Ok((open, key_id))
 }
 
 fn config_options() -> ConfigOptions {
@@ -281,6 +342,7 @@ impl RusticRepository {
                 RepoError::engine("init", &location.0, e.display_log())
             })
         })?;
+        let key_id = open.key_id().as_ref().map(|k| k.to_hex().to_string());
         Ok(Self::assemble(
             location,
             password,
@@ -288,21 +350,20 @@ impl RusticRepository {
             settings,
             (store, written),
             locker,
-            open,
+            (open, key_id),
         ))
     }
 
     /// Every key of the repository, the one in use marked. The key files' public part (host,
     /// user, time) is read as restic writes it; an unreadable one is listed with nothing known.
     pub fn keys(&self) -> Result<Vec<KeyInfo>, RepoError> {
-        let (ids, current) = self.with_engine(|e| {
-            let ids: Vec<String> = e
-                .list::<KeyId>()
+        let ids = self.with_engine(|e| {
+            Ok(e.list::<KeyId>()
                 .map_err(self.err("listing keys"))?
                 .map(|id| id.to_hex().to_string())
-                .collect();
-            Ok((ids, e.key_id().map(|k| k.to_hex().to_string())))
+                .collect::<Vec<String>>())
         })?;
+        let current = self.key_id.clone();
         let mut out: Vec<KeyInfo> = ids
             .into_iter()
             .map(|id| {
@@ -495,7 +556,7 @@ impl RusticRepository {
         settings: RepoSettings,
         (store, written): (Arc<Store>, Arc<AtomicU64>),
         locker: Arc<OnceLock<Locker>>,
-        open: Engine<OpenStatus>,
+        (open, key_id): (Engine<OpenStatus>, Option<String>),
     ) -> Self {
         let _ = locker.set(Locker::new(
             store.clone(),
@@ -511,8 +572,9 @@ impl RusticRepository {
             settings,
             store,
             locker,
-            open: Mutex::new(Some(open)),
+            open: Mutex::new(Some(Slot::Open(open))),
             written,
+            key_id,
         }
     }
 
@@ -563,20 +625,26 @@ impl RusticRepository {
     ) -> Result<T, RepoError> {
         let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let engine = match slot.take() {
-            Some(e) => e,
-            None => open_engine(
-                &self.location,
-                &self.store,
-                &self.settings,
-                &self.locker,
-                &self.password,
-                self.progress.clone(),
-                &self.written,
-            )?,
+            Some(Slot::Open(e)) => e,
+            Some(Slot::Ids { engine, .. }) => engine.drop_index(),
+            None => self.reopen()?,
         };
         let (back, result) = op(engine);
-        *slot = back;
+        *slot = back.map(Slot::Open);
         result
+    }
+
+    fn reopen(&self) -> Result<Engine<OpenStatus>, RepoError> {
+        Ok(open_engine(
+            &self.location,
+            &self.store,
+            &self.settings,
+            &self.locker,
+            &self.password,
+            self.progress.clone(),
+            &self.written,
+        )?
+        .0)
     }
 
     fn with_engine<T>(
@@ -651,12 +719,33 @@ impl RusticRepository {
         })
     }
 
-    /// Runs `op` on the engine with its id index loaded (for backups).
+    /// Runs `op` on the engine with its id index loaded (for backups). The index stays
+    /// loaded for the next part of the run while no pack was written since it was loaded
+    /// (then it still knows every blob this handle stored); otherwise it is loaded again.
     pub(crate) fn with_ids_index<T>(
         &self,
         op: impl FnOnce(&Engine<rustic_core::IndexedIdsStatus>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.with_index(Engine::to_indexed_ids, op)
+        let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.written.load(Ordering::SeqCst);
+        let engine = match slot.take() {
+            Some(Slot::Ids { engine, loaded_at }) if loaded_at == written => engine,
+            taken => {
+                let open = match taken {
+                    Some(Slot::Open(e)) => e,
+                    Some(Slot::Ids { engine, .. }) => engine.drop_index(),
+                    None => self.reopen()?,
+                };
+                open.to_indexed_ids()
+                    .map_err(self.err("loading the index"))?
+            }
+        };
+        let result = op(&engine);
+        *slot = Some(Slot::Ids {
+            engine,
+            loaded_at: written,
+        });
+        result
     }
 
     /// Runs `op` on the engine with its full index loaded (for restores and dumps).
@@ -681,6 +770,17 @@ impl RusticRepository {
             Err(err) => (None, Err(self.err("loading the index")(err))),
         })
     }
+}
+
+/// The engine between operations: opened, or opened with its id index loaded (kept between
+/// the parts of a backup run).
+enum Slot {
+    Open(Engine<OpenStatus>),
+    Ids {
+        engine: Engine<rustic_core::IndexedIdsStatus>,
+        /// This handle's pack bytes written when the index was loaded.
+        loaded_at: u64,
+    },
 }
 
 fn part_report(snap: &SnapshotFile, unreadable: Vec<String>) -> PartReport {

@@ -324,3 +324,33 @@ fn a_damaged_snapshot_file_is_left_out_of_listings_and_stops_every_deletion() {
         report.errors
     );
 }
+
+#[test]
+fn the_parts_of_a_run_share_one_index_load_and_still_dedup_against_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("same.bin"), random_bytes(3 << 20, 11)).unwrap();
+    }
+    // The second part stores nothing new: the first part's blobs reached the index it uses.
+    assert!(backup_volume(&repo, &a).added_bytes > 3 << 20);
+    let second = backup_volume(&repo, &b);
+    assert!(second.added_bytes < 64 << 10, "stored again: {second:?}");
+    // A part that stored nothing (not even a tree) leaves the index loaded for the next
+    // one: with the index files gone from the disk, the part after it still finds every blob.
+    // (The first repeat may store a tree: reading the directory set its access time.)
+    backup_volume(&repo, &a);
+    assert_eq!(backup_volume(&repo, &a).added_bytes, 0);
+    let index = Path::new(&dir.path().join("repo")).join("index");
+    for f in std::fs::read_dir(&index).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let fourth = backup_volume(&repo, &a);
+    assert_eq!(fourth.added_bytes, 0, "loaded again: {fourth:?}");
+    // A fresh handle loads the index anew (and now misses those blobs).
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
+    assert!(backup_volume(&fresh, &a).added_bytes > 3 << 20);
+}

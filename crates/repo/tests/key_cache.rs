@@ -1,0 +1,68 @@
+//! A process derives a repository's key from its password once (a daemon opens the
+//! repository for every job), and a kept key never outlives the key file it came from.
+
+use std::path::Path;
+
+use lifeboat_repo::{RepoError, RepoLocation, RusticRepository};
+
+fn key_file(repo: &Path, id: &str) -> std::path::PathBuf {
+    repo.join("keys").join(id)
+}
+
+#[test]
+fn a_second_open_in_the_same_process_does_not_derive_the_key_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    RusticRepository::init(&loc, "first-password", None).unwrap();
+    let opened = RusticRepository::open(&loc, "first-password", None).unwrap();
+    let id = opened
+        .keys()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.current)
+        .unwrap()
+        .id;
+    // Another password is not taken for it.
+    assert!(matches!(
+        RusticRepository::open(&loc, "other-password", None),
+        Err(RepoError::WrongPassword { .. })
+    ));
+    // The key file can no longer give the key: only the key this process derived opens it.
+    std::fs::write(key_file(Path::new(&loc.0), &id), b"{}").unwrap();
+    let again = RusticRepository::open(&loc, "first-password", None)
+        .expect("the derived key is kept for the process");
+    let current: Vec<_> = again
+        .keys()
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.current)
+        .collect();
+    assert_eq!(current.len(), 1, "the key in use is still known");
+    assert_eq!(current[0].id, id);
+    // Without the kept key it would not open: the other password now fails on that file.
+    assert!(RusticRepository::open(&loc, "other-password", None).is_err());
+}
+
+#[test]
+fn a_removed_key_stops_opening_the_repository_in_the_process_that_derived_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    RusticRepository::init(&loc, "old-password", None).unwrap();
+    let old = RusticRepository::open(&loc, "old-password", None).unwrap();
+    let old_id = old
+        .keys()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.current)
+        .unwrap()
+        .id;
+    old.add_key("new-password").unwrap();
+    let new = RusticRepository::open(&loc, "new-password", None).unwrap();
+    new.remove_key(&old_id).unwrap();
+    assert!(!key_file(Path::new(&loc.0), &old_id).exists());
+    assert!(matches!(
+        RusticRepository::open(&loc, "old-password", None),
+        Err(RepoError::WrongPassword { .. })
+    ));
+    RusticRepository::open(&loc, "new-password", None).unwrap();
+}
