@@ -22,6 +22,12 @@ pub struct DumpStrategy {
     pub probe: Vec<String>,
     /// `KEY=value` pairs passed to those commands (passwords).
     pub env: Vec<String>,
+    /// `KEY=value` pairs for the dump command only: they name its sessions on the server
+    /// ([`DUMP_SESSION_NAME`]), so that [`DumpStrategy::sessions`] finds them.
+    pub session_env: Vec<String>,
+    /// Prints the server-side process id of each session the dump opened, one per line
+    /// (empty when the server serves sessions on threads of one process: MariaDB).
+    pub sessions: Vec<String>,
     /// Text the dump tool writes at the very end of a complete dump.
     pub trailer: &'static str,
     /// Files that mark the server's data directory (left out of the file copy).
@@ -62,6 +68,9 @@ fn reading_password(cmd: Vec<String>, var: &str, file: &str) -> Vec<String> {
     out
 }
 
+/// The name a dump's database sessions carry (PostgreSQL's `application_name`).
+pub const DUMP_SESSION_NAME: &str = "lifeboat-dump";
+
 impl DumpStrategy {
     /// Every command of the strategy reads the password from `file` into `var`.
     fn with_password_file(mut self, var: &str, file: Option<&str>) -> DumpStrategy {
@@ -71,7 +80,11 @@ impl DumpStrategy {
                 &mut self.restore,
                 &mut self.ready,
                 &mut self.probe,
+                &mut self.sessions,
             ] {
+                if cmd.is_empty() {
+                    continue;
+                }
                 *cmd = reading_password(std::mem::take(cmd), var, file);
             }
         }
@@ -127,6 +140,18 @@ pub fn detect(
                 "SELECT string_agg(datname, ',') FROM pg_database WHERE NOT datistemplate",
             ]),
             env: pass,
+            session_env: vec![format!("PGAPPNAME={DUMP_SESSION_NAME}")],
+            sessions: strings(&[
+                "psql",
+                "-U",
+                &user,
+                "-d",
+                "postgres",
+                "-Atc",
+                &format!(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = '{DUMP_SESSION_NAME}'"
+                ),
+            ]),
             trailer: "PostgreSQL database cluster dump complete",
             data_markers: &["PG_VERSION"],
             settings: &[
@@ -195,6 +220,8 @@ pub fn detect(
                  ('mysql','information_schema','performance_schema','sys')",
             ]),
             env: pass,
+            session_env: Vec::new(),
+            sessions: Vec::new(),
             trailer: "-- Dump completed",
             data_markers: &["ibdata1", "aria_log_control"],
             // MariaDB keeps its settings in /etc/mysql, not in its data directory.

@@ -165,7 +165,9 @@ impl StreamSource for DumpSource {
     }
 }
 
-/// Streams the dump of `details` into the repository.
+/// Streams the dump of `details` into the repository. The dump's processes inside the
+/// container, and the server processes serving its sessions, run at the backup's own
+/// priority meanwhile ([`lower_the_dump`]).
 pub(crate) fn store(
     engine: &dyn Engine,
     repo: &dyn Repository,
@@ -175,7 +177,11 @@ pub(crate) fn store(
 ) -> Result<PartReport, CoreError> {
     let s = strategy(&details.config)
         .ok_or_else(|| CoreError::Hot(format!("no dump strategy for `{}`", details.name)))?;
-    let stream = engine.exec_stream(&details.id, &s.dump, &s.env)?;
+    let marker = format!("LIFEBOAT_DUMP={}-{}", std::process::id(), details.id);
+    let mut env = s.env.clone();
+    env.extend(s.session_env.iter().cloned());
+    env.push(marker.clone());
+    let stream = engine.exec_stream(&details.id, &s.dump, &env)?;
     let mut source = DumpSource {
         stream: Arc::new(Mutex::new(stream)),
         tail: Arc::default(),
@@ -187,7 +193,114 @@ pub(crate) fn store(
         description: Some(format!("{} dump", s.name)),
         time: None,
     };
-    Ok(repo.backup_stream(&req, &mut source)?)
+    let (done, until) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(|| lower_the_dump(engine, &details.id, &s, &marker, until));
+        let stored = repo.backup_stream(&req, &mut source);
+        drop(done);
+        Ok(stored?)
+    })
+}
+
+/// How often the dump's processes are looked for: a dump opens a new session per database.
+const LOWER_EVERY: Duration = Duration::from_millis(300);
+
+/// Until `until` ends: gives the backup's priority (`tuning::share_priority_with`) to the
+/// processes the dump started in the container (found by `marker` in their environment) and
+/// to the server processes serving its sessions (their ids, as the container sees them,
+/// printed by the strategy's `sessions` command, mapped to the host's through the
+/// processes' pid namespace). A dump at full priority took two thirds of a PostgreSQL
+/// server's throughput while it ran (`bench/pgbench.sh`).
+fn lower_the_dump(
+    engine: &dyn Engine,
+    container: &str,
+    s: &DumpStrategy,
+    marker: &str,
+    until: std::sync::mpsc::Receiver<()>,
+) {
+    let mut lowered = std::collections::BTreeSet::new();
+    loop {
+        let clients = host_processes::with_env(marker);
+        let inside: Vec<u32> = if s.sessions.is_empty() || clients.is_empty() {
+            Vec::new()
+        } else {
+            session_pids(engine, container, s)
+        };
+        let servers = clients
+            .first()
+            .map(|&c| host_processes::in_namespace_of(c, &inside))
+            .unwrap_or_default();
+        for pid in clients.into_iter().chain(servers) {
+            if lowered.insert(pid) {
+                crate::tuning::share_priority_with(pid);
+            }
+        }
+        if until.recv_timeout(LOWER_EVERY) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return;
+        }
+    }
+}
+
+/// The container's own ids of the dump's server sessions (none when the query fails).
+fn session_pids(engine: &dyn Engine, container: &str, s: &DumpStrategy) -> Vec<u32> {
+    let Ok(mut out) = engine.exec_stream(container, &s.sessions, &s.env) else {
+        return Vec::new();
+    };
+    let mut text = String::new();
+    let _ = out.read_to_string(&mut text);
+    let _ = out.finish();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The host's processes, read from `/proc` (Lifeboat runs on the host, as root).
+mod host_processes {
+    use std::path::PathBuf;
+
+    fn all() -> impl Iterator<Item = (i32, PathBuf)> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse().ok()?;
+                Some((pid, e.path()))
+            })
+    }
+
+    /// Processes whose environment holds `var` (`KEY=value`).
+    pub(super) fn with_env(var: &str) -> Vec<i32> {
+        all()
+            .filter(|(_, dir)| {
+                std::fs::read(dir.join("environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == var.as_bytes()))
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// The host ids of the processes in `pid`'s pid namespace whose id there is one of
+    /// `inside` (the last `NSpid` field of their status).
+    pub(super) fn in_namespace_of(pid: i32, inside: &[u32]) -> Vec<i32> {
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+            return Vec::new();
+        };
+        if inside.is_empty() {
+            return Vec::new();
+        }
+        all()
+            .filter(|(_, dir)| std::fs::read_link(dir.join("ns/pid")).is_ok_and(|n| n == ns))
+            .filter(|(_, dir)| {
+                std::fs::read_to_string(dir.join("status")).is_ok_and(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))
+                        .and_then(|ids| ids.split_whitespace().last()?.parse::<u32>().ok())
+                        .is_some_and(|id| inside.contains(&id))
+                })
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
 }
 
 /// Feeds the saved dumps into the restored, started container once its server is ready.

@@ -79,6 +79,32 @@ fn set(nice: i32, ioprio: libc::c_long) {
     }
 }
 
+/// Gives the process `pid` the calling thread's CPU and I/O priority when that is lower
+/// than the default (a process Lifeboat had started for a backup, such as a database dump
+/// inside the container, then yields to the service as the backup does). Only lowers: a
+/// thread at the default priority changes nothing. False when the process is gone.
+pub fn share_priority_with(pid: i32) -> bool {
+    let (nice, io) = current();
+    if nice <= 0 && io == 0 {
+        return true;
+    }
+    // SAFETY: both calls take plain integers and only change the scheduling attributes of
+    // another process, which root may lower.
+    #[allow(unsafe_code)]
+    unsafe {
+        let ok = libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0;
+        if io != 0 {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                pid as libc::c_long,
+                io,
+            );
+        }
+        ok
+    }
+}
+
 /// Holds the calling thread at a backup's priority until dropped.
 #[must_use = "the priority is restored when the guard is dropped"]
 pub struct PriorityGuard {

@@ -245,3 +245,81 @@ fn a_password_in_a_file_is_read_inside_the_container_for_the_dump() {
         &repo_dump.stdout[..repo_dump.stdout.len().min(400)]
     );
 }
+
+/// (host pid, nice, command line) of the processes whose command line matches `what`.
+fn processes_like(what: &[&str]) -> Vec<(u32, i64, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if !what.iter().any(|w| cmdline.contains(w)) {
+            continue;
+        }
+        // The nice value is the 19th field of stat, counted after the command's `)`.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let Some(nice) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok())
+        else {
+            continue;
+        };
+        out.push((pid, nice, cmdline));
+    }
+    out
+}
+
+#[test]
+fn the_dump_and_the_server_process_serving_it_run_at_the_backups_lowered_priority() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgnice"), unique("pgnice-vol"));
+    new_volume(&mut c, &vol);
+    start_server(&mut c, &name, &vol);
+    // Enough rows that the dump runs for a while.
+    docker(&[
+        "exec",
+        &name,
+        "psql",
+        "-U",
+        "postgres",
+        "-qc",
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
+         FROM generate_series(1, 3000000) g",
+    ]);
+    let mut backup = lb
+        .command()
+        .args(["backup", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut client, mut server) = (Vec::new(), Vec::new());
+    while backup.try_wait().unwrap().is_none() {
+        for (pid, nice, cmd) in processes_like(&["pg_dump", "[local] COPY"]) {
+            if cmd.contains("COPY") {
+                server.push((pid, nice));
+            } else {
+                client.push((pid, nice));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(backup.wait().unwrap().success());
+    assert!(!server.is_empty(), "the dump's COPY was never seen");
+    assert!(
+        client.iter().any(|&(_, nice)| nice >= 10),
+        "pg_dumpall/pg_dump stayed at nice 0: {client:?}"
+    );
+    assert!(
+        server.iter().any(|&(_, nice)| nice >= 10),
+        "the server process serving the dump stayed at nice 0: {server:?}"
+    );
+    // The server's other processes keep their priority.
+    let others = processes_like(&["postgres: checkpointer", "postgres: walwriter"]);
+    assert!(!others.is_empty());
+    assert!(others.iter().all(|&(_, nice, _)| nice == 0), "{others:?}");
+}
