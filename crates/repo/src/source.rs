@@ -107,6 +107,7 @@ impl ReadSourceOpen for SafeOpen {
             .and_then(|f| {
                 let m = f.metadata()?;
                 if same_file(self.identity, (m.dev(), m.ino())) {
+                    read_ahead(&f);
                     Ok(f)
                 } else {
                     Err(std::io::Error::other(
@@ -122,6 +123,17 @@ impl ReadSourceOpen for SafeOpen {
             )
             .attach_context("path", self.rel.display().to_string())
         })
+    }
+}
+
+/// Tells the kernel the file is read from start to end once: it reads ahead twice as far
+/// (fewer, larger reads from a cold disk). Only a hint; a failure changes nothing.
+fn read_ahead(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only takes the descriptor (open, owned by `f`) and integers.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
 }
 

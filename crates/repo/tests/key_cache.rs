@@ -66,3 +66,31 @@ fn a_removed_key_stops_opening_the_repository_in_the_process_that_derived_it() {
     ));
     RusticRepository::open(&loc, "new-password", None).unwrap();
 }
+
+#[test]
+fn a_new_key_is_derived_in_32_mib_with_the_work_of_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    let repo = RusticRepository::init(&loc, "a-password", None).unwrap();
+    repo.add_key("another-password").unwrap();
+    let keys: Vec<_> = std::fs::read_dir(Path::new(&loc.0).join("keys"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        let key: serde_json::Value = serde_json::from_slice(&key).unwrap();
+        // scrypt's memory is 128 * N * r bytes: 32 MiB; its work N * r * p, as 2^17 * 8 * 1.
+        assert_eq!(
+            (
+                key["kdf"].as_str(),
+                key["N"].as_u64(),
+                key["r"].as_u64(),
+                key["p"].as_u64()
+            ),
+            (Some("scrypt"), Some(1 << 15), Some(8), Some(4)),
+            "{key}"
+        );
+    }
+    RusticRepository::open(&loc, "another-password", None).unwrap();
+}

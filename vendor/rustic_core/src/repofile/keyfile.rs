@@ -204,7 +204,12 @@ impl KeyFile {
         with_created: bool,
     ) -> RusticResult<Self> {
         let masterkey = MasterKey::from_key(key);
-        let params = Params::RECOMMENDED;
+        // Lifeboat: N = 2^15, r = 8 (32 MiB, restic's memory) with p = 4, the same work per
+        // guess as upstream's N = 2^17, r = 8, p = 1, which needs 128 MiB at every open.
+        let params = Params::new(15, 8, 4).map_err(|err| {
+            RusticError::with_source(ErrorKind::Key, "Invalid scrypt parameters.", err)
+                .ask_report()
+        })?;
         let mut salt = vec![0; 64];
         rng().fill_bytes(&mut salt);
 
