@@ -23,6 +23,18 @@ measure() {
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
+# one_service TAG: sets NAME (a container and volume name), WORK (removed at exit with that
+# container and volume) and a fresh repository in WORK.
+one_service() {
+  NAME=lifeboat-$1-$$
+  WORK=$(mktemp -d "/var/tmp/lifeboat-$1.XXXXXX")
+  trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true
+        docker volume rm -f "$NAME" >/dev/null 2>&1 || true
+        rm -rf "$WORK"' EXIT
+  export LIFEBOAT_STATE_DIR="$WORK" LIFEBOAT_PASSWORD=bench
+  "$LB" init >/dev/null
+}
+
 # table ROW...: the Lifeboat/restic table of the given rows
 table() {
   printf '%-18s %12s %12s %8s %14s %14s\n' row lifeboat_s restic_s ratio lifeboat_rss restic_rss

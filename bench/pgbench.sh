@@ -13,16 +13,7 @@ SECS="${2:-60}"
 . bench/lib.sh
 release_build
 scripts/fixtures services >/dev/null
-NAME=lifeboat-pgbench-$$
-WORK=$(mktemp -d /var/tmp/lifeboat-pgbench.XXXXXX)
-cleanup() {
-  docker rm -f "$NAME" >/dev/null 2>&1 || true
-  docker volume rm -f "$NAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-export LIFEBOAT_STATE_DIR="$WORK" LIFEBOAT_PASSWORD=bench
-"$LB" init >/dev/null
+one_service pgbench
 
 SERVER='PGBIN=$(ls -d /usr/lib/postgresql/*/bin | head -n1); export PGDATA=/data/pg
 mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql

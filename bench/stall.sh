@@ -12,16 +12,7 @@ DB_MB="${1:-1024}"
 . bench/lib.sh
 release_build
 scripts/fixtures services >/dev/null
-NAME=lifeboat-stall-$$
-WORK=$(mktemp -d /var/tmp/lifeboat-stall.XXXXXX)
-cleanup() {
-  docker rm -f "$NAME" >/dev/null 2>&1 || true
-  docker volume rm -f "$NAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-export LIFEBOAT_STATE_DIR="$WORK" LIFEBOAT_PASSWORD=bench
-"$LB" init >/dev/null
+one_service stall
 
 docker volume create "$NAME" >/dev/null
 DATA=$(docker volume inspect -f '{{.Mountpoint}}' "$NAME")

@@ -68,6 +68,11 @@ fn reading_password(cmd: Vec<String>, var: &str, file: &str) -> Vec<String> {
     out
 }
 
+/// `psql` printing the unaligned rows of `sql`, run as `user` on the `postgres` database.
+fn psql_query(user: &str, sql: &str) -> Vec<String> {
+    strings(&["psql", "-U", user, "-d", "postgres", "-Atc", sql])
+}
+
 /// The name a dump's database sessions carry (PostgreSQL's `application_name`).
 pub const DUMP_SESSION_NAME: &str = "lifeboat-dump";
 
@@ -130,28 +135,18 @@ pub fn detect(
                 "ON_ERROR_STOP=0",
             ]),
             ready: strings(&["pg_isready", "-U", &user]),
-            probe: strings(&[
-                "psql",
-                "-U",
+            probe: psql_query(
                 &user,
-                "-d",
-                "postgres",
-                "-Atc",
                 "SELECT string_agg(datname, ',') FROM pg_database WHERE NOT datistemplate",
-            ]),
+            ),
             env: pass,
             session_env: vec![format!("PGAPPNAME={DUMP_SESSION_NAME}")],
-            sessions: strings(&[
-                "psql",
-                "-U",
+            sessions: psql_query(
                 &user,
-                "-d",
-                "postgres",
-                "-Atc",
                 &format!(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = '{DUMP_SESSION_NAME}'"
                 ),
-            ]),
+            ),
             trailer: "PostgreSQL database cluster dump complete",
             data_markers: &["PG_VERSION"],
             settings: &[

@@ -86,7 +86,8 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
         .map(|(p, ino, size, cs, cn, db)| (p.as_slice(), (*ino, *size, *cs, *cn, *db)))
         .collect();
     let mut now = Vec::new();
-    let mut out = Vec::new();
+    // Files new or changed since the cache was filled: their headers are read below.
+    let mut unknown = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(Result::ok)
@@ -105,15 +106,62 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
         let id = (meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
         let is_db = match known.get(key) {
             Some(&(ino, size, cs, cn, db)) if (ino, size, cs, cn) == id => db,
-            _ => is_sqlite(&root, rel),
+            // Smaller than a database's header: not one.
+            _ if id.1 < 100 => false,
+            _ => {
+                unknown.push(now.len());
+                false
+            }
         };
         now.push((key.to_vec(), id.0, id.1, id.2, id.3, is_db));
-        if is_db {
-            out.push(rel.to_path_buf());
-        }
     }
+    read_headers(&root, &mut now, &unknown);
+    let out = now
+        .iter()
+        .filter(|f| f.5)
+        .map(|f| PathBuf::from(std::ffi::OsStr::from_bytes(&f.0)))
+        .collect();
     cache.files = now;
     out
+}
+
+/// Header reads at once: a changed file is usually not in the page cache, and one read after
+/// another waits for the disk each time.
+const HEADER_READERS: usize = 8;
+
+/// Sets the database flag of the files at `unknown` (indices into `files`) from their headers,
+/// read on a few threads.
+fn read_headers(
+    root: &Beneath,
+    files: &mut [(Vec<u8>, u64, u64, i64, i64, bool)],
+    unknown: &[usize],
+) {
+    use std::os::unix::ffi::OsStrExt;
+    let per_thread = unknown.len().div_ceil(HEADER_READERS).max(64);
+    let found: Vec<usize> = std::thread::scope(|scope| {
+        let files = &*files;
+        let workers: Vec<_> = unknown
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .copied()
+                        .filter(|&i| {
+                            is_sqlite(root, Path::new(std::ffi::OsStr::from_bytes(&files[i].0)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    for i in found {
+        files[i].5 = true;
+    }
 }
 
 /// The files that make up a live database besides itself.
@@ -327,6 +375,27 @@ mod detection_cache_tests {
         let c = Connection::open(path).unwrap();
         c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
             .unwrap();
+    }
+
+    #[test]
+    fn every_database_among_many_new_files_is_found_by_the_parallel_header_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = Vec::new();
+        for i in 0..1500 {
+            let rel = PathBuf::from(format!("d{}/f{i:04}", i % 7));
+            std::fs::create_dir_all(dir.path().join(rel.parent().unwrap())).unwrap();
+            if i % 211 == 5 {
+                sqlite_file(&dir.path().join(&rel));
+                want.push(rel);
+            } else {
+                std::fs::write(dir.path().join(&rel), [b'x'; 200]).unwrap();
+            }
+        }
+        let mut found = find_databases_cached(dir.path(), &mut DetectionCache::default());
+        found.sort();
+        want.sort();
+        assert_eq!(want.len(), 8);
+        assert_eq!(found, want);
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Daemon {
                 state_dir: self.env.state_dir.clone(),
                 host: Some(self.env.hostname.clone()),
                 verified: self.verified(service, policy),
-                prune: self.cluster.is_none(),
+                prune: self.prunes_after_retention(),
                 now: Timestamp::now(),
             };
             let detail = match apply_retention(&repo, service, &req, &note) {
@@ -951,6 +951,14 @@ impl Daemon {
             },
             Err(e) => fail(e),
         }
+    }
+
+    /// Whether a service's retention prunes the data it freed right away: only on a daemon
+    /// alone with no repository-wide `prune` scheduled. In a cluster the leader prunes; with
+    /// `prune` set, that job does (many services on short schedules would otherwise prune,
+    /// each time exclusively, after almost every backup).
+    fn prunes_after_retention(&self) -> bool {
+        self.cluster.is_none() && self.plan.prune.is_none()
     }
 
     /// Removes the data no backup references any more (a repository-wide job). In a cluster

@@ -9,19 +9,25 @@ fn key_file(repo: &Path, id: &str) -> std::path::PathBuf {
     repo.join("keys").join(id)
 }
 
-#[test]
-fn a_second_open_in_the_same_process_does_not_derive_the_key_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let loc = RepoLocation(dir.path().join("repo").display().to_string());
-    RusticRepository::init(&loc, "first-password", None).unwrap();
-    let opened = RusticRepository::open(&loc, "first-password", None).unwrap();
-    let id = opened
+/// A new repository in `dir` with `password`, opened again, and the id of its key.
+fn opened(dir: &Path, password: &str) -> (RepoLocation, RusticRepository, String) {
+    let loc = RepoLocation(dir.join("repo").display().to_string());
+    RusticRepository::init(&loc, password, None).unwrap();
+    let repo = RusticRepository::open(&loc, password, None).unwrap();
+    let id = repo
         .keys()
         .unwrap()
         .into_iter()
         .find(|k| k.current)
         .unwrap()
         .id;
+    (loc, repo, id)
+}
+
+#[test]
+fn a_second_open_in_the_same_process_does_not_derive_the_key_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loc, _repo, id) = opened(dir.path(), "first-password");
     // Another password is not taken for it.
     assert!(matches!(
         RusticRepository::open(&loc, "other-password", None),
@@ -46,16 +52,7 @@ fn a_second_open_in_the_same_process_does_not_derive_the_key_again() {
 #[test]
 fn a_removed_key_stops_opening_the_repository_in_the_process_that_derived_it() {
     let dir = tempfile::tempdir().unwrap();
-    let loc = RepoLocation(dir.path().join("repo").display().to_string());
-    RusticRepository::init(&loc, "old-password", None).unwrap();
-    let old = RusticRepository::open(&loc, "old-password", None).unwrap();
-    let old_id = old
-        .keys()
-        .unwrap()
-        .into_iter()
-        .find(|k| k.current)
-        .unwrap()
-        .id;
+    let (loc, old, old_id) = opened(dir.path(), "old-password");
     old.add_key("new-password").unwrap();
     let new = RusticRepository::open(&loc, "new-password", None).unwrap();
     new.remove_key(&old_id).unwrap();

@@ -270,6 +270,46 @@ fn a_ten_second_schedule_backs_up_three_times_and_retention_keeps_two() {
     );
 }
 
+/// The retention outcome of `name`'s newest backup that deleted one.
+fn retention_that_deleted(d: &Daemon, name: &str) -> Option<serde_json::Value> {
+    d.jobs(name)
+        .into_iter()
+        .map(|j| j["detail"]["retention"].clone())
+        .find(|r| r["deleted"].as_array().is_some_and(|a| !a.is_empty()))
+}
+
+#[test]
+fn retention_prunes_at_once_on_a_daemon_alone_and_leaves_it_to_a_scheduled_prune() {
+    for (settings, prunes) in [("", true), ("prune = \"1d\"", false)] {
+        let lb = Lb::new();
+        let mut c = Cleanup::default();
+        let name = unique("lbt-prune");
+        managed(
+            &mut c,
+            &name,
+            &name,
+            None,
+            &["lifeboat.schedule=3s", "lifeboat.retention=last=1"],
+        );
+        let d = Daemon::start(&lb, &name, settings);
+        let mut deleted = None;
+        d.wait_until(
+            "a retention run that deleted a backup",
+            Duration::from_secs(60),
+            || {
+                deleted = retention_that_deleted(&d, &name);
+                deleted.is_some()
+            },
+        );
+        let retention = deleted.unwrap();
+        assert_eq!(
+            !retention["prune"].is_null(),
+            prunes,
+            "settings `{settings}`: {retention}"
+        );
+    }
+}
+
 #[test]
 fn a_failing_service_raises_the_failure_metric_and_calls_the_webhook_then_recovers() {
     let lb = Lb::new();
