@@ -42,9 +42,12 @@ pub fn find_databases(dir: &Path) -> Vec<PathBuf> {
 /// opened again, so a backup of an unchanged tree costs stats, not reads.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct DetectionCache {
-    /// (path bytes, inode, size, ctime seconds, ctime nanoseconds, is a database).
-    files: Vec<(Vec<u8>, u64, u64, i64, i64, bool)>,
+    files: Vec<Seen>,
 }
+
+/// One file as detection saw it: (path bytes, inode, size, ctime seconds, ctime nanoseconds,
+/// is a database).
+type Seen = (Vec<u8>, u64, u64, i64, i64, bool);
 
 impl DetectionCache {
     /// The cache kept in `path`; empty when missing or unreadable.
@@ -131,11 +134,7 @@ const HEADER_READERS: usize = 8;
 
 /// Sets the database flag of the files at `unknown` (indices into `files`) from their headers,
 /// read on a few threads.
-fn read_headers(
-    root: &Beneath,
-    files: &mut [(Vec<u8>, u64, u64, i64, i64, bool)],
-    unknown: &[usize],
-) {
+fn read_headers(root: &Beneath, files: &mut [Seen], unknown: &[usize]) {
     use std::os::unix::ffi::OsStrExt;
     let per_thread = unknown.len().div_ceil(HEADER_READERS).max(64);
     let found: Vec<usize> = std::thread::scope(|scope| {
