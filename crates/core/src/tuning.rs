@@ -81,19 +81,32 @@ fn set(nice: i32, ioprio: libc::c_long) {
 
 /// Gives the process `pid` the calling thread's CPU and I/O priority when that is lower
 /// than the default (a process Lifeboat had started for a backup, such as a database dump
-/// inside the container, then yields to the service as the backup does). Only lowers: a
-/// thread at the default priority changes nothing. False when the process is gone.
+/// inside the container, then yields to the service as the backup does). Only ever lowers:
+/// a thread at the default priority changes nothing, and a process already lower keeps its
+/// own. False when the process is gone.
 pub fn share_priority_with(pid: i32) -> bool {
     let (nice, io) = current();
     if nice <= 0 && io == 0 {
         return true;
     }
-    // SAFETY: both calls take plain integers and only change the scheduling attributes of
-    // another process, which root may lower.
+    // SAFETY: these calls take plain integers and only read or lower the scheduling
+    // attributes of another process.
     #[allow(unsafe_code)]
     unsafe {
-        let ok = libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0;
-        if io != 0 {
+        *libc::__errno_location() = 0;
+        let theirs = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
+        if *libc::__errno_location() != 0 {
+            return false;
+        }
+        if theirs < nice {
+            libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice);
+        }
+        let their_io = libc::syscall(
+            libc::SYS_ioprio_get,
+            IOPRIO_WHO_PROCESS,
+            pid as libc::c_long,
+        );
+        if io != 0 && their_io >> IOPRIO_CLASS_SHIFT != IOPRIO_CLASS_IDLE {
             libc::syscall(
                 libc::SYS_ioprio_set,
                 IOPRIO_WHO_PROCESS,
@@ -101,7 +114,7 @@ pub fn share_priority_with(pid: i32) -> bool {
                 io,
             );
         }
-        ok
+        true
     }
 }
 
@@ -155,6 +168,40 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[allow(unsafe_code)]
+    fn nice_of(pid: i32) -> i32 {
+        // SAFETY: reads a scheduling attribute of a child process.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t) }
+    }
+
+    #[test]
+    fn a_process_started_for_a_backup_is_lowered_to_its_priority_but_never_raised() {
+        let mut at_zero = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut lower = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let (a, b) = (at_zero.id() as i32, lower.id() as i32);
+        #[allow(unsafe_code)]
+        // SAFETY: lowers a child process.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, b as libc::id_t, 15);
+        }
+        std::thread::spawn(move || {
+            let _g = PriorityGuard::enter(Priority::Lowered);
+            assert!(share_priority_with(a));
+            assert!(share_priority_with(b));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice_of(a), BACKUP_NICE);
+        assert_eq!(nice_of(b), 15, "a process already lower keeps its own");
+        let _ = (at_zero.kill(), lower.kill(), at_zero.wait(), lower.wait());
     }
 
     #[test]
