@@ -4,13 +4,15 @@
 # the longest time between two successful backups (its recovery point held when under twice
 # the schedule: no slot missed), failures, and the daemon's CPU (% of one core) and peak RSS.
 #
-#   bench/many.sh [N] [WINDOW] [CONCURRENCY]   (root, a Docker engine)
+#   bench/many.sh [N] [WINDOW] [CONCURRENCY] [PRUNE]   (root, a Docker engine)
+# PRUNE (e.g. 1h) schedules the repository-wide prune instead of one after every retention run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 N="${1:-200}"
 WINDOW="${2:-600}"
 CONC="${3:-2}"
+PRUNE="${4:-}"
 release_build
 scripts/fixtures busybox >/dev/null
 WORK=$(mktemp -d /var/tmp/lifeboat-many.XXXXXX)
@@ -30,6 +32,7 @@ export LIFEBOAT_STATE_DIR="$WORK/state" LIFEBOAT_PASSWORD=bench LIFEBOAT_API_TOK
 export LIFEBOAT_REPOSITORY="$WORK/repo"
 "$LB" init >/dev/null
 printf '[daemon]\nscope = "%s"\nconcurrency = %s\n' "$SCOPE" "$CONC" > "$WORK/lifeboat.toml"
+if [ -n "$PRUNE" ]; then echo "prune = \"$PRUNE\"" >> "$WORK/lifeboat.toml"; fi
 
 echo "starting $N containers..."
 for i in $(seq 1 "$N"); do
@@ -48,7 +51,7 @@ DPID=$!
 until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
 ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
 t0=$(ticks); s0=$(date +%s.%N); since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-echo "daemon running with $N services (concurrency $CONC); measuring for ${WINDOW}s"
+echo "daemon running with $N services (concurrency $CONC, prune ${PRUNE:-after each retention}); measuring for ${WINDOW}s"
 sleep "$WINDOW"
 t1=$(ticks); s1=$(date +%s.%N)
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DPID/status")
