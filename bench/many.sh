@@ -23,7 +23,9 @@ PORT=$((39600 + $$ % 100))
 DPID=
 cleanup() {
   if [ -n "$DPID" ]; then kill -TERM "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; fi
-  docker ps -aq --filter "label=$SCOPE" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  # In batches: one `docker rm -f` of 200 containers hung Debian's dockerd 20.10 here
+  # (a libnetwork lock), and only restarting the engine removed them.
+  docker ps -aq --filter "label=$SCOPE" | xargs -r -n 20 docker rm -f >/dev/null 2>&1 || true
   docker volume ls -q --filter "name=$P-" | xargs -r docker volume rm -f >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
