@@ -69,13 +69,21 @@ fn current() -> (i32, libc::c_long) {
 }
 
 fn set(nice: i32, ioprio: libc::c_long) {
-    let tid = tid();
-    // SAFETY: both calls only change scheduling attributes of the calling thread; they take
-    // plain integers. Failures (no CAP_SYS_NICE to raise the nice value back) are harmless.
+    set_for(tid(), Some(nice), Some(ioprio));
+}
+
+/// Sets the nice value and I/O priority (those given) of thread or process `id`.
+fn set_for(id: libc::c_long, nice: Option<i32>, ioprio: Option<libc::c_long>) {
+    // SAFETY: both calls take plain integers and only change scheduling attributes. Failures
+    // (no CAP_SYS_NICE to raise a nice value back, a process gone) are harmless.
     #[allow(unsafe_code)]
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
-        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, ioprio);
+        if let Some(nice) = nice {
+            libc::setpriority(libc::PRIO_PROCESS, id as libc::id_t, nice);
+        }
+        if let Some(ioprio) = ioprio {
+            libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, id, ioprio);
+        }
     }
 }
 
@@ -89,33 +97,26 @@ pub fn share_priority_with(pid: i32) -> bool {
     if nice <= 0 && io == 0 {
         return true;
     }
-    // SAFETY: these calls take plain integers and only read or lower the scheduling
-    // attributes of another process.
+    let id = pid as libc::c_long;
+    // SAFETY: both calls only read scheduling attributes of another process.
     #[allow(unsafe_code)]
-    unsafe {
+    let (theirs, their_io) = unsafe {
         *libc::__errno_location() = 0;
         let theirs = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
         if *libc::__errno_location() != 0 {
             return false;
         }
-        if theirs < nice {
-            libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice);
-        }
-        let their_io = libc::syscall(
-            libc::SYS_ioprio_get,
-            IOPRIO_WHO_PROCESS,
-            pid as libc::c_long,
-        );
-        if io != 0 && their_io >> IOPRIO_CLASS_SHIFT != IOPRIO_CLASS_IDLE {
-            libc::syscall(
-                libc::SYS_ioprio_set,
-                IOPRIO_WHO_PROCESS,
-                pid as libc::c_long,
-                io,
-            );
-        }
-        true
-    }
+        (
+            theirs,
+            libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, id),
+        )
+    };
+    set_for(
+        id,
+        (theirs < nice).then_some(nice),
+        (io != 0 && their_io >> IOPRIO_CLASS_SHIFT != IOPRIO_CLASS_IDLE).then_some(io),
+    );
+    true
 }
 
 /// Holds the calling thread at a backup's priority until dropped.

@@ -624,14 +624,20 @@ impl RusticRepository {
         op: impl FnOnce(Engine<OpenStatus>) -> (Option<Engine<OpenStatus>>, Result<T, RepoError>),
     ) -> Result<T, RepoError> {
         let mut slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let engine = match slot.take() {
-            Some(Slot::Open(e)) => e,
-            Some(Slot::Ids { engine, .. }) => engine.drop_index(),
-            None => self.reopen()?,
-        };
+        let engine = self.opened(slot.take())?;
         let (back, result) = op(engine);
         *slot = back.map(Slot::Open);
         result
+    }
+
+    /// The opened engine from what the slot held: its index dropped, or opened again when an
+    /// earlier operation consumed it.
+    fn opened(&self, held: Option<Slot>) -> Result<Engine<OpenStatus>, RepoError> {
+        match held {
+            Some(Slot::Open(e)) => Ok(e),
+            Some(Slot::Ids { engine, .. }) => Ok(engine.drop_index()),
+            None => self.reopen(),
+        }
     }
 
     fn reopen(&self) -> Result<Engine<OpenStatus>, RepoError> {
@@ -730,15 +736,10 @@ impl RusticRepository {
         let written = self.written.load(Ordering::SeqCst);
         let engine = match slot.take() {
             Some(Slot::Ids { engine, loaded_at }) if loaded_at == written => engine,
-            taken => {
-                let open = match taken {
-                    Some(Slot::Open(e)) => e,
-                    Some(Slot::Ids { engine, .. }) => engine.drop_index(),
-                    None => self.reopen()?,
-                };
-                open.to_indexed_ids()
-                    .map_err(self.err("loading the index"))?
-            }
+            held => self
+                .opened(held)?
+                .to_indexed_ids()
+                .map_err(self.err("loading the index"))?,
         };
         let result = op(&engine);
         *slot = Some(Slot::Ids {
@@ -748,21 +749,13 @@ impl RusticRepository {
         result
     }
 
-    /// Runs `op` on the engine with its full index loaded (for restores and dumps).
+    /// Runs `op` on the engine with its full index loaded (for restores and dumps); the
+    /// opened engine is kept for the next call.
     fn with_full_index<T>(
         &self,
         op: impl FnOnce(&Engine<rustic_core::IndexedFullStatus>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.with_index(Engine::to_indexed, op)
-    }
-
-    /// Loads an index with `load`, runs `op`, and keeps the opened engine for the next call.
-    fn with_index<S: rustic_core::IndexedTree, T>(
-        &self,
-        load: impl FnOnce(Engine<OpenStatus>) -> rustic_core::RusticResult<Engine<S>>,
-        op: impl FnOnce(&Engine<S>) -> Result<T, RepoError>,
-    ) -> Result<T, RepoError> {
-        self.with_open(|e| match load(e) {
+        self.with_open(|e| match e.to_indexed() {
             Ok(indexed) => {
                 let r = op(&indexed);
                 (Some(indexed.drop_index()), r)
