@@ -26,6 +26,9 @@ pub struct PlannedPart {
     pub exclude: Vec<PathBuf>,
     /// For `sqlite` parts: the kind of mount the databases belong to.
     pub belongs_to: Option<PartKind>,
+    /// For `sqlite` parts: the databases below `read_path` (the mount), each copied
+    /// consistently to its own path.
+    pub databases: Vec<PathBuf>,
 }
 
 /// Everything to capture for one container, in order (data first, image last).
@@ -130,15 +133,21 @@ pub fn dump_snapshot_path(server: &str) -> String {
 }
 
 impl CapturePlan {
-    /// Mount `index`'s live database files are captured as consistent copies staged in
-    /// `staged`: they leave the mount's file copy, and a `sqlite` part reads the copies.
-    pub fn add_sqlite_copies(&mut self, index: usize, staged: PathBuf, live_files: Vec<PathBuf>) {
+    /// Mount `index`'s `databases` (relative paths) are captured as consistent copies: their
+    /// `live_files` leave the mount's file copy, and a `sqlite` part holds the copies.
+    pub fn add_sqlite_copies(
+        &mut self,
+        index: usize,
+        databases: Vec<PathBuf>,
+        live_files: Vec<PathBuf>,
+    ) {
         let mount = &mut self.parts[index];
         mount.exclude.extend(live_files);
         let sqlite = PlannedPart {
             kind: PartKind::Sqlite,
             name: mount.name.clone(),
-            read_path: staged,
+            read_path: mount.read_path.clone(),
+            databases,
             snapshot_path: sqlite_snapshot_path(&mount.snapshot_path),
             exclude: Vec::new(),
             belongs_to: Some(mount.kind),
@@ -157,6 +166,7 @@ impl CapturePlan {
             snapshot_path: settings_snapshot_path(&mount.snapshot_path),
             exclude: Vec::new(),
             belongs_to: Some(mount.kind),
+            databases: Vec::new(),
         };
         self.parts.push(settings);
     }
@@ -170,6 +180,7 @@ impl CapturePlan {
             snapshot_path: COMPOSE_SNAPSHOT_PATH.into(),
             exclude: Vec::new(),
             belongs_to: None,
+            databases: Vec::new(),
         });
     }
 
@@ -186,6 +197,7 @@ impl CapturePlan {
             snapshot_path: dump_snapshot_path(server),
             exclude: Vec::new(),
             belongs_to: None,
+            databases: Vec::new(),
         });
     }
 }
@@ -279,6 +291,7 @@ pub fn plan(
             snapshot_path,
             exclude: Vec::new(),
             belongs_to: None,
+            databases: Vec::new(),
         });
     }
     if layer_wanted(details) {
@@ -301,6 +314,7 @@ pub fn plan(
                     snapshot_path: LAYER_SNAPSHOT_PATH.into(),
                     exclude,
                     belongs_to: None,
+                    databases: Vec::new(),
                 });
             }
             // No upper directory to read (another storage driver, the containerd image
@@ -312,6 +326,7 @@ pub fn plan(
                 snapshot_path: LAYER_COMMIT_SNAPSHOT_PATH.into(),
                 exclude: Vec::new(),
                 belongs_to: None,
+                databases: Vec::new(),
             }),
         }
     }
@@ -323,6 +338,7 @@ pub fn plan(
             snapshot_path: IMAGE_SNAPSHOT_PATH.to_string(),
             exclude: Vec::new(),
             belongs_to: None,
+            databases: Vec::new(),
         });
     }
     Ok(plan)

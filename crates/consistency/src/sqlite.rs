@@ -180,73 +180,166 @@ fn inside(rel: &Path) -> PathBuf {
     Path::new("/").join(rel)
 }
 
-/// Writes a consistent copy of database `rel` (below the mount `root`) to `dest` (a
-/// self-contained file, no WAL), with the original's owner and mode.
+/// A consistent copy of one database as a byte stream: its pages read inside one read
+/// transaction (`sqlite_dbpage`), in order, with page 1 saying rollback-journal mode, so
+/// the stream is a complete database file that needs no `-wal`. Nothing is staged on disk,
+/// memory stays at a page and a pipe, and WAL writers are never blocked (a rollback-mode
+/// database's writers wait until the stream is read, as for any reader).
+pub struct PageStream {
+    /// The stream's length: page count × page size when the transaction began.
+    pub size: u64,
+    reader: Option<std::io::PipeReader>,
+    producer: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl PageStream {
+    /// The bytes (once; later calls get nothing).
+    pub fn reader(&mut self) -> Box<dyn Read + Send> {
+        match self.reader.take() {
+            Some(r) => Box::new(r),
+            None => Box::new(std::io::empty()),
+        }
+    }
+
+    /// Waits for the producer: `Err` when the stream is not the whole database (the read
+    /// stopped early, SQLite failed midway). Drops the reader first, so a producer blocked
+    /// on a reader that gave up ends.
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.reader = None;
+        match self.producer.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(verdict)) => verdict,
+            Some(Err(_)) => Err("the thread reading the database panicked".into()),
+        }
+    }
+}
+
+impl Drop for PageStream {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// Starts streaming a consistent copy of database `rel` (below the mount `root`); returns
+/// once the read transaction holds its snapshot, with the stream's length known.
 ///
 /// The live database is opened read-only, never through a symlink, and from a thread whose
 /// root directory is `root` ([`lifeboat_safepath::in_root`]): SQLite opens the database and
 /// its `-wal` and `-shm` files by path and follows symlinks itself, so this is what keeps a
-/// container from pointing it at a host file. `dest` is opened before that thread enters the
-/// root, in its journal-less mode, so nothing of the copy is written by path afterwards.
-pub fn consistent_copy(root: &Path, rel: &Path, dest: &Path) -> Result<(), SqliteError> {
+/// container from pointing it at a host file.
+pub fn stream_pages(root: &Path, rel: &Path) -> Result<PageStream, SqliteError> {
     let err = |e: &dyn std::fmt::Display| SqliteError {
         path: root.join(rel).display().to_string(),
         message: e.to_string(),
     };
     let beneath = Beneath::open(root).map_err(|e| err(&e))?;
     // Refuses a database that is a symlink, or below one, before SQLite sees it.
-    let original = beneath
-        .open_file(rel)
-        .and_then(|f| f.metadata())
-        .map_err(|e| err(&e))?;
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    beneath.open_file(rel).map_err(|e| err(&e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| err(&e))?;
+    let (began, size) = std::sync::mpsc::sync_channel(1);
+    let (root_dir, src) = (root.to_path_buf(), inside(rel));
+    let producer = std::thread::spawn(move || {
+        let confined = lifeboat_safepath::in_root(&root_dir, move || {
+            write_pages(&src, writer, &began).map_err(|e| e.to_string())
+        });
+        confined.map_err(|e| e.to_string()).and_then(|r| r)
+    });
+    match size.recv() {
+        Ok(size) => Ok(PageStream {
+            size,
+            reader: Some(reader),
+            producer: Some(producer),
+        }),
+        // The producer ended before its transaction began: its verdict says why.
+        Err(_) => {
+            let why = producer
+                .join()
+                .unwrap_or_else(|_| Err("the thread reading the database panicked".into()))
+                .err()
+                .unwrap_or_else(|| "the database was not read".into());
+            Err(err(&why))
+        }
     }
-    let target = Connection::open(dest).map_err(|e| err(&e))?;
-    target
-        .execute_batch("PRAGMA journal_mode=OFF; PRAGMA temp_store=MEMORY;")
-        .map_err(|e| err(&e))?;
-    let copied = lifeboat_safepath::in_root(root, move || copy_into(&inside(rel), target))
-        .map_err(|e| err(&e))?;
-    copied.map_err(|e| err(&e))?;
-    // Back outside: the copy is Lifeboat's own file; make it self-contained.
-    Connection::open(dest)
-        .and_then(|c| c.execute_batch("PRAGMA journal_mode=DELETE;"))
-        .map_err(|e| err(&e))?;
-    std::os::unix::fs::chown(dest, Some(original.uid()), Some(original.gid()))
-        .map_err(|e| err(&e))?;
-    std::fs::set_permissions(dest, original.permissions()).map_err(|e| err(&e))?;
-    Ok(())
 }
 
-/// Inside the confined root: the online backup of `src` into `target`, in one step.
-fn copy_into(src: &Path, mut target: Connection) -> Result<(), rusqlite::Error> {
-    let source = Connection::open_with_flags(
+/// Inside the confined root: begins a read transaction on `src`, sends the database's length
+/// through `began`, then writes every page to `out` (page 1 set to rollback-journal mode).
+fn write_pages(
+    src: &Path,
+    mut out: std::io::PipeWriter,
+    began: &std::sync::mpsc::SyncSender<u64>,
+) -> Result<(), rusqlite::Error> {
+    use std::io::Write;
+    let conn = Connection::open_with_flags(
         src,
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )?;
-    source.busy_timeout(std::time::Duration::from_secs(30))?;
-    let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
-    // One step of all pages: the whole copy inside a single read transaction.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match backup.step(-1)? {
-            rusqlite::backup::StepResult::Done => return Ok(()),
-            _ if std::time::Instant::now() > deadline => {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                    Some("the database stayed locked for 60 s".into()),
-                ));
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
+    conn.busy_timeout(std::time::Duration::from_secs(60))?;
+    // The read transaction starts with the first read (the page count) and holds its
+    // snapshot until the last page is written.
+    conn.execute_batch("BEGIN")?;
+    let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
+    let pages = conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))? as u64;
+    let failed = |why: String| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(why),
+        )
+    };
+    if began.send(pages * page_size).is_err() {
+        return Err(failed("nobody reads the copy".into()));
     }
+    let mut stmt = conn
+        .prepare("SELECT pgno, data FROM sqlite_dbpage")
+        .map_err(|e| {
+            failed(format!(
+                "{e}: this build's SQLite lacks the sqlite_dbpage table; build Lifeboat from \
+                 its repository, whose .cargo/config.toml enables it"
+            ))
+        })?;
+    let mut rows = stmt.query([])?;
+    let mut next = 1u64;
+    while let Some(row) = rows.next()? {
+        let pgno = row.get::<_, i64>(0)? as u64;
+        let data = row.get_ref(1)?.as_blob()?;
+        if pgno != next || data.len() as u64 != page_size {
+            return Err(failed(format!(
+                "page {pgno} ({} bytes) came where page {next} of {page_size} bytes was due",
+                data.len()
+            )));
+        }
+        let written = if pgno == 1 {
+            out.write_all(&rollback_mode(data))
+        } else {
+            out.write_all(data)
+        };
+        written.map_err(|e| failed(format!("the copy was not read whole: {e}")))?;
+        next += 1;
+    }
+    if next != pages + 1 {
+        return Err(failed(format!("{} of {pages} pages were read", next - 1)));
+    }
+    drop(rows);
+    drop(stmt);
+    conn.execute_batch("COMMIT")
+}
+
+/// Page 1 with the header's file format versions (bytes 18 and 19) set to 1, legacy
+/// rollback-journal mode: the copy is one self-contained file, as a database left in WAL
+/// mode would otherwise look for its `-wal`.
+fn rollback_mode(page1: &[u8]) -> Vec<u8> {
+    let mut page = page1.to_vec();
+    if page.len() >= 20 {
+        page[18] = 1;
+        page[19] = 1;
+    }
+    page
 }
 
 /// `PRAGMA integrity_check` on database `rel` below `root`, opened read-only and confined to
-/// `root` like [`consistent_copy`]: `Ok("ok")` when sound, else the problems SQLite lists.
+/// `root` like [`stream_pages`]: `Ok("ok")` when sound, else the problems SQLite lists.
 pub fn integrity_check(root: &Path, rel: &Path) -> Result<String, SqliteError> {
     let err = |e: &dyn std::fmt::Display| SqliteError {
         path: root.join(rel).display().to_string(),
@@ -272,6 +365,25 @@ pub fn integrity_check(root: &Path, rel: &Path) -> Result<String, SqliteError> {
 mod tests {
     use super::*;
 
+    /// Writes a consistent copy of database `rel` (below the mount `root`) to `dest` through
+    /// [`stream_pages`].
+    fn copy_to_file(root: &Path, rel: &Path, dest: &Path) -> Result<u64, SqliteError> {
+        let err = |e: &dyn std::fmt::Display| SqliteError {
+            path: root.join(rel).display().to_string(),
+            message: e.to_string(),
+        };
+        let mut stream = stream_pages(root, rel)?;
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let copied = std::fs::File::create(dest)
+            .and_then(|mut f| std::io::copy(&mut stream.reader(), &mut f));
+        let finished = stream.finish();
+        let n = copied.map_err(|e| err(&e))?;
+        finished.map_err(|e| err(&e))?;
+        Ok(n)
+    }
+
     #[test]
     fn consistent_copy_of_a_wal_database_holds_every_committed_row() {
         let dir = tempfile::tempdir().unwrap();
@@ -287,13 +399,95 @@ mod tests {
         // The rows live in the -wal file only (no checkpoint): a plain copy of the .db misses them.
         assert_eq!(find_databases(dir.path()), vec![PathBuf::from("agent.db")]);
         let copy = dir.path().join("out/agent.db");
-        consistent_copy(dir.path(), Path::new("agent.db"), &copy).unwrap();
+        copy_to_file(dir.path(), Path::new("agent.db"), &copy).unwrap();
         let n: i64 = Connection::open(&copy)
             .unwrap()
             .query_row("SELECT count(*) FROM r", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 500);
         assert!(!side_files(&copy)[0].exists(), "the copy is self-contained");
+        let header = std::fs::read(&copy).unwrap();
+        assert_eq!((header[18], header[19]), (1, 1), "rollback-journal mode");
+    }
+
+    #[test]
+    fn a_streamed_copy_taken_under_a_busy_writer_is_one_committed_state_and_sound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("busy.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE r(seq INTEGER, pad BLOB); \
+             CREATE TABLE total(n INTEGER); INSERT INTO total VALUES (0);",
+        )
+        .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let c = Connection::open(&db).unwrap();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Each transaction keeps `total` equal to the row count.
+                    c.execute_batch(&format!(
+                        "BEGIN; INSERT INTO r VALUES ({i}, randomblob(3000)); \
+                         UPDATE total SET n = n + 1; COMMIT;"
+                    ))
+                    .unwrap();
+                    i += 1;
+                }
+                i
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut stream = stream_pages(dir.path(), Path::new("busy.db")).unwrap();
+        let mut bytes = Vec::new();
+        // Read slowly: the writer keeps committing while the transaction holds its snapshot.
+        let mut reader = stream.reader();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        stream.finish().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let written = writer.join().unwrap();
+        assert_eq!(bytes.len() as u64, stream.size);
+        let copy = dir.path().join("copy.db");
+        std::fs::write(&copy, &bytes).unwrap();
+        let c = Connection::open(&copy).unwrap();
+        let (rows, total): (i64, i64) = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM r), (SELECT n FROM total)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(rows > 0 && rows == total, "rows {rows}, total {total}");
+        assert!(rows < written, "the writer went on during the copy");
+        let check: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn a_reader_that_gives_up_fails_the_stream_and_frees_its_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("big.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE b(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+             WHERE i < 200) INSERT INTO b SELECT randomblob(4000) FROM n;",
+        )
+        .unwrap();
+        let mut stream = stream_pages(dir.path(), Path::new("big.db")).unwrap();
+        let mut first = [0u8; 100];
+        stream.reader().read_exact(&mut first).unwrap();
+        let verdict = stream.finish();
+        assert!(verdict.is_err_and(|e| e.contains("not read whole")));
     }
 
     fn host_db(dir: &Path) -> PathBuf {
@@ -315,7 +509,7 @@ mod tests {
         std::os::unix::fs::symlink(&host, vol.join("app.db")).unwrap();
         assert!(find_databases(&vol).is_empty());
         let copy = dir.path().join("out/app.db");
-        assert!(consistent_copy(&vol, Path::new("app.db"), &copy).is_err());
+        assert!(copy_to_file(&vol, Path::new("app.db"), &copy).is_err());
         assert!(!copy.exists() || !copy_has_host_secret(&copy));
         assert!(integrity_check(&vol, Path::new("app.db")).is_err());
     }
@@ -335,7 +529,7 @@ mod tests {
         // Found while `sub` was a real directory, then `sub` became a symlink to the host.
         std::os::unix::fs::symlink(host.parent().unwrap(), vol.join("sub")).unwrap();
         let copy = dir.path().join("out/secrets.db");
-        assert!(consistent_copy(&vol, Path::new("sub/secrets.db"), &copy).is_err());
+        assert!(copy_to_file(&vol, Path::new("sub/secrets.db"), &copy).is_err());
         assert!(!copy.exists() || !copy_has_host_secret(&copy));
     }
 
@@ -355,7 +549,7 @@ mod tests {
         std::fs::write(&outside_wal, b"not a wal").unwrap();
         std::os::unix::fs::symlink(&outside_wal, vol.join("app.db-wal")).unwrap();
         let copy = dir.path().join("out/app.db");
-        consistent_copy(&vol, Path::new("app.db"), &copy).unwrap();
+        copy_to_file(&vol, Path::new("app.db"), &copy).unwrap();
         let n: i64 = Connection::open(&copy)
             .unwrap()
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))

@@ -361,9 +361,9 @@ fn capture_parts(
                 recorded_name = format!("{}:{image}", lifeboat_capture::LAYER_BY_COMMIT);
                 report
             }
+            PartKind::Sqlite => crate::hot::store_databases(repo, part, &tags, note)?,
             PartKind::Volume
             | PartKind::Bind
-            | PartKind::Sqlite
             | PartKind::Settings
             | PartKind::Compose
             | PartKind::Layer => repo.backup_dir(&DirBackup {

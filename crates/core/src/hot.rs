@@ -1,16 +1,21 @@
-//! Hot mode: consistent copies of the SQLite databases found in a container's mounts, taken
-//! with SQLite's online backup API into a staging directory and stored as `sqlite` parts;
-//! the live database files are left out of the plain file copy.
+//! Hot mode: consistent copies of the SQLite databases found in a container's mounts, each
+//! streamed page by page from one read transaction straight into the repository as a
+//! `sqlite` part (nothing staged on disk); the live database files are left out of the
+//! plain file copy.
 
 use std::path::{Path, PathBuf};
+
+use std::os::unix::fs::MetadataExt;
 
 use lifeboat_capture::{CapturePlan, PlannedPart};
 use lifeboat_consistency::Mode;
 use lifeboat_consistency::sqlite::{
-    DetectionCache, consistent_copy, find_databases_cached, side_files,
+    DetectionCache, PageStream, find_databases_cached, side_files, stream_pages,
 };
 use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::PartKind;
+use lifeboat_repo::{EntryMeta, FileProducer, PartReport, Repository, TreeBackup};
+use lifeboat_safepath::Beneath;
 
 use crate::{CoreError, Note};
 
@@ -105,7 +110,18 @@ impl HotPlan {
             )
             .map_err(|e| CoreError::Hot(e.to_string()))?;
         }
-        stage(plan, &self.databases, staging, note)?;
+        for (index, dbs) in &self.databases {
+            let live = &plan.parts[*index].read_path;
+            let live_files = dbs
+                .iter()
+                .flat_map(|rel| {
+                    side_files(&live.join(rel))
+                        .into_iter()
+                        .chain([live.join(rel)])
+                })
+                .collect();
+            plan.add_sqlite_copies(*index, dbs.clone(), live_files);
+        }
         if let Some(s) = self.dump.as_ref().filter(|_| running) {
             let data_dirs = crate::dump::plan(plan, s, note);
             stage_settings(plan, &data_dirs, s.settings, staging, note)?;
@@ -142,37 +158,93 @@ impl Drop for Staging {
     }
 }
 
-/// Copies each database consistently into staging and adds them to the plan as `sqlite`
-/// parts, in place of the live files.
-fn stage(
-    plan: &mut CapturePlan,
-    databases: &[(usize, Vec<PathBuf>)],
-    staging: &Staging,
+/// Stores the consistent copies of a `sqlite` part's databases: each one's pages are read
+/// inside one read transaction, started only when the backup reaches it, into a tree that
+/// mirrors the mount (directories keep their owners and modes).
+pub(crate) fn store_databases(
+    repo: &dyn Repository,
+    part: &PlannedPart,
+    tags: &[String],
     note: Note<'_>,
-) -> Result<(), CoreError> {
-    for (index, dbs) in databases {
-        let dir = staging.0.join(index.to_string());
-        std::fs::create_dir_all(&dir)
-            .map_err(CoreError::io("creating staging directory", dir.display()))?;
-        let part = &plan.parts[*index];
-        let mut live_files = Vec::new();
-        for rel in dbs {
-            let live = part.read_path.join(rel);
-            note(&format!(
-                "{}: consistent copy of SQLite database {}",
-                part.name,
-                rel.display()
-            ));
-            consistent_copy(&part.read_path, rel, &dir.join(rel))
-                .map_err(|e| CoreError::Hot(e.to_string()))?;
-            live_files.extend(side_files(&live));
-            live_files.push(live);
+) -> Result<PartReport, CoreError> {
+    let mount = &part.read_path;
+    let root = Beneath::open(mount).map_err(CoreError::io("opening", mount.display()))?;
+    let of = |m: std::fs::Metadata| EntryMeta {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+        mtime: jiff::Timestamp::new(m.mtime(), m.mtime_nsec() as i32).ok(),
+    };
+    let dir_meta = |rel: &Path| {
+        let dir = if rel.as_os_str().is_empty() {
+            root.root().try_clone()
+        } else {
+            root.locate(rel).and_then(|l| l.open_dir())
+        };
+        dir.and_then(|fd| std::fs::File::from(fd).metadata())
+            .map(of)
+            .map_err(CoreError::io("reading", mount.join(rel).display()))
+    };
+    let mut dirs = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    for rel in &part.databases {
+        note(&format!(
+            "{}: consistent copy of SQLite database {}",
+            part.name,
+            rel.display()
+        ));
+        for parent in rel.ancestors().skip(1) {
+            if !parent.as_os_str().is_empty() && !dirs.contains_key(parent) {
+                dirs.insert(parent.to_path_buf(), dir_meta(parent)?);
+            }
         }
-        // Directories inside the staging tree take the owner of their originals.
-        copy_dir_owners(&part.read_path, &dir);
-        plan.add_sqlite_copies(*index, dir, live_files);
+        let meta = root
+            .open_file(rel)
+            .and_then(|f| f.metadata())
+            .map_err(CoreError::io("reading", mount.join(rel).display()))?;
+        let pages = Pages {
+            mount: mount.clone(),
+            rel: rel.clone(),
+            stream: None,
+        };
+        files.push((
+            rel.clone(),
+            of(meta),
+            Box::new(pages) as Box<dyn FileProducer>,
+        ));
     }
-    Ok(())
+    let req = TreeBackup {
+        as_path: &part.snapshot_path,
+        tags,
+        root: dir_meta(Path::new(""))?,
+        dirs: dirs.into_iter().collect(),
+        files,
+    };
+    repo.backup_tree(req).map_err(|e| match e {
+        // A database that could not be copied whole: hot mode failed, not the repository.
+        lifeboat_repo::RepoError::StreamFailed { reason, .. } => CoreError::Hot(reason),
+        e => e.into(),
+    })
+}
+
+/// One database's pages, streamed when the backup reaches it ([`stream_pages`]).
+struct Pages {
+    mount: PathBuf,
+    rel: PathBuf,
+    stream: Option<PageStream>,
+}
+
+impl FileProducer for Pages {
+    fn start(&mut self) -> Result<(u64, Box<dyn std::io::Read + Send>), String> {
+        let mut stream = stream_pages(&self.mount, &self.rel).map_err(|e| e.to_string())?;
+        let started = (stream.size, stream.reader());
+        self.stream = Some(stream);
+        Ok(started)
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.stream.as_mut().map_or(Ok(()), PageStream::finish)
+    }
 }
 
 /// Copies the server's settings files out of each data directory into staging (read-only,

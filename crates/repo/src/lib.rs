@@ -123,6 +123,43 @@ pub struct StreamBackup<'a> {
     pub time: Option<jiff::Timestamp>,
 }
 
+/// Owner, mode and modification time of an entry of a [`TreeBackup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Owner's numeric id.
+    pub uid: u32,
+    /// Group's numeric id.
+    pub gid: u32,
+    /// Unix permission bits (with setuid, setgid and sticky).
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Option<jiff::Timestamp>,
+}
+
+/// A file of a [`TreeBackup`] whose bytes are produced only when the backup reaches it (a
+/// database's pages read inside one transaction), so nothing is staged on disk.
+pub trait FileProducer: Send {
+    /// Starts producing: the byte count the file will have, and its bytes.
+    fn start(&mut self) -> Result<(u64, Box<dyn Read + Send>), String>;
+    /// Called once the bytes were read (or the backup gave up): `Err` when they are not
+    /// whole, in which case the snapshot is deleted. Never started: `Ok`.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// A request to back up a directory tree whose files are produced on the fly.
+pub struct TreeBackup<'a> {
+    /// The tree's path inside the snapshot, e.g. `/sqlite/volumes/app`.
+    pub as_path: &'a str,
+    /// Tags for the snapshot.
+    pub tags: &'a [String],
+    /// The root directory's owner and mode.
+    pub root: EntryMeta,
+    /// Directories below the root (relative paths); missing parents of files get `root`'s.
+    pub dirs: Vec<(PathBuf, EntryMeta)>,
+    /// The files (relative paths), each produced when the backup reaches it.
+    pub files: Vec<(PathBuf, EntryMeta, Box<dyn FileProducer>)>,
+}
+
 /// One key (password) that opens the repository.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyInfo {
@@ -182,6 +219,11 @@ pub trait Repository: Send + Sync {
         req: &StreamBackup<'_>,
         source: &mut dyn StreamSource,
     ) -> Result<PartReport, RepoError>;
+
+    /// Stores a tree of produced files as a new snapshot. Every file is read whole: none is
+    /// taken from a parent snapshot. On `Err` (a producer that failed to start or finished
+    /// with an error) no snapshot exists.
+    fn backup_tree(&self, req: TreeBackup<'_>) -> Result<PartReport, RepoError>;
 
     /// Every snapshot carrying all of `tags`, oldest first.
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError>;

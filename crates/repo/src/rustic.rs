@@ -17,12 +17,12 @@ use rustic_core::{
 use crate::lock::{HeldLock, LockError, LockTimings, Locker};
 use crate::progress::Bars;
 use crate::s3::S3Settings;
-use crate::source::{Problems, RecordingSource, StreamReadSource};
+use crate::source::{CraftedSource, Problems, RecordingSource, StreamReadSource};
 use crate::store::{LOCK_LOST_MARK, Store, storage_error};
 use crate::tree_check;
 use crate::{
     CheckReport, CopyReport, DirBackup, KeyInfo, PartReport, ProgressSink, PruneReport, RepoError,
-    Repository, RestoreReport, SnapshotInfo, StreamBackup, StreamSource, verify,
+    Repository, RestoreReport, SnapshotInfo, StreamBackup, StreamSource, TreeBackup, verify,
 };
 
 /// Data packs are capped at this size (compressed). The engine's restore reads whole pack
@@ -715,6 +715,54 @@ impl RusticRepository {
         }
     }
 
+    /// The report of a backup of produced bytes when it is whole: `files` files stored, no
+    /// producer failed (`finished`), no read failed. Otherwise the snapshot is deleted and the
+    /// error names the first cause.
+    fn keep_if_whole(
+        &self,
+        path: &str,
+        result: Result<SnapshotFile, String>,
+        finished: Vec<String>,
+        problems: &Problems,
+        files: u64,
+    ) -> Result<PartReport, RepoError> {
+        let snap = match result {
+            Ok(snap) => snap,
+            Err(e) => {
+                if let Some(lost) = self.lock_lost("backup", &e) {
+                    return Err(lost);
+                }
+                if let Some(f) = self.store.take_failure() {
+                    return Err(storage_error(&self.location.0, f));
+                }
+                let reason = finished.into_iter().next().unwrap_or(e);
+                return Err(RepoError::StreamFailed {
+                    path: path.to_string(),
+                    reason,
+                });
+            }
+        };
+        let mut failures = finished;
+        failures.extend(problems.take());
+        if failures.is_empty()
+            && snap
+                .summary
+                .as_ref()
+                .is_some_and(|s| s.total_files_processed == files)
+        {
+            return Ok(part_report(&snap, Vec::new()));
+        }
+        self.delete_quietly(snap.id);
+        Err(RepoError::StreamFailed {
+            path: path.to_string(),
+            reason: if failures.is_empty() {
+                "the stream was not stored".into()
+            } else {
+                failures.join("; ")
+            },
+        })
+    }
+
     fn find_snapshot(&self, id: &str) -> Result<SnapshotFile, RepoError> {
         self.with_engine(|e| {
             e.get_snapshot_from_str(id, |_| true)
@@ -835,44 +883,40 @@ impl Repository for RusticRepository {
                 .map_err(|e| e.display_log()))
         })?;
         drop(src);
-        let finished = source.finish();
-        let snap = match result {
-            Ok(snap) => snap,
-            Err(e) => {
-                if let Some(lost) = self.lock_lost("backup", &e) {
-                    return Err(lost);
-                }
-                if let Some(f) = self.store.take_failure() {
-                    return Err(storage_error(&self.location.0, f));
-                }
-                let reason = finished.err().unwrap_or(e);
-                return Err(RepoError::StreamFailed {
-                    path: req.path.to_string(),
-                    reason,
-                });
-            }
-        };
-        let mut failures = problems.take();
-        if let Err(reason) = finished {
-            failures.insert(0, reason);
-        }
-        if failures.is_empty()
-            && snap
-                .summary
-                .as_ref()
-                .is_some_and(|s| s.total_files_processed == 1)
-        {
-            return Ok(part_report(&snap, Vec::new()));
-        }
-        self.delete_quietly(snap.id);
-        Err(RepoError::StreamFailed {
-            path: req.path.to_string(),
-            reason: if failures.is_empty() {
-                "the stream was not stored".into()
-            } else {
-                failures.join("; ")
-            },
-        })
+        let finished = source.finish().err();
+        self.keep_if_whole(
+            req.path,
+            result,
+            finished.into_iter().collect(),
+            &problems,
+            1,
+        )
+    }
+
+    fn backup_tree(&self, req: TreeBackup<'_>) -> Result<PartReport, RepoError> {
+        let _lock = self.hold_lock(false)?;
+        let problems = Problems::default();
+        let as_path = req.as_path.to_string();
+        let mut opts = BackupOptions::default();
+        // Produced files have no identity to compare with a parent's: read every one.
+        opts.parent_opts.force = true;
+        let snap = self.snapshot_template(req.tags, None)?;
+        let files = req.files.len() as u64;
+        let (src, producers) = CraftedSource::new(req, problems.clone());
+        let result = self.with_ids_index(|repo| {
+            Ok(repo
+                .archive(&opts, &src, snap, &[PathBuf::from(&as_path)])
+                .map_err(|e| e.display_log()))
+        })?;
+        drop(src);
+        let finished = producers
+            .iter()
+            .filter_map(|p| match p.lock() {
+                Ok(mut p) => p.finish().err(),
+                Err(_) => Some("a producer failed".into()),
+            })
+            .collect();
+        self.keep_if_whole(&as_path, result, finished, &problems, files)
     }
 
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError> {

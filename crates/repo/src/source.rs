@@ -274,7 +274,12 @@ fn root_node(dir: &Path, as_path: &Path) -> std::io::Result<Option<Node>> {
 
 /// A directory's Unix mode as the Go `FileMode` restic's format stores.
 pub(crate) fn go_dir_mode(unix: u32) -> u32 {
-    let mut go = unix & 0o777 | 1 << 31;
+    go_file_mode(unix) | 1 << 31
+}
+
+/// A regular file's Unix mode as the Go `FileMode` restic's format stores.
+fn go_file_mode(unix: u32) -> u32 {
+    let mut go = unix & 0o777;
     for (u, g) in [(0o4000, 1 << 23), (0o2000, 1 << 22), (0o1000, 1 << 20)] {
         if unix & u != 0 {
             go |= g;
@@ -319,11 +324,16 @@ impl StreamReadSource {
     pub(crate) fn new(path: &str, reader: Box<dyn Read + Send>, problems: Problems) -> Self {
         StreamReadSource {
             path: PathBuf::from(path),
-            reader: Mutex::new(Some(RecordingReader {
-                inner: BufReader::with_capacity(STREAM_BUFFER, reader),
-                path: path.to_string(),
-                problems,
-            })),
+            reader: Mutex::new(Some(Self::reader(path, reader, problems))),
+        }
+    }
+
+    /// `reader` behind the large buffer, its errors recorded under `path`.
+    fn reader(path: &str, reader: Box<dyn Read + Send>, problems: Problems) -> StreamReader {
+        RecordingReader {
+            inner: BufReader::with_capacity(STREAM_BUFFER, reader),
+            path: path.to_string(),
+            problems,
         }
     }
 }
@@ -351,6 +361,141 @@ impl ReadSource for StreamReadSource {
             open: reader,
         }))
         .into_iter()
+    }
+}
+
+/// A tree whose files are produced when the engine reaches them ([`crate::TreeBackup`]):
+/// entries in the walk's order (by path), each file started as the engine lists it, with
+/// the byte count its producer announced.
+pub(crate) struct CraftedSource {
+    pub(crate) as_path: PathBuf,
+    pub(crate) entries: Mutex<Vec<Crafted>>,
+    pub(crate) problems: Problems,
+}
+
+/// A producer, held by its entry until the engine starts it and by the backup for its verdict.
+pub(crate) type Shared = Arc<Mutex<Box<dyn crate::FileProducer>>>;
+
+/// One entry of a [`CraftedSource`], relative to its root (`""` is the root).
+pub(crate) struct Crafted {
+    pub(crate) rel: PathBuf,
+    pub(crate) meta: crate::EntryMeta,
+    /// `None` for a directory.
+    pub(crate) producer: Option<Shared>,
+}
+
+impl CraftedSource {
+    /// The source for `req`'s entries, sorted as a walk yields them; the producers are
+    /// returned too, for their verdicts once the engine is done.
+    pub(crate) fn new(
+        req: crate::TreeBackup<'_>,
+        problems: Problems,
+    ) -> (CraftedSource, Vec<Shared>) {
+        let mut entries: std::collections::BTreeMap<PathBuf, Crafted> = Default::default();
+        let mut producers = Vec::new();
+        for (rel, meta, producer) in req.files {
+            let producer = Arc::new(Mutex::new(producer));
+            producers.push(producer.clone());
+            // Parents not described take the root's owner and mode.
+            for parent in rel.ancestors().skip(1) {
+                entries.entry(parent.to_path_buf()).or_insert(Crafted {
+                    rel: parent.to_path_buf(),
+                    meta: req.root,
+                    producer: None,
+                });
+            }
+            let producer = Some(producer);
+            entries.insert(
+                rel.clone(),
+                Crafted {
+                    rel,
+                    meta,
+                    producer,
+                },
+            );
+        }
+        for (rel, meta) in req.dirs.into_iter().chain([(PathBuf::new(), req.root)]) {
+            entries.insert(
+                rel.clone(),
+                Crafted {
+                    rel,
+                    meta,
+                    producer: None,
+                },
+            );
+        }
+        let source = CraftedSource {
+            as_path: PathBuf::from(req.as_path),
+            entries: Mutex::new(entries.into_values().collect()),
+            problems,
+        };
+        (source, producers)
+    }
+}
+
+impl ReadSource for CraftedSource {
+    type Open = StreamReader;
+    type Iter = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<Self::Open>>> + Send>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let entries = self
+            .entries
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
+        let (as_path, problems) = (self.as_path.clone(), self.problems.clone());
+        Box::new(entries.into_iter().filter_map(move |c| {
+            let path = if c.rel.as_os_str().is_empty() {
+                as_path.clone()
+            } else {
+                as_path.join(&c.rel)
+            };
+            let name = path.file_name().unwrap_or(OsStr::new("root")).to_owned();
+            let ts = c.meta.mtime;
+            let mut meta = Metadata {
+                uid: Some(c.meta.uid),
+                gid: Some(c.meta.gid),
+                mtime: ts,
+                atime: ts,
+                ctime: ts,
+                ..Default::default()
+            };
+            let Some(producer) = c.producer else {
+                meta.mode = Some(go_dir_mode(c.meta.mode));
+                let node = Node::new_node(&name, NodeType::Dir, meta);
+                return Some(Ok(ReadSourceEntry {
+                    path,
+                    node,
+                    open: None,
+                }));
+            };
+            let started = producer
+                .lock()
+                .map_err(|_| "its producer failed before".to_string())
+                .and_then(|mut p| p.start());
+            match started {
+                Ok((size, reader)) => {
+                    meta.mode = Some(go_file_mode(c.meta.mode));
+                    meta.size = size;
+                    let node = Node::new_node(&name, NodeType::File, meta);
+                    let shown = path.display().to_string();
+                    let open = StreamReadSource::reader(&shown, reader, problems.clone());
+                    Some(Ok(ReadSourceEntry {
+                        path,
+                        node,
+                        open: Some(open),
+                    }))
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        }))
     }
 }
 

@@ -7,7 +7,10 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use lifeboat_repo::{DirBackup, RepoError, Repository, StreamBackup, StreamSource};
+use lifeboat_repo::{
+    DirBackup, EntryMeta, FileProducer, RepoError, Repository, StreamBackup, StreamSource,
+    TreeBackup,
+};
 
 struct Producer {
     data: Vec<u8>,
@@ -17,6 +20,27 @@ struct Producer {
 impl StreamSource for Producer {
     fn reader(&mut self) -> Box<dyn Read + Send> {
         Box::new(std::io::Cursor::new(std::mem::take(&mut self.data)))
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.verdict.clone()
+    }
+}
+
+/// Bytes produced on demand, with a verdict; counts its starts.
+struct Made {
+    data: Vec<u8>,
+    start: Result<(), String>,
+    verdict: Result<(), String>,
+    starts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FileProducer for Made {
+    fn start(&mut self) -> Result<(u64, Box<dyn Read + Send>), String> {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.start.clone()?;
+        let data = std::mem::take(&mut self.data);
+        Ok((data.len() as u64, Box::new(std::io::Cursor::new(data))))
     }
     fn finish(&mut self) -> Result<(), String> {
         self.verdict.clone()
@@ -136,6 +160,87 @@ pub fn repository(repo: &dyn Repository, scratch: &Path) {
     );
     assert!(!repo.id().is_empty());
     assert_eq!(repo.id(), repo.id());
+    produced_trees(repo, scratch);
+}
+
+/// A tree of produced files round-trips with its modes; a producer that fails to start or
+/// finishes with an error leaves no snapshot.
+fn produced_trees(repo: &dyn Repository, scratch: &Path) {
+    let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let made = |data: &[u8], start: Result<(), String>, verdict: Result<(), String>| {
+        Box::new(Made {
+            data: data.to_vec(),
+            start,
+            verdict,
+            starts: starts.clone(),
+        }) as Box<dyn FileProducer>
+    };
+    let own = std::fs::metadata(scratch).unwrap();
+    let (uid, gid) = (
+        std::os::unix::fs::MetadataExt::uid(&own),
+        std::os::unix::fs::MetadataExt::gid(&own),
+    );
+    let meta = |mode| EntryMeta {
+        uid,
+        gid,
+        mode,
+        mtime: Some(jiff::Timestamp::from_second(1_700_000_000).unwrap()),
+    };
+    let t = tags(&["lifeboat", "part=sqlite"]);
+    let tree = |files| TreeBackup {
+        as_path: "/sqlite/volumes/v",
+        tags: &t,
+        root: meta(0o750),
+        dirs: vec![("sub".into(), meta(0o700))],
+        files,
+    };
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let part = repo
+        .backup_tree(tree(vec![
+            ("sub/app.db".into(), meta(0o640), made(&big, Ok(()), Ok(()))),
+            (
+                "x/y/top.db".into(),
+                meta(0o600),
+                made(b"top", Ok(()), Ok(())),
+            ),
+        ]))
+        .unwrap();
+    assert_eq!((part.files, part.bytes), (2, big.len() as u64 + 3));
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let out = scratch.join("tree-out");
+    repo.restore_dir(&part.snapshot_id, "/sqlite/volumes/v", &out)
+        .unwrap();
+    assert_eq!(std::fs::read(out.join("sub/app.db")).unwrap(), big);
+    assert_eq!(std::fs::read(out.join("x/y/top.db")).unwrap(), b"top");
+    let mode = |p: &str| std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        [
+            mode(""),
+            mode("sub"),
+            mode("sub/app.db"),
+            mode("x/y/top.db")
+        ],
+        [0o750, 0o700, 0o640, 0o600]
+    );
+    let before = repo.snapshots(&[]).unwrap().len();
+    for (start, verdict) in [
+        (Err("the database is locked".to_string()), Ok(())),
+        (Ok(()), Err("the read transaction ended early".to_string())),
+    ] {
+        let failed = repo.backup_tree(tree(vec![
+            ("a.db".into(), meta(0o600), made(b"fine", Ok(()), Ok(()))),
+            ("b.db".into(), meta(0o600), made(b"torn", start, verdict)),
+        ]));
+        assert!(
+            matches!(&failed, Err(RepoError::StreamFailed { reason, .. }) if reason.contains("the ")),
+            "{failed:?}"
+        );
+        assert_eq!(
+            repo.snapshots(&[]).unwrap().len(),
+            before,
+            "no snapshot left"
+        );
+    }
 }
 
 /// The [`lifeboat_docker::Engine`] contract, against `engine` with `image` present (it must

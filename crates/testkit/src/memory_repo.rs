@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use lifeboat_repo::{
     CheckReport, DirBackup, PartReport, PruneReport, RepoError, Repository, RestoreReport,
-    SnapshotInfo, StreamBackup, StreamSource,
+    SnapshotInfo, StreamBackup, StreamSource, TreeBackup,
 };
 
 #[derive(Debug, Clone)]
@@ -170,6 +170,58 @@ impl Repository for MemoryRepository {
             snapshot_id: id,
             files: 1,
             dirs: 0,
+            bytes,
+            added_bytes: bytes,
+            unreadable: Vec::new(),
+        })
+    }
+
+    fn backup_tree(&self, req: TreeBackup<'_>) -> Result<PartReport, RepoError> {
+        let failed = |reason: String| RepoError::StreamFailed {
+            path: req.as_path.to_string(),
+            reason,
+        };
+        let mut tree = BTreeMap::new();
+        tree.insert(
+            PathBuf::new(),
+            Entry::Dir {
+                mode: req.root.mode,
+            },
+        );
+        for (rel, meta) in &req.dirs {
+            tree.insert(rel.clone(), Entry::Dir { mode: meta.mode });
+        }
+        let (files, mut bytes) = (req.files.len() as u64, 0);
+        for (rel, meta, mut producer) in req.files {
+            for parent in rel.ancestors().skip(1) {
+                tree.entry(parent.to_path_buf()).or_insert(Entry::Dir {
+                    mode: req.root.mode,
+                });
+            }
+            let mut content = Vec::new();
+            let read = producer
+                .start()
+                .and_then(|(_, mut r)| r.read_to_end(&mut content).map_err(|e| e.to_string()));
+            let finished = producer.finish();
+            read.and(finished).map_err(failed)?;
+            bytes += content.len() as u64;
+            tree.insert(
+                rel,
+                Entry::File {
+                    mode: meta.mode,
+                    content,
+                },
+            );
+        }
+        let dirs = tree
+            .values()
+            .filter(|e| matches!(e, Entry::Dir { .. }))
+            .count() as u64;
+        let id = self.store(req.as_path, req.tags, None, tree);
+        Ok(PartReport {
+            snapshot_id: id,
+            files,
+            dirs,
             bytes,
             added_bytes: bytes,
             unreadable: Vec::new(),
