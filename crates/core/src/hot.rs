@@ -37,7 +37,9 @@ fn find(parts: &[PlannedPart], state_dir: &Path) -> Vec<(usize, Vec<PathBuf>)> {
             } else {
                 &key
             };
-            let path = state_dir.join("detect").join(format!("{key}.json"));
+            let path = state_dir.join("detect").join(format!("{key}.bin"));
+            // The cache's former format, a JSON file (200 MB for a million files).
+            let _ = std::fs::remove_file(path.with_extension("json"));
             let mut cache = DetectionCache::load(&path);
             let found = find_databases_cached(&p.read_path, &mut cache);
             cache.save(&path);
