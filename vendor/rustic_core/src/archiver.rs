@@ -1,3 +1,4 @@
+pub mod batch;
 pub(crate) mod file_archiver;
 pub(crate) mod parent;
 pub(crate) mod tree;
@@ -182,26 +183,34 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
             let iter = TreeIterator::new(iter);
 
             // use parent snapshot
-            iter.filter_map(
-                |item| match self.parent.process(&self.be, self.index, item) {
+            let items =
+                iter.filter_map(
+                    |item| match self.parent.process(&self.be, self.index, item) {
+                        Ok(item) => Some(item),
+                        Err(err) => {
+                            warn!("ignoring error reading parent snapshot: {err:?}");
+                            None
+                        }
+                    },
+                );
+            // archive files in parallel, handed to the threads in batches (Lifeboat)
+            batch::Batches::new(items, batch_work)
+                .parallel_map_scoped(s, |batch| {
+                    batch
+                        .into_iter()
+                        .map(|item| self.file_archiver.process(item, p))
+                        .collect::<Vec<_>>()
+                })
+                .readahead_scoped(s)
+                .flatten()
+                .filter_map(|item| match item {
                     Ok(item) => Some(item),
                     Err(err) => {
-                        warn!("ignoring error reading parent snapshot: {err:?}");
+                        warn!("ignoring error: {}", err.display_log());
                         None
                     }
-                },
-            )
-            // archive files in parallel
-            .parallel_map_scoped(s, |item| self.file_archiver.process(item, p))
-            .readahead_scoped(s)
-            .filter_map(|item| match item {
-                Ok(item) => Some(item),
-                Err(err) => {
-                    warn!("ignoring error: {}", err.display_log());
-                    None
-                }
-            })
-            .try_for_each(|item| self.tree_archiver.add(item))?;
+                })
+                .try_for_each(|item| self.tree_archiver.add(item))?;
 
             src_size_handle
                 .join()
@@ -227,5 +236,19 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
 
         p.finish();
         Ok(self.snap)
+    }
+}
+
+/// Lifeboat: the bytes the file archiver must read for an item (see [`batch::Batches`]): a
+/// file not matched to its parent; `None` for everything else.
+fn batch_work<O>(item: &parent::ItemWithParent<Option<O>>) -> Option<u64> {
+    match item {
+        tree::TreeType::Other((_, node, (_, parent)))
+            if node.node_type == crate::backend::node::NodeType::File
+                && !matches!(parent, parent::ParentResult::Matched(())) =>
+        {
+            Some(node.meta.size)
+        }
+        _ => None,
     }
 }

@@ -109,6 +109,8 @@ This crate exposes a few features for controlling dependency usage.
 #![allow(clippy::literal_string_with_formatting_args)]
 
 pub(crate) mod archiver;
+/// How the archiver batches items for its threads (public for Lifeboat's tests of it).
+pub use archiver::batch as archiver_batch;
 pub(crate) mod backend;
 pub(crate) mod blob;
 /// Content-defined chunking (public for Lifeboat's tests of it).
