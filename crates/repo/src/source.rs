@@ -9,7 +9,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use lifeboat_safepath::{Access, Beneath};
+use lifeboat_safepath::{Access, Beneath, Located};
 use rustic_core::{
     ErrorKind, LocalSource, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
     repofile::{Metadata, Node, NodeType},
@@ -137,12 +137,31 @@ fn read_ahead(f: &std::fs::File) {
     }
 }
 
+/// The directory of the last entry checked, held open: entries come directory by directory,
+/// so each directory is reached beneath the root (no symlink on the way) once, not once per
+/// entry.
+type LastDir = Option<(PathBuf, Located)>;
+
 /// Whether the walked entry `rel` is reached beneath the root without a symlink and is
 /// still what the walk described.
-fn still_inside(root: &Beneath, rel: &Path, node: &Node) -> bool {
-    root.locate(rel)
-        .and_then(|l| l.identity())
-        .is_ok_and(|id| same_file((node.meta.device_id, node.meta.inode), id))
+fn still_inside(root: &Beneath, rel: &Path, node: &Node, last: &mut LastDir) -> bool {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    match (last.as_mut(), rel.file_name()) {
+        // The same directory as the last entry: only the name changes.
+        (Some((dir, located)), Some(name)) if dir == parent => {
+            located.name = name.to_os_string();
+        }
+        _ => match root.locate(rel) {
+            Ok(located) => *last = Some((parent.to_path_buf(), located)),
+            Err(_) => {
+                *last = None;
+                return false;
+            }
+        },
+    }
+    last.as_ref()
+        .and_then(|(_, located)| located.identity().ok())
+        .is_some_and(|id| same_file((node.meta.device_id, node.meta.inode), id))
 }
 
 /// The walk records the device only for hard-linked files; the inode always. Reaching the
@@ -197,6 +216,7 @@ impl ReadSource for RecordingSource {
         let entries = self.inner.entries().filter(
             move |item| !matches!(item, Ok(ReadSourceEntry { path, .. }) if exclude.iter().any(|x| path.starts_with(x))),
         );
+        let mut last_dir: LastDir = None;
         let checked = entries.filter_map(move |item| match item {
             Ok(ReadSourceEntry { path, node, open }) => {
                 let Ok(rel) = path.strip_prefix(&source).map(Path::to_path_buf) else {
@@ -206,7 +226,7 @@ impl ReadSource for RecordingSource {
                 let below_root = base.join(&rel);
                 let shown = path.display().to_string();
                 let beneath = beneath.as_ref()?;
-                if !still_inside(beneath, &below_root, &node) {
+                if !still_inside(beneath, &below_root, &node, &mut last_dir) {
                     problems.push(format!(
                         "{shown}: left out: it changed during the backup (moved, or reached \
                          through a symlink) and must stay inside the mount"
