@@ -373,7 +373,7 @@ fn capture_parts(
                 description: None,
                 exclude: &part.exclude,
             })?,
-            PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags)?,
+            PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags, note)?,
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag
                 // has since moved to another image.

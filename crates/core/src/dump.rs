@@ -4,6 +4,7 @@
 //! restored container initialises a fresh one and the dump fills it.
 
 use std::io::Read;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,27 +127,31 @@ impl Read for Shared {
     }
 }
 
+/// How the dump command ended: its exit code and the tail of its stderr.
+type Ended = Box<dyn FnMut() -> Result<lifeboat_docker::ExecOutput, String> + Send>;
+
 /// The dump as the repository reads it; `finish` checks the exit code and the trailer.
 struct DumpSource {
-    stream: SharedStream,
+    /// The dump's bytes: the command's output through the engine, or a fifo.
+    bytes: Option<Box<dyn Read + Send>>,
+    ended: Ended,
     tail: Arc<Mutex<Vec<u8>>>,
     trailer: &'static str,
 }
 
 impl StreamSource for DumpSource {
     fn reader(&mut self) -> Box<dyn Read + Send> {
-        let (reader, tail) = TailReader::new(Shared(self.stream.clone()));
+        let bytes = self
+            .bytes
+            .take()
+            .unwrap_or_else(|| Box::new(std::io::empty()));
+        let (reader, tail) = TailReader::new(bytes);
         self.tail = tail;
         Box::new(reader)
     }
 
     fn finish(&mut self) -> Result<(), String> {
-        let out = self
-            .stream
-            .lock()
-            .map_err(|_| "dump stream poisoned".to_string())?
-            .finish()
-            .map_err(|e| e.to_string())?;
+        let out = (self.ended)()?;
         if out.exit_code != Some(0) {
             return Err(format!(
                 "the dump exited with {:?}: {}",
@@ -165,6 +170,126 @@ impl StreamSource for DumpSource {
     }
 }
 
+/// A fifo Lifeboat makes in the container's `/tmp`, reached beneath `/proc/PID/root` (never
+/// through a symlink): the dump writes into it from inside the container and Lifeboat reads
+/// it on the host, so the bytes do not pass through the engine's API. Through the API a
+/// 300 MB PostgreSQL dump took 4.4 s instead of 1.5 s and the engine spent 1.4 s of CPU
+/// copying it, all while the server served its clients (`bench/pgbench.sh`).
+struct Fifo {
+    place: lifeboat_safepath::Located,
+    /// Its path inside the container.
+    inside: String,
+    /// The ends, each given away once: a copy kept open here would hold the reader back
+    /// from end-of-file, or keep a dump whose reader gave up blocked on a full fifo. The
+    /// writer is held until the dump command has ended: the reader meets end-of-file then,
+    /// and not before the command opened the fifo.
+    ends: Option<(std::fs::File, std::fs::File)>,
+}
+
+impl Fifo {
+    /// The fifo for a dump of the running container `details`; `None` (the dump then streams
+    /// through the engine) when its file system cannot be reached from here: no process, a
+    /// process that is not the container's, no `/tmp` directory, a read-only `/tmp`.
+    fn make(details: &ContainerDetails) -> Option<Fifo> {
+        let pid = details.state.pid?;
+        // The pid is the container's (not a reused one) while its cgroup names the container.
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        if details.id.is_empty() || !cgroup.contains(&details.id) {
+            return None;
+        }
+        let root =
+            lifeboat_safepath::Beneath::open(Path::new(&format!("/proc/{pid}/root"))).ok()?;
+        let name = format!(".lifeboat-dump-{}", crate::hot::unguessable());
+        let place = root.locate(&Path::new("tmp").join(&name)).ok()?;
+        // Writable by the dump whoever it runs as; readable only by Lifeboat.
+        match place.make_fifo(0o622) {
+            Ok(ends) => Some(Fifo {
+                place,
+                inside: format!("/tmp/{name}"),
+                ends: Some(ends),
+            }),
+            Err(e) => {
+                log::info!(
+                    "{}: the dump streams through the engine (no fifo in /tmp: {e})",
+                    details.name
+                );
+                None
+            }
+        }
+    }
+
+    /// `cmd` writing its output into the fifo; it refuses to run unless the fifo is there.
+    fn command(&self, cmd: &[String]) -> Vec<String> {
+        let script = "[ -p \"$0\" ] || { echo \"lifeboat: the dump fifo $0 is gone\" >&2; \
+                      exit 97; }; exec \"$@\" > \"$0\"";
+        ["sh", "-c", script, &self.inside]
+            .into_iter()
+            .map(String::from)
+            .chain(cmd.iter().cloned())
+            .collect()
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let _ = self.place.remove_file();
+    }
+}
+
+/// The dump's bytes and how to learn how it ended: through the fifo when there is one
+/// (a thread waits for the command and then lets the reader meet end-of-file), else the
+/// command's output through the engine.
+fn dump_source(
+    engine: &dyn Engine,
+    details: &ContainerDetails,
+    s: &DumpStrategy,
+    env: &[String],
+) -> Result<(DumpSource, Option<Fifo>), CoreError> {
+    let mut fifo = Fifo::make(details);
+    let Some((reader, writer)) = fifo.as_mut().and_then(|f| f.ends.take()) else {
+        let stream: SharedStream =
+            Arc::new(Mutex::new(engine.exec_stream(&details.id, &s.dump, env)?));
+        let ended = stream.clone();
+        let source = DumpSource {
+            bytes: Some(Box::new(Shared(stream))),
+            ended: Box::new(move || {
+                ended
+                    .lock()
+                    .map_err(|_| "dump stream poisoned".to_string())?
+                    .finish()
+                    .map_err(|e| e.to_string())
+            }),
+            tail: Arc::default(),
+            trailer: s.trailer,
+        };
+        return Ok((source, None));
+    };
+    let command = fifo
+        .as_ref()
+        .map(|f| f.command(&s.dump))
+        .unwrap_or_default();
+    let mut stream = engine.exec_stream(&details.id, &command, env)?;
+    let (done, outcome) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        // The command's own output is empty (it writes into the fifo); its end is the news.
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        let ended = stream.finish().map_err(|e| e.to_string());
+        drop(writer);
+        let _ = done.send(ended);
+    });
+    let source = DumpSource {
+        bytes: Some(Box::new(reader)),
+        ended: Box::new(move || {
+            outcome
+                .recv()
+                .map_err(|_| "the thread waiting for the dump failed".to_string())?
+        }),
+        tail: Arc::default(),
+        trailer: s.trailer,
+    };
+    Ok((source, fifo))
+}
+
 /// Streams the dump of `details` into the repository. The dump's processes inside the
 /// container, and the server processes serving its sessions, run at the backup's own
 /// priority meanwhile ([`lower_the_dump`]).
@@ -174,6 +299,7 @@ pub(crate) fn store(
     details: &ContainerDetails,
     part: &PlannedPart,
     tags: &[String],
+    note: Note<'_>,
 ) -> Result<PartReport, CoreError> {
     let s = strategy(&details.config)
         .ok_or_else(|| CoreError::Hot(format!("no dump strategy for `{}`", details.name)))?;
@@ -181,12 +307,14 @@ pub(crate) fn store(
     let mut env = s.env.clone();
     env.extend(s.session_env.iter().cloned());
     env.push(marker.clone());
-    let stream = engine.exec_stream(&details.id, &s.dump, &env)?;
-    let mut source = DumpSource {
-        stream: Arc::new(Mutex::new(stream)),
-        tail: Arc::default(),
-        trailer: s.trailer,
-    };
+    let (mut source, fifo) = dump_source(engine, details, &s, &env)?;
+    note(&match &fifo {
+        Some(f) => format!(
+            "{}: {} dump read through a fifo at {}",
+            details.name, s.name, f.inside
+        ),
+        None => format!("{}: {} dump read through the engine", details.name, s.name),
+    });
     let req = StreamBackup {
         path: &part.snapshot_path,
         tags,
@@ -194,12 +322,14 @@ pub(crate) fn store(
         time: None,
     };
     let (done, until) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|scope| {
+    let stored = std::thread::scope(|scope| {
         scope.spawn(|| lower_the_dump(engine, &details.id, &s, &marker, until));
         let stored = repo.backup_stream(&req, &mut source);
         drop(done);
-        Ok(stored?)
-    })
+        stored
+    });
+    drop(fifo);
+    Ok(stored?)
 }
 
 /// How often the dump's processes are looked for: a dump opens a new session per database.

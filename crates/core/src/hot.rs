@@ -309,7 +309,7 @@ fn stage_settings(
 }
 
 /// 128 random bits, hex.
-fn unguessable() -> String {
+pub(crate) fn unguessable() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));

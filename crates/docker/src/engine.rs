@@ -285,6 +285,11 @@ impl Engine for DockerEngine {
                 .and_then(Value::as_str)
                 .and_then(crate::Health::from_word),
             exit_code: inspect.pointer("/State/ExitCode").and_then(Value::as_i64),
+            pid: inspect
+                .pointer("/State/Pid")
+                .and_then(Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
         };
         Ok(Some(ContainerDetails {
             id: inspect

@@ -49,6 +49,9 @@ pub struct ContainerState {
     pub health: Option<Health>,
     /// The exit code of its last run, once it has exited.
     pub exit_code: Option<i64>,
+    /// Its main process on this host's kernel while it runs (`/proc/PID/root` is its file
+    /// system as its processes see it).
+    pub pid: Option<u32>,
 }
 
 impl ContainerState {

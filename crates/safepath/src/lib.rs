@@ -271,6 +271,54 @@ impl Located {
         Ok(File::from(fd))
     }
 
+    /// Creates a fifo at this place with exactly `mode` and opens it: its read end, and a
+    /// write end for the caller to hold, so that the reader meets end-of-file only once
+    /// the caller drops it (not while no other writer has opened the fifo yet). Whatever
+    /// sits at the place by the time it is opened is refused unless it is a fifo, and it is
+    /// never opened for reading or writing before its type is checked (a device node
+    /// planted there is never opened).
+    pub fn make_fifo(&self, mode: u32) -> io::Result<(File, File)> {
+        nix::unistd::mkfifoat(&self.dir, self.name.as_os_str(), Mode::empty()).map_err(errno)?;
+        let place = openat(
+            &self.dir,
+            self.name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        if !has_type(&place, SFlag::S_IFIFO)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not the fifo made", self.name.to_string_lossy()),
+            ));
+        }
+        // Reopened through the descriptor: exactly the fifo checked. The reader opens
+        // without waiting for a writer; the writer then finds a reader.
+        let again = |flags: OFlag| {
+            let path = format!("/proc/self/fd/{}", place.as_raw_fd());
+            nix::fcntl::open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
+                .map(File::from)
+                .map_err(errno)
+        };
+        let reader = again(OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+        let writer = again(OFlag::O_WRONLY | OFlag::O_NONBLOCK)?;
+        nix::sys::stat::fchmod(&reader, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        // A larger buffer where the system allows (fewer wake-ups per MB); only a hint.
+        let _ = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+        nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(errno)?;
+        Ok((reader, writer))
+    }
+
+    /// Removes the file (or fifo) at this place; a directory or a missing item is an error.
+    pub fn remove_file(&self) -> io::Result<()> {
+        nix::unistd::unlinkat(
+            &self.dir,
+            self.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(errno)
+    }
+
     /// The device and inode of the item itself (a symlink is not followed).
     pub fn identity(&self) -> io::Result<(u64, u64)> {
         let st = nix::sys::stat::fstatat(
@@ -358,6 +406,51 @@ mod tests {
         for good in ["a", "...", ".hidden", "a b", "ü"] {
             assert!(is_plain_name(OsStr::new(good)), "{good:?}");
         }
+    }
+
+    #[test]
+    fn a_made_fifo_carries_a_writers_bytes_and_ends_only_when_the_held_writer_goes() {
+        use std::io::{Read, Write};
+        let (_dir, root, _) = setup();
+        let place = Beneath::open(&root)
+            .unwrap()
+            .locate(Path::new("dump.fifo"))
+            .unwrap();
+        let (mut reader, held) = place.make_fifo(0o622).unwrap();
+        let meta = std::fs::symlink_metadata(root.join("dump.fifo")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o622
+        );
+        // Another writer (the dump) comes and goes; the reader sees its bytes, and no
+        // end-of-file while the held writer is open.
+        let mut dump = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("dump.fifo"))
+            .unwrap();
+        dump.write_all(b"-- dump --").unwrap();
+        drop(dump);
+        let mut got = [0u8; 10];
+        reader.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"-- dump --");
+        drop(held);
+        assert_eq!(reader.read(&mut got).unwrap(), 0, "end-of-file");
+        place.remove_file().unwrap();
+        assert!(!root.join("dump.fifo").exists());
+    }
+
+    #[test]
+    fn a_fifo_is_never_made_through_a_symlink_or_over_an_existing_file() {
+        let (_dir, root, outside) = setup();
+        symlink(&outside, root.join("tmp")).unwrap();
+        let beneath = Beneath::open(&root).unwrap();
+        assert!(beneath.locate(Path::new("tmp/x.fifo")).is_err());
+        symlink(outside.join("secret"), root.join("planted")).unwrap();
+        let planted = beneath.locate(Path::new("planted")).unwrap();
+        assert!(planted.make_fifo(0o622).is_err());
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"host");
+        assert!(std::fs::read_dir(&outside).unwrap().count() == 1);
     }
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {

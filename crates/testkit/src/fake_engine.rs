@@ -156,6 +156,7 @@ impl FakeEngine {
                 running,
                 health: c.health,
                 exit_code: (c.status == ContainerStatus::Exited).then_some(c.exit_code),
+                pid: None,
             },
             compose: compose_info(&config),
             config,

@@ -49,7 +49,20 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
     wait_until("writer", Duration::from_secs(60), 100, || acked(&name));
     let acked_before = acked(&name);
     let started_at = inspect(&name, "{{.State.StartedAt}}");
-    let out = lb.run(&["backup", &name, "--json"]).ok().json();
+    let run = lb.run(&["backup", &name, "--json"]).ok();
+    // The dump's bytes bypass the engine: a fifo in the container's /tmp, removed after.
+    assert!(
+        run.stderr
+            .contains("postgres dump read through a fifo at /tmp/.lifeboat-dump-"),
+        "{}",
+        run.stderr
+    );
+    let left = docker(&["exec", &name, "sh", "-c", "ls -a /tmp"]);
+    assert!(
+        !left.contains(".lifeboat-dump-"),
+        "fifo left behind: {left}"
+    );
+    let out = run.json();
     let parts = out["backups"][0]["parts"].to_string();
     assert!(
         parts.contains("\"dump\""),
@@ -88,6 +101,52 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
         max >= acked_before,
         "every row acknowledged before the backup is present ({max} < {acked_before})"
     );
+}
+
+#[test]
+fn a_container_tmp_that_is_a_symlink_to_the_host_root_gets_no_fifo_and_the_dump_still_works() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgtmp"), unique("pgtmp-vol"));
+    new_volume(&mut c, &vol);
+    start_server(&mut c, &name, &vol);
+    psql(
+        &name,
+        "CREATE TABLE kept(v text); INSERT INTO kept VALUES ('row')",
+    );
+    // Followed from the host, /tmp would be the host's own root directory.
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "mv /tmp /tmp.real && ln -s / /tmp",
+    ]);
+    let before = host_root_names();
+    let out = lb.run(&["backup", &name]).ok();
+    assert!(
+        out.stderr.contains("postgres dump read through the engine"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        host_root_names(),
+        before,
+        "nothing was made in the host's /"
+    );
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    restored.ok();
+    assert_eq!(psql(&copy, "SELECT v FROM kept").trim(), "row");
+}
+
+/// The names in the host's root directory.
+fn host_root_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
