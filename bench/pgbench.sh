@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What a hot PostgreSQL backup costs the service: pgbench (TPC-B like, 4 clients) against a
 # server in a container, once without a backup and once while Lifeboat backs it up in hot mode
-# (pg_dumpall streamed into the repository). Prints the transactions per second and the mean
-# latency over the backup's seconds, against the same seconds of the run without a backup.
-# Aim: at least 85% of the TPS.
+# (pg_dumpall streamed into the repository), twice: from a plain shell, and in a control group
+# weighted as deploy/lifeboat.service sets it (CPUWeight=20). Prints the transactions per
+# second and the mean latency over the backup's seconds, against the same seconds of the run
+# without a backup. Aim: at least 85% of the TPS.
 #
 #   bench/pgbench.sh [SCALE] [SECONDS]    (default scale 20, a 60 s run; needs root, Docker)
 set -euo pipefail
@@ -28,32 +29,54 @@ echo "initialising pgbench at scale $SCALE..."
 docker exec "$NAME" "$PGBENCH" -U postgres -i -q -s "$SCALE" postgres >/dev/null 2>&1
 SIZE=$(docker exec "$NAME" psql -U postgres -Atc "SELECT pg_size_pretty(pg_database_size('postgres'))")
 
-# run LABEL [BACKUP]: a pgbench run with a per-second report; with BACKUP, a hot backup
-# starts 10 s in. Writes $WORK/LABEL.progress and, with BACKUP, $WORK/window (start end, s).
+# Lifeboat as deploy/lifeboat.service runs it: a control group with CPUWeight=20 (cgroup v2
+# cpu.weight 20; v1 cpu.shares 204, systemd's mapping). Without one, Lifeboat's threads
+# compete with the whole container at full weight.
+CG=""
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  CG=/sys/fs/cgroup/lifeboat-bench
+  echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+  mkdir -p "$CG" && echo 20 >"$CG/cpu.weight" 2>/dev/null || CG=""
+elif [ -d /sys/fs/cgroup/cpu ]; then
+  CG=/sys/fs/cgroup/cpu/lifeboat-bench
+  mkdir -p "$CG" && echo 204 >"$CG/cpu.shares" || CG=""
+fi
+trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true; docker volume rm -f "$NAME" >/dev/null 2>&1 || true
+      rm -rf "$WORK"; [ -z "$CG" ] || rmdir "$CG" 2>/dev/null || true' EXIT
+
+# run LABEL [BACKUP]: a pgbench run with a per-second report; with BACKUP (plain, or deployed:
+# in the control group above), a hot backup starts 10 s in. Writes $WORK/LABEL.progress and,
+# with BACKUP, $WORK/LABEL.window (start end, s).
 run() {
   local label=$1 t0
   t0=$(date +%s.%N)
   docker exec "$NAME" "$PGBENCH" -U postgres -c 4 -j 2 -T "$SECS" -P 1 postgres \
     >"$WORK/$label.out" 2>"$WORK/$label.progress" &
   local bench=$!
-  if [ "${2:-}" = backup ]; then
+  if [ -n "${2:-}" ]; then
     sleep 10
-    local s e
+    local s e group=""
+    [ "$2" = deployed ] && group="$CG"
     s=$(date +%s.%N)
-    "$LB" backup "$NAME" --mode hot >/dev/null 2>"$WORK/backup.err" || { cat "$WORK/backup.err"; exit 1; }
+    LB="$LB" NAME="$NAME" GROUP="$group" sh -c '[ -z "$GROUP" ] || echo $$ >"$GROUP/cgroup.procs"
+      exec "$LB" backup "$NAME" --mode hot' >/dev/null 2>"$WORK/backup.err" \
+      || { cat "$WORK/backup.err"; exit 1; }
     e=$(date +%s.%N)
-    python3 -c "print($s - $t0, $e - $t0)" >"$WORK/window"
+    python3 -c "print($s - $t0, $e - $t0)" >"$WORK/$label.window"
   fi
   wait "$bench"
 }
 run quiet
 docker exec "$NAME" psql -U postgres -qc "CHECKPOINT" >/dev/null
-run busy backup
+run busy plain
+if [ -n "$CG" ]; then
+  docker exec "$NAME" psql -U postgres -qc "CHECKPOINT" >/dev/null
+  run deployed deployed
+fi
 
 python3 - "$WORK" "$SCALE" "$SIZE" <<'PY'
-import re, sys
+import os, re, sys
 work, scale, size = sys.argv[1], sys.argv[2], sys.argv[3]
-start, end = (float(x) for x in open(f"{work}/window").read().split())
 def seconds(label):
     out = {}
     for line in open(f"{work}/{label}.progress"):
@@ -61,19 +84,24 @@ def seconds(label):
         if m:
             out[float(m.group(1))] = (float(m.group(2)), float(m.group(3)))
     return out
-quiet, busy = seconds("quiet"), seconds("busy")
-# The backup's whole seconds (pgbench reports second t for the interval ending at t).
-window = [t for t in busy if start + 1 <= t <= end]
-if not window:
-    sys.exit(f"the backup ({end - start:.1f} s) ended before a whole pgbench second")
-def mean(d, i):
-    vals = [d[t][i] for t in window if t in d]
-    return sum(vals) / len(vals)
-qt, bt = mean(quiet, 0), mean(busy, 0)
-ql, bl = mean(quiet, 1), mean(busy, 1)
-print(f"pgbench scale {scale} ({size}), 4 clients; hot backup took {end - start:.1f} s")
-print(f"{'':24} {'tps':>10} {'latency_ms':>12}")
-print(f"{'without a backup':24} {qt:10.0f} {ql:12.2f}")
-print(f"{'during the hot backup':24} {bt:10.0f} {bl:12.2f}")
-print(f"TPS kept: {100 * bt / qt:.0f}%; latency x{bl / ql:.2f}")
+quiet = seconds("quiet")
+print(f"pgbench scale {scale} ({size}), 4 clients; TPS and latency over the backup's seconds,")
+print("against the same seconds of the run without a backup")
+print(f"{'':36} {'backup_s':>8} {'tps':>8} {'quiet':>8} {'kept':>6} {'latency':>8}")
+for label, what in [("busy", "hot backup, plain shell"),
+                    ("deployed", "hot backup, CPUWeight=20 as deployed")]:
+    if not os.path.exists(f"{work}/{label}.window"):
+        continue
+    start, end = (float(x) for x in open(f"{work}/{label}.window").read().split())
+    busy = seconds(label)
+    # The backup's whole seconds (pgbench reports second t for the interval ending at t).
+    window = [t for t in busy if start + 1 <= t <= end]
+    if not window:
+        print(f"{what:36} {end - start:8.1f}  (ended before a whole pgbench second)")
+        continue
+    def mean(d, i):
+        vals = [d[t][i] for t in window if t in d]
+        return sum(vals) / len(vals)
+    qt, bt, ql, bl = mean(quiet, 0), mean(busy, 0), mean(quiet, 1), mean(busy, 1)
+    print(f"{what:36} {end - start:8.1f} {bt:8.0f} {qt:8.0f} {100 * bt / qt:5.0f}% x{bl / ql:7.2f}")
 PY
