@@ -74,6 +74,29 @@ impl MemoryRepository {
         id
     }
 
+    /// Stores `tree` as a snapshot and reports what it holds.
+    fn keep(
+        &self,
+        path: &str,
+        tags: &[String],
+        description: Option<String>,
+        tree: BTreeMap<PathBuf, Entry>,
+    ) -> PartReport {
+        let (files, dirs, bytes) = tree.values().fold((0, 0, 0), |(f, d, b), e| match e {
+            Entry::File { content, .. } => (f + 1, d, b + content.len() as u64),
+            Entry::Dir { .. } => (f, d + 1, b),
+            Entry::Symlink { .. } => (f + 1, d, b),
+        });
+        PartReport {
+            snapshot_id: self.store(path, tags, description, tree),
+            files,
+            dirs,
+            bytes,
+            added_bytes: bytes,
+            unreadable: Vec::new(),
+        }
+    }
+
     fn find(&self, id: &str) -> Result<Snapshot, RepoError> {
         self.snapshots
             .lock()
@@ -126,20 +149,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RepoEr
 impl Repository for MemoryRepository {
     fn backup_dir(&self, req: &DirBackup<'_>) -> Result<PartReport, RepoError> {
         let tree = read_tree(req.source, req.exclude).map_err(io("reading", req.source))?;
-        let (files, dirs, bytes) = tree.values().fold((0, 0, 0), |(f, d, b), e| match e {
-            Entry::File { content, .. } => (f + 1, d, b + content.len() as u64),
-            Entry::Dir { .. } => (f, d + 1, b),
-            Entry::Symlink { .. } => (f + 1, d, b),
-        });
-        let id = self.store(req.as_path, req.tags, req.description.clone(), tree);
-        Ok(PartReport {
-            snapshot_id: id,
-            files,
-            dirs,
-            bytes,
-            added_bytes: bytes,
-            unreadable: Vec::new(),
-        })
+        Ok(self.keep(req.as_path, req.tags, req.description.clone(), tree))
     }
 
     fn backup_stream(
@@ -156,24 +166,12 @@ impl Repository for MemoryRepository {
         };
         read.map_err(|e| failed(e.to_string()))?;
         finished.map_err(failed)?;
-        let bytes = content.len() as u64;
-        let mut tree = BTreeMap::new();
-        tree.insert(
-            PathBuf::new(),
-            Entry::File {
-                mode: 0o600,
-                content,
-            },
-        );
-        let id = self.store(req.path, req.tags, req.description.clone(), tree);
-        Ok(PartReport {
-            snapshot_id: id,
-            files: 1,
-            dirs: 0,
-            bytes,
-            added_bytes: bytes,
-            unreadable: Vec::new(),
-        })
+        let file = Entry::File {
+            mode: 0o600,
+            content,
+        };
+        let tree = BTreeMap::from([(PathBuf::new(), file)]);
+        Ok(self.keep(req.path, req.tags, req.description.clone(), tree))
     }
 
     fn backup_tree(&self, req: TreeBackup<'_>) -> Result<PartReport, RepoError> {
@@ -191,7 +189,6 @@ impl Repository for MemoryRepository {
         for (rel, meta) in &req.dirs {
             tree.insert(rel.clone(), Entry::Dir { mode: meta.mode });
         }
-        let (files, mut bytes) = (req.files.len() as u64, 0);
         for (rel, meta, mut producer) in req.files {
             for parent in rel.ancestors().skip(1) {
                 tree.entry(parent.to_path_buf()).or_insert(Entry::Dir {
@@ -204,7 +201,6 @@ impl Repository for MemoryRepository {
                 .and_then(|(_, mut r)| r.read_to_end(&mut content).map_err(|e| e.to_string()));
             let finished = producer.finish();
             read.and(finished).map_err(failed)?;
-            bytes += content.len() as u64;
             tree.insert(
                 rel,
                 Entry::File {
@@ -213,19 +209,7 @@ impl Repository for MemoryRepository {
                 },
             );
         }
-        let dirs = tree
-            .values()
-            .filter(|e| matches!(e, Entry::Dir { .. }))
-            .count() as u64;
-        let id = self.store(req.as_path, req.tags, None, tree);
-        Ok(PartReport {
-            snapshot_id: id,
-            files,
-            dirs,
-            bytes,
-            added_bytes: bytes,
-            unreadable: Vec::new(),
-        })
+        Ok(self.keep(req.as_path, req.tags, None, tree))
     }
 
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError> {
