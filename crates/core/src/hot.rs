@@ -229,7 +229,7 @@ pub(crate) fn store_databases(
     })
 }
 
-/// One database's pages, streamed when the backup reaches it ([`stream_pages`]).
+/// One database's pages, streamed when the backup reads it ([`stream_pages`]).
 struct Pages {
     mount: PathBuf,
     rel: PathBuf,
@@ -237,11 +237,11 @@ struct Pages {
 }
 
 impl FileProducer for Pages {
-    fn start(&mut self) -> Result<(u64, Box<dyn std::io::Read + Send>), String> {
+    fn start(&mut self) -> Result<Box<dyn std::io::Read + Send>, String> {
         let mut stream = stream_pages(&self.mount, &self.rel).map_err(|e| e.to_string())?;
-        let started = (stream.size, stream.reader());
+        let reader = stream.reader();
         self.stream = Some(stream);
-        Ok(started)
+        Ok(reader)
     }
 
     fn finish(&mut self) -> Result<(), String> {

@@ -136,11 +136,12 @@ pub struct EntryMeta {
     pub mtime: Option<jiff::Timestamp>,
 }
 
-/// A file of a [`TreeBackup`] whose bytes are produced only when the backup reaches it (a
-/// database's pages read inside one transaction), so nothing is staged on disk.
+/// A file of a [`TreeBackup`] whose bytes are produced only when the backup reads it (a
+/// database's pages read inside one transaction), so nothing is staged on disk and only as
+/// many producers run at once as the backup has reading threads.
 pub trait FileProducer: Send {
-    /// Starts producing: the byte count the file will have, and its bytes.
-    fn start(&mut self) -> Result<(u64, Box<dyn Read + Send>), String>;
+    /// Starts producing: the file's bytes (its size is what they come to).
+    fn start(&mut self) -> Result<Box<dyn Read + Send>, String>;
     /// Called once the bytes were read (or the backup gave up): `Err` when they are not
     /// whole, in which case the snapshot is deleted. Never started: `Ok`.
     fn finish(&mut self) -> Result<(), String>;

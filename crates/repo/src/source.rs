@@ -384,9 +384,9 @@ impl ReadSource for StreamReadSource {
     }
 }
 
-/// A tree whose files are produced when the engine reaches them ([`crate::TreeBackup`]):
-/// entries in the walk's order (by path), each file started as the engine lists it, with
-/// the byte count its producer announced.
+/// A tree whose files are produced when the engine reads them ([`crate::TreeBackup`]):
+/// entries in the walk's order (by path); each file's producer starts when a reading thread
+/// opens it, and the engine records the bytes read as its size.
 pub(crate) struct CraftedSource {
     pub(crate) as_path: PathBuf,
     pub(crate) entries: Mutex<Vec<Crafted>>,
@@ -402,6 +402,35 @@ pub(crate) struct Crafted {
     pub(crate) meta: crate::EntryMeta,
     /// `None` for a directory.
     pub(crate) producer: Option<Shared>,
+}
+
+/// Starts a produced file when the engine opens it, recording a failure to start.
+pub(crate) struct ProducedOpen {
+    producer: Shared,
+    path: String,
+    problems: Problems,
+}
+
+impl ReadSourceOpen for ProducedOpen {
+    type Reader = StreamReader;
+
+    fn open(self) -> RusticResult<Self::Reader> {
+        let started = self
+            .producer
+            .lock()
+            .map_err(|_| "its producer failed before".to_string())
+            .and_then(|mut p| p.start());
+        match started {
+            Ok(reader) => Ok(StreamReadSource::reader(&self.path, reader, self.problems)),
+            Err(e) => {
+                self.problems.push(format!("{}: {e}", self.path));
+                Err(
+                    RusticError::new(ErrorKind::InputOutput, "`{path}` was not produced.")
+                        .attach_context("path", self.path),
+                )
+            }
+        }
+    }
 }
 
 impl CraftedSource {
@@ -454,7 +483,7 @@ impl CraftedSource {
 }
 
 impl ReadSource for CraftedSource {
-    type Open = StreamReader;
+    type Open = ProducedOpen;
     type Iter = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<Self::Open>>> + Send>;
 
     fn size(&self) -> RusticResult<Option<u64>> {
@@ -468,7 +497,7 @@ impl ReadSource for CraftedSource {
             .map(|mut e| std::mem::take(&mut *e))
             .unwrap_or_default();
         let (as_path, problems) = (self.as_path.clone(), self.problems.clone());
-        Box::new(entries.into_iter().filter_map(move |c| {
+        Box::new(entries.into_iter().map(move |c| {
             let path = if c.rel.as_os_str().is_empty() {
                 as_path.clone()
             } else {
@@ -487,34 +516,24 @@ impl ReadSource for CraftedSource {
             let Some(producer) = c.producer else {
                 meta.mode = Some(go_dir_mode(c.meta.mode));
                 let node = Node::new_node(&name, NodeType::Dir, meta);
-                return Some(Ok(ReadSourceEntry {
+                return Ok(ReadSourceEntry {
                     path,
                     node,
                     open: None,
-                }));
+                });
             };
-            let started = producer
-                .lock()
-                .map_err(|_| "its producer failed before".to_string())
-                .and_then(|mut p| p.start());
-            match started {
-                Ok((size, reader)) => {
-                    meta.mode = Some(go_file_mode(c.meta.mode));
-                    meta.size = size;
-                    let node = Node::new_node(&name, NodeType::File, meta);
-                    let shown = path.display().to_string();
-                    let open = StreamReadSource::reader(&shown, reader, problems.clone());
-                    Some(Ok(ReadSourceEntry {
-                        path,
-                        node,
-                        open: Some(open),
-                    }))
-                }
-                Err(e) => {
-                    problems.push(format!("{}: {e}", path.display()));
-                    None
-                }
-            }
+            meta.mode = Some(go_file_mode(c.meta.mode));
+            let node = Node::new_node(&name, NodeType::File, meta);
+            let open = ProducedOpen {
+                producer,
+                path: path.display().to_string(),
+                problems: problems.clone(),
+            };
+            Ok(ReadSourceEntry {
+                path,
+                node,
+                open: Some(open),
+            })
         }))
     }
 }

@@ -198,7 +198,7 @@ impl Repository for MemoryRepository {
             let mut content = Vec::new();
             let read = producer
                 .start()
-                .and_then(|(_, mut r)| r.read_to_end(&mut content).map_err(|e| e.to_string()));
+                .and_then(|mut r| r.read_to_end(&mut content).map_err(|e| e.to_string()));
             let finished = producer.finish();
             read.and(finished).map_err(failed)?;
             tree.insert(

@@ -164,6 +164,9 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
 
         let mut node = node;
         node.content = Some(content);
+        // Lifeboat: the size recorded is what was read (a stream's length is not known
+        // before, and a file may change between the walk's stat and the read).
+        node.meta.size = filesize;
         Ok((node, filesize))
     }
 
