@@ -208,6 +208,37 @@ fn open_engine(
     Ok((open, key_id))
 }
 
+/// Snapshot files this process has read, by repository (location and id). A snapshot file
+/// never changes (its name is the hash of its content), so a listing reads only the files
+/// added since the last one and forgets those that are gone: a daemon backing up hundreds of
+/// services no longer decrypts every snapshot file of the repository several times per
+/// backup. Beyond [`KEPT_SNAPSHOTS`] files a repository's listing is not kept (memory).
+static SNAPSHOTS: Mutex<Vec<(RepoKey, Vec<SnapshotFile>)>> = Mutex::new(Vec::new());
+
+/// A repository as the kept listings know it: its location and its id.
+type RepoKey = (String, String);
+
+/// The most snapshot files kept for one repository (each a few KiB with its manifest).
+const KEPT_SNAPSHOTS: usize = 20_000;
+
+fn kept_snapshots(key: &RepoKey) -> Vec<SnapshotFile> {
+    SNAPSHOTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default()
+}
+
+fn keep_snapshots(key: RepoKey, snaps: &[SnapshotFile]) {
+    let mut kept = SNAPSHOTS.lock().unwrap_or_else(|p| p.into_inner());
+    kept.retain(|(k, _)| k != &key);
+    if snaps.len() <= KEPT_SNAPSHOTS {
+        kept.push((key, snaps.to_vec()));
+    }
+}
+
 fn config_options() -> ConfigOptions {
     let mut opts = ConfigOptions::default();
     opts.set_datapack_size = Some(bytesize(DATAPACK_SIZE));
@@ -222,8 +253,11 @@ fn bytesize(n: u64) -> bytesize::ByteSize {
 
 impl RusticRepository {
     /// [`RepoError::UnreadableSnapshots`] for `op` while a snapshot file cannot be read.
-    fn refuse_if_unreadable(&self, op: &'static str) -> Result<(), RepoError> {
-        let ids = self.unreadable_snapshots()?;
+    /// `kept`: judged on this process's kept listing (a file it read before and that was
+    /// damaged since still counts as read: what a deletion decided on was its real content);
+    /// otherwise every file is read again (before a prune, which reads them itself).
+    fn refuse_if_unreadable(&self, op: &'static str, kept: bool) -> Result<(), RepoError> {
+        let ids = self.unreadable(kept)?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -763,6 +797,80 @@ impl RusticRepository {
         })
     }
 
+    /// Every readable snapshot file of the repository, reading only those this process has
+    /// not read before.
+    fn all_snapshots(&self) -> Result<Vec<SnapshotFile>, RepoError> {
+        let key = (self.location.0.clone(), self.id.clone());
+        let kept = kept_snapshots(&key);
+        let all = {
+            // Read beside a loaded index, which stays loaded for the run's next part.
+            let slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(Slot::Ids { engine, .. }) => engine.update_all_snapshots(kept),
+                Some(Slot::Open(engine)) => engine.update_all_snapshots(kept),
+                None => {
+                    drop(slot);
+                    self.with_engine(|e| Ok(e.update_all_snapshots(kept)))?
+                }
+            }
+        }
+        .map_err(self.err("listing snapshots"))?;
+        keep_snapshots(key, &all);
+        Ok(all)
+    }
+
+    /// The parent of a backup of `as_path` made from `template`: the newest snapshot of its
+    /// group (host, label and paths, the engine's default), found in the kept listing so that
+    /// the engine does not read every snapshot file for it.
+    fn parent_for(
+        &self,
+        template: &SnapshotFile,
+        as_path: &str,
+    ) -> Result<Option<SnapshotId>, RepoError> {
+        let mut probe = template.clone();
+        probe.paths = rustic_core::StringList::default();
+        probe.paths.add(as_path.to_string());
+        let group = rustic_core::SnapshotGroup::from_snapshot(&probe, Default::default());
+        Ok(self
+            .all_snapshots()?
+            .into_iter()
+            .filter(|s| group.matches(s))
+            .max_by(|a, b| a.time.cmp(&b.time))
+            .map(|s| s.id))
+    }
+
+    /// Snapshot files listed but not readable (damaged or truncated); `kept`: see
+    /// [`Self::refuse_if_unreadable`].
+    fn unreadable(&self, kept: bool) -> Result<Vec<String>, RepoError> {
+        let listed: Vec<SnapshotId> = self.with_engine(|e| {
+            Ok(e.list::<SnapshotId>()
+                .map_err(self.err("listing snapshot files"))?
+                .collect())
+        })?;
+        let read = if kept {
+            self.all_snapshots()?
+        } else {
+            self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?
+        };
+        let read: std::collections::BTreeSet<SnapshotId> = read.iter().map(|s| s.id).collect();
+        let missed: Vec<SnapshotId> = listed.into_iter().filter(|id| !read.contains(id)).collect();
+        if missed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A file listed but not read may have been deleted in between (a retention run or a
+        // backup's orphan clean-up, under a shared lock): only one still there is damaged.
+        let still: std::collections::BTreeSet<SnapshotId> = self.with_engine(|e| {
+            Ok(e.list::<SnapshotId>()
+                .map_err(self.err("listing snapshot files"))?
+                .collect())
+        })?;
+        Ok(missed
+            .into_iter()
+            .filter(|id| still.contains(id))
+            .map(|id| id.to_hex().to_string())
+            .collect())
+    }
+
     fn find_snapshot(&self, id: &str) -> Result<SnapshotFile, RepoError> {
         self.with_engine(|e| {
             e.get_snapshot_from_str(id, |_| true)
@@ -854,8 +962,14 @@ impl Repository for RusticRepository {
             as_path: PathBuf::from(req.as_path),
             exclude: req.exclude.to_vec(),
         };
-        let opts = BackupOptions::default();
+        let mut opts = BackupOptions::default();
         let snap = self.snapshot_template(req.tags, req.description.clone())?;
+        match self.parent_for(&snap, req.as_path)? {
+            Some(id) => opts.parent_opts.parents = vec![id.to_hex().to_string()],
+            // No parent: every file is read (the engine would read every snapshot file to
+            // find none).
+            None => opts.parent_opts.force = true,
+        }
         let snap = self.with_ids_index(|repo| {
             repo.archive(&opts, &source, snap, &[PathBuf::from(req.as_path)])
                 .map_err(self.err("backup"))
@@ -920,8 +1034,7 @@ impl Repository for RusticRepository {
     }
 
     fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, RepoError> {
-        let mut snaps =
-            self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?;
+        let mut snaps = self.all_snapshots()?;
         snaps.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(snaps
             .into_iter()
@@ -942,7 +1055,7 @@ impl Repository for RusticRepository {
         // concurrent backup needs, so a host cleaning up its orphans never waits for (or fails
         // on) another host's backup. A prune elsewhere still excludes it.
         let _lock = self.hold_lock(false)?;
-        self.refuse_if_unreadable("deleting snapshots")?;
+        self.refuse_if_unreadable("deleting snapshots", true)?;
         // Gone already (a concurrent run deleted it): nothing left to do for that one.
         let ids: Vec<_> = ids
             .iter()
@@ -980,39 +1093,13 @@ impl Repository for RusticRepository {
     }
 
     fn unreadable_snapshots(&self) -> Result<Vec<String>, RepoError> {
-        let (listed, read) = self.with_engine(|e| {
-            let listed: Vec<SnapshotId> = e
-                .list::<SnapshotId>()
-                .map_err(self.err("listing snapshot files"))?
-                .collect();
-            let read = e
-                .get_all_snapshots()
-                .map_err(self.err("listing snapshots"))?;
-            Ok((listed, read))
-        })?;
-        let read: std::collections::BTreeSet<SnapshotId> = read.iter().map(|s| s.id).collect();
-        let missed: Vec<SnapshotId> = listed.into_iter().filter(|id| !read.contains(id)).collect();
-        if missed.is_empty() {
-            return Ok(Vec::new());
-        }
-        // A file listed but not read may have been deleted in between (a retention run or a
-        // backup's orphan clean-up, under a shared lock): only one still there is damaged.
-        let still: std::collections::BTreeSet<SnapshotId> = self.with_engine(|e| {
-            Ok(e.list::<SnapshotId>()
-                .map_err(self.err("listing snapshot files"))?
-                .collect())
-        })?;
-        Ok(missed
-            .into_iter()
-            .filter(|id| still.contains(id))
-            .map(|id| id.to_hex().to_string())
-            .collect())
+        self.unreadable(false)
     }
 
     fn prune_if(&self, go_ahead: crate::GoAhead<'_>) -> Result<PruneReport, RepoError> {
         let _lock = self.hold_lock(true)?;
         // A damaged snapshot's data would look unused to the plan.
-        self.refuse_if_unreadable("pruning")?;
+        self.refuse_if_unreadable("pruning", false)?;
         self.with_engine(|e| {
             let opts = rustic_core::PruneOptions::default();
             let plan = e

@@ -354,3 +354,93 @@ fn the_parts_of_a_run_share_one_index_load_and_still_dedup_against_each_other() 
     let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
     assert!(backup_volume(&fresh, &a).added_bytes > 3 << 20);
 }
+
+/// Snapshot files never change (a file's name is the hash of its content): a process lists
+/// the directory and reads only the files it has not read before, and forgets those gone.
+#[test]
+fn a_listing_reads_only_the_snapshot_files_it_has_not_read_before() {
+    let (dir, repo, src) = repo_and_source();
+    std::fs::write(src.join("a"), random_bytes(1 << 16, 50)).unwrap();
+    let first = backup_volume(&repo, &src);
+    assert_eq!(repo.snapshots(&[]).unwrap().len(), 1);
+    // Damaged after this process read it: the listing keeps what it read...
+    lifeboat_testkit::flip_byte(
+        &dir.path().join("repo/snapshots").join(&first.snapshot_id),
+        0.5,
+    );
+    let listed = repo.snapshots(&[]).unwrap();
+    assert_eq!(listed.len(), 1, "the kept file was read again");
+    assert_eq!(listed[0].id, first.snapshot_id);
+    // ...while the check before a prune reads every file again, and refuses.
+    assert_eq!(
+        repo.unreadable_snapshots().unwrap(),
+        std::slice::from_ref(&first.snapshot_id)
+    );
+    let err = repo.prune().unwrap_err();
+    assert!(
+        matches!(err, RepoError::UnreadableSnapshots { .. }),
+        "{err}"
+    );
+
+    // Another handle (as another process would) adds one and deletes it: both are seen.
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    let other = RusticRepository::open(&loc, "test-password", None).unwrap();
+    std::fs::write(src.join("b"), random_bytes(1 << 16, 51)).unwrap();
+    let second = backup_volume(&other, &src);
+    let ids = |r: &RusticRepository| -> Vec<String> {
+        r.snapshots(&[])
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(&repo),
+        [first.snapshot_id.clone(), second.snapshot_id.clone()]
+    );
+    other
+        .delete(std::slice::from_ref(&second.snapshot_id))
+        .unwrap();
+    assert_eq!(ids(&repo), std::slice::from_ref(&first.snapshot_id));
+}
+
+/// The parent of a backup is the newest snapshot of the same path (and host), found in the
+/// kept listing: restic reads the same parent link.
+#[test]
+fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
+    let (dir, repo, src) = repo_and_source();
+    std::fs::write(src.join("a"), random_bytes(1 << 16, 60)).unwrap();
+    let first = backup_volume(&repo, &src);
+    let other_path = repo
+        .backup_dir(&DirBackup {
+            source: &src,
+            as_path: "/volumes/w",
+            tags: &[],
+            description: None,
+            exclude: &[],
+        })
+        .unwrap();
+    let second = backup_volume(&repo, &src);
+    let out = std::process::Command::new("restic")
+        .args(["-r", dir.path().join("repo").to_str().unwrap()])
+        .args(["snapshots", "--json"])
+        .env("RESTIC_PASSWORD", "test-password")
+        .output()
+        .expect("restic is installed (scripts/setup-engine)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let parent_of = |id: &str| {
+        snaps
+            .iter()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s["parent"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(parent_of(&first.snapshot_id), None);
+    assert_eq!(parent_of(&other_path.snapshot_id), None);
+    assert_eq!(parent_of(&second.snapshot_id), Some(first.snapshot_id));
+}

@@ -3,7 +3,7 @@ use std::{num::NonZeroU32, sync::Arc};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, bounded};
 use rayon::{prelude::*, spawn};
-use zstd::stream::{copy_encode, decode_all};
+use zstd::stream::copy_encode;
 
 pub use zstd::compression_level_range;
 
@@ -422,7 +422,7 @@ impl<C: CryptoKey> DecryptBackend<C> {
         let decrypted = self.decrypt(data)?;
         Ok(match decrypted.first() {
             Some(b'{' | b'[') => decrypted, // not compressed
-            Some(2) => decode_all(&decrypted[1..]).map_err(|err| {
+            Some(2) => zstd_ctx::decompress_file(&decrypted[1..]).map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::Internal,
                     "Failed to decode zstd compressed data. The data may be corrupted.",
