@@ -55,20 +55,7 @@ fn restic_restores_a_produced_file_whole_with_the_size_recorded_from_its_bytes()
             files: vec![("app.db".into(), meta, Box::new(Bytes(data.clone())))],
         })
         .unwrap();
-    let restic = |args: &[&str]| {
-        let out = std::process::Command::new("restic")
-            .args(["-r", &loc.0])
-            .args(args)
-            .env("RESTIC_PASSWORD", "pw")
-            .output()
-            .expect("restic is installed (scripts/setup-engine)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let restic = |args: &[&str]| lifeboat_testkit::restic(&loc.0, "pw", args);
     let listed = restic(&[
         "ls",
         "--json",

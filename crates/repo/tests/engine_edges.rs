@@ -421,18 +421,12 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
         })
         .unwrap();
     let second = backup_volume(&repo, &src);
-    let out = std::process::Command::new("restic")
-        .args(["-r", dir.path().join("repo").to_str().unwrap()])
-        .args(["snapshots", "--json"])
-        .env("RESTIC_PASSWORD", "test-password")
-        .output()
-        .expect("restic is installed (scripts/setup-engine)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = lifeboat_testkit::restic(
+        dir.path().join("repo").to_str().unwrap(),
+        "test-password",
+        &["snapshots", "--json"],
     );
-    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     let parent_of = |id: &str| {
         snaps
             .iter()

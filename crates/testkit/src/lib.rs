@@ -67,3 +67,20 @@ pub fn flip_byte(file: &std::path::Path, offset_fraction: f64) {
     bytes[at] ^= 0xff;
     std::fs::write(file, bytes).unwrap();
 }
+
+/// Runs restic (0.14, from `scripts/setup-engine`) on the repository at `repo` opened with
+/// `password`; its standard output. Panics with restic's error when it fails.
+pub fn restic(repo: &str, password: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("restic")
+        .args(["-r", repo])
+        .args(args)
+        .env("RESTIC_PASSWORD", password)
+        .output()
+        .expect("restic is installed (scripts/setup-engine)");
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("restic prints UTF-8")
+}
