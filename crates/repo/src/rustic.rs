@@ -213,15 +213,18 @@ fn open_engine(
 /// added since the last one and forgets those that are gone: a daemon backing up hundreds of
 /// services no longer decrypts every snapshot file of the repository several times per
 /// backup. Beyond [`KEPT_SNAPSHOTS`] files a repository's listing is not kept (memory).
-static SNAPSHOTS: Mutex<Vec<(RepoKey, Vec<SnapshotFile>)>> = Mutex::new(Vec::new());
+static SNAPSHOTS: Mutex<Vec<(RepoKey, Kept)>> = Mutex::new(Vec::new());
 
 /// A repository as the kept listings know it: its location and its id.
 type RepoKey = (String, String);
 
+/// One repository's kept snapshot files, shared with the listings handed out (not copied).
+type Kept = std::collections::BTreeMap<SnapshotId, Arc<SnapshotFile>>;
+
 /// The most snapshot files kept for one repository (each a few KiB with its manifest).
 const KEPT_SNAPSHOTS: usize = 20_000;
 
-fn kept_snapshots(key: &RepoKey) -> Vec<SnapshotFile> {
+fn kept_snapshots(key: &RepoKey) -> Kept {
     SNAPSHOTS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -231,12 +234,32 @@ fn kept_snapshots(key: &RepoKey) -> Vec<SnapshotFile> {
         .unwrap_or_default()
 }
 
-fn keep_snapshots(key: RepoKey, snaps: &[SnapshotFile]) {
+fn keep_snapshots(key: RepoKey, snaps: Kept) {
     let mut kept = SNAPSHOTS.lock().unwrap_or_else(|p| p.into_inner());
     kept.retain(|(k, _)| k != &key);
     if snaps.len() <= KEPT_SNAPSHOTS {
-        kept.push((key, snaps.to_vec()));
+        kept.push((key, snaps));
     }
+}
+
+/// The ids of the repository's snapshot files, and those of them not in `kept` read (an
+/// unreadable one is left out).
+fn listed_and_new<S: rustic_core::Open>(
+    engine: &Engine<S>,
+    kept: &Kept,
+) -> Result<(Vec<SnapshotId>, Vec<SnapshotFile>), Box<RusticError>> {
+    let listed: Vec<SnapshotId> = engine.list::<SnapshotId>()?.collect();
+    let missing: Vec<String> = listed
+        .iter()
+        .filter(|id| !kept.contains_key(*id))
+        .map(|id| id.to_hex().to_string())
+        .collect();
+    let read = if missing.is_empty() {
+        Vec::new()
+    } else {
+        engine.get_snapshots(&missing)?
+    };
+    Ok((listed, read))
 }
 
 fn config_options() -> ConfigOptions {
@@ -799,23 +822,29 @@ impl RusticRepository {
 
     /// Every readable snapshot file of the repository, reading only those this process has
     /// not read before.
-    fn all_snapshots(&self) -> Result<Vec<SnapshotFile>, RepoError> {
+    fn all_snapshots(&self) -> Result<Vec<Arc<SnapshotFile>>, RepoError> {
         let key = (self.location.0.clone(), self.id.clone());
-        let kept = kept_snapshots(&key);
-        let all = {
+        let mut kept = kept_snapshots(&key);
+        let (listed, read) = {
             // Read beside a loaded index, which stays loaded for the run's next part.
             let slot = self.open.lock().unwrap_or_else(|p| p.into_inner());
             match &*slot {
-                Some(Slot::Ids { engine, .. }) => engine.update_all_snapshots(kept),
-                Some(Slot::Open(engine)) => engine.update_all_snapshots(kept),
+                Some(Slot::Ids { engine, .. }) => listed_and_new(engine, &kept),
+                Some(Slot::Open(engine)) => listed_and_new(engine, &kept),
                 None => {
                     drop(slot);
-                    self.with_engine(|e| Ok(e.update_all_snapshots(kept)))?
+                    self.with_engine(|e| Ok(listed_and_new(e, &kept)))?
                 }
             }
         }
         .map_err(self.err("listing snapshots"))?;
-        keep_snapshots(key, &all);
+        for snap in read {
+            kept.insert(snap.id, Arc::new(snap));
+        }
+        let listed: std::collections::BTreeSet<SnapshotId> = listed.into_iter().collect();
+        kept.retain(|id, _| listed.contains(id));
+        let all = kept.values().cloned().collect();
+        keep_snapshots(key, kept);
         Ok(all)
     }
 
@@ -847,12 +876,14 @@ impl RusticRepository {
                 .map_err(self.err("listing snapshot files"))?
                 .collect())
         })?;
-        let read = if kept {
-            self.all_snapshots()?
+        let read: std::collections::BTreeSet<SnapshotId> = if kept {
+            self.all_snapshots()?.iter().map(|s| s.id).collect()
         } else {
             self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?
+                .iter()
+                .map(|s| s.id)
+                .collect()
         };
-        let read: std::collections::BTreeSet<SnapshotId> = read.iter().map(|s| s.id).collect();
         let missed: Vec<SnapshotId> = listed.into_iter().filter(|id| !read.contains(id)).collect();
         if missed.is_empty() {
             return Ok(Vec::new());
