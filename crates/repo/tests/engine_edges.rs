@@ -438,3 +438,38 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
     assert_eq!(parent_of(&other_path.snapshot_id), None);
     assert_eq!(parent_of(&second.snapshot_id), Some(first.snapshot_id));
 }
+
+/// Index files never change either: loading the index again reads only the files added
+/// since, and forgets those gone (a daemon loads it for every part of every backup).
+#[test]
+fn an_index_load_reads_only_the_index_files_it_has_not_read_before() {
+    let (dir, repo, src) = repo_and_source();
+    std::fs::write(src.join("a"), random_bytes(2 << 20, 70)).unwrap();
+    backup_volume(&repo, &src);
+    // The next backup loads the index, with the file the first one wrote.
+    backup_volume(&repo, &src);
+    let loc = RepoLocation(dir.path().join("repo").display().to_string());
+    let index = dir.path().join("repo/index");
+    let files = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect()
+    };
+    // Damaged after this process read it: a new handle's backup still finds every blob in
+    // what was read before, and stores nothing again...
+    for f in files(&index) {
+        lifeboat_testkit::flip_byte(&f, 0.5);
+    }
+    let again = RusticRepository::open(&loc, "test-password", None).unwrap();
+    let second = backup_volume(&again, &src);
+    assert!(second.added_bytes < 64 << 10, "stored again: {second:?}");
+    // ...while a check reads every index file and finds the damage.
+    assert!(!again.check(false).unwrap().errors.is_empty());
+    // An index file gone is forgotten: a new handle no longer knows its blobs.
+    for f in files(&index) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
+    assert!(backup_volume(&fresh, &src).added_bytes > 2 << 20);
+}

@@ -10,13 +10,14 @@ use crate::{
     index::binarysorted::{Index, IndexCollector, IndexType},
     progress::Progress,
     repofile::{
-        indexfile::{IndexBlob, IndexFile},
+        indexfile::{IndexBlob, IndexFile, IndexId},
         packfile::PackId,
     },
 };
 
 pub(crate) mod binarysorted;
 pub(crate) mod indexer;
+pub(crate) mod kept;
 
 /// An entry in the index
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Constructor)]
@@ -268,9 +269,24 @@ impl GlobalIndex {
         mut collector: IndexCollector,
     ) -> RusticResult<Self> {
         p.set_title("reading index...");
-        for index in be.stream_all::<IndexFile>(p)? {
+        // Lifeboat: only the index files this process has not read before are read.
+        let location = be.location();
+        let listed: Vec<IndexId> = be
+            .list(FileType::Index)?
+            .into_iter()
+            .map(IndexId::from)
+            .collect();
+        let (known, missing) = kept::split(&location, &listed);
+        for packs in &known {
+            collector.add_all(packs);
+        }
+        let mut read = Vec::new();
+        for index in be.stream_list::<IndexFile>(missing, p)? {
             match index {
-                Ok((_, index)) => collector.extend(index.packs),
+                Ok((id, index)) => {
+                    collector.add_all(&index.packs);
+                    read.push((id, index.packs));
+                }
                 // Lifeboat: one damaged index file does not stop the reads of what the others
                 // index (restores of undamaged backups); prune and check read every index file
                 // themselves and still fail on it.
@@ -279,6 +295,7 @@ impl GlobalIndex {
         }
 
         p.finish();
+        kept::keep(&location, &listed, read);
 
         Ok(Self::new_from_index(collector.into_index()))
     }

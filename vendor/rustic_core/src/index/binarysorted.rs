@@ -130,33 +130,46 @@ impl Extend<IndexPack> for IndexCollector {
         T: IntoIterator<Item = IndexPack>,
     {
         for p in iter {
-            let len = p.blobs.len();
-            let blob_type = p.blob_type();
-            let size = p.pack_size();
+            self.add(&p);
+        }
+    }
+}
 
-            let idx = u32::try_from(self.0[blob_type].packs.len())
-                .expect("pack count doesn't fit into u32");
-            self.0[blob_type].packs.push((p.id, size));
+impl IndexCollector {
+    /// Lifeboat: adds packs without taking them (index files kept in memory are not copied).
+    pub(crate) fn add_all(&mut self, packs: &[IndexPack]) {
+        for p in packs {
+            self.add(p);
+        }
+    }
 
-            self.0[blob_type].total_size += u64::from(size);
+    fn add(&mut self, p: &IndexPack) {
+        let len = p.blobs.len();
+        let blob_type = p.blob_type();
+        let size = p.pack_size();
 
+        let idx =
+            u32::try_from(self.0[blob_type].packs.len()).expect("pack count doesn't fit into u32");
+        self.0[blob_type].packs.push((p.id, size));
+
+        self.0[blob_type].total_size += u64::from(size);
+
+        match &mut self.0[blob_type].entries {
+            EntriesVariants::None => {}
+            EntriesVariants::Ids(idents) => idents.reserve(len),
+            EntriesVariants::FullEntries(entries) => entries.reserve(len),
+        }
+
+        for blob in &p.blobs {
+            let be = SortedEntry {
+                id: blob.id,
+                pack_idx: idx,
+                location: blob.location,
+            };
             match &mut self.0[blob_type].entries {
                 EntriesVariants::None => {}
-                EntriesVariants::Ids(idents) => idents.reserve(len),
-                EntriesVariants::FullEntries(entries) => entries.reserve(len),
-            }
-
-            for blob in &p.blobs {
-                let be = SortedEntry {
-                    id: blob.id,
-                    pack_idx: idx,
-                    location: blob.location,
-                };
-                match &mut self.0[blob_type].entries {
-                    EntriesVariants::None => {}
-                    EntriesVariants::Ids(idents) => idents.push(blob.id),
-                    EntriesVariants::FullEntries(entries) => entries.push(be),
-                }
+                EntriesVariants::Ids(idents) => idents.push(blob.id),
+                EntriesVariants::FullEntries(entries) => entries.push(be),
             }
         }
     }
