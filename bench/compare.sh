@@ -9,6 +9,9 @@
 #
 #   bench/compare.sh [SIZE_MB]        (default 2048; needs root, a Docker engine, restic)
 #
+# ONLY_RESTIC=1 leaves borg and tar+gzip out (the 4 GB and 8 GB scale rows: tar+gzip alone
+# writes a full archive on each of the eight rows).
+#
 # Lifeboat backs up a container whose named volume holds the data; restic backs up the same
 # directory. The data is generated once per run.
 set -euo pipefail
@@ -41,7 +44,8 @@ export BORG_PASSPHRASE=bench BORG_REPO="$WORK/borg" BORG_UNKNOWN_UNENCRYPTED_REP
 RESTIC_REPO="$WORK/restic"
 "$LB" init >/dev/null
 restic -q -r "$RESTIC_REPO" init >/dev/null
-borg init -e repokey-blake2 >/dev/null
+others() { [ "${ONLY_RESTIC:-0}" != 1 ]; }
+if others; then borg init -e repokey-blake2 >/dev/null; fi
 n=0
 
 
@@ -54,6 +58,7 @@ backups() {
   n=$((n + 1))
   cache "$c"; measure "lifeboat:$row-$c" "$LB" backup "$NAME"
   cache "$c"; measure "restic:$row-$c" restic -q -r "$RESTIC_REPO" backup "$DATA"
+  others || return 0
   cache "$c"; measure "borg:$row-$c" borg create "::b$n" "$DATA"
   cache "$c"; measure "tar+gzip:$row-$c" tar -C "$DATA" -czf "$WORK/archive.tgz" .
 }
@@ -63,6 +68,7 @@ restores() {
   local c=$1
   cache "$c"; measure "lifeboat:restore-$c" "$LB" restore "$NAME" --as "$NAME-$c"
   cache "$c"; measure "restic:restore-$c" restic -q -r "$RESTIC_REPO" restore latest --target "$WORK/restic-$c"
+  others || return 0
   mkdir -p "$WORK/borg-$c" "$WORK/tar-$c"
   cache "$c"; measure "borg:restore-$c" sh -c "cd '$WORK/borg-$c' && borg extract ::b$n"
   cache "$c"; measure "tar+gzip:restore-$c" tar -C "$WORK/tar-$c" -xzf "$WORK/archive.tgz"
@@ -80,7 +86,11 @@ restores warm
 
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
-echo "repository size: lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB, borg $(du -sm "$BORG_REPO" | cut -f1) MB, tar+gzip $(du -sm "$WORK/archive.tgz" | cut -f1) MB (one archive)"
+sizes="lifeboat $(du -sm "$WORK/lifeboat/repository" | cut -f1) MB, restic $(du -sm "$RESTIC_REPO" | cut -f1) MB"
+if others; then
+  sizes="$sizes, borg $(du -sm "$BORG_REPO" | cut -f1) MB, tar+gzip $(du -sm "$WORK/archive.tgz" | cut -f1) MB (one archive)"
+fi
+echo "repository size: $sizes"
 table initial-cold no-change-cold no-change-warm change-1pct-cold change-1pct-warm restore-cold restore-warm
 echo
 tools_table initial-cold no-change-cold no-change-warm change-1pct-cold change-1pct-warm restore-cold restore-warm
