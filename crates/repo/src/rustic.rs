@@ -848,9 +848,11 @@ impl RusticRepository {
         Ok(all)
     }
 
-    /// The parent of a backup of `as_path` made from `template`: the newest snapshot of its
-    /// group (host, label and paths, the engine's default), found in the kept listing so that
-    /// the engine does not read every snapshot file for it.
+    /// The parent of a backup of `as_path` made from `template`: among the snapshots of its
+    /// group (host, label and paths, the engine's default), those sharing the most tags with
+    /// it, and of those the newest; found in the kept listing so that the engine does not read
+    /// every snapshot file for it. Several containers back up the same path (`/layer`): a
+    /// parent from another container matches none of its files and every file is read again.
     fn parent_for(
         &self,
         template: &SnapshotFile,
@@ -860,11 +862,12 @@ impl RusticRepository {
         probe.paths = rustic_core::StringList::default();
         probe.paths.add(as_path.to_string());
         let group = rustic_core::SnapshotGroup::from_snapshot(&probe, Default::default());
+        let shared = |s: &SnapshotFile| template.tags.iter().filter(|t| s.tags.contains(t)).count();
         Ok(self
             .all_snapshots()?
             .into_iter()
             .filter(|s| group.matches(s))
-            .max_by(|a, b| a.time.cmp(&b.time))
+            .max_by_key(|s| (shared(s), s.time.timestamp()))
             .map(|s| s.id))
     }
 

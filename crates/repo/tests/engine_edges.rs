@@ -421,22 +421,10 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
         })
         .unwrap();
     let second = backup_volume(&repo, &src);
-    let listed = lifeboat_testkit::restic(
-        dir.path().join("repo").to_str().unwrap(),
-        "test-password",
-        &["snapshots", "--json"],
-    );
-    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
-    let parent_of = |id: &str| {
-        snaps
-            .iter()
-            .find(|s| s["id"] == id)
-            .and_then(|s| s["parent"].as_str())
-            .map(str::to_string)
-    };
-    assert_eq!(parent_of(&first.snapshot_id), None);
-    assert_eq!(parent_of(&other_path.snapshot_id), None);
-    assert_eq!(parent_of(&second.snapshot_id), Some(first.snapshot_id));
+    let parents = parents_per_restic(dir.path());
+    assert_eq!(parents[&first.snapshot_id], None);
+    assert_eq!(parents[&other_path.snapshot_id], None);
+    assert_eq!(parents[&second.snapshot_id], Some(first.snapshot_id));
 }
 
 /// Index files never change either: loading the index again reads only the files added
@@ -472,4 +460,49 @@ fn an_index_load_reads_only_the_index_files_it_has_not_read_before() {
     }
     let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
     assert!(backup_volume(&fresh, &src).added_bytes > 2 << 20);
+}
+
+/// Several containers back up the same path (their writable layers, `/layer`): a backup's
+/// parent is the newest of those sharing the most tags with it (its own container's), not
+/// another container's newer one, whose files would all be read again.
+#[test]
+fn a_backup_takes_its_parent_from_the_snapshots_sharing_most_of_its_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let layer = |name: &str| {
+        let src = dir.path().join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), name).unwrap();
+        let tags = vec!["lifeboat".to_string(), format!("container={name}")];
+        repo.backup_dir(&DirBackup {
+            source: &src,
+            as_path: "/layer",
+            tags: &tags,
+            description: None,
+            exclude: &[],
+        })
+        .unwrap()
+        .snapshot_id
+    };
+    let (a1, b1, a2) = (layer("a"), layer("b"), layer("a"));
+    let parents = parents_per_restic(dir.path());
+    assert_eq!(parents[&b1], Some(a1.clone()), "the only one of its path");
+    assert_eq!(parents[&a2], Some(a1));
+}
+
+/// Each snapshot of the repository at `DIR/repo` with its parent, as restic reads them.
+fn parents_per_restic(dir: &Path) -> std::collections::BTreeMap<String, Option<String>> {
+    let listed = lifeboat_testkit::restic(
+        dir.join("repo").to_str().unwrap(),
+        "test-password",
+        &["snapshots", "--json"],
+    );
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    snaps
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap_or_default().to_string();
+            (id, s["parent"].as_str().map(str::to_string))
+        })
+        .collect()
 }
