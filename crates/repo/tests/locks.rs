@@ -270,7 +270,8 @@ fn a_backup_whose_lock_was_removed_meanwhile_commits_no_snapshot() {
         }
         // Let the refresher notice before the stream ends and the snapshot is committed.
         std::thread::sleep(Duration::from_millis(1200));
-        release.send(()).unwrap();
+        // The backup may have given up on the stream already (it saw the lock gone).
+        let _ = release.send(());
     });
     let err = repo
         .backup_stream(

@@ -195,7 +195,8 @@ impl LocalDestination {
         }
 
         let root = if is_file {
-            path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+            path.parent()
+                .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
         } else {
             path.clone()
         };
@@ -224,6 +225,13 @@ impl LocalDestination {
         }
     }
 
+    /// Lifeboat patch: `item` reached once for several metadata calls (each `*_at` method
+    /// below takes what this returns instead of resolving the path again).
+    pub(crate) fn locate_item(&self, item: impl AsRef<Path>) -> LocalDestinationResult<Located> {
+        self.locate(item, false)
+            .map_err(|e| LocalDestinationErrorKind::FromErrnoError(io_errno(&e)))
+    }
+
     /// The item relative to the target: a single-file target is its own file name; the
     /// walker hands some items as full paths below the base path.
     fn relative(&self, item: &Path) -> std::io::Result<PathBuf> {
@@ -237,7 +245,10 @@ impl LocalDestination {
                 .map_err(|_| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
-                        format!("refusing `{}`: it is outside the restore target", item.display()),
+                        format!(
+                            "refusing `{}`: it is outside the restore target",
+                            item.display()
+                        ),
                     )
                 });
         }
@@ -285,7 +296,8 @@ impl LocalDestination {
             .locate(dirname, false)
             .map_err(LocalDestinationErrorKind::DirectoryRemovalFailed)?;
         // std's remove_dir_all never follows symlinks below the path it is given.
-        fs::remove_dir_all(loc.proc_path()).map_err(LocalDestinationErrorKind::DirectoryRemovalFailed)
+        fs::remove_dir_all(loc.proc_path())
+            .map_err(LocalDestinationErrorKind::DirectoryRemovalFailed)
     }
 
     /// Remove the given file (relative to the base path)
@@ -345,19 +357,11 @@ impl LocalDestination {
     /// # Errors
     ///
     /// * If the times could not be set
-    pub(crate) fn set_times(
-        &self,
-        item: impl AsRef<Path>,
-        meta: &Metadata,
-    ) -> LocalDestinationResult<()> {
+    pub(crate) fn set_times(&self, loc: &Located, meta: &Metadata) -> LocalDestinationResult<()> {
         if let Some(mtime) = meta.mtime {
             let atime = meta.atime.unwrap_or(mtime);
-            let loc = self
-                .locate(item, false)
-                .map_err(LocalDestinationErrorKind::SettingTimeMetadataFailed)?;
-            let spec = |t: jiff::Timestamp| {
-                TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond()))
-            };
+            let spec =
+                |t: jiff::Timestamp| TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond()));
             utimensat(
                 &loc.dir,
                 loc.name.as_os_str(),
@@ -408,7 +412,7 @@ impl LocalDestination {
     #[allow(clippy::similar_names)]
     pub(crate) fn set_user_group(
         &self,
-        item: impl AsRef<Path>,
+        loc: &Located,
         meta: &Metadata,
     ) -> LocalDestinationResult<()> {
         let user = meta.user.clone().and_then(helpers::uid_from_name);
@@ -418,21 +422,19 @@ impl LocalDestination {
         let group = meta.group.clone().and_then(helpers::gid_from_name);
         // use gid from group if valid, else from saved gid (if saved)
         let gid = group.or_else(|| meta.gid.map(Gid::from_raw));
-        self.chown(item, uid, gid)
+        Self::chown(loc, uid, gid)
     }
 
     /// Lifeboat patch: owner change beneath the target, never through a symlink.
-    fn chown(
-        &self,
-        item: impl AsRef<Path>,
-        uid: Option<Uid>,
-        gid: Option<Gid>,
-    ) -> LocalDestinationResult<()> {
-        let loc = self
-            .locate(item, false)
-            .map_err(|e| LocalDestinationErrorKind::FromErrnoError(io_errno(&e)))?;
-        fchownat(&loc.dir, loc.name.as_os_str(), uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(LocalDestinationErrorKind::FromErrnoError)?;
+    fn chown(loc: &Located, uid: Option<Uid>, gid: Option<Gid>) -> LocalDestinationResult<()> {
+        fchownat(
+            &loc.dir,
+            loc.name.as_os_str(),
+            uid,
+            gid,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(LocalDestinationErrorKind::FromErrnoError)?;
         Ok(())
     }
 
@@ -469,12 +471,12 @@ impl LocalDestination {
     ///
     /// * If the uid/gid could not be set.
     #[allow(clippy::similar_names)]
-    pub(crate) fn set_uid_gid(
-        &self,
-        item: impl AsRef<Path>,
-        meta: &Metadata,
-    ) -> LocalDestinationResult<()> {
-        self.chown(item, meta.uid.map(Uid::from_raw), meta.gid.map(Gid::from_raw))
+    pub(crate) fn set_uid_gid(&self, loc: &Located, meta: &Metadata) -> LocalDestinationResult<()> {
+        Self::chown(
+            loc,
+            meta.uid.map(Uid::from_raw),
+            meta.gid.map(Gid::from_raw),
+        )
     }
 
     #[cfg(windows)]
@@ -510,19 +512,12 @@ impl LocalDestination {
     ///
     /// * If the permissions could not be set.
     #[allow(clippy::similar_names)]
-    pub(crate) fn set_permission(
-        &self,
-        item: impl AsRef<Path>,
-        node: &Node,
-    ) -> LocalDestinationResult<()> {
+    pub(crate) fn set_permission(&self, loc: &Located, node: &Node) -> LocalDestinationResult<()> {
         if node.is_symlink() {
             return Ok(());
         }
         if let Some(mode) = node.meta.mode {
             let mode = map_mode_from_go(mode);
-            let loc = self
-                .locate(item, false)
-                .map_err(LocalDestinationErrorKind::SettingFilePermissionsFailed)?;
             // A symlink found here (planted, or raced in) is refused, never followed.
             fchmodat(
                 &loc.dir,
@@ -580,15 +575,9 @@ impl LocalDestination {
     /// * If the extended attributes could not be set.
     pub(crate) fn set_extended_attributes(
         &self,
-        item: impl AsRef<Path>,
+        loc: &Located,
         extended_attributes: &[ExtendedAttribute],
     ) -> LocalDestinationResult<()> {
-        let loc = self.locate(item, false).map_err(|err| {
-            LocalDestinationErrorKind::ListingXattrsFailed {
-                source: err,
-                path: PathBuf::new(),
-            }
-        })?;
         // The xattr crate's calls do not follow the final name; the directory is the one
         // held open (see `Located::proc_path`).
         let filename = loc.proc_path();
@@ -722,15 +711,13 @@ impl LocalDestination {
     pub(crate) fn create_special(
         &self,
         item: impl AsRef<Path>,
+        loc: &Located,
         node: &Node,
     ) -> LocalDestinationResult<()> {
         if !node.is_special() {
             return Ok(());
         }
         let filename = self.path(&item);
-        let loc = self
-            .locate(item, false)
-            .map_err(|e| LocalDestinationErrorKind::FromErrnoError(io_errno(&e)))?;
         let (dir, name) = (&loc.dir, loc.name.as_os_str());
         let node_at = |kind: SFlag, device: u64| {
             mknodat(dir, name, kind, Mode::empty(), device)
@@ -779,7 +766,8 @@ impl LocalDestination {
         let loc = self
             .locate(item, false)
             .map_err(LocalDestinationErrorKind::OpeningFileFailed)?;
-        let file = loc.open_file(Access::Read, false)
+        let file = loc
+            .open_file(Access::Read, false)
             .map_err(LocalDestinationErrorKind::OpeningFileFailed)?;
         let mut vec = vec![
             0;
@@ -818,8 +806,9 @@ impl LocalDestination {
     /// # Arguments
     ///
     /// * `item` - The item to write to
+    /// * `length` - The file's length, set first (the first write into the file)
     /// * `offset` - The offset to write at
-    /// * `data` - The data to write
+    /// * `data` - The data to write (none: a sparse part, only the length is set)
     ///
     /// # Errors
     ///
@@ -833,16 +822,25 @@ impl LocalDestination {
     pub(crate) fn write_at(
         &self,
         item: impl AsRef<Path>,
+        length: Option<u64>,
         offset: u64,
-        data: &[u8],
+        data: Option<&[u8]>,
     ) -> LocalDestinationResult<()> {
         let loc = self
             .locate(item, true)
             .map_err(LocalDestinationErrorKind::OpeningFileFailed)?;
-        let file = loc.open_file(Access::Write, true)
+        let file = loc
+            .open_file(Access::Write, true)
             .map_err(LocalDestinationErrorKind::OpeningFileFailed)?;
-        file.write_all_at(data, offset)
-            .map_err(LocalDestinationErrorKind::CouldNotWriteToBuffer)?;
+        // Lifeboat patch: the file's first write also sets its length (one open, not two).
+        if let Some(length) = length {
+            file.set_len(length)
+                .map_err(LocalDestinationErrorKind::SettingFileLengthFailed)?;
+        }
+        if let Some(data) = data {
+            file.write_all_at(data, offset)
+                .map_err(LocalDestinationErrorKind::CouldNotWriteToBuffer)?;
+        }
         Ok(())
     }
 

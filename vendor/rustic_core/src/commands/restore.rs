@@ -10,6 +10,7 @@ use std::{cmp::Ordering, collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use itertools::Itertools;
 use rayon::ThreadPoolBuilder;
+use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
 use walkdir::{DirEntry, WalkDir};
 
 use crate::{
@@ -28,6 +29,10 @@ use crate::{
 pub(crate) mod constants {
     /// The maximum number of reader threads to use for restoring.
     pub(crate) const MAX_READER_THREADS_NUM: usize = 20;
+    /// Lifeboat patch: threads setting the metadata of restored files.
+    pub(crate) const METADATA_THREADS_NUM: usize = 4;
+    /// Lifeboat patch: entries handed to those threads at a time.
+    pub(crate) const METADATA_BATCH: usize = 4096;
 }
 
 type Filenames = Vec<PathBuf>;
@@ -275,7 +280,14 @@ pub(crate) fn collect_and_prepare<S: IndexedFull>(
                 // collect blobs needed for restoring
                 match (
                     exists,
-                    restore_infos.add_file(dest, node, path.clone(), repo, opts.verify_existing)?,
+                    restore_infos.add_file(
+                        dest,
+                        node,
+                        path.clone(),
+                        repo,
+                        opts.verify_existing,
+                        exists,
+                    )?,
                 ) {
                     // Note that exists = false and Existing or Verified can happen if the file is changed between scanning the dir
                     // and calling add_file. So we don't care about exists but trust add_file here.
@@ -379,52 +391,75 @@ fn restore_metadata(
     opts: RestoreOptions,
     dest: &LocalDestination,
 ) -> RusticResult<()> {
-    let mut dir_stack = Vec::new();
+    // Lifeboat patch: the entries that are not directories get their metadata in parallel,
+    // in batches; the directories get theirs at the end, deepest first (in reverse walk
+    // order), once every entry inside them exists: creating a symlink or a hard link
+    // changes its directory's times, setting metadata on a subdirectory does not.
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(constants::METADATA_THREADS_NUM)
+        .build()
+        .map_err(|err| {
+            RusticError::with_source(
+                ErrorKind::Internal,
+                "Failed to create the thread pool for setting metadata. Please try again.",
+                err,
+            )
+        })?;
+    let mut dirs = Vec::new();
+    let mut batch = Vec::with_capacity(constants::METADATA_BATCH);
     while let Some((path, node)) = node_streamer.next().transpose()? {
-        // Create hardlink directly, if this is one.
-        if let Some(key) = hardlink_key(&node)
-            && let Some(canonical) = hardlink_candidates.get(&key)
-            && canonical != &path
-        {
-            debug!(
-                "restoring hardlink {} -> {}",
-                path.display(),
-                canonical.display()
-            );
-            dest.hard_link(canonical, &path).map_err(|err| {
-                RusticError::with_source(
-                    ErrorKind::InputOutput,
-                    "Failed to recreate the hardlink `{path}` from `{canonical}`.",
-                    err,
-                )
-                .attach_context("path", path.display().to_string())
-                .attach_context("canonical", canonical.display().to_string())
-            })?;
-        }
-
-        match node.node_type {
-            NodeType::Dir => {
-                // set metadata for all non-parent paths in stack
-                while let Some((stackpath, _)) = dir_stack.last() {
-                    if path.starts_with(stackpath) {
-                        break;
-                    }
-                    let (path, node) = dir_stack.pop().unwrap();
-                    set_metadata(dest, opts, &path, &node);
-                }
-                // push current path to the stack
-                dir_stack.push((path, node));
+        if node.is_dir() {
+            dirs.push((path, node));
+        } else {
+            batch.push((path, node));
+            if batch.len() == constants::METADATA_BATCH {
+                set_metadata_of_entries(&pool, &batch, hardlink_candidates, opts, dest)?;
+                batch.clear();
             }
-            _ => set_metadata(dest, opts, &path, &node),
         }
     }
-
-    // empty dir stack and set metadata
-    for (path, node) in dir_stack.into_iter().rev() {
-        set_metadata(dest, opts, &path, &node);
+    set_metadata_of_entries(&pool, &batch, hardlink_candidates, opts, dest)?;
+    for (path, node) in dirs.iter().rev() {
+        set_metadata(dest, opts, path, node);
     }
-
     Ok(())
+}
+
+/// Lifeboat patch: entries that are not directories, in parallel: each hard link is
+/// created (to its already restored file), then each entry's metadata set.
+fn set_metadata_of_entries(
+    pool: &rayon::ThreadPool,
+    entries: &[(PathBuf, Node)],
+    hardlink_candidates: &BTreeMap<HardlinkKey, PathBuf>,
+    opts: RestoreOptions,
+    dest: &LocalDestination,
+) -> RusticResult<()> {
+    pool.install(|| {
+        entries.par_iter().try_for_each(|(path, node)| {
+            // Create hardlink directly, if this is one.
+            if let Some(key) = hardlink_key(node)
+                && let Some(canonical) = hardlink_candidates.get(&key)
+                && canonical != path
+            {
+                debug!(
+                    "restoring hardlink {} -> {}",
+                    path.display(),
+                    canonical.display()
+                );
+                dest.hard_link(canonical, path).map_err(|err| {
+                    RusticError::with_source(
+                        ErrorKind::InputOutput,
+                        "Failed to recreate the hardlink `{path}` from `{canonical}`.",
+                        err,
+                    )
+                    .attach_context("path", path.display().to_string())
+                    .attach_context("canonical", canonical.display().to_string())
+                })?;
+            }
+            set_metadata(dest, opts, path, node);
+            Ok(())
+        })
+    })
 }
 
 fn hardlink_key(node: &Node) -> Option<HardlinkKey> {
@@ -458,27 +493,36 @@ pub(crate) fn set_metadata(
     node: &Node,
 ) {
     debug!("setting metadata for {}", path.display());
-    dest.create_special(path, node)
+    // Lifeboat patch: the item's directory is reached once for all the calls below.
+    let Ok(loc) = dest.locate_item(path) else {
+        warn!(
+            "restore {}: its directory cannot be reached.",
+            path.display()
+        );
+        return;
+    };
+    let loc = &loc;
+    dest.create_special(path, loc, node)
         .unwrap_or_else(|_| warn!("restore {}: creating special file failed.", path.display()));
     match (opts.no_ownership, opts.numeric_id) {
         (true, _) => {}
         (false, true) => dest
-            .set_uid_gid(path, &node.meta)
+            .set_uid_gid(loc, &node.meta)
             .unwrap_or_else(|_| warn!("restore {}: setting UID/GID failed.", path.display())),
         (false, false) => dest
-            .set_user_group(path, &node.meta)
+            .set_user_group(loc, &node.meta)
             .unwrap_or_else(|_| warn!("restore {}: setting User/Group failed.", path.display())),
     }
-    dest.set_permission(path, node)
+    dest.set_permission(loc, node)
         .unwrap_or_else(|_| warn!("restore {}: chmod failed.", path.display()));
-    dest.set_extended_attributes(path, &node.meta.extended_attributes)
+    dest.set_extended_attributes(loc, &node.meta.extended_attributes)
         .unwrap_or_else(|_| {
             warn!(
                 "restore {}: setting extended attributes failed.",
                 path.display()
             );
         });
-    dest.set_times(path, &node.meta)
+    dest.set_times(loc, &node.meta)
         .unwrap_or_else(|_| warn!("restore {}: setting file times failed.", path.display()));
 }
 
@@ -616,7 +660,7 @@ fn restore_contents<S: Open>(
 
             if !blobs.is_empty() {
                 // TODO: error handling!
-                s.spawn(move |s1| {
+                s.spawn(move |_| {
                     let read_data = match &from_file {
                         Some((file_idx, offset_file, length_file)) => {
                             // read from existing file
@@ -651,39 +695,30 @@ fn restore_contents<S: Open>(
                             SparseRestore::No => false,
                         };
 
+                        // Lifeboat patch: written here, not in a task per file (the
+                        // pack tasks are the parallelism), with the file's length set by
+                        // its first write in the same open; the lock only takes the length.
                         for (file_idx, start) in name_dests {
-                            let data = data.clone();
-                            s1.spawn(move |_| {
-                                let path = &filenames[file_idx];
-                                let failed = |err| {
-                                    let mut first = write_error.lock().unwrap();
-                                    if first.is_none() {
-                                        *first = Some((path.clone(), err));
-                                    }
-                                };
-                                if write_error.lock().unwrap().is_some() {
-                                    return;
+                            let path = &filenames[file_idx];
+                            if write_error.lock().unwrap().is_some() {
+                                return;
+                            }
+                            let length = {
+                                let mut sizes = sizes.lock().unwrap();
+                                std::mem::take(&mut sizes[file_idx])
+                            };
+                            let length = (length > 0).then_some(length);
+                            let data = (!is_sparse).then_some(&data[..]);
+                            if (length.is_some() || data.is_some())
+                                && let Err(err) = dest.write_at(path, length, start, data)
+                            {
+                                let mut first = write_error.lock().unwrap();
+                                if first.is_none() {
+                                    *first = Some((path.clone(), err));
                                 }
-                                // Allocate file if it is not yet allocated
-                                let mut sizes_guard = sizes.lock().unwrap();
-                                let filesize = sizes_guard[file_idx];
-                                if filesize > 0 {
-                                    if let Err(err) = dest.set_length(path, filesize) {
-                                        drop(sizes_guard);
-                                        failed(err);
-                                        return;
-                                    }
-                                    sizes_guard[file_idx] = 0;
-                                }
-                                drop(sizes_guard);
-                                if !is_sparse
-                                    && let Err(err) = dest.write_at(path, start, &data)
-                                {
-                                    failed(err);
-                                    return;
-                                }
-                                p.inc(size);
-                            });
+                                return;
+                            }
+                            p.inc(size);
                         }
                     }
                 });
@@ -766,6 +801,7 @@ impl RestorePlan {
     /// * `name` - The name of the file.
     /// * `repo` - The repository to restore.
     /// * `ignore_mtime` - If true, ignore the modification time of the file.
+    /// * `exists` - Whether the walk of the target found something at this place.
     ///
     /// # Errors
     ///
@@ -777,8 +813,13 @@ impl RestorePlan {
         name: PathBuf,
         repo: &Repository<S>,
         ignore_mtime: bool,
+        exists: bool,
     ) -> RusticResult<AddFileResult> {
-        let mut open_file = dest.get_matching_file(&name, file.meta.size);
+        // Lifeboat patch: a file the walk of the target did not find is not looked for
+        // again (a restore into an empty target tried to open every file).
+        let mut open_file = exists
+            .then(|| dest.get_matching_file(&name, file.meta.size))
+            .flatten();
 
         // Empty files which exists with correct size should always return Ok(Existing)!
         if file.meta.size == 0
