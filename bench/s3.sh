@@ -46,23 +46,23 @@ RESTIC=(restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache")
 "${RESTIC[@]}" init >/dev/null
 
 
+# cache cold|warm: drops the page cache when cold; either way the row starts with no write of
+# the row before still pending
+cache() { sync; if [ "$1" = cold ]; then drop_caches; fi; }
+
 run_pair() {
-  local row=$1 cache=$2
-  [ "$cache" = cold ] && drop_caches
-  measure "lifeboat:$row-$cache" "$LB" backup "$NAME"
-  [ "$cache" = cold ] && drop_caches
-  measure "restic:$row-$cache" "${RESTIC[@]}" backup "$DATA"
+  local row=$1 c=$2
+  cache "$c"; measure "lifeboat:$row-$c" "$LB" backup "$NAME"
+  cache "$c"; measure "restic:$row-$c" "${RESTIC[@]}" backup "$DATA"
 }
 
 run_pair initial cold
 run_pair no-change cold
 run_pair no-change warm
-drop_caches
-measure "lifeboat:restore-cold" "$LB" restore "$NAME" --as "$NAME-r1"
-drop_caches
-measure "restic:restore-cold" "${RESTIC[@]}" restore latest --target "$WORK/restic-r1"
-measure "lifeboat:restore-warm" "$LB" restore "$NAME" --as "$NAME-r2"
-measure "restic:restore-warm" "${RESTIC[@]}" restore latest --target "$WORK/restic-r2"
+cache cold; measure "lifeboat:restore-cold" "$LB" restore "$NAME" --as "$NAME-r1"
+cache cold; measure "restic:restore-cold" "${RESTIC[@]}" restore latest --target "$WORK/restic-r1"
+cache warm; measure "lifeboat:restore-warm" "$LB" restore "$NAME" --as "$NAME-r2"
+cache warm; measure "restic:restore-warm" "${RESTIC[@]}" restore latest --target "$WORK/restic-r2"
 
 echo
 echo "data: ${ACTUAL} MB in ${FILES} files (20% small files, 50% random, 30% logs); $(nproc) cores"
