@@ -14,17 +14,6 @@ fn new_repo(dir: &Path) -> RusticRepository {
     RusticRepository::init(&loc, "test-password", None).unwrap()
 }
 
-fn backup_volume(repo: &RusticRepository, src: &Path) -> lifeboat_repo::PartReport {
-    let req = DirBackup {
-        source: src,
-        as_path: "/volumes/v",
-        tags: &[],
-        description: None,
-        exclude: &[],
-    };
-    repo.backup_dir(&req).unwrap()
-}
-
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     lifeboat_testkit::PseudoRandom::new(seed).bytes(n)
 }
@@ -159,7 +148,7 @@ fn unreadable_file_is_reported_not_silently_dropped() {
         std::fs::read(src.join("locked")).is_err(),
         "capabilities were not dropped"
     );
-    let part = backup_volume(&repo, &src);
+    let part = lifeboat_testkit::backup_volume(&repo, &src);
     assert_eq!(part.unreadable.len(), 1, "{:?}", part.unreadable);
     assert!(
         part.unreadable[0].contains("locked"),
@@ -174,7 +163,7 @@ fn restore_of_a_corrupted_pack_names_the_files_and_never_panics() {
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), random_bytes(3 << 20, 10 + i)).unwrap();
     }
-    let part = backup_volume(&repo, &src);
+    let part = lifeboat_testkit::backup_volume(&repo, &src);
     lifeboat_testkit::corrupt_largest_pack(&dir.path().join("repo"), 0.33);
 
     let target = dir.path().join("out");
@@ -251,7 +240,7 @@ fn files_under(data: &Path) -> Vec<(String, u64)> {
 fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
     let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("old"), random_bytes(2 << 20, 30)).unwrap();
-    let first = backup_volume(&repo, &src);
+    let first = lifeboat_testkit::backup_volume(&repo, &src);
     let index = dir.path().join("repo/index");
     let before: Vec<_> = std::fs::read_dir(&index)
         .unwrap()
@@ -259,7 +248,7 @@ fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
         .collect();
     std::fs::remove_file(src.join("old")).unwrap();
     std::fs::write(src.join("new"), random_bytes(2 << 20, 31)).unwrap();
-    backup_volume(&repo, &src);
+    lifeboat_testkit::backup_volume(&repo, &src);
     // The first backup's data becomes unused; the second's index file is damaged, so a prune
     // planning from the index it can read would take the second's packs for unused too.
     repo.delete(&[first.snapshot_id]).unwrap();
@@ -280,9 +269,9 @@ fn a_prune_refuses_an_index_file_it_cannot_read_and_deletes_nothing() {
 fn a_damaged_snapshot_file_is_left_out_of_listings_and_stops_every_deletion() {
     let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("a"), random_bytes(1 << 20, 40)).unwrap();
-    let kept = backup_volume(&repo, &src);
+    let kept = lifeboat_testkit::backup_volume(&repo, &src);
     std::fs::write(src.join("b"), random_bytes(1 << 20, 41)).unwrap();
-    let hit = backup_volume(&repo, &src);
+    let hit = lifeboat_testkit::backup_volume(&repo, &src);
     lifeboat_testkit::flip_byte(
         &dir.path().join("repo/snapshots").join(&hit.snapshot_id),
         0.5,
@@ -335,24 +324,24 @@ fn the_parts_of_a_run_share_one_index_load_and_still_dedup_against_each_other() 
         std::fs::write(d.join("same.bin"), random_bytes(3 << 20, 11)).unwrap();
     }
     // The second part stores nothing new: the first part's blobs reached the index it uses.
-    assert!(backup_volume(&repo, &a).added_bytes > 3 << 20);
-    let second = backup_volume(&repo, &b);
+    assert!(lifeboat_testkit::backup_volume(&repo, &a).added_bytes > 3 << 20);
+    let second = lifeboat_testkit::backup_volume(&repo, &b);
     assert!(second.added_bytes < 64 << 10, "stored again: {second:?}");
     // A part that stored nothing (not even a tree) leaves the index loaded for the next
     // one: with the index files gone from the disk, the part after it still finds every blob.
     // (The first repeat may store a tree: reading the directory set its access time.)
-    backup_volume(&repo, &a);
-    assert_eq!(backup_volume(&repo, &a).added_bytes, 0);
+    lifeboat_testkit::backup_volume(&repo, &a);
+    assert_eq!(lifeboat_testkit::backup_volume(&repo, &a).added_bytes, 0);
     let index = Path::new(&dir.path().join("repo")).join("index");
     for f in std::fs::read_dir(&index).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
-    let fourth = backup_volume(&repo, &a);
+    let fourth = lifeboat_testkit::backup_volume(&repo, &a);
     assert_eq!(fourth.added_bytes, 0, "loaded again: {fourth:?}");
     // A fresh handle loads the index anew (and now misses those blobs).
     let loc = RepoLocation(dir.path().join("repo").display().to_string());
     let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
-    assert!(backup_volume(&fresh, &a).added_bytes > 3 << 20);
+    assert!(lifeboat_testkit::backup_volume(&fresh, &a).added_bytes > 3 << 20);
 }
 
 /// Snapshot files never change (a file's name is the hash of its content): a process lists
@@ -361,7 +350,7 @@ fn the_parts_of_a_run_share_one_index_load_and_still_dedup_against_each_other() 
 fn a_listing_reads_only_the_snapshot_files_it_has_not_read_before() {
     let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("a"), random_bytes(1 << 16, 50)).unwrap();
-    let first = backup_volume(&repo, &src);
+    let first = lifeboat_testkit::backup_volume(&repo, &src);
     assert_eq!(repo.snapshots(&[]).unwrap().len(), 1);
     // Damaged after this process read it: the listing keeps what it read...
     lifeboat_testkit::flip_byte(
@@ -386,7 +375,7 @@ fn a_listing_reads_only_the_snapshot_files_it_has_not_read_before() {
     let loc = RepoLocation(dir.path().join("repo").display().to_string());
     let other = RusticRepository::open(&loc, "test-password", None).unwrap();
     std::fs::write(src.join("b"), random_bytes(1 << 16, 51)).unwrap();
-    let second = backup_volume(&other, &src);
+    let second = lifeboat_testkit::backup_volume(&other, &src);
     let ids = |r: &RusticRepository| -> Vec<String> {
         r.snapshots(&[])
             .unwrap()
@@ -410,7 +399,7 @@ fn a_listing_reads_only_the_snapshot_files_it_has_not_read_before() {
 fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
     let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("a"), random_bytes(1 << 16, 60)).unwrap();
-    let first = backup_volume(&repo, &src);
+    let first = lifeboat_testkit::backup_volume(&repo, &src);
     let other_path = repo
         .backup_dir(&DirBackup {
             source: &src,
@@ -420,7 +409,7 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
             exclude: &[],
         })
         .unwrap();
-    let second = backup_volume(&repo, &src);
+    let second = lifeboat_testkit::backup_volume(&repo, &src);
     let parents = parents_per_restic(dir.path());
     assert_eq!(parents[&first.snapshot_id], None);
     assert_eq!(parents[&other_path.snapshot_id], None);
@@ -433,9 +422,9 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
 fn an_index_load_reads_only_the_index_files_it_has_not_read_before() {
     let (dir, repo, src) = repo_and_source();
     std::fs::write(src.join("a"), random_bytes(2 << 20, 70)).unwrap();
-    backup_volume(&repo, &src);
+    lifeboat_testkit::backup_volume(&repo, &src);
     // The next backup loads the index, with the file the first one wrote.
-    backup_volume(&repo, &src);
+    lifeboat_testkit::backup_volume(&repo, &src);
     let loc = RepoLocation(dir.path().join("repo").display().to_string());
     let index = dir.path().join("repo/index");
     let files = |d: &Path| -> Vec<std::path::PathBuf> {
@@ -450,7 +439,7 @@ fn an_index_load_reads_only_the_index_files_it_has_not_read_before() {
         lifeboat_testkit::flip_byte(&f, 0.5);
     }
     let again = RusticRepository::open(&loc, "test-password", None).unwrap();
-    let second = backup_volume(&again, &src);
+    let second = lifeboat_testkit::backup_volume(&again, &src);
     assert!(second.added_bytes < 64 << 10, "stored again: {second:?}");
     // ...while a check reads every index file and finds the damage.
     assert!(!again.check(false).unwrap().errors.is_empty());
@@ -459,7 +448,7 @@ fn an_index_load_reads_only_the_index_files_it_has_not_read_before() {
         std::fs::remove_file(f).unwrap();
     }
     let fresh = RusticRepository::open(&loc, "test-password", None).unwrap();
-    assert!(backup_volume(&fresh, &src).added_bytes > 2 << 20);
+    assert!(lifeboat_testkit::backup_volume(&fresh, &src).added_bytes > 2 << 20);
 }
 
 /// Several containers back up the same path (their writable layers, `/layer`): a backup's

@@ -304,15 +304,7 @@ fn deleting_snapshots_does_not_wait_for_another_hosts_backup_but_a_prune_does() 
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"orphan").unwrap();
-    let part = h1
-        .backup_dir(&lifeboat_repo::DirBackup {
-            source: &src,
-            as_path: "/volumes/v",
-            tags: &[],
-            description: None,
-            exclude: &[],
-        })
-        .unwrap();
+    let part = lifeboat_testkit::backup_volume(&h1, &src);
     let h2 = open(&loc, "h2", Duration::ZERO);
     let backing_up = h2.hold_lock(false).unwrap();
     h1.delete(&[part.snapshot_id]).unwrap();

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use lifeboat_repo::{DirBackup, RepoLocation, Repository, RusticRepository};
+use lifeboat_repo::{RepoLocation, Repository, RusticRepository};
 
 /// More entries than the engine hands to its metadata threads at once (4,096).
 const FILES: u32 = 5_000;
@@ -57,15 +57,7 @@ fn a_restore_sets_every_files_mode_and_time_and_every_directorys_time_after_its_
         set_mtime(&src.join(d), 1_500_000_000 + n as u64 * 1_000);
     }
 
-    let part = repo
-        .backup_dir(&DirBackup {
-            source: &src,
-            as_path: "/volumes/v",
-            tags: &[],
-            description: None,
-            exclude: &[],
-        })
-        .unwrap();
+    let part = lifeboat_testkit::backup_volume(&repo, &src);
     let target = dir.path().join("target");
     let report = repo
         .restore_dir(&part.snapshot_id, "/volumes/v", &target)

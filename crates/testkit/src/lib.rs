@@ -84,3 +84,18 @@ pub fn restic(repo: &str, password: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("restic prints UTF-8")
 }
+
+/// `src` backed up into `repo` as the volume part `/volumes/v` (no tags, nothing excluded).
+pub fn backup_volume(
+    repo: &dyn lifeboat_repo::Repository,
+    src: &std::path::Path,
+) -> lifeboat_repo::PartReport {
+    repo.backup_dir(&lifeboat_repo::DirBackup {
+        source: src,
+        as_path: "/volumes/v",
+        tags: &[],
+        description: None,
+        exclude: &[],
+    })
+    .unwrap()
+}
