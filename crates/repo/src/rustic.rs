@@ -1,5 +1,6 @@
 //! [`Repository`] over `rustic_core`: restic's repository format v2.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -823,6 +824,12 @@ impl RusticRepository {
     /// Every readable snapshot file of the repository, reading only those this process has
     /// not read before.
     fn all_snapshots(&self) -> Result<Vec<Arc<SnapshotFile>>, RepoError> {
+        Ok(self.kept_listing()?.1)
+    }
+
+    /// The ids the snapshot directory lists now, and every readable snapshot file among
+    /// them (see [`Self::all_snapshots`]): one listing serves both.
+    fn kept_listing(&self) -> Result<(BTreeSet<SnapshotId>, Vec<Arc<SnapshotFile>>), RepoError> {
         let key = (self.location.0.clone(), self.id.clone());
         let mut kept = kept_snapshots(&key);
         let (listed, read) = {
@@ -841,11 +848,11 @@ impl RusticRepository {
         for snap in read {
             kept.insert(snap.id, Arc::new(snap));
         }
-        let listed: std::collections::BTreeSet<SnapshotId> = listed.into_iter().collect();
+        let listed: BTreeSet<SnapshotId> = listed.into_iter().collect();
         kept.retain(|id, _| listed.contains(id));
         let all = kept.values().cloned().collect();
         keep_snapshots(key, kept);
-        Ok(all)
+        Ok((listed, all))
     }
 
     /// The parent of a backup of `as_path` made from `template`: among the snapshots of its
@@ -874,30 +881,29 @@ impl RusticRepository {
     /// Snapshot files listed but not readable (damaged or truncated); `kept`: see
     /// [`Self::refuse_if_unreadable`].
     fn unreadable(&self, kept: bool) -> Result<Vec<String>, RepoError> {
-        let listed: Vec<SnapshotId> = self.with_engine(|e| {
-            Ok(e.list::<SnapshotId>()
-                .map_err(self.err("listing snapshot files"))?
-                .collect())
-        })?;
-        let read: std::collections::BTreeSet<SnapshotId> = if kept {
-            self.all_snapshots()?.iter().map(|s| s.id).collect()
-        } else {
-            self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?
-                .iter()
-                .map(|s| s.id)
-                .collect()
+        let list = || {
+            self.with_engine(|e| {
+                Ok(e.list::<SnapshotId>()
+                    .map_err(self.err("listing snapshot files"))?
+                    .collect::<BTreeSet<_>>())
+            })
         };
-        let missed: Vec<SnapshotId> = listed.into_iter().filter(|id| !read.contains(id)).collect();
+        let (listed, read): (BTreeSet<SnapshotId>, BTreeSet<SnapshotId>) = if kept {
+            let (listed, all) = self.kept_listing()?;
+            (listed, all.iter().map(|s| s.id).collect())
+        } else {
+            let listed = list()?;
+            let all =
+                self.with_engine(|e| e.get_all_snapshots().map_err(self.err("listing snapshots")))?;
+            (listed, all.iter().map(|s| s.id).collect())
+        };
+        let missed: Vec<SnapshotId> = listed.difference(&read).copied().collect();
         if missed.is_empty() {
             return Ok(Vec::new());
         }
         // A file listed but not read may have been deleted in between (a retention run or a
         // backup's orphan clean-up, under a shared lock): only one still there is damaged.
-        let still: std::collections::BTreeSet<SnapshotId> = self.with_engine(|e| {
-            Ok(e.list::<SnapshotId>()
-                .map_err(self.err("listing snapshot files"))?
-                .collect())
-        })?;
+        let still = list()?;
         Ok(missed
             .into_iter()
             .filter(|id| still.contains(id))
