@@ -17,6 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-2048}"
+if [ "${ONLY_RESTIC:-0}" != 1 ] && ! command -v borg >/dev/null; then
+  echo "compare.sh: borg is not installed: apt-get install borgbackup (or ONLY_RESTIC=1)" >&2
+  exit 2
+fi
 . bench/lib.sh
 release_build
 scripts/fixtures busybox >/dev/null
