@@ -53,10 +53,6 @@ if others; then borg init -e repokey-blake2 >/dev/null; fi
 n=0
 
 
-# cache cold|warm: drops the page cache when cold; either way the row starts with no write of
-# the row before still pending (a warm restore timed while the previous restore's 8 GB were
-# being written back measured the disk, not the tool)
-cache() { sync; if [ "$1" = cold ]; then drop_caches; fi; }
 
 # backups ROW cold|warm: each tool backs up the data once
 backups() {

@@ -23,6 +23,11 @@ measure() {
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
+# cache cold|warm: drops the page cache when cold; either way the row starts with no write of
+# the row before still pending (a warm restore timed while the previous restore's 8 GB were
+# being written back measured the disk, not the tool)
+cache() { sync; if [ "$1" = cold ]; then drop_caches; fi; }
+
 # one_service TAG: sets NAME (a container and volume name), WORK (removed at exit with that
 # container and volume) and a fresh repository in WORK.
 one_service() {

@@ -46,9 +46,6 @@ RESTIC=(restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache")
 "${RESTIC[@]}" init >/dev/null
 
 
-# cache cold|warm: drops the page cache when cold; either way the row starts with no write of
-# the row before still pending
-cache() { sync; if [ "$1" = cold ]; then drop_caches; fi; }
 
 run_pair() {
   local row=$1 c=$2
