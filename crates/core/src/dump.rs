@@ -308,6 +308,12 @@ pub(crate) fn store(
     env.extend(s.session_env.iter().cloned());
     env.push(marker.clone());
     let (mut source, fifo) = dump_source(engine, details, &s, &env)?;
+    if crate::tuning::is_lowered() {
+        source.bytes = source
+            .bytes
+            .take()
+            .map(|b| Box::new(crate::tuning::Paced::new(b)) as Box<dyn Read + Send>);
+    }
     note(&match &fifo {
         Some(f) => format!(
             "{}: {} dump read through a fifo at {}",
@@ -349,20 +355,32 @@ fn lower_the_dump(
     until: std::sync::mpsc::Receiver<()>,
 ) {
     let mut lowered = std::collections::BTreeSet::new();
+    // The dump's processes when its sessions were last found: asking the server costs a
+    // process started in the container (every 300 ms, that alone took a fifth of a busy
+    // PostgreSQL's throughput), so it is asked again only when a new process of the dump
+    // appeared or the last answer held no session not yet lowered.
+    let mut asked_for = Vec::new();
     loop {
         let clients = host_processes::with_env(marker);
-        let inside: Vec<u32> = if s.sessions.is_empty() || clients.is_empty() {
-            Vec::new()
-        } else {
-            session_pids(engine, container, s)
-        };
+        let inside: Vec<u32> =
+            if s.sessions.is_empty() || clients.is_empty() || clients == asked_for {
+                Vec::new()
+            } else {
+                session_pids(engine, container, s)
+            };
         let servers = clients
             .first()
             .map(|&c| host_processes::in_namespace_of(c, &inside))
             .unwrap_or_default();
-        for pid in clients.into_iter().chain(servers) {
+        for &pid in &clients {
             if lowered.insert(pid) {
                 crate::tuning::share_priority_with(pid);
+            }
+        }
+        for pid in servers {
+            if lowered.insert(pid) {
+                crate::tuning::share_priority_with(pid);
+                asked_for.clone_from(&clients);
             }
         }
         if until.recv_timeout(LOWER_EVERY) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {

@@ -11,6 +11,9 @@
 //! (a daemon reuses its job threads). Measured in `bench/stall.sh` (writer's longest stall
 //! during a hot backup of a 1 GB SQLite database): ~265 ms at best-effort, ~145 ms idle class.
 
+mod pace;
+pub use pace::Paced;
+
 /// The repository engine restores with 20 reader threads; with glibc's default of up to eight
 /// malloc arenas per core, freed pack buffers stay resident in per-thread arenas (measured on a
 /// 600 MB restore: 334 MiB peak RSS by default, 209 MiB with two arenas, same speed). The
@@ -117,6 +120,13 @@ pub fn share_priority_with(pid: i32) -> bool {
         (io != 0 && their_io >> IOPRIO_CLASS_SHIFT != IOPRIO_CLASS_IDLE).then_some(io),
     );
     true
+}
+
+/// Whether the calling thread runs at a lowered priority (a backup's, unless the user asked
+/// for `--normal-priority`): what it reads for a dump is then paced ([`Paced`]).
+pub fn is_lowered() -> bool {
+    let (nice, io) = current();
+    nice > 0 || io != 0
 }
 
 /// Holds the calling thread at a backup's priority until dropped.
