@@ -1,5 +1,6 @@
 //! How Lifeboat's work is tuned to share the host with the services it protects: the
-//! allocator's arenas (set once at process start) and the priority every backup runs at.
+//! allocator's arenas (set once at process start), the priority every backup runs at, and
+//! the pacing of a hot dump while the host is busy ([`Paced`]).
 //!
 //! The priority every backup runs at, whoever starts it (the `backup` command, a daemon job,
 //! the safety backup of a forced restore): CPU nice 10 and the lowest best-effort I/O level
