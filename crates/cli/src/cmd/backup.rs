@@ -38,8 +38,9 @@ pub struct Args {
     /// With --unhealthy=wait: how long to wait
     #[arg(long, default_value_t = 60)]
     pub wait_healthy: u64,
-    /// Run at normal CPU and I/O priority (by default a backup runs at nice 10 and the
-    /// lowest best-effort I/O priority, so the services it protects come first)
+    /// Run at normal CPU and I/O priority, unpaced (by default a backup runs at nice 10 and
+    /// the lowest best-effort I/O priority, and a hot dump reads in short bursts while other
+    /// work keeps the host's CPUs busy, so the services it protects come first)
     #[arg(long)]
     pub normal_priority: bool,
     /// Read and write only when the disk is otherwise idle (the smallest stall for the
