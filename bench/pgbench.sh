@@ -6,10 +6,13 @@
 # second and the mean latency over the backup's seconds, against the same seconds of the run
 # without a backup. Aim: at least 85% of the TPS.
 #
-#   bench/pgbench.sh [SCALE] [SECONDS]    (default scale 20, a 60 s run; needs root, Docker)
+#   [STRATEGY=postgres-files] bench/pgbench.sh [SCALE] [SECONDS]
+#                                (default: the dump, scale 20, a 60 s run; needs root, Docker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${1:-20}"
+# postgres: the dump (pg_dumpall); postgres-files: the data directory's files during a base backup.
+STRATEGY="${STRATEGY:-postgres}"
 SECS="${2:-60}"
 . bench/lib.sh
 release_build
@@ -21,7 +24,7 @@ mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql
 mkdir -p $PGDATA && chown postgres $PGDATA && su postgres -c "$PGBIN/initdb -D $PGDATA --auth=trust" >/dev/null
 su postgres -c "$PGBIN/pg_ctl -D $PGDATA -l /tmp/pg.log -o \"-c listen_addresses=\" -w start" >/dev/null
 exec sleep infinity'
-docker run -d --name "$NAME" -v "$NAME:/data" --health-cmd "pg_isready -U postgres" \
+docker run -d --name "$NAME" -v "$NAME:/data" --label "lifeboat.strategy=$STRATEGY" --health-cmd "pg_isready -U postgres" \
   --health-interval 1s lifeboat-test/debian-services:1 bash -c "$SERVER" >/dev/null
 until [ "$(docker inspect -f '{{.State.Health.Status}}' "$NAME")" = healthy ]; do sleep 0.5; done
 PGBENCH=$(docker exec "$NAME" sh -c 'ls -d /usr/lib/postgresql/*/bin | head -n1')/pgbench
@@ -74,6 +77,7 @@ if [ -n "$CG" ]; then
   run deployed deployed
 fi
 
+echo "strategy: lifeboat.strategy=$STRATEGY"
 python3 - "$WORK" "$SCALE" "$SIZE" <<'PY'
 import os, re, sys
 work, scale, size = sys.argv[1], sys.argv[2], sys.argv[3]

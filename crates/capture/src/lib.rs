@@ -24,10 +24,10 @@ pub struct PlannedPart {
     pub snapshot_path: String,
     /// Paths under `read_path` to leave out (live database files captured another way).
     pub exclude: Vec<PathBuf>,
-    /// For `sqlite` parts: the kind of mount the databases belong to.
+    /// For `sqlite` and `wal` parts: the kind of mount the databases belong to.
     pub belongs_to: Option<PartKind>,
     /// For `sqlite` parts: the databases below `read_path` (the mount), each copied
-    /// consistently to its own path.
+    /// consistently to its own path; for a `wal` part, the data directory.
     pub databases: Vec<PathBuf>,
 }
 
@@ -127,6 +127,11 @@ pub fn settings_snapshot_path(mount_snapshot_path: &str) -> String {
     format!("/settings{mount_snapshot_path}")
 }
 
+/// The snapshot path of the log and label that make the data directory in a mount consistent.
+pub fn wal_snapshot_path(mount_snapshot_path: &str) -> String {
+    format!("/wal{mount_snapshot_path}")
+}
+
 /// The snapshot path of a database server's dump (`postgres`, `mariadb`).
 pub fn dump_snapshot_path(server: &str) -> String {
     format!("/dumps/{server}.sql")
@@ -182,6 +187,24 @@ impl CapturePlan {
             belongs_to: None,
             databases: Vec::new(),
         });
+    }
+
+    /// The data directory at `data_dir` (relative to mount `index`) is copied with its mount
+    /// during a base backup, leaving out `exclude` (its run-time files); a `wal` part, right
+    /// after the mount, holds what makes the copy consistent.
+    pub fn add_wal(&mut self, index: usize, data_dir: PathBuf, exclude: Vec<PathBuf>) {
+        let mount = &mut self.parts[index];
+        mount.exclude.extend(exclude);
+        let wal = PlannedPart {
+            kind: PartKind::Wal,
+            name: mount.name.clone(),
+            read_path: mount.read_path.clone(),
+            snapshot_path: wal_snapshot_path(&mount.snapshot_path),
+            exclude: Vec::new(),
+            belongs_to: Some(mount.kind),
+            databases: vec![data_dir],
+        };
+        self.parts.insert(index + 1, wal);
     }
 
     /// A server's dump replaces the file copy of its data directories (`data_dirs`, each

@@ -18,6 +18,9 @@ pub struct DumpStrategy {
     pub restore: Vec<String>,
     /// Exits 0 once the server accepts connections.
     pub ready: Vec<String>,
+    /// A client that reads statements from its stdin and prints each answer's rows as they
+    /// come, one line per row (PostgreSQL: `psql`, for a base backup; empty for MariaDB).
+    pub client: Vec<String>,
     /// A real query a drill runs on the restored server: prints what it holds.
     pub probe: Vec<String>,
     /// `KEY=value` pairs passed to those commands (passwords).
@@ -84,6 +87,7 @@ impl DumpStrategy {
                 &mut self.dump,
                 &mut self.restore,
                 &mut self.ready,
+                &mut self.client,
                 &mut self.probe,
                 &mut self.sessions,
             ] {
@@ -135,6 +139,19 @@ pub fn detect(
                 "ON_ERROR_STOP=0",
             ]),
             ready: strings(&["pg_isready", "-U", &user]),
+            client: strings(&[
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                &user,
+                "-d",
+                "postgres",
+            ]),
             probe: psql_query(
                 &user,
                 "SELECT string_agg(datname, ',') FROM pg_database WHERE NOT datistemplate",
@@ -204,6 +221,7 @@ pub fn detect(
             ]),
             restore: strings(&["sh", "-c", &client, "sh", &format!("-u{my_user}")]),
             ready: strings(&["sh", "-c", &admin, "sh", &format!("-u{my_user}"), "ping"]),
+            client: Vec::new(),
             probe: strings(&[
                 "sh",
                 "-c",

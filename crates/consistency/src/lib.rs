@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod base_backup;
 pub mod dumps;
 mod hooks;
 mod journal;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use lifeboat_capture::{MANIFEST_SNAPSHOT_PATH, PlannedPart, plan};
@@ -11,7 +12,9 @@ use lifeboat_repo::{DirBackup, PartReport, Repository, StreamBackup};
 
 use crate::consistent::capture_consistently;
 use crate::stream::{BytesSource, ReaderSource};
+use crate::tuning::Pacer;
 use crate::{CoreError, Note};
+use lifeboat_consistency::base_backup::BaseBackup;
 use lifeboat_consistency::{ContainerLock, Mode, RepoGate};
 
 /// What the user asked for, resolved.
@@ -55,7 +58,7 @@ fn of_volume(kind: PartKind, belongs_to: Option<PartKind>) -> bool {
     belongs_to.unwrap_or(kind) == PartKind::Volume
         && matches!(
             kind,
-            PartKind::Volume | PartKind::Sqlite | PartKind::Settings
+            PartKind::Volume | PartKind::Sqlite | PartKind::Settings | PartKind::Wal
         )
 }
 
@@ -184,6 +187,10 @@ pub fn backup_container(
     } else {
         Mode::None
     });
+    // While a database server runs on (hot mode), what is read for it (its dump, or its
+    // files and those of its other mounts) is paced when the host is busy, unless the backup
+    // runs at normal priority. Not in pause or stop mode: that would make the outage longer.
+    let pacer = (mode == Mode::Hot && crate::tuning::is_lowered()).then(Pacer::new);
     let backup_id = BackupId::new(&details.name, started_at, &req.hostname);
     let base_tags = base_tags(&details, &backup_id, req);
 
@@ -207,8 +214,9 @@ pub fn backup_container(
         }
     }
     let result = capture_consistently(&details, mode, &hooks, &req.state_dir, engine, note, || {
+        let mut base_backup = None;
         if mode == Mode::Hot {
-            hot.prepare(engine, &details, &mut capture, &staging, note)?;
+            base_backup = hot.prepare(engine, &details, &mut capture, &staging, note)?;
         }
         let parts = &capture.parts;
         capture_parts(
@@ -217,7 +225,13 @@ pub fn backup_container(
             &details,
             parts,
             (&base_tags, req.run_parts.as_ref()),
-            &mut written,
+            (
+                &mut Reading {
+                    pacer: pacer.clone(),
+                    base_backup,
+                },
+                &mut written,
+            ),
             note,
         )
     })
@@ -321,13 +335,20 @@ fn commit_manifest(
         .snapshot_id)
 }
 
+/// What stays open while a backup's parts are read: the pacing shared by its readers, and
+/// the server's base backup that the `wal` part ends.
+struct Reading {
+    pacer: Option<Arc<Pacer>>,
+    base_backup: Option<BaseBackup>,
+}
+
 fn capture_parts(
     engine: &dyn Engine,
     repo: &dyn Repository,
     details: &ContainerDetails,
     parts: &[PlannedPart],
     (base_tags, run_parts): (&[String], Option<&RunParts>),
-    written: &mut Vec<String>,
+    (reading, written): (&mut Reading, &mut Vec<String>),
     note: Note<'_>,
 ) -> Result<(Vec<Part>, Vec<String>), CoreError> {
     let mut out = Vec::new();
@@ -362,6 +383,12 @@ fn capture_parts(
                 report
             }
             PartKind::Sqlite => crate::hot::store_databases(repo, part, &tags, note)?,
+            PartKind::Wal => {
+                let backup = reading.base_backup.as_mut().ok_or_else(|| {
+                    CoreError::Hot(format!("no base backup open for the {} part", part.name))
+                })?;
+                crate::base_copy::store(repo, part, backup, &tags, note)?
+            }
             PartKind::Volume
             | PartKind::Bind
             | PartKind::Settings
@@ -372,8 +399,22 @@ fn capture_parts(
                 tags: &tags,
                 description: None,
                 exclude: &part.exclude,
+                // The files of a running service's mounts; not its image or settings.
+                pace: reading
+                    .pacer
+                    .as_ref()
+                    .filter(|_| matches!(part.kind, PartKind::Volume | PartKind::Bind))
+                    .map(|p| p.clone() as Arc<dyn lifeboat_repo::Pace>),
             })?,
-            PartKind::Dump => crate::dump::store(engine, repo, details, part, &tags, note)?,
+            PartKind::Dump => crate::dump::store(
+                engine,
+                repo,
+                details,
+                part,
+                &tags,
+                reading.pacer.as_ref(),
+                note,
+            )?,
             PartKind::Image => {
                 // Export by reference so that loading restores the tag; by ID when the tag
                 // has since moved to another image.

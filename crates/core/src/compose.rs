@@ -346,6 +346,7 @@ mod tests {
                 tags: &[],
                 description: None,
                 exclude: &[],
+                pace: None,
             })
             .unwrap();
         let part = lifeboat_model::Part {

@@ -42,8 +42,15 @@ pub(crate) fn strategy(config: &ContainerConfig) -> Option<DumpStrategy> {
         forced @ (Strategy::Postgres | Strategy::Mariadb | Strategy::Mysql) => {
             detect(forced.as_str(), &[], &[], &env)
         }
+        Strategy::PostgresFiles => detect(Strategy::Postgres.as_str(), &[], &[], &env),
         Strategy::Redis | Strategy::Sqlite | Strategy::None => None,
     }
+}
+
+/// Whether the server's data directory is copied as files (`lifeboat.strategy=postgres-files`)
+/// instead of dumped.
+pub(crate) fn by_files(config: &ContainerConfig) -> bool {
+    strategy_label(config).is_ok_and(|s| s == Strategy::PostgresFiles)
 }
 
 /// The container's env plus the credentials its labels point at: `lifeboat.db-user` names the
@@ -299,6 +306,7 @@ pub(crate) fn store(
     details: &ContainerDetails,
     part: &PlannedPart,
     tags: &[String],
+    pacer: Option<&Arc<crate::tuning::Pacer>>,
     note: Note<'_>,
 ) -> Result<PartReport, CoreError> {
     let s = strategy(&details.config)
@@ -308,11 +316,11 @@ pub(crate) fn store(
     env.extend(s.session_env.iter().cloned());
     env.push(marker.clone());
     let (mut source, fifo) = dump_source(engine, details, &s, &env)?;
-    if crate::tuning::is_lowered() {
+    if let Some(pacer) = pacer {
         source.bytes = source
             .bytes
             .take()
-            .map(|b| Box::new(crate::tuning::Paced::new(b)) as Box<dyn Read + Send>);
+            .map(|b| Box::new(crate::tuning::Paced::new(b, pacer.clone())) as Box<dyn Read + Send>);
     }
     note(&match &fifo {
         Some(f) => format!(
@@ -451,7 +459,8 @@ mod host_processes {
     }
 }
 
-/// Feeds the saved dumps into the restored, started container once its server is ready.
+/// Feeds the saved dumps into the restored, started container once its server is ready (with
+/// a data directory restored as files, only waits for it to be ready).
 pub(crate) fn load(
     engine: &dyn Engine,
     repo: &dyn Repository,
@@ -462,7 +471,10 @@ pub(crate) fn load(
     note: Note<'_>,
 ) -> Result<(), CoreError> {
     let dumps: Vec<&Part> = parts.iter().filter(|p| p.kind == PartKind::Dump).collect();
-    if dumps.is_empty() {
+    // A data directory restored as files: the server replays its log as it starts, and the
+    // restore is done once it accepts connections.
+    let by_files = parts.iter().any(|p| p.kind == PartKind::Wal);
+    if dumps.is_empty() && !by_files {
         return Ok(());
     }
     let s = strategy(config)

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use lifeboat_capture::{CapturePlan, PlannedPart};
 use lifeboat_consistency::Mode;
+use lifeboat_consistency::base_backup::BaseBackup;
 use lifeboat_consistency::sqlite::{
     DetectionCache, PageStream, find_databases_cached, side_files, stream_pages,
 };
@@ -54,6 +55,8 @@ pub(crate) struct HotPlan {
     databases: Vec<(usize, Vec<PathBuf>)>,
     redis: bool,
     dump: Option<lifeboat_consistency::dumps::DumpStrategy>,
+    /// The server's data directory is copied as files during a base backup, not dumped.
+    by_files: bool,
 }
 
 impl HotPlan {
@@ -72,6 +75,7 @@ impl HotPlan {
                 databases: Vec::new(),
                 redis: false,
                 dump: None,
+                by_files: false,
             });
         }
         Ok(HotPlan {
@@ -82,6 +86,7 @@ impl HotPlan {
             },
             redis: crate::dump::is_redis(&details.config),
             dump: crate::dump::strategy(&details.config),
+            by_files: crate::dump::by_files(&details.config),
         })
     }
 
@@ -91,7 +96,8 @@ impl HotPlan {
     }
 
     /// Runs what must happen before the read: a Redis BGSAVE, the SQLite copies, and the
-    /// dump part (the servers must be running for both).
+    /// dump part or the base backup (the servers must be running for all of them). The base
+    /// backup is returned: open until it is dropped, ended by the `wal` part.
     pub(crate) fn prepare(
         &self,
         engine: &dyn Engine,
@@ -99,7 +105,7 @@ impl HotPlan {
         plan: &mut CapturePlan,
         staging: &Staging,
         note: Note<'_>,
-    ) -> Result<(), CoreError> {
+    ) -> Result<Option<BaseBackup>, CoreError> {
         let running = details.state.running;
         if self.redis && running {
             note(&format!("{}: Redis BGSAVE", details.name));
@@ -124,11 +130,15 @@ impl HotPlan {
                 .collect();
             plan.add_sqlite_copies(*index, dbs.clone(), live_files);
         }
+        if self.by_files && running {
+            // Last: the `wal` part goes right after its mount, which moves the parts after it.
+            return crate::base_copy::open(engine, details, plan, note).map(Some);
+        }
         if let Some(s) = self.dump.as_ref().filter(|_| running) {
             let data_dirs = crate::dump::plan(plan, s, note);
             stage_settings(plan, &data_dirs, s.settings, staging, note)?;
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -171,23 +181,6 @@ pub(crate) fn store_databases(
 ) -> Result<PartReport, CoreError> {
     let mount = &part.read_path;
     let root = Beneath::open(mount).map_err(CoreError::io("opening", mount.display()))?;
-    let of = |m: std::fs::Metadata| EntryMeta {
-        uid: m.uid(),
-        gid: m.gid(),
-        mode: m.mode() & 0o7777,
-        mtime: jiff::Timestamp::new(m.mtime(), m.mtime_nsec() as i32).ok(),
-    };
-    let dir_meta = |rel: &Path| {
-        let dir = if rel.as_os_str().is_empty() {
-            root.root().try_clone()
-        } else {
-            root.locate(rel).and_then(|l| l.open_dir())
-        };
-        dir.and_then(|fd| std::fs::File::from(fd).metadata())
-            .map(of)
-            .map_err(CoreError::io("reading", mount.join(rel).display()))
-    };
-    let mut dirs = std::collections::BTreeMap::new();
     let mut files = Vec::new();
     for rel in &part.databases {
         note(&format!(
@@ -195,11 +188,6 @@ pub(crate) fn store_databases(
             part.name,
             rel.display()
         ));
-        for parent in rel.ancestors().skip(1) {
-            if !parent.as_os_str().is_empty() && !dirs.contains_key(parent) {
-                dirs.insert(parent.to_path_buf(), dir_meta(parent)?);
-            }
-        }
         let meta = root
             .open_file(rel)
             .and_then(|f| f.metadata())
@@ -211,15 +199,16 @@ pub(crate) fn store_databases(
         };
         files.push((
             rel.clone(),
-            of(meta),
+            entry_meta(&meta),
             Box::new(pages) as Box<dyn FileProducer>,
         ));
     }
+    let (root_meta, dirs) = tree_dirs(&root, mount, &part.databases)?;
     let req = TreeBackup {
         as_path: &part.snapshot_path,
         tags,
-        root: dir_meta(Path::new(""))?,
-        dirs: dirs.into_iter().collect(),
+        root: root_meta,
+        dirs,
         files,
     };
     repo.backup_tree(req).map_err(|e| match e {
@@ -227,6 +216,44 @@ pub(crate) fn store_databases(
         lifeboat_repo::RepoError::StreamFailed { reason, .. } => CoreError::Hot(reason),
         e => e.into(),
     })
+}
+
+/// A file's or directory's owner, mode and modification time, as a produced tree keeps them.
+pub(crate) fn entry_meta(m: &std::fs::Metadata) -> EntryMeta {
+    EntryMeta {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+        mtime: jiff::Timestamp::new(m.mtime(), m.mtime_nsec() as i32).ok(),
+    }
+}
+
+/// The metadata of the mount's root and of every parent directory of `files` (paths
+/// relative to the mount), read beneath it: a produced tree mirrors the mount.
+pub(crate) fn tree_dirs(
+    root: &Beneath,
+    mount: &Path,
+    files: &[PathBuf],
+) -> Result<(EntryMeta, Vec<(PathBuf, EntryMeta)>), CoreError> {
+    let dir_meta = |rel: &Path| {
+        let dir = if rel.as_os_str().is_empty() {
+            root.root().try_clone()
+        } else {
+            root.locate(rel).and_then(|l| l.open_dir())
+        };
+        dir.and_then(|fd| std::fs::File::from(fd).metadata())
+            .map(|m| entry_meta(&m))
+            .map_err(CoreError::io("reading", mount.join(rel).display()))
+    };
+    let mut dirs = std::collections::BTreeMap::new();
+    for rel in files {
+        for parent in rel.ancestors().skip(1) {
+            if !parent.as_os_str().is_empty() && !dirs.contains_key(parent) {
+                dirs.insert(parent.to_path_buf(), dir_meta(parent)?);
+            }
+        }
+    }
+    Ok((dir_meta(Path::new(""))?, dirs.into_iter().collect()))
 }
 
 /// One database's pages, streamed when the backup reads it ([`stream_pages`]).

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod backup;
+mod base_copy;
 mod catalog;
 mod compose;
 mod consistent;

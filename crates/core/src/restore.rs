@@ -284,15 +284,15 @@ fn plan(
             },
         })
         .collect();
-    // Database copies go in after the files of their mount.
+    // Database copies and a data directory's log go in after the files of their mount.
     let mut targets = targets;
-    targets.sort_by_key(|t| t.part.kind == PartKind::Sqlite);
+    targets.sort_by_key(|t| t.part.kind.is_overlay());
     let mut occupied = Vec::new();
     let container_exists = engine.container(&target_name)?.is_some();
     if container_exists {
         occupied.push(format!("container `{target_name}` exists"));
     }
-    for t in targets.iter().filter(|t| t.part.kind != PartKind::Sqlite) {
+    for t in targets.iter().filter(|t| !t.part.kind.is_overlay()) {
         let path = host_path_of(engine, t, &req.backup.host_root)?;
         if let Some(path) = path.filter(|p| !dir_is_empty(p)) {
             let kind = t.part.kind.as_str();
@@ -460,7 +460,7 @@ fn restore_data(
     note: Note<'_>,
 ) -> Result<(), CoreError> {
     for t in &plan.targets {
-        let dest = if t.part.kind == PartKind::Sqlite {
+        let dest = if t.part.kind.is_overlay() {
             // Into the mount restored just before (its live database files were left out).
             host_path_of(engine, t, &req.backup.host_root)?.ok_or_else(|| CoreError::Refused {
                 what: format!("volume `{}` for the database copies is missing", t.name),
@@ -783,11 +783,7 @@ fn safety_backup(
         let out = backup_container(engine, repo, &plan.target_name, &backup, note)?;
         return Ok(Some(out.manifest_snapshot));
     }
-    for t in plan
-        .targets
-        .iter()
-        .filter(|t| t.part.kind != PartKind::Sqlite)
-    {
+    for t in plan.targets.iter().filter(|t| !t.part.kind.is_overlay()) {
         let Some(path) =
             host_path_of(engine, t, &req.backup.host_root)?.filter(|p| !dir_is_empty(p))
         else {
@@ -809,6 +805,7 @@ fn safety_backup(
             tags: &tags,
             description: None,
             exclude: &[],
+            pace: None,
         })?;
     }
     Ok(None)

@@ -13,7 +13,7 @@
 //! during a hot backup of a 1 GB SQLite database): ~265 ms at best-effort, ~145 ms idle class.
 
 mod pace;
-pub use pace::Paced;
+pub use pace::{Paced, Pacer};
 
 /// The repository engine restores with 20 reader threads; with glibc's default of up to eight
 /// malloc arenas per core, freed pack buffers stay resident in per-thread arenas (measured on a

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::convert::{compose_info, config_from_inspect, create_body};
 use crate::{
     ContainerDetails, ContainerEvent, ContainerState, Engine, EngineError, EngineInfo, ExecOutput,
-    ExecStream, MemoryUsage, MountSource, VolumeInfo,
+    ExecSession, ExecStream, MemoryUsage, MountSource, VolumeInfo,
 };
 
 /// The engine behind `DOCKER_HOST` (or the local socket), through bollard.
@@ -84,6 +84,115 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 impl DockerEngine {
+    /// Starts `cmd` and streams its stdout; with `input`, that is fed to its stdin as it comes
+    /// (its end closes the stdin).
+    fn stream_exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+        input: Option<Box<dyn Read + Send>>,
+    ) -> Result<Box<dyn ExecStream>, EngineError> {
+        let config = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            env: Some(env.to_vec()),
+            attach_stdin: Some(input.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let err = |e| classify("run a command in", "container", name, e);
+        let (exec_id, started) = self.rt.block_on(async {
+            let exec = self.docker.create_exec(name, config).await.map_err(err)?;
+            let started = self.docker.start_exec(&exec.id, None).await.map_err(err)?;
+            Ok::<_, EngineError>((exec.id, started))
+        })?;
+        let bollard::exec::StartExecResults::Attached {
+            output: mut out,
+            input: stdin,
+        } = started
+        else {
+            return Err(EngineError::Api {
+                op: "stream a command in",
+                name: name.to_string(),
+                message: "the engine did not attach the output".into(),
+            });
+        };
+        if let Some(input) = input {
+            self.feed(input, stdin);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
+        let (done_tx, done_rx) = mpsc::channel::<Result<ExecOutput, String>>();
+        let docker = self.docker.clone();
+        self.rt.spawn(async move {
+            let mut stderr = Vec::new();
+            let mut failed = None;
+            while let Some(item) = out.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        if tx.send(Ok(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(other) => {
+                        push_tail(&mut stderr, &other.into_bytes());
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        let _ = tx.send(Err(e.to_string())).await;
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let result = match failed {
+                Some(e) => Err(e),
+                None => docker
+                    .inspect_exec(&exec_id)
+                    .await
+                    .map(|i| ExecOutput {
+                        exit_code: i.exit_code,
+                        output: String::from_utf8_lossy(&stderr).to_string(),
+                    })
+                    .map_err(|e| e.to_string()),
+            };
+            let _ = done_tx.send(result);
+        });
+        Ok(Box::new(StreamingExec {
+            rx,
+            current: Bytes::new(),
+            done: done_rx,
+            name: name.to_string(),
+        }))
+    }
+
+    /// Copies `input` into a command's stdin as it comes (a thread blocks on the reader),
+    /// then closes the stdin.
+    fn feed(
+        &self,
+        mut input: Box<dyn Read + Send>,
+        mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        self.rt.spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if stdin.write_all(&chunk).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = stdin.shutdown().await;
+        });
+    }
+
     /// The exit code of a finished exec; `None` when it did not finish in time.
     async fn exit_code_if(
         &self,
@@ -681,72 +790,22 @@ impl Engine for DockerEngine {
         cmd: &[String],
         env: &[String],
     ) -> Result<Box<dyn ExecStream>, EngineError> {
-        let config = bollard::exec::CreateExecOptions {
-            cmd: Some(cmd.to_vec()),
-            env: Some(env.to_vec()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let err = |e| classify("run a command in", "container", name, e);
-        let (exec_id, started) = self.rt.block_on(async {
-            let exec = self.docker.create_exec(name, config).await.map_err(err)?;
-            let started = self.docker.start_exec(&exec.id, None).await.map_err(err)?;
-            Ok::<_, EngineError>((exec.id, started))
-        })?;
-        let bollard::exec::StartExecResults::Attached {
-            output: mut out, ..
-        } = started
-        else {
-            return Err(EngineError::Api {
-                op: "stream a command in",
-                name: name.to_string(),
-                message: "the engine did not attach the output".into(),
-            });
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
-        let (done_tx, done_rx) = mpsc::channel::<Result<ExecOutput, String>>();
-        let docker = self.docker.clone();
-        self.rt.spawn(async move {
-            let mut stderr = Vec::new();
-            let mut failed = None;
-            while let Some(item) = out.next().await {
-                match item {
-                    Ok(bollard::container::LogOutput::StdOut { message }) => {
-                        if tx.send(Ok(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(other) => {
-                        push_tail(&mut stderr, &other.into_bytes());
-                    }
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        let _ = tx.send(Err(e.to_string())).await;
-                        break;
-                    }
-                }
-            }
-            drop(tx);
-            let result = match failed {
-                Some(e) => Err(e),
-                None => docker
-                    .inspect_exec(&exec_id)
-                    .await
-                    .map(|i| ExecOutput {
-                        exit_code: i.exit_code,
-                        output: String::from_utf8_lossy(&stderr).to_string(),
-                    })
-                    .map_err(|e| e.to_string()),
-            };
-            let _ = done_tx.send(result);
-        });
-        Ok(Box::new(StreamingExec {
-            rx,
-            current: Bytes::new(),
-            done: done_rx,
+        self.stream_exec(name, cmd, env, None)
+    }
+
+    fn exec_session(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+    ) -> Result<ExecSession, EngineError> {
+        let (reader, writer) = std::io::pipe().map_err(|e| EngineError::Api {
+            op: "hold a session in",
             name: name.to_string(),
-        }))
+            message: e.to_string(),
+        })?;
+        let stream = self.stream_exec(name, cmd, env, Some(Box::new(reader)))?;
+        Ok((Box::new(writer), stream))
     }
 
     fn exec_with_input(

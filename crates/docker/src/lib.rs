@@ -16,7 +16,7 @@ mod events;
 pub mod secrets;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 
 use lifeboat_model::{ComposeInfo, ContainerConfig, MountKind, NetworkAttachment};
 
@@ -162,6 +162,10 @@ pub trait ExecStream: Read + Send {
     fn finish(&mut self) -> Result<ExecOutput, EngineError>;
 }
 
+/// A command's stdin (closing it closes the command's) and its streamed stdout
+/// ([`Engine::exec_session`]).
+pub type ExecSession = (Box<dyn Write + Send>, Box<dyn ExecStream>);
+
 /// A change to a container, from the engine's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
@@ -258,6 +262,23 @@ pub trait Engine: Send + Sync {
         cmd: &[String],
         env: &[String],
     ) -> Result<Box<dyn ExecStream>, EngineError>;
+    /// Starts `cmd` inside a running container as a session: what is written to the returned
+    /// writer reaches its stdin as it is written (closing the writer closes its stdin), and
+    /// its stdout streams back. For a conversation with a client (`psql`) that must keep
+    /// its server session open between two steps of a backup.
+    fn exec_session(
+        &self,
+        name: &str,
+        cmd: &[String],
+        env: &[String],
+    ) -> Result<ExecSession, EngineError> {
+        let _ = (cmd, env);
+        Err(EngineError::Api {
+            op: "hold a session in",
+            name: name.to_string(),
+            message: "this engine cannot hold a session".into(),
+        })
+    }
     /// Runs `cmd` inside a running container with `input` as its stdin, waiting at most
     /// `timeout` for it to end.
     fn exec_with_input(

@@ -13,7 +13,8 @@ pub const RETENTION: &str = "lifeboat.retention";
 pub const DRILL: &str = "lifeboat.drill";
 /// Consistency mode: `hot`, `pause`, `stop`, `none`.
 pub const MODE: &str = "lifeboat.mode";
-/// Hot strategy: `auto`, `postgres`, `mariadb`, `mysql`, `redis`, `sqlite`, `none`.
+/// Hot strategy: `auto`, `postgres`, `postgres-files`, `mariadb`, `mysql`, `redis`, `sqlite`,
+/// `none`.
 pub const STRATEGY: &str = "lifeboat.strategy";
 /// Also save the image (`true`).
 pub const WITH_IMAGE: &str = "lifeboat.with-image";

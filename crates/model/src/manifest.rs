@@ -113,6 +113,10 @@ pub enum PartKind {
     /// The container's writable layer: what `docker commit` would hold (overlay2's upper
     /// directory, whiteouts and opaque directories kept as such).
     Layer,
+    /// What makes a database server's data directory, copied as files while it ran,
+    /// consistent: its backup label and the write-ahead log written during the copy
+    /// (`lifeboat.strategy=postgres-files`), under their paths in the mount.
+    Wal,
 }
 
 impl PartKind {
@@ -127,7 +131,14 @@ impl PartKind {
             PartKind::Settings => "settings",
             PartKind::Compose => "compose",
             PartKind::Layer => "layer",
+            PartKind::Wal => "wal",
         }
+    }
+
+    /// Whether the part is restored into the mount it belongs to, over that mount's files
+    /// (restored just before): SQLite copies and a data directory's log.
+    pub fn is_overlay(self) -> bool {
+        matches!(self, PartKind::Sqlite | PartKind::Wal)
     }
 }
 

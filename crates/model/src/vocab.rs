@@ -79,7 +79,12 @@ words! {
     Strategy {
         /// Detected from the image and command.
         Auto = "auto",
+        /// PostgreSQL by its dump (`pg_dumpall`), detected or forced.
         Postgres = "postgres",
+        /// PostgreSQL by its data directory's files, copied between `pg_backup_start` and
+        /// `pg_backup_stop` with the WAL written meanwhile: no transaction held open while
+        /// the copy runs, restored without reloading. Never chosen by detection.
+        PostgresFiles = "postgres-files",
         Mariadb = "mariadb",
         Mysql = "mysql",
         Redis = "redis",
@@ -181,7 +186,7 @@ mod tests {
         assert_eq!(Health::from_word("none"), None);
         assert_eq!(
             Strategy::words(),
-            "auto, postgres, mariadb, mysql, redis, sqlite, none"
+            "auto, postgres, postgres-files, mariadb, mysql, redis, sqlite, none"
         );
     }
 

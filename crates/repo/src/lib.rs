@@ -36,6 +36,7 @@ mod verify;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::RepoError;
 pub use lock::{HeldLock, LockTimings};
@@ -109,6 +110,15 @@ pub struct DirBackup<'a> {
     pub description: Option<String>,
     /// Paths under `source` to leave out, each with everything below it.
     pub exclude: &'a [PathBuf],
+    /// Called before every read of a file's data (by every reading thread): it may hold the
+    /// read back while the host is busy.
+    pub pace: Option<Arc<dyn Pace>>,
+}
+
+/// Holds reads back while the host is busy (see `lifeboat-core`'s tuning).
+pub trait Pace: Send + Sync + std::fmt::Debug {
+    /// Returns when the next read may go ahead.
+    fn pace(&self);
 }
 
 /// A request to back up a stream as one file.

@@ -1001,6 +1001,7 @@ impl Repository for RusticRepository {
             source: req.source.to_path_buf(),
             as_path: PathBuf::from(req.as_path),
             exclude: req.exclude.to_vec(),
+            pace: req.pace.clone(),
         };
         let mut opts = BackupOptions::default();
         let snap = self.snapshot_template(req.tags, req.description.clone())?;

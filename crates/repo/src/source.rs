@@ -84,6 +84,7 @@ pub(crate) struct RecordingSource {
     pub(crate) source: PathBuf,
     pub(crate) as_path: PathBuf,
     pub(crate) exclude: Vec<PathBuf>,
+    pub(crate) pace: Option<Arc<dyn crate::Pace>>,
 }
 
 /// Opens a walked file again beneath the source root, never through a symlink, and only if
@@ -93,10 +94,26 @@ pub(crate) struct SafeOpen {
     root: Arc<Beneath>,
     rel: PathBuf,
     identity: (u64, u64),
+    pace: Option<Arc<dyn crate::Pace>>,
+}
+
+/// A file of the source, each read held back by the backup's pace (if any).
+pub(crate) struct SourceFile {
+    file: std::fs::File,
+    pace: Option<Arc<dyn crate::Pace>>,
+}
+
+impl Read for SourceFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(pace) = &self.pace {
+            pace.pace();
+        }
+        self.file.read(buf)
+    }
 }
 
 impl ReadSourceOpen for SafeOpen {
-    type Reader = std::fs::File;
+    type Reader = SourceFile;
 
     fn open(self) -> RusticResult<Self::Reader> {
         use std::os::unix::fs::MetadataExt;
@@ -108,7 +125,10 @@ impl ReadSourceOpen for SafeOpen {
                 let m = f.metadata()?;
                 if same_file(self.identity, (m.dev(), m.ino())) {
                     read_ahead(&f);
-                    Ok(f)
+                    Ok(SourceFile {
+                        file: f,
+                        pace: self.pace.clone(),
+                    })
                 } else {
                     Err(std::io::Error::other(
                         "replaced during the backup (not the file the walk listed)",
@@ -183,6 +203,7 @@ impl ReadSource for RecordingSource {
         let problems = self.problems.clone();
         let (source, as_path) = (self.source.clone(), self.as_path.clone());
         let exclude = self.exclude.clone();
+        let pace = self.pace.clone();
         // The engine's walker skips the root directory itself; put it back with its real
         // metadata so the volume root keeps its owner, mode, times and xattrs.
         let root = match root_node(&source, &as_path) {
@@ -243,6 +264,7 @@ impl ReadSource for RecordingSource {
                         root: beneath.clone(),
                         rel: below_root,
                         identity: (node.meta.device_id, node.meta.inode),
+                        pace: pace.clone(),
                     },
                     path: path.display().to_string(),
                     problems: problems.clone(),

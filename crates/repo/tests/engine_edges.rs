@@ -205,6 +205,7 @@ async fn repository_calls_work_from_an_async_runtime_via_blocking_threads() {
             tags: &[],
             description: None,
             exclude: &[],
+            pace: None,
         };
         repo.backup_dir(&req).unwrap();
         repo.snapshots(&[]).unwrap().len()
@@ -407,6 +408,7 @@ fn a_backup_takes_the_newest_snapshot_of_its_path_as_parent() {
             tags: &[],
             description: None,
             exclude: &[],
+            pace: None,
         })
         .unwrap();
     let second = lifeboat_testkit::backup_volume(&repo, &src);
@@ -469,6 +471,7 @@ fn a_backup_takes_its_parent_from_the_snapshots_sharing_most_of_its_tags() {
             tags: &tags,
             description: None,
             exclude: &[],
+            pace: None,
         })
         .unwrap()
         .snapshot_id

@@ -208,6 +208,7 @@ fn backup(w: &World, src: &Path, as_path: &str) -> String {
             tags: &[],
             description: None,
             exclude: &[],
+            pace: None,
         })
         .unwrap()
         .snapshot_id

@@ -70,6 +70,7 @@ fn backup(repo: &RusticRepository, src: &Path) -> Result<lifeboat_repo::PartRepo
         tags: &["lifeboat".to_string()],
         description: None,
         exclude: &[],
+        pace: None,
     })
 }
 

@@ -70,6 +70,7 @@ pub fn repository(repo: &dyn Repository, scratch: &Path) {
             tags: &t1,
             description: Some("first".into()),
             exclude: &exclude,
+            pace: None,
         })
         .unwrap();
     assert!(!part.snapshot_id.is_empty());

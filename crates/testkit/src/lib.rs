@@ -96,6 +96,7 @@ pub fn backup_volume(
         tags: &[],
         description: None,
         exclude: &[],
+        pace: None,
     })
     .unwrap()
 }

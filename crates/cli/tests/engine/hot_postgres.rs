@@ -18,12 +18,19 @@ psql -U postgres -d agent -qc "CREATE TABLE records(seq int PRIMARY KEY, at time
 i=0; while true; do i=$((i+1)); psql -U postgres -d agent -qAtc "INSERT INTO records(seq) VALUES($i)" >/dev/null && echo $i > /tmp/acked; done"#;
 
 pub fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
+    start_server_labelled(c, name, vol, "lifeboat.test=1");
+}
+
+/// [`start_server`] with a label (`KEY=value`).
+pub fn start_server_labelled(c: &mut Cleanup, name: &str, vol: &str, label: &str) {
     c.containers.push(name.to_string());
     docker(&[
         "run",
         "-d",
         "--name",
         name,
+        "--label",
+        label,
         "-v",
         &format!("{vol}:/data"),
         "--health-cmd",
@@ -100,6 +107,175 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
     assert!(
         max >= acked_before,
         "every row acknowledged before the backup is present ({max} < {acked_before})"
+    );
+}
+
+/// pgbench's tables balance: every transfer adds the same delta to one account, one teller
+/// and one branch, and logs it in the history. Prints the four sums and the history's rows.
+const BALANCES: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || \
+    (SELECT sum(tbalance) FROM pgbench_tellers) || ' ' || \
+    (SELECT sum(bbalance) FROM pgbench_branches) || ' ' || \
+    (SELECT coalesce(sum(delta), 0) FROM pgbench_history) || ' ' || \
+    (SELECT count(*) FROM pgbench_history)";
+
+#[test]
+fn a_files_copy_of_postgres_under_transfers_restores_a_consistent_server_without_reloading() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let (name, vol) = (unique("pgfiles"), unique("pgfiles-vol"));
+    new_volume(&mut c, &vol);
+    start_server_labelled(&mut c, &name, &vol, "lifeboat.strategy=postgres-files");
+    let pgbench = "$(ls -d /usr/lib/postgresql/*/bin | head -n1)/pgbench -U postgres";
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        &format!("{pgbench} -i -q -s 2 postgres >/dev/null 2>&1"),
+    ]);
+    // Transfers and inserts go on during the whole backup.
+    docker(&[
+        "exec",
+        "-d",
+        &name,
+        "sh",
+        "-c",
+        &format!("{pgbench} -c 2 -T 600 postgres"),
+    ]);
+    docker(&["exec", "-d", &name, "bash", "-c", WRITER]);
+    wait_until("writer", Duration::from_secs(60), 100, || acked(&name));
+    wait_until("transfers", Duration::from_secs(60), 100, || {
+        psql(&name, "SELECT count(*) FROM pgbench_history")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    });
+    let acked_before = acked(&name);
+    let started_at = inspect(&name, "{{.State.StartedAt}}");
+    let run = lb.run(&["backup", &name, "--json"]).ok();
+    assert!(
+        run.stderr.contains("copied as files during a base backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("base backup ended"), "{}", run.stderr);
+    let parts = run.json()["backups"][0]["parts"].to_string();
+    assert!(parts.contains("\"wal\""), "a wal part was stored: {parts}");
+    assert!(!parts.contains("\"dump\""), "no dump: {parts}");
+    // The server ran on, and the backup left no slot (it would keep the log forever).
+    assert_eq!(inspect(&name, "{{.State.StartedAt}}"), started_at);
+    assert_eq!(
+        psql(&name, "SELECT count(*) FROM pg_replication_slots").trim(),
+        "0"
+    );
+    wait_until(
+        "writer after the backup",
+        Duration::from_secs(20),
+        acked_before + 1,
+        || acked(&name),
+    );
+
+    let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
+    let restored = restored.ok();
+    assert!(
+        !restored.stderr.contains("loading the postgres dump"),
+        "{}",
+        restored.stderr
+    );
+    assert!(
+        restored
+            .stderr
+            .contains("waiting for postgres to accept connections"),
+        "{}",
+        restored.stderr
+    );
+    // The server replayed the log to a consistent point: every transfer whole.
+    let sums: Vec<i64> = psql(&copy, BALANCES)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(sums.len(), 5, "{sums:?}");
+    assert_eq!(
+        (sums[0], sums[1], sums[2]),
+        (sums[3], sums[3], sums[3]),
+        "balances: {sums:?}"
+    );
+    assert!(
+        sums[4] > 0,
+        "transfers made before the backup are there: {sums:?}"
+    );
+    let row = docker(&[
+        "exec",
+        &copy,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        "agent",
+        "-Atc",
+        "SELECT count(*) || ' ' || max(seq) FROM records",
+    ]);
+    let (count, max) = parse_pair(&row);
+    assert_eq!(count, max, "rows 1..={max} are all there");
+    assert!(
+        max >= acked_before,
+        "every row acknowledged before the backup is present ({max} < {acked_before})"
+    );
+    let log = docker(&["exec", &copy, "cat", "/tmp/pg.log"]);
+    assert!(
+        log.contains("redo done") || log.contains("consistent recovery state"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_files_copy_of_a_server_whose_data_is_not_in_a_mount_is_refused_and_stores_nothing() {
+    let lb = Lb::new();
+    let mut c = Cleanup::default();
+    let name = unique("pgnomount");
+    c.containers.push(name.clone());
+    // The data directory in the container's own layer: no mount to copy it from.
+    let server = SERVER.replace("/data/pg", "/var/lib/pgdata");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "lifeboat.strategy=postgres-files",
+        "--health-cmd",
+        "pg_isready -U postgres",
+        "--health-interval",
+        "1s",
+        SERVICES_IMAGE,
+        "bash",
+        "-c",
+        &server,
+    ]);
+    wait_for_health(&name);
+    let out = lb.run(&["backup", &name, "--mode", "hot"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no PostgreSQL data directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("lifeboat.strategy=postgres"),
+        "{}",
+        out.stderr
+    );
+    assert!(lb.backups(&name).is_empty());
+    let parts = lb.restic(&["snapshots", "--json"]).ok();
+    assert_eq!(
+        parts.stdout.trim(),
+        "[]",
+        "nothing stored: {}",
+        parts.stdout
+    );
+    assert_eq!(
+        psql(&name, "SELECT count(*) FROM pg_replication_slots").trim(),
+        "0"
     );
 }
 

@@ -18,6 +18,8 @@
 //! bursts, 500 ms pauses).
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a pause lasts while the host is busy (it is also the look at the host).
@@ -119,50 +121,80 @@ fn process_cpu_time() -> Option<Duration> {
     (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
-/// A reader that reads in bursts with pauses between them while the host is busy.
-pub struct Paced<R> {
-    inner: R,
+/// The pacing of one backup, shared by everything that reads for it: a pause holds back
+/// every reader (the archiver reads files on several threads).
+#[derive(Debug)]
+pub struct Pacer {
+    window: Mutex<Window>,
+    busy_looks: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
     /// Reads go straight through until then.
     until: Instant,
     /// What the last look decided.
     last: Next,
-    busy_looks: u64,
 }
 
-impl<R: Read> Paced<R> {
-    /// Reads `inner`, paced.
-    pub fn new(inner: R) -> Paced<R> {
-        Paced {
-            inner,
-            until: Instant::now(),
-            last: Next::Free,
-            busy_looks: 0,
-        }
+impl Pacer {
+    /// A pacer whose first read looks at the host.
+    pub fn new() -> Arc<Pacer> {
+        Arc::new(Pacer {
+            window: Mutex::new(Window {
+                until: Instant::now(),
+                last: Next::Free,
+            }),
+            busy_looks: AtomicU64::new(0),
+        })
     }
 
     /// How many looks found the host busy (each was followed by a short burst).
     pub fn busy_looks(&self) -> u64 {
-        self.busy_looks
+        self.busy_looks.load(Ordering::Relaxed)
     }
 
     /// Pauses to look at the host when the current window is over, and opens the next one.
-    fn pace(&mut self) {
-        if Instant::now() < self.until {
+    /// The look holds the window's lock: every other reader waits for it too.
+    fn pace_now(&self) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        if Instant::now() < w.until {
             return;
         }
-        let next = look(match self.last {
+        let next = look(match w.last {
             Next::Burst => PAUSE,
             Next::Free => LOOK,
         });
         if next == Next::Burst {
-            self.busy_looks += 1;
+            self.busy_looks.fetch_add(1, Ordering::Relaxed);
         }
-        self.last = next;
-        self.until = Instant::now()
+        w.last = next;
+        w.until = Instant::now()
             + match next {
                 Next::Burst => BURST,
                 Next::Free => FREE,
             };
+    }
+}
+
+impl lifeboat_repo::Pace for Pacer {
+    fn pace(&self) {
+        self.pace_now();
+    }
+}
+
+/// A reader that reads in bursts with pauses between them while the host is busy.
+pub struct Paced<R> {
+    inner: R,
+    pacer: Arc<Pacer>,
+}
+
+impl<R: Read> Paced<R> {
+    /// Reads `inner`, paced by `pacer`.
+    pub fn new(inner: R, pacer: Arc<Pacer>) -> Paced<R> {
+        Paced { inner, pacer }
     }
 }
 
@@ -178,7 +210,7 @@ fn look(pause: Duration) -> Next {
 
 impl<R: Read> Read for Paced<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.pace();
+        self.pacer.pace_now();
         self.inner.read(buf)
     }
 }
@@ -211,20 +243,21 @@ mod tests {
                 })
                 .collect(),
         );
-        let mut paced = Paced::new(std::io::repeat(7));
+        let pacer = Pacer::new();
+        let mut paced = Paced::new(std::io::repeat(7), pacer.clone());
         let mut buf = vec![0u8; 64 << 10];
         // Reads until the second burst (a look, a burst, a pause, a burst): bounded, so a
         // pacer that never paused fails instead of hanging.
         for _ in 0..200_000 {
             paced.read_exact(&mut buf).unwrap();
-            if paced.busy_looks() >= 2 {
+            if pacer.busy_looks() >= 2 {
                 break;
             }
         }
         assert!(
-            paced.busy_looks() >= 2,
+            pacer.busy_looks() >= 2,
             "{} busy looks with {cpus} CPUs kept busy by other processes",
-            paced.busy_looks()
+            pacer.busy_looks()
         );
     }
 

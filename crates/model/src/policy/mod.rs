@@ -59,7 +59,7 @@ pub enum PolicyError {
     #[error("mode `{0}` is not one of hot, pause, stop, none")]
     /// An unknown consistency mode.
     Mode(String),
-    #[error("strategy `{0}` is not one of auto, postgres, mariadb, mysql, redis, sqlite, none")]
+    #[error("strategy `{0}` is not one of {words}", words = crate::Strategy::words())]
     /// An unknown hot strategy.
     Strategy(String),
     #[error("{0}")]

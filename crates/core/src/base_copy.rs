@@ -1,0 +1,260 @@
+//! Hot mode for PostgreSQL by files (`lifeboat.strategy=postgres-files`): the server's data
+//! directory is read with the rest of its mount while a base backup is open on the server
+//! ([`lifeboat_consistency::base_backup`]), and a `wal` part holds what makes that copy
+//! consistent: the backup label and the write-ahead log written while it was read. Restored
+//! over the mount's files, they make the server replay that log when it starts, to the
+//! moment the backup ended.
+//!
+//! Unlike a dump, the server holds no transaction open for the copy, so its writers do not
+//! keep every row version they replace; the restore loads nothing (the files are the
+//! database). The files are those of the server's major version: the restored image runs
+//! the same one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_capture::{CapturePlan, PlannedPart};
+use lifeboat_consistency::base_backup::{self, BaseBackup, is_segment};
+use lifeboat_docker::{ContainerDetails, Engine};
+use lifeboat_model::PartKind;
+use lifeboat_repo::{EntryMeta, FileProducer, PartReport, Repository, TreeBackup};
+use lifeboat_safepath::Beneath;
+
+use crate::hot::{entry_meta, tree_dirs};
+use crate::{CoreError, Note};
+
+/// Files of a live data directory the copy leaves out (as the server's own base backup
+/// does): the running server's lock and options, a label or map left by an earlier backup
+/// (the `wal` part brings this one's), and the log directory (the `wal` part holds the
+/// segments the copy needs, and the directory with them).
+const LEFT_OUT: [&str; 5] = [
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "tablespace_map",
+    "pg_wal",
+];
+
+/// Directories of a live data directory copied empty: replication slots (they would hold
+/// the restored server's log forever; the backup's own temporary slot is one) and temporary
+/// statistics.
+const EMPTIED: [&str; 2] = ["pg_replslot", "pg_stat_tmp"];
+
+/// How long the server may take to answer a step (the start waits for a checkpoint).
+const ANSWER: Duration = Duration::from_secs(600);
+
+fn refused(what: String) -> CoreError {
+    CoreError::Hot(format!(
+        "{what} (lifeboat.strategy=postgres-files); use lifeboat.strategy=postgres to back \
+         it up by its dump"
+    ))
+}
+
+/// The data directory (mount index, host path): a directory holding `PG_VERSION`, `global`
+/// and `pg_wal`, at most three levels below a volume or bind mount.
+fn find_data_dir(plan: &CapturePlan) -> Result<(usize, PathBuf), CoreError> {
+    let mut found = Vec::new();
+    for (index, part) in plan
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.kind, PartKind::Volume | PartKind::Bind))
+    {
+        let dirs = walkdir::WalkDir::new(&part.read_path)
+            .max_depth(3)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_dir())
+            .filter(|e| {
+                let p = e.path();
+                p.join("PG_VERSION").is_file() && p.join("global").is_dir()
+            });
+        found.extend(dirs.map(|d| (index, d.into_path())));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(refused(
+            "no PostgreSQL data directory (PG_VERSION, global/) in the container's volumes or \
+             bind mounts: the files can only be copied from a mount"
+                .into(),
+        )),
+        n => Err(refused(format!(
+            "{n} PostgreSQL data directories in the mounts: {}",
+            found
+                .iter()
+                .map(|(_, d)| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Opens a base backup on the server (a checkpoint first), leaves the data directory's
+/// run-time files out of its mount's copy and plans the `wal` part right after that mount.
+/// The backup stays open until the returned session is dropped.
+pub(crate) fn open(
+    engine: &dyn Engine,
+    details: &ContainerDetails,
+    plan: &mut CapturePlan,
+    note: Note<'_>,
+) -> Result<BaseBackup, CoreError> {
+    let (index, dir) = find_data_dir(plan)?;
+    let s = crate::dump::strategy(&details.config)
+        .ok_or_else(|| refused(format!("`{}` is not a PostgreSQL server", details.name)))?;
+    let mount = &plan.parts[index];
+    note(&format!(
+        "{}: data directory {} copied as files during a base backup",
+        mount.name,
+        dir.display()
+    ));
+    note(&format!(
+        "{}: starting a base backup (checkpoint)",
+        details.name
+    ));
+    let backup = base_backup::start(engine, &details.id, &s.client, &s.env, ANSWER)
+        .map_err(|e| CoreError::Hot(e.to_string()))?;
+    note(&format!(
+        "{}: base backup open from WAL segment {}",
+        details.name, backup.start_wal
+    ));
+    // Listed once the backup is open: its own slot is among them.
+    let mut exclude: Vec<PathBuf> = LEFT_OUT.iter().map(|f| dir.join(f)).collect();
+    for emptied in EMPTIED {
+        if let Ok(entries) = std::fs::read_dir(dir.join(emptied)) {
+            exclude.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+    }
+    let rel = dir
+        .strip_prefix(&mount.read_path)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    plan.add_wal(index, rel, exclude);
+    Ok(backup)
+}
+
+/// Ends the base backup and stores the `wal` part: the backup label and the log segments
+/// the copy needs, under their paths in the mount. The session (and the slot that keeps the
+/// segments) ends when `backup` is dropped, after they are stored.
+pub(crate) fn store(
+    repo: &dyn Repository,
+    part: &PlannedPart,
+    backup: &mut BaseBackup,
+    tags: &[String],
+    note: Note<'_>,
+) -> Result<PartReport, CoreError> {
+    let end = backup.stop().map_err(|e| CoreError::Hot(e.to_string()))?;
+    if !end.tablespace_map.is_empty() {
+        return Err(refused(
+            "the server has tablespaces outside its data directory, which a copy of the \
+             mount does not hold"
+                .into(),
+        ));
+    }
+    let mount = &part.read_path;
+    let data_dir = part.databases.first().cloned().unwrap_or_default();
+    let root = Arc::new(Beneath::open(mount).map_err(CoreError::io("opening", mount.display()))?);
+    let wal_dir = data_dir.join("pg_wal");
+    let listing = root
+        .locate(&wal_dir)
+        .and_then(|l| l.open_dir())
+        .and_then(|fd| {
+            use std::os::fd::AsRawFd;
+            let names = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))?
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| is_segment(n))
+                .collect::<Vec<_>>();
+            Ok(names)
+        })
+        .map_err(CoreError::io("listing", mount.join(&wal_dir).display()))?;
+    let segments = end.needed_segments(listing.iter().map(String::as_str));
+    if segments.first() != Some(&end.start_wal) || segments.last() != Some(&end.stop_wal) {
+        return Err(CoreError::Hot(format!(
+            "the write-ahead log from {} to {} is not all in {}: found {segments:?}",
+            end.start_wal,
+            end.stop_wal,
+            mount.join(&wal_dir).display()
+        )));
+    }
+    note(&format!(
+        "{}: base backup ended; storing its label and {} WAL segment(s) ({} to {})",
+        part.name,
+        segments.len(),
+        end.start_wal,
+        end.stop_wal
+    ));
+    let owner = root
+        .locate(&data_dir.join("PG_VERSION"))
+        .and_then(|l| l.open_file(lifeboat_safepath::Access::Read, false))
+        .and_then(|f| f.metadata())
+        .map_err(CoreError::io("reading", mount.join(&data_dir).display()))?;
+    let label_meta = EntryMeta {
+        mode: 0o600,
+        mtime: None,
+        ..entry_meta(&owner)
+    };
+    let mut files: Vec<(PathBuf, EntryMeta, Box<dyn FileProducer>)> = vec![(
+        data_dir.join("backup_label"),
+        label_meta,
+        Box::new(Ready(Some(Box::new(std::io::Cursor::new(end.label))))),
+    )];
+    for name in &segments {
+        let rel = wal_dir.join(name);
+        let meta = root
+            .open_file(&rel)
+            .and_then(|f| f.metadata())
+            .map_err(CoreError::io("reading", mount.join(&rel).display()))?;
+        files.push((
+            rel.clone(),
+            entry_meta(&meta),
+            Box::new(Segment {
+                root: root.clone(),
+                rel,
+            }),
+        ));
+    }
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _, _)| p.clone()).collect();
+    let (root_meta, dirs) = tree_dirs(&root, mount, &paths)?;
+    repo.backup_tree(TreeBackup {
+        as_path: &part.snapshot_path,
+        tags,
+        root: root_meta,
+        dirs,
+        files,
+    })
+    .map_err(CoreError::from)
+}
+
+/// A file whose bytes are ready.
+struct Ready(Option<Box<dyn std::io::Read + Send>>);
+
+impl FileProducer for Ready {
+    fn start(&mut self) -> Result<Box<dyn std::io::Read + Send>, String> {
+        self.0.take().ok_or_else(|| "read twice".to_string())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A log segment, opened beneath the mount when the backup reaches it.
+struct Segment {
+    root: Arc<Beneath>,
+    rel: PathBuf,
+}
+
+impl FileProducer for Segment {
+    fn start(&mut self) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let file = self
+            .root
+            .open_file(&self.rel)
+            .map_err(|e| format!("{}: {e}", self.rel.display()))?;
+        Ok(Box::new(file))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
