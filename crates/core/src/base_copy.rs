@@ -67,8 +67,13 @@ fn find_data_dir(plan: &CapturePlan) -> Result<(usize, PathBuf), CoreError> {
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_dir())
             .filter(|e| {
+                // Never through a symlink: the container owns these files.
                 let p = e.path();
-                p.join("PG_VERSION").is_file() && p.join("global").is_dir()
+                let is = |name: &str, dir: bool| {
+                    std::fs::symlink_metadata(p.join(name))
+                        .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+                };
+                is("PG_VERSION", false) && is("global", true)
             });
         found.extend(dirs.map(|d| (index, d.into_path())));
     }
@@ -120,8 +125,11 @@ pub(crate) fn open(
     ));
     // Listed once the backup is open: its own slot is among them.
     let mut exclude: Vec<PathBuf> = LEFT_OUT.iter().map(|f| dir.join(f)).collect();
-    for emptied in EMPTIED {
-        if let Ok(entries) = std::fs::read_dir(dir.join(emptied)) {
+    for emptied in EMPTIED.map(|d| dir.join(d)) {
+        if !std::fs::symlink_metadata(&emptied).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&emptied) {
             exclude.extend(entries.filter_map(Result::ok).map(|e| e.path()));
         }
     }

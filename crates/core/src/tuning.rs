@@ -1,6 +1,6 @@
 //! How Lifeboat's work is tuned to share the host with the services it protects: the
 //! allocator's arenas (set once at process start), the priority every backup runs at, and
-//! the pacing of a hot dump while the host is busy ([`Paced`]).
+//! the pacing of what a hot backup reads while the host is busy ([`Pacer`]).
 //!
 //! The priority every backup runs at, whoever starts it (the `backup` command, a daemon job,
 //! the safety backup of a forced restore): CPU nice 10 and the lowest best-effort I/O level
@@ -124,7 +124,7 @@ pub fn share_priority_with(pid: i32) -> bool {
 }
 
 /// Whether the calling thread runs at a lowered priority (a backup's, unless the user asked
-/// for `--normal-priority`): what it reads for a dump is then paced ([`Paced`]).
+/// for `--normal-priority`): what a hot backup reads is then paced ([`Pacer`]).
 pub fn is_lowered() -> bool {
     let (nice, io) = current();
     nice > 0 || io != 0

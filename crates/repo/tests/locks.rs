@@ -255,8 +255,15 @@ fn a_backup_whose_lock_was_removed_meanwhile_commits_no_snapshot() {
         // Wait for the backup's lock, then remove it as `restic unlock --remove-all` would.
         let started = Instant::now();
         loop {
+            // Written as `.tmp` and renamed: removing that before the rename would fail the
+            // taking of the lock, not test losing it.
             let files: Vec<_> = std::fs::read_dir(&locks_dir)
-                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_none())
+                        .collect()
+                })
                 .unwrap_or_default();
             // (A refresh replaces the lock file: one that vanished meanwhile is looked for again.)
             if files

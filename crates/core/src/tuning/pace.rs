@@ -1,4 +1,5 @@
-//! Pacing a database dump while the host is busy.
+//! Pacing what a hot backup reads (a database dump, the files of the service's mounts) while
+//! the host is busy.
 //!
 //! A lowered priority is not enough to keep a busy service's throughput: measured on a 2-core
 //! virtual machine, a busy loop in a control group marked idle (`cpu.idle`, the weakest
@@ -8,7 +9,9 @@
 //! What does keep it is less work per second. A dump is a pipeline (the server reads its
 //! tables, the dump tool formats them, Lifeboat chunks, compresses and writes them) that runs
 //! as fast as Lifeboat reads its output: reading in short bursts with pauses between them
-//! paces all of it, inside the container too.
+//! paces all of it, inside the container too. The files of a hot backup's mounts (a
+//! PostgreSQL data directory copied during a base backup among them) are paced the same way,
+//! by one pacer shared by every thread that reads them.
 //!
 //! Each pause measures how busy the host's CPUs were without the backup (the whole machine's
 //! busy time, from `/proc/stat`, minus Lifeboat's own): when other work kept more than half
