@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_capture::{CapturePlan, PlannedPart};
-use lifeboat_consistency::base_backup::{self, BaseBackup, is_segment};
+use lifeboat_consistency::base_backup::{self, BaseBackup};
 use lifeboat_docker::{ContainerDetails, Engine};
 use lifeboat_model::PartKind;
 use lifeboat_repo::{EntryMeta, FileProducer, PartReport, Repository, TreeBackup};
@@ -125,18 +125,16 @@ pub(crate) fn open(
     ));
     // Listed once the backup is open: its own slot is among them.
     let mut exclude: Vec<PathBuf> = LEFT_OUT.iter().map(|f| dir.join(f)).collect();
-    for emptied in EMPTIED.map(|d| dir.join(d)) {
-        if !std::fs::symlink_metadata(&emptied).is_ok_and(|m| m.is_dir()) {
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&emptied) {
-            exclude.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-        }
-    }
     let rel = dir
         .strip_prefix(&mount.read_path)
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    if let Ok(root) = Beneath::open(&mount.read_path) {
+        for emptied in EMPTIED {
+            let names = root.list_dir(&rel.join(emptied)).unwrap_or_default();
+            exclude.extend(names.iter().map(|n| dir.join(emptied).join(n)));
+        }
+    }
     plan.add_wal(index, rel, exclude);
     Ok(backup)
 }
@@ -164,19 +162,10 @@ pub(crate) fn store(
     let root = Arc::new(Beneath::open(mount).map_err(CoreError::io("opening", mount.display()))?);
     let wal_dir = data_dir.join("pg_wal");
     let listing = root
-        .locate(&wal_dir)
-        .and_then(|l| l.open_dir())
-        .and_then(|fd| {
-            use std::os::fd::AsRawFd;
-            let names = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))?
-                .filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| is_segment(n))
-                .collect::<Vec<_>>();
-            Ok(names)
-        })
+        .list_dir(&wal_dir)
         .map_err(CoreError::io("listing", mount.join(&wal_dir).display()))?;
-    let segments = end.needed_segments(listing.iter().map(String::as_str));
+    let names = listing.iter().filter_map(|n| n.to_str());
+    let segments = end.needed_segments(names);
     if segments.first() != Some(&end.start_wal) || segments.last() != Some(&end.stop_wal) {
         return Err(CoreError::Hot(format!(
             "the write-ahead log from {} to {} is not all in {}: found {segments:?}",

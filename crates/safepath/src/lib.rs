@@ -387,6 +387,16 @@ impl Beneath {
         self.locate(item)?.open_file(Access::Read, false)
     }
 
+    /// The names in the directory `item` below the root (the root itself for the empty
+    /// path), reached without following a symlink.
+    pub fn list_dir(&self, item: &Path) -> io::Result<Vec<OsString>> {
+        let dir = self.locate(item)?.open_dir()?;
+        // The kernel resolves the descriptor's link to exactly the directory held open.
+        std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+
     /// The root directory, held open.
     pub fn root(&self) -> &OwnedFd {
         &self.root
@@ -451,6 +461,23 @@ mod tests {
         assert!(planted.make_fifo(0o622).is_err());
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"host");
         assert!(std::fs::read_dir(&outside).unwrap().count() == 1);
+    }
+
+    #[test]
+    fn a_directory_is_listed_beneath_the_root_and_never_through_a_symlink() {
+        let (_dir, root, outside) = setup();
+        std::fs::create_dir_all(root.join("pg/pg_wal")).unwrap();
+        std::fs::write(root.join("pg/pg_wal/000000010000000000000001"), b"").unwrap();
+        symlink(&outside, root.join("pg/pg_replslot")).unwrap();
+        let beneath = Beneath::open(&root).unwrap();
+        assert_eq!(
+            beneath.list_dir(Path::new("pg/pg_wal")).unwrap(),
+            [OsString::from("000000010000000000000001")]
+        );
+        assert!(
+            beneath.list_dir(Path::new("pg/pg_replslot")).is_err(),
+            "the host directory behind the symlink is not listed"
+        );
     }
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {

@@ -17,6 +17,28 @@ pub const WRITER: &str = r#"psql -U postgres -qc "CREATE DATABASE agent" >/dev/n
 psql -U postgres -d agent -qc "CREATE TABLE records(seq int PRIMARY KEY, at timestamptz DEFAULT now())"
 i=0; while true; do i=$((i+1)); psql -U postgres -d agent -qAtc "INSERT INTO records(seq) VALUES($i)" >/dev/null && echo $i > /tmp/acked; done"#;
 
+/// The [`WRITER`]'s rows in the restored `copy`: 1..=max with no gap, and every row it had
+/// acknowledged before the backup among them.
+fn assert_every_acknowledged_row(copy: &str, acked_before: u64) {
+    let row = docker(&[
+        "exec",
+        copy,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        "agent",
+        "-Atc",
+        "SELECT count(*) || ' ' || max(seq) FROM records",
+    ]);
+    let (count, max) = parse_pair(&row);
+    assert_eq!(count, max, "rows 1..={max} are all there");
+    assert!(
+        max >= acked_before,
+        "every row acknowledged before the backup is present ({max} < {acked_before})"
+    );
+}
+
 pub fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
     start_server_labelled(c, name, vol, "lifeboat.test=1");
 }
@@ -91,23 +113,7 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
         "{}",
         restored.stderr
     );
-    let row = docker(&[
-        "exec",
-        &copy,
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "agent",
-        "-Atc",
-        "SELECT count(*) || ' ' || max(seq) FROM records",
-    ]);
-    let (count, max) = parse_pair(&row);
-    assert_eq!(count, max, "rows 1..={max} are all there");
-    assert!(
-        max >= acked_before,
-        "every row acknowledged before the backup is present ({max} < {acked_before})"
-    );
+    assert_every_acknowledged_row(&copy, acked_before);
 }
 
 /// pgbench's tables balance: every transfer adds the same delta to one account, one teller
@@ -204,23 +210,7 @@ fn a_files_copy_of_postgres_under_transfers_restores_a_consistent_server_without
         sums[4] > 0,
         "transfers made before the backup are there: {sums:?}"
     );
-    let row = docker(&[
-        "exec",
-        &copy,
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "agent",
-        "-Atc",
-        "SELECT count(*) || ' ' || max(seq) FROM records",
-    ]);
-    let (count, max) = parse_pair(&row);
-    assert_eq!(count, max, "rows 1..={max} are all there");
-    assert!(
-        max >= acked_before,
-        "every row acknowledged before the backup is present ({max} < {acked_before})"
-    );
+    assert_every_acknowledged_row(&copy, acked_before);
     let log = docker(&["exec", &copy, "cat", "/tmp/pg.log"]);
     assert!(
         log.contains("redo done") || log.contains("consistent recovery state"),
