@@ -121,7 +121,7 @@ fn parse_stop(line: &str, start_wal: &str) -> Result<BackupEnd, String> {
 
 /// Whether `name` is a WAL segment's file name: 24 upper-case hex digits (timeline, log,
 /// segment).
-pub fn is_segment(name: &str) -> bool {
+fn is_segment(name: &str) -> bool {
     name.len() == 24
         && name
             .bytes()
@@ -129,18 +129,46 @@ pub fn is_segment(name: &str) -> bool {
 }
 
 impl BackupEnd {
-    /// The segments among `names` (a listing of `pg_wal`) the copy needs, oldest first:
-    /// from the start's to the stop's, on the same timeline.
-    pub fn needed_segments<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let timeline = &self.start_wal[..8];
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter(|n| is_segment(n) && n.starts_with(timeline))
-            .filter(|n| *n >= self.start_wal.as_str() && *n <= self.stop_wal.as_str())
-            .map(str::to_string)
-            .collect();
-        out.sort();
-        out
+    /// The segments the copy needs, oldest first: every one from the start's to the stop's,
+    /// on the start's timeline, for a server whose segments are `segment_size` bytes (a power
+    /// of two from 1 MiB to 1 GiB, fixed when the cluster was made; 16 MiB by default).
+    pub fn needed_segments(&self, segment_size: u64) -> Result<Vec<String>, String> {
+        if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
+            return Err(format!(
+                "WAL segment {} is {segment_size} bytes, not a segment size PostgreSQL uses",
+                self.start_wal
+            ));
+        }
+        let per_log = 0x1_0000_0000 / segment_size;
+        let number = |name: &str| {
+            let hex = |r: std::ops::Range<usize>| {
+                name.get(r).and_then(|h| u64::from_str_radix(h, 16).ok())
+            };
+            match (is_segment(name), hex(8..16), hex(16..24)) {
+                (true, Some(log), Some(seg)) if seg < per_log => {
+                    Some((name[..8].to_string(), log * per_log + seg))
+                }
+                _ => None,
+            }
+        };
+        let (Some((timeline, first)), Some((stop_timeline, last))) =
+            (number(&self.start_wal), number(&self.stop_wal))
+        else {
+            return Err(format!(
+                "WAL segments {} to {} are not names of {segment_size}-byte segments",
+                self.start_wal, self.stop_wal
+            ));
+        };
+        if timeline != stop_timeline || last < first {
+            return Err(format!(
+                "the backup ended on WAL segment {} before or off the timeline of {} (was the \
+                 server promoted during the copy?)",
+                self.stop_wal, self.start_wal
+            ));
+        }
+        Ok((first..=last)
+            .map(|n| format!("{timeline}{:08X}{:08X}", n / per_log, n % per_log))
+            .collect())
     }
 }
 
@@ -291,35 +319,67 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_copy_needs_the_segments_from_start_to_stop_on_its_timeline() {
-        let end = BackupEnd {
+    fn end(start: &str, stop: &str) -> BackupEnd {
+        BackupEnd {
             label: b"x".to_vec(),
             tablespace_map: Vec::new(),
-            start_wal: "00000001000000000000000E".into(),
-            stop_wal: "000000010000000100000001".into(),
-        };
-        let listing = [
-            "00000001000000000000000D",
-            "000000010000000100000001",
-            "00000001000000000000000F",
-            "00000001000000000000000E",
-            "000000010000000100000000",
-            "000000010000000100000002",
-            "000000020000000000000010",
-            "00000002.history",
-            "archive_status",
-            "00000001000000000000000e",
-            "00000001000000000000000E.partial",
-        ];
+            start_wal: start.into(),
+            stop_wal: stop.into(),
+        }
+    }
+
+    #[test]
+    fn the_copy_needs_every_segment_from_start_to_stop_across_a_log_boundary() {
+        const MIB: u64 = 1 << 20;
         assert_eq!(
-            end.needed_segments(listing),
+            end("0000000100000000000000FE", "000000010000000100000001")
+                .needed_segments(16 * MIB)
+                .unwrap(),
             [
-                "00000001000000000000000E",
-                "00000001000000000000000F",
+                "0000000100000000000000FE",
+                "0000000100000000000000FF",
                 "000000010000000100000000",
                 "000000010000000100000001"
             ]
+        );
+        // A cluster made with 1 GiB segments has four per log file.
+        assert_eq!(
+            end("000000030000000200000003", "000000030000000300000000")
+                .needed_segments(1024 * MIB)
+                .unwrap(),
+            ["000000030000000200000003", "000000030000000300000000"]
+        );
+        let one = end("00000001000000000000000E", "00000001000000000000000E");
+        assert_eq!(one.needed_segments(16 * MIB).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn segments_that_cannot_be_counted_are_refused() {
+        let ok = end("00000001000000000000000E", "000000010000000000000010");
+        assert!(ok.needed_segments(3 << 20).is_err(), "not a power of two");
+        assert!(ok.needed_segments(512 << 10).is_err(), "below 1 MiB");
+        assert!(
+            end("00000001000000000000000E", "00000002000000000000000F")
+                .needed_segments(16 << 20)
+                .is_err(),
+            "the timeline changed"
+        );
+        assert!(
+            end("00000001000000000000000E", "00000001000000000000000D")
+                .needed_segments(16 << 20)
+                .is_err(),
+            "the stop before the start"
+        );
+        assert!(
+            end("000000010000000000000100", "000000010000000000000101")
+                .needed_segments(16 << 20)
+                .is_err(),
+            "a segment number beyond its log file"
+        );
+        assert!(
+            end("00000001.history", "x")
+                .needed_segments(16 << 20)
+                .is_err()
         );
     }
 

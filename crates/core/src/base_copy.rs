@@ -51,47 +51,58 @@ fn refused(what: String) -> CoreError {
     ))
 }
 
-/// The data directory (mount index, host path): a directory holding `PG_VERSION`, `global`
-/// and `pg_wal`, at most three levels below a volume or bind mount.
-fn find_data_dir(plan: &CapturePlan) -> Result<(usize, PathBuf), CoreError> {
+/// The data directory a files copy reads (the index of its mount among `mounts`, its host
+/// path), or why there is none it can copy: a directory holding `PG_VERSION` and `global`,
+/// at most three levels below one of `mounts`, with its log (`pg_wal`) inside it and no
+/// tablespace elsewhere.
+pub(crate) fn data_dir<'a>(
+    mounts: impl IntoIterator<Item = (usize, &'a Path)>,
+) -> Result<(usize, PathBuf), String> {
+    // Never through a symlink: the container owns these files.
+    let is = |p: &Path, name: &str, dir: bool| {
+        std::fs::symlink_metadata(p.join(name))
+            .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+    };
     let mut found = Vec::new();
-    for (index, part) in plan
-        .parts
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matches!(p.kind, PartKind::Volume | PartKind::Bind))
-    {
-        let dirs = walkdir::WalkDir::new(&part.read_path)
+    for (index, mount) in mounts {
+        let dirs = walkdir::WalkDir::new(mount)
             .max_depth(3)
             .into_iter()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_dir())
-            .filter(|e| {
-                // Never through a symlink: the container owns these files.
-                let p = e.path();
-                let is = |name: &str, dir: bool| {
-                    std::fs::symlink_metadata(p.join(name))
-                        .is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
-                };
-                is("PG_VERSION", false) && is("global", true)
-            });
+            .filter(|e| is(e.path(), "PG_VERSION", false) && is(e.path(), "global", true));
         found.extend(dirs.map(|d| (index, d.into_path())));
     }
+    // A tablespace is a link in `pg_tblspc` to a directory elsewhere.
+    let has_tablespaces = |dir: &Path| {
+        is(dir, "pg_tblspc", true)
+            && std::fs::read_dir(dir.join("pg_tblspc")).is_ok_and(|mut d| d.next().is_some())
+    };
     match found.len() {
+        1 if !is(&found[0].1, "pg_wal", true) => Err(format!(
+            "{}/pg_wal is not a directory of the mount (a server made with `initdb --waldir` \
+             keeps its log elsewhere, which a copy of the mount does not hold)",
+            found[0].1.display()
+        )),
+        1 if has_tablespaces(&found[0].1) => Err(format!(
+            "{} has tablespaces (pg_tblspc), kept outside the data directory, which a copy of \
+             the mount does not hold",
+            found[0].1.display()
+        )),
         1 => Ok(found.remove(0)),
-        0 => Err(refused(
+        0 => Err(
             "no PostgreSQL data directory (PG_VERSION, global/) in the container's volumes or \
              bind mounts: the files can only be copied from a mount"
                 .into(),
-        )),
-        n => Err(refused(format!(
+        ),
+        n => Err(format!(
             "{n} PostgreSQL data directories in the mounts: {}",
             found
                 .iter()
                 .map(|(_, d)| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))),
+        )),
     }
 }
 
@@ -104,7 +115,11 @@ pub(crate) fn open(
     plan: &mut CapturePlan,
     note: Note<'_>,
 ) -> Result<BaseBackup, CoreError> {
-    let (index, dir) = find_data_dir(plan)?;
+    let mounts = plan.parts.iter().enumerate().filter_map(|(index, p)| {
+        matches!(p.kind, PartKind::Volume | PartKind::Bind)
+            .then_some((index, p.read_path.as_path()))
+    });
+    let (index, dir) = data_dir(mounts).map_err(refused)?;
     let s = crate::dump::strategy(&details.config)
         .ok_or_else(|| refused(format!("`{}` is not a PostgreSQL server", details.name)))?;
     let mount = &plan.parts[index];
@@ -118,7 +133,7 @@ pub(crate) fn open(
         details.name
     ));
     let backup = base_backup::start(engine, &details.id, &s.client, &s.env, ANSWER)
-        .map_err(|e| CoreError::Hot(e.to_string()))?;
+        .map_err(|e| refused(e.to_string()))?;
     note(&format!(
         "{}: base backup open from WAL segment {}",
         details.name, backup.start_wal
@@ -164,14 +179,32 @@ pub(crate) fn store(
     let listing = root
         .list_dir(&wal_dir)
         .map_err(CoreError::io("listing", mount.join(&wal_dir).display()))?;
-    let names = listing.iter().filter_map(|n| n.to_str());
-    let segments = end.needed_segments(names);
-    if segments.first() != Some(&end.start_wal) || segments.last() != Some(&end.stop_wal) {
+    let wal_shown = mount.join(&wal_dir);
+    let first = root
+        .open_file(&wal_dir.join(&end.start_wal))
+        .and_then(|f| f.metadata())
+        .map_err(CoreError::io(
+            "reading",
+            wal_shown.join(&end.start_wal).display(),
+        ))?;
+    let segments = end.needed_segments(first.len()).map_err(CoreError::Hot)?;
+    let present: std::collections::HashSet<&std::ffi::OsStr> =
+        listing.iter().map(|n| n.as_os_str()).collect();
+    let missing: Vec<&String> = segments
+        .iter()
+        .filter(|s| !present.contains(std::ffi::OsStr::new(s.as_str())))
+        .collect();
+    if !missing.is_empty() {
         return Err(CoreError::Hot(format!(
-            "the write-ahead log from {} to {} is not all in {}: found {segments:?}",
+            "{} of the {} WAL segments from {} to {} are gone from {} (first: {}): the \
+             server removed them before they were copied (is max_slot_wal_keep_size set too \
+             low for the time a copy takes?)",
+            missing.len(),
+            segments.len(),
             end.start_wal,
             end.stop_wal,
-            mount.join(&wal_dir).display()
+            wal_shown.display(),
+            missing[0]
         )));
     }
     note(&format!(
@@ -253,5 +286,52 @@ impl FileProducer for Segment {
 
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory's markers at `dir`.
+    fn cluster(dir: &Path) {
+        std::fs::create_dir_all(dir.join("global")).unwrap();
+        std::fs::create_dir_all(dir.join("pg_tblspc")).unwrap();
+        std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+    }
+
+    #[test]
+    fn the_data_directory_is_found_once_with_its_log_and_no_tablespace() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mounts = || [(0, a.path()), (3, b.path())];
+        assert!(
+            data_dir(mounts())
+                .unwrap_err()
+                .contains("no PostgreSQL data directory")
+        );
+        let dir = b.path().join("pgdata/15");
+        cluster(&dir);
+        // Its log elsewhere (`initdb --waldir`): a symlink, never followed.
+        std::os::unix::fs::symlink(a.path(), dir.join("pg_wal")).unwrap();
+        assert!(
+            data_dir(mounts())
+                .unwrap_err()
+                .contains("pg_wal is not a directory")
+        );
+        std::fs::remove_file(dir.join("pg_wal")).unwrap();
+        std::fs::create_dir(dir.join("pg_wal")).unwrap();
+        assert_eq!(data_dir(mounts()).unwrap(), (3, dir.clone()));
+        std::os::unix::fs::symlink(a.path(), dir.join("pg_tblspc/16384")).unwrap();
+        assert!(data_dir(mounts()).unwrap_err().contains("has tablespaces"));
+        std::fs::remove_file(dir.join("pg_tblspc/16384")).unwrap();
+        // A data directory reached through a symlink is not one.
+        std::os::unix::fs::symlink(&dir, a.path().join("linked")).unwrap();
+        assert_eq!(data_dir(mounts()).unwrap(), (3, dir.clone()));
+        cluster(&a.path().join("other"));
+        assert!(
+            data_dir(mounts())
+                .unwrap_err()
+                .contains("2 PostgreSQL data directories")
+        );
     }
 }

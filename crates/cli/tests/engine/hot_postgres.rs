@@ -219,53 +219,95 @@ fn a_files_copy_of_postgres_under_transfers_restores_a_consistent_server_without
 }
 
 #[test]
-fn a_files_copy_of_a_server_whose_data_is_not_in_a_mount_is_refused_and_stores_nothing() {
+fn a_files_copy_of_a_server_not_wholly_in_one_mount_is_refused_by_doctor_and_backup_and_stores_nothing()
+ {
     let lb = Lb::new();
     let mut c = Cleanup::default();
-    let name = unique("pgnomount");
-    c.containers.push(name.clone());
-    // The data directory in the container's own layer: no mount to copy it from.
-    let server = SERVER.replace("/data/pg", "/var/lib/pgdata");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--label",
-        "lifeboat.strategy=postgres-files",
-        "--health-cmd",
-        "pg_isready -U postgres",
-        "--health-interval",
-        "1s",
-        SERVICES_IMAGE,
-        "bash",
-        "-c",
-        &server,
-    ]);
-    wait_for_health(&name);
-    let out = lb.run(&["backup", &name, "--mode", "hot"]);
-    assert_ne!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("no PostgreSQL data directory"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("lifeboat.strategy=postgres"),
-        "{}",
-        out.stderr
-    );
-    assert!(lb.backups(&name).is_empty());
+    let cases = [
+        // The data directory in the container's own layer: no mount to copy it from.
+        (
+            unique("pgnomount"),
+            SERVER.replace("/data/pg", "/var/lib/pgdata"),
+            "",
+            "no PostgreSQL data directory",
+        ),
+        // The data directory in a volume, its log outside it (`initdb --waldir`).
+        (
+            unique("pgwaldir"),
+            SERVER.replace("--auth=trust", "--auth=trust --waldir=/tmp/pgwal"),
+            "",
+            "pg_wal is not a directory of the mount",
+        ),
+        // The data directory in a volume, a tablespace outside it.
+        (
+            unique("pgtblspc"),
+            SERVER.to_string(),
+            "mkdir -p /tmp/ts && chown postgres /tmp/ts && \
+             psql -U postgres -qc \"CREATE TABLESPACE ts LOCATION '/tmp/ts'\"",
+            "has tablespaces",
+        ),
+    ];
+    for (name, server, setup, why) in &cases {
+        let vol = format!("{name}-vol");
+        new_volume(&mut c, &vol);
+        c.containers.push(name.clone());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            "lifeboat.strategy=postgres-files",
+            "-v",
+            &format!("{vol}:/data"),
+            "--health-cmd",
+            "pg_isready -U postgres",
+            "--health-interval",
+            "1s",
+            SERVICES_IMAGE,
+            "bash",
+            "-c",
+            server,
+        ]);
+        wait_for_health(name);
+        if !setup.is_empty() {
+            docker(&["exec", name, "bash", "-c", setup]);
+        }
+        let doctor = lb.run(&["doctor", name, "--json"]);
+        assert_ne!(doctor.code, 0, "{}", doctor.stdout);
+        let finding = doctor.json()["containers"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == "consistency.postgres_files")
+            .cloned()
+            .unwrap_or_else(|| panic!("doctor names the refusal: {}", doctor.stdout));
+        assert_eq!(finding["severity"], "error");
+        assert!(
+            finding["message"].as_str().unwrap().contains(why),
+            "{finding}"
+        );
+        let out = lb.run(&["backup", name, "--mode", "hot"]);
+        assert_ne!(out.code, 0, "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("lifeboat.strategy=postgres"),
+            "{}",
+            out.stderr
+        );
+        assert!(lb.backups(name).is_empty());
+        assert_eq!(
+            psql(name, "SELECT count(*) FROM pg_replication_slots").trim(),
+            "0"
+        );
+        docker(&["rm", "-f", name]);
+    }
     let parts = lb.restic(&["snapshots", "--json"]).ok();
     assert_eq!(
         parts.stdout.trim(),
         "[]",
         "nothing stored: {}",
         parts.stdout
-    );
-    assert_eq!(
-        psql(&name, "SELECT count(*) FROM pg_replication_slots").trim(),
-        "0"
     );
 }
 

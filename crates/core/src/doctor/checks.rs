@@ -183,6 +183,18 @@ pub(super) fn container_findings(
     for m in &c.mounts {
         out.extend(mount_findings(c, m));
     }
+    if let Some(why) = &c.files_copy_refused {
+        out.push(f(
+            Severity::Error,
+            "consistency.postgres_files",
+            format!("lifeboat.strategy=postgres-files cannot copy it: {why}"),
+            format!(
+                "keep the data directory (with its pg_wal) in one volume or bind mount, or \
+                 label {} lifeboat.strategy=postgres to back it up by its dump",
+                c.details.name
+            ),
+        ));
+    }
     out.extend(coverage(c, backups, req, now));
     out.extend(restore_readiness(c, all, backups));
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));

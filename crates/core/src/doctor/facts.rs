@@ -28,6 +28,9 @@ pub struct ContainerFacts {
     pub layer_configs: Vec<String>,
     /// What was found in each mount.
     pub mounts: Vec<MountFacts>,
+    /// Why its data directory cannot be copied as files, when it is labelled for that
+    /// (`lifeboat.strategy=postgres-files`).
+    pub files_copy_refused: Option<String>,
 }
 
 /// What doctor found in one mount.
@@ -111,7 +114,19 @@ pub(crate) fn gather(
             f
         })
         .collect();
+    let files_copy_refused = if crate::dump::by_files(&details.config) {
+        let paths: Vec<std::path::PathBuf> = details
+            .mounts
+            .iter()
+            .filter(|m| matches!(m.kind, MountKind::Volume | MountKind::Bind))
+            .map(|m| under_root(&req.host_root, &m.host_path))
+            .collect();
+        crate::base_copy::data_dir(paths.iter().map(|p| p.as_path()).enumerate()).err()
+    } else {
+        None
+    };
     Ok(ContainerFacts {
+        files_copy_refused,
         oom_killed: details.oom_killed,
         restart_count: details.restart_count,
         memory,
