@@ -176,10 +176,10 @@ pub(crate) fn store(
     let data_dir = part.databases.first().cloned().unwrap_or_default();
     let root = Arc::new(Beneath::open(mount).map_err(CoreError::io("opening", mount.display()))?);
     let wal_dir = data_dir.join("pg_wal");
+    let wal_shown = mount.join(&wal_dir);
     let listing = root
         .list_dir(&wal_dir)
-        .map_err(CoreError::io("listing", mount.join(&wal_dir).display()))?;
-    let wal_shown = mount.join(&wal_dir);
+        .map_err(CoreError::io("listing", wal_shown.display()))?;
     let first = root
         .open_file(&wal_dir.join(&end.start_wal))
         .and_then(|f| f.metadata())

@@ -22,8 +22,12 @@ pub use corpus::{PseudoRandom, write_corpus};
 /// Runs `scripts/NAME CMD DIR ARGS...` (the cluster scripts: garage, etcd); panics with
 /// what it printed when it fails.
 pub(crate) fn cluster_script(name: &str, dir: &std::path::Path, args: &[&str]) {
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../scripts/{name}"));
+    // The crate cargo runs the tests of (a crate two levels below the workspace, like this
+    // one), else this one as it was built: a build cache shared by checkouts in other
+    // directories keeps the path of the checkout that built it.
+    let crate_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let script = std::path::PathBuf::from(crate_dir).join(format!("../../scripts/{name}"));
     let out = std::process::Command::new(&script)
         .arg(args[0])
         .arg(dir)

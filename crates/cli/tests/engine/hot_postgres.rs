@@ -45,6 +45,11 @@ pub fn start_server(c: &mut Cleanup, name: &str, vol: &str) {
 
 /// [`start_server`] with a label (`KEY=value`).
 pub fn start_server_labelled(c: &mut Cleanup, name: &str, vol: &str, label: &str) {
+    start_server_running(c, name, vol, label, SERVER);
+}
+
+/// [`start_server_labelled`] running `server` (a variant of [`SERVER`]).
+fn start_server_running(c: &mut Cleanup, name: &str, vol: &str, label: &str, server: &str) {
     c.containers.push(name.to_string());
     docker(&[
         "run",
@@ -62,7 +67,7 @@ pub fn start_server_labelled(c: &mut Cleanup, name: &str, vol: &str, label: &str
         SERVICES_IMAGE,
         "bash",
         "-c",
-        SERVER,
+        server,
     ]);
     wait_for_health(name);
 }
@@ -250,26 +255,13 @@ fn a_files_copy_of_a_server_not_wholly_in_one_mount_is_refused_by_doctor_and_bac
     for (name, server, setup, why) in &cases {
         let vol = format!("{name}-vol");
         new_volume(&mut c, &vol);
-        c.containers.push(name.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
+        start_server_running(
+            &mut c,
             name,
-            "--label",
+            &vol,
             "lifeboat.strategy=postgres-files",
-            "-v",
-            &format!("{vol}:/data"),
-            "--health-cmd",
-            "pg_isready -U postgres",
-            "--health-interval",
-            "1s",
-            SERVICES_IMAGE,
-            "bash",
-            "-c",
             server,
-        ]);
-        wait_for_health(name);
+        );
         if !setup.is_empty() {
             docker(&["exec", name, "bash", "-c", setup]);
         }
