@@ -40,33 +40,131 @@ pub fn find_databases(dir: &Path) -> Vec<PathBuf> {
 /// What detection found for each file of one mount last time, keyed by the file's identity:
 /// a file whose inode, size and change time (which no one can set back) are unchanged is not
 /// opened again, so a backup of an unchanged tree costs stats, not reads.
-#[derive(Debug, Default)]
+///
+/// It is kept as its encoded bytes ([`push_seen`]), its files in the order of the walk (by
+/// path, component by component), and the next walk reads it in step with the tree instead
+/// of building a map: a million files cost their 61 MB encoding, twice while a walk writes
+/// the new one (a map of owned paths took about five times that).
+#[derive(Debug)]
 pub struct DetectionCache {
-    files: Vec<Seen>,
+    /// [`CACHE_MAGIC`], then one encoded file after another.
+    bytes: Vec<u8>,
+    /// How many files it holds.
+    count: usize,
     /// Whether it differs from what was loaded (else [`DetectionCache::save`] has nothing
     /// to write).
     changed: bool,
 }
 
-/// One file as detection saw it: (path bytes, inode, size, ctime seconds, ctime nanoseconds,
-/// is a database).
-type Seen = (Vec<u8>, u64, u64, i64, i64, bool);
-
-/// The first bytes of a kept cache: its format. A file without them is not read (a cache
-/// of an older format costs one round of header reads, nothing else).
-const CACHE_MAGIC: &[u8; 8] = b"LBDETv1\n";
-
-impl DetectionCache {
-    /// The cache kept in `path`; empty when missing, unreadable or of another format.
-    pub fn load(path: &Path) -> DetectionCache {
-        let files = std::fs::read(path)
-            .ok()
-            .and_then(|bytes| decode(&bytes))
-            .unwrap_or_default();
+impl Default for DetectionCache {
+    fn default() -> Self {
         DetectionCache {
-            files,
+            bytes: CACHE_MAGIC.to_vec(),
+            count: 0,
             changed: false,
         }
+    }
+}
+
+/// One file as detection saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen<'a> {
+    /// Its path, relative to the mount.
+    path: &'a [u8],
+    /// Inode, size, ctime seconds, ctime nanoseconds.
+    id: (u64, u64, i64, i64),
+    /// Whether it is a database.
+    db: bool,
+}
+
+/// The first bytes of a kept cache: its format. A file without them is not read (a cache
+/// of an older format costs one round of header reads, nothing else). v2: files in walk
+/// order.
+const CACHE_MAGIC: &[u8; 8] = b"LBDETv2\n";
+
+/// Appends one file: its path's length (u32) and bytes, inode, size, ctime seconds and
+/// nanoseconds (8 bytes each, little-endian) and the verdict (1 byte). Returns the verdict's
+/// offset. A million files take 61 MB (129 MB as JSON) and encode and decode in 0.14 s (0.64 s).
+fn push_seen(out: &mut Vec<u8>, path: &[u8], id: (u64, u64, i64, i64), db: bool) -> usize {
+    out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    out.extend_from_slice(path);
+    for n in [id.0, id.1, id.2 as u64, id.3 as u64] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.push(u8::from(db));
+    out.len() - 1
+}
+
+/// The file encoded at the start of `bytes` and what follows it; `None` when cut short.
+fn next_seen(bytes: &[u8]) -> Option<(Seen<'_>, &[u8])> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
+    }
+    fn u64_of(bytes: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+    }
+    let mut bytes = bytes;
+    let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
+    let path = take(&mut bytes, len)?;
+    let (ino, size) = (u64_of(&mut bytes)?, u64_of(&mut bytes)?);
+    let (cs, cn) = (u64_of(&mut bytes)? as i64, u64_of(&mut bytes)? as i64);
+    let db = take(&mut bytes, 1)?[0] == 1;
+    Some((
+        Seen {
+            path,
+            id: (ino, size, cs, cn),
+            db,
+        },
+        bytes,
+    ))
+}
+
+/// The files of an encoded cache (after its magic), in order; stops where it is cut short.
+fn seen_files(mut bytes: &[u8]) -> impl Iterator<Item = Seen<'_>> {
+    std::iter::from_fn(move || {
+        let (seen, rest) = next_seen(bytes)?;
+        bytes = rest;
+        Some(seen)
+    })
+}
+
+/// How the walk orders two paths: component by component, as a walk with each directory's
+/// names sorted reaches them (`a/x` before `a-b`, unlike their bytes).
+fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(a)).cmp(Path::new(std::ffi::OsStr::from_bytes(b)))
+}
+
+impl DetectionCache {
+    /// The cache kept in `path`; empty when missing, unreadable, cut short or of another
+    /// format.
+    pub fn load(path: &Path) -> DetectionCache {
+        let Some(bytes) = std::fs::read(path)
+            .ok()
+            .filter(|b| b.starts_with(CACHE_MAGIC))
+        else {
+            return DetectionCache::default();
+        };
+        let mut rest = &bytes[CACHE_MAGIC.len()..];
+        let mut count = 0;
+        while !rest.is_empty() {
+            match next_seen(rest) {
+                Some((_, after)) => (rest, count) = (after, count + 1),
+                None => return DetectionCache::default(),
+            }
+        }
+        DetectionCache {
+            bytes,
+            count,
+            changed: false,
+        }
+    }
+
+    /// Its files, in walk order.
+    fn files(&self) -> impl Iterator<Item = Seen<'_>> {
+        seen_files(&self.bytes[CACHE_MAGIC.len()..])
     }
 
     /// Writes the cache to `path` (through a temporary file; a failure only costs reads),
@@ -79,7 +177,7 @@ impl DetectionCache {
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, encode(&self.files)))
+            .and_then(|()| std::fs::write(&tmp, &self.bytes))
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             log::warn!(
@@ -90,49 +188,6 @@ impl DetectionCache {
     }
 }
 
-/// The cache's bytes: the magic, then per file its path's length (u32) and bytes, inode,
-/// size, ctime seconds and nanoseconds (8 bytes each, little-endian) and the verdict (1 byte).
-/// A million files take 61 MB (129 MB as JSON) and encode and decode in 0.14 s (0.64 s).
-fn encode(files: &[Seen]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + files.iter().map(|f| f.0.len() + 37).sum::<usize>());
-    out.extend_from_slice(CACHE_MAGIC);
-    for (path, ino, size, cs, cn, db) in files {
-        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        out.extend_from_slice(path);
-        for n in [*ino, *size, *cs as u64, *cn as u64] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out.push(u8::from(*db));
-    }
-    out
-}
-
-/// The files of a cache written by [`encode`]; `None` when it is of another format or cut
-/// short.
-fn decode(mut bytes: &[u8]) -> Option<Vec<Seen>> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = bytes.split_at_checked(n)?;
-        *bytes = rest;
-        Some(head)
-    }
-    fn u64_of(bytes: &mut &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
-    }
-    if take(&mut bytes, CACHE_MAGIC.len())? != CACHE_MAGIC {
-        return None;
-    }
-    let mut files = Vec::new();
-    while !bytes.is_empty() {
-        let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
-        let path = take(&mut bytes, len)?.to_vec();
-        let (ino, size) = (u64_of(&mut bytes)?, u64_of(&mut bytes)?);
-        let (cs, cn) = (u64_of(&mut bytes)? as i64, u64_of(&mut bytes)? as i64);
-        let db = take(&mut bytes, 1)?[0] == 1;
-        files.push((path, ino, size, cs, cn, db));
-    }
-    Some(files)
-}
-
 /// [`find_databases`], opening only files that are new or changed since `cache` was filled;
 /// `cache` then describes the tree as it is now.
 pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<PathBuf> {
@@ -140,17 +195,16 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
     let Ok(root) = Beneath::open(dir) else {
         return Vec::new();
     };
-    let known: std::collections::HashMap<&[u8], (u64, u64, i64, i64, bool)> = cache
-        .files
-        .iter()
-        .map(|(p, ino, size, cs, cn, db)| (p.as_slice(), (*ino, *size, *cs, *cn, *db)))
-        .collect();
-    let mut now = Vec::new();
-    // Files new or changed since the cache was filled: their headers are read below.
+    let mut known = cache.files().peekable();
+    let mut now = Vec::with_capacity(cache.bytes.len());
+    now.extend_from_slice(CACHE_MAGIC);
+    // Files new or changed since the cache was filled (their offsets in `now`): their
+    // headers are read below.
     let mut unknown = Vec::new();
-    // Files seen exactly as the cache knows them.
-    let mut same = 0;
+    // Files seen exactly as the cache knows them, and all files seen.
+    let (mut same, mut count) = (0, 0);
     for entry in walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)
     {
@@ -166,10 +220,12 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
         };
         let key = rel.as_os_str().as_bytes();
         let id = (meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
-        let is_db = match known.get(key) {
-            Some(&(ino, size, cs, cn, db)) if (ino, size, cs, cn) == id => {
+        // The cache's files before this one in walk order are gone.
+        while known.next_if(|k| walk_order(k.path, key).is_lt()).is_some() {}
+        let db = match known.next_if(|k| k.path == key) {
+            Some(k) if k.id == id => {
                 same += 1;
-                db
+                k.db
             }
             // Smaller than a database's header: not one.
             _ if id.1 < 100 => false,
@@ -178,18 +234,21 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
                 false
             }
         };
-        now.push((key.to_vec(), id.0, id.1, id.2, id.3, is_db));
+        push_seen(&mut now, key, id, db);
+        count += 1;
     }
-    read_headers(&root, &mut now, &unknown);
-    let out = now
-        .iter()
-        .filter(|f| f.5)
-        .map(|f| PathBuf::from(std::ffi::OsStr::from_bytes(&f.0)))
+    drop(known);
+    for at in read_headers(&root, &now, &unknown) {
+        now[at] = 1;
+    }
+    let out = seen_files(&now[CACHE_MAGIC.len()..])
+        .filter(|f| f.db)
+        .map(|f| PathBuf::from(std::ffi::OsStr::from_bytes(f.path)))
         .collect();
     // Unchanged: every file seen was known as it is, and no known file is gone.
-    cache.changed |= same != now.len() || same != known.len();
-    drop(known);
-    cache.files = now;
+    cache.changed |= same != count || same != cache.count;
+    cache.bytes = now;
+    cache.count = count;
     out
 }
 
@@ -197,22 +256,23 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
 /// another waits for the disk each time.
 const HEADER_READERS: usize = 8;
 
-/// Sets the database flag of the files at `unknown` (indices into `files`) from their headers,
-/// read on a few threads.
-fn read_headers(root: &Beneath, files: &mut [Seen], unknown: &[usize]) {
+/// The verdicts' offsets of the files encoded at `unknown` (offsets into `files`) that are
+/// databases, by their headers, read on a few threads.
+fn read_headers(root: &Beneath, files: &[u8], unknown: &[usize]) -> Vec<usize> {
     use std::os::unix::ffi::OsStrExt;
     let per_thread = unknown.len().div_ceil(HEADER_READERS).max(64);
-    let found: Vec<usize> = std::thread::scope(|scope| {
-        let files = &*files;
+    std::thread::scope(|scope| {
         let workers: Vec<_> = unknown
             .chunks(per_thread)
             .map(|chunk| {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .copied()
-                        .filter(|&i| {
-                            is_sqlite(root, Path::new(std::ffi::OsStr::from_bytes(&files[i].0)))
+                        .filter_map(|&at| {
+                            let (seen, rest) = next_seen(&files[at..])?;
+                            let path = Path::new(std::ffi::OsStr::from_bytes(seen.path));
+                            // The verdict is the encoding's last byte.
+                            is_sqlite(root, path).then(|| files.len() - rest.len() - 1)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -222,10 +282,7 @@ fn read_headers(root: &Beneath, files: &mut [Seen], unknown: &[usize]) {
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
-    });
-    for i in found {
-        files[i].5 = true;
-    }
+    })
 }
 
 /// The files that make up a live database besides itself.
@@ -656,6 +713,54 @@ mod detection_cache_tests {
         assert_eq!(found, want);
     }
 
+    /// Sets the kept verdict of the files whose path `which` picks, as if an earlier walk had
+    /// found them databases.
+    fn flip(cache: &mut DetectionCache, which: impl Fn(&[u8]) -> bool) {
+        let mut at = CACHE_MAGIC.len();
+        while let Some((seen, rest)) = next_seen(&cache.bytes[at..]) {
+            let end = cache.bytes.len() - rest.len();
+            if which(seen.path) {
+                cache.bytes[end - 1] = 1;
+            }
+            at = end;
+        }
+    }
+
+    #[test]
+    fn a_walk_meets_every_unchanged_file_of_a_nested_tree_in_step_with_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // Names whose bytes sort unlike their paths (`a/x` before `a-b`), deep directories,
+        // and directories between files.
+        let files = [
+            "a/x", "a/y/z", "a-b", "a.txt", "a0/q", "B", "b/c/d/e", "b/c/f", "b/g", "é", "z",
+        ];
+        for f in files {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, [b'x'; 200]).unwrap();
+        }
+        let mut cache = DetectionCache::default();
+        assert!(find_databases_cached(dir.path(), &mut cache).is_empty());
+        assert_eq!(cache.count, files.len());
+        // Only files met in step with their kept entry keep the flipped verdict.
+        flip(&mut cache, |_| true);
+        let mut found = find_databases_cached(dir.path(), &mut cache);
+        found.sort();
+        let mut want: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+        want.sort();
+        assert_eq!(found, want);
+        // Files gone and added in the middle (`a/y0` comes before `a-b` in the walk, after
+        // it in bytes): the others stay in step.
+        std::fs::remove_file(dir.path().join("a.txt")).unwrap();
+        for new in ["a/y0", "b/c/e"] {
+            std::fs::write(dir.path().join(new), [b'x'; 200]).unwrap();
+        }
+        let mut found = find_databases_cached(dir.path(), &mut cache);
+        found.sort();
+        want.retain(|f| f != Path::new("a.txt"));
+        assert_eq!(found, want);
+    }
+
     #[test]
     fn unchanged_files_keep_their_verdict_without_being_opened_and_changed_ones_are_read_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -668,11 +773,7 @@ mod detection_cache_tests {
         );
         // Prove the second walk trusts the cache: flip the kept verdict of the unchanged
         // text file; only a walk that does not open it reports it.
-        for entry in &mut cache.files {
-            if entry.0 == b"notes.txt" {
-                entry.5 = true;
-            }
-        }
+        flip(&mut cache, |p| p == b"notes.txt");
         let mut found = find_databases_cached(dir.path(), &mut cache);
         found.sort();
         assert_eq!(
@@ -693,16 +794,20 @@ mod detection_cache_tests {
             find_databases_cached(dir.path(), &mut cache),
             vec![PathBuf::from("new.db")]
         );
-        assert!(cache.files.iter().all(|f| f.0 != b"app.db"));
+        assert!(cache.files().all(|f| f.path != b"app.db"));
         // It survives a save and a load; a cut or foreign file is no cache.
         let kept = dir.path().join("state/detect.bin");
         cache.save(&kept);
-        assert_eq!(DetectionCache::load(&kept).files, cache.files);
+        let loaded = DetectionCache::load(&kept);
+        assert_eq!((loaded.count, &loaded.bytes), (2, &cache.bytes));
         let bytes = std::fs::read(&kept).unwrap();
         std::fs::write(&kept, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(DetectionCache::load(&kept).files.is_empty());
+        assert_eq!(DetectionCache::load(&kept).count, 0);
         std::fs::write(&kept, br#"{"files":[]}"#).unwrap();
-        assert!(DetectionCache::load(&kept).files.is_empty());
+        assert_eq!(DetectionCache::load(&kept).count, 0);
+        // The former format listed files in the order directories happened to give them.
+        std::fs::write(&kept, [b"LBDETv1\n".as_slice(), &bytes[8..]].concat()).unwrap();
+        assert_eq!(DetectionCache::load(&kept).count, 0);
     }
 
     #[test]
