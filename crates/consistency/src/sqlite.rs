@@ -84,7 +84,7 @@ const CACHE_MAGIC: &[u8; 8] = b"LBDETv2\n";
 
 /// Appends one file: its path's length (u32) and bytes, inode, size, ctime seconds and
 /// nanoseconds (8 bytes each, little-endian) and the verdict (1 byte). Returns the verdict's
-/// offset. A million files take 61 MB (129 MB as JSON) and encode and decode in 0.14 s (0.64 s).
+/// offset. A million files take 61 MB (129 MB as JSON), written and read as they are.
 fn push_seen(out: &mut Vec<u8>, path: &[u8], id: (u64, u64, i64, i64), db: bool) -> usize {
     out.extend_from_slice(&(path.len() as u32).to_le_bytes());
     out.extend_from_slice(path);
