@@ -19,6 +19,7 @@ mod mode;
 pub mod redis;
 pub mod session;
 pub mod sqlite;
+mod walk;
 
 pub use hooks::{HookError, Hooks, run_hook};
 pub use journal::{Frozen, Intent, IntentAction, freeze, recover, write_durably};

@@ -43,27 +43,17 @@ pub fn find_databases(dir: &Path) -> Vec<PathBuf> {
 ///
 /// It is kept as its encoded bytes ([`push_seen`]), its files in the order of the walk (by
 /// path, component by component), and the next walk reads it in step with the tree instead
-/// of building a map: a million files cost their 61 MB encoding, twice while a walk writes
-/// the new one (a map of owned paths took about five times that).
-#[derive(Debug)]
+/// of building a map: a million files cost their 52-61 MB encoding, twice while a walk
+/// makes the new one (a map of owned paths took about five times that).
+#[derive(Debug, Default)]
 pub struct DetectionCache {
-    /// [`CACHE_MAGIC`], then one encoded file after another.
-    bytes: Vec<u8>,
+    /// One encoded file after another, in chunks (as the walkers made them).
+    chunks: Vec<Vec<u8>>,
     /// How many files it holds.
     count: usize,
     /// Whether it differs from what was loaded (else [`DetectionCache::save`] has nothing
     /// to write).
     changed: bool,
-}
-
-impl Default for DetectionCache {
-    fn default() -> Self {
-        DetectionCache {
-            bytes: CACHE_MAGIC.to_vec(),
-            count: 0,
-            changed: false,
-        }
-    }
 }
 
 /// One file as detection saw it.
@@ -141,13 +131,14 @@ impl DetectionCache {
     /// The cache kept in `path`; empty when missing, unreadable, cut short or of another
     /// format.
     pub fn load(path: &Path) -> DetectionCache {
-        let Some(bytes) = std::fs::read(path)
+        let Some(mut bytes) = std::fs::read(path)
             .ok()
             .filter(|b| b.starts_with(CACHE_MAGIC))
         else {
             return DetectionCache::default();
         };
-        let mut rest = &bytes[CACHE_MAGIC.len()..];
+        bytes.drain(..CACHE_MAGIC.len());
+        let mut rest = bytes.as_slice();
         let mut count = 0;
         while !rest.is_empty() {
             match next_seen(rest) {
@@ -156,7 +147,7 @@ impl DetectionCache {
             }
         }
         DetectionCache {
-            bytes,
+            chunks: vec![bytes],
             count,
             changed: false,
         }
@@ -164,7 +155,7 @@ impl DetectionCache {
 
     /// Its files, in walk order.
     fn files(&self) -> impl Iterator<Item = Seen<'_>> {
-        seen_files(&self.bytes[CACHE_MAGIC.len()..])
+        self.chunks.iter().flat_map(|c| seen_files(c))
     }
 
     /// Writes the cache to `path` (through a temporary file; a failure only costs reads),
@@ -174,10 +165,21 @@ impl DetectionCache {
             return;
         }
         let tmp = path.with_extension("tmp");
+        let write = || {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            out.write_all(CACHE_MAGIC)?;
+            for chunk in &self.chunks {
+                out.write_all(chunk)?;
+            }
+            // Not synced: a cache cut short by a crash is not read, and a wrong one only
+            // trusts a file whose path, inode, size and change time all match.
+            out.flush()
+        };
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, &self.bytes))
+            .and_then(|()| write())
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             log::warn!(
@@ -195,72 +197,78 @@ pub fn find_databases_cached(dir: &Path, cache: &mut DetectionCache) -> Vec<Path
     let Ok(root) = Beneath::open(dir) else {
         return Vec::new();
     };
+    let mut chunks = crate::walk::files(dir, READERS, |chunk, rel, meta| {
+        let name = rel.file_name().unwrap_or_default().to_string_lossy();
+        if !["-wal", "-shm", "-journal"]
+            .iter()
+            .any(|s| name.ends_with(s))
+        {
+            let id = (meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
+            push_seen(chunk, rel.as_os_str().as_bytes(), id, false);
+        }
+    });
     let mut known = cache.files().peekable();
-    let mut now = Vec::with_capacity(cache.bytes.len());
-    now.extend_from_slice(CACHE_MAGIC);
-    // Files new or changed since the cache was filled (their offsets in `now`): their
-    // headers are read below.
+    // Files new or changed since the cache was filled (chunk, offset): their headers are
+    // read below.
     let mut unknown = Vec::new();
     // Files seen exactly as the cache knows them, and all files seen.
     let (mut same, mut count) = (0, 0);
-    for entry in walkdir::WalkDir::new(dir)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_map(Result::ok)
-    {
-        let name = entry.file_name().to_string_lossy();
-        let side_file = ["-wal", "-shm", "-journal"]
-            .iter()
-            .any(|s| name.ends_with(s));
-        if !entry.file_type().is_file() || side_file {
-            continue;
+    for (c, chunk) in chunks.iter_mut().enumerate() {
+        let mut at = 0;
+        while let Some((seen, rest)) = next_seen(&chunk[at..]) {
+            let end = chunk.len() - rest.len();
+            // The cache's files before this one in walk order are gone.
+            while known
+                .next_if(|k| walk_order(k.path, seen.path).is_lt())
+                .is_some()
+            {}
+            let db = match known.next_if(|k| k.path == seen.path) {
+                Some(k) if k.id == seen.id => {
+                    same += 1;
+                    k.db
+                }
+                // Smaller than a database's header: not one.
+                _ if seen.id.1 < 100 => false,
+                _ => {
+                    unknown.push((c, at));
+                    false
+                }
+            };
+            chunk[end - 1] = u8::from(db);
+            count += 1;
+            at = end;
         }
-        let (Ok(rel), Ok(meta)) = (entry.path().strip_prefix(dir), entry.metadata()) else {
-            continue;
-        };
-        let key = rel.as_os_str().as_bytes();
-        let id = (meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec());
-        // The cache's files before this one in walk order are gone.
-        while known.next_if(|k| walk_order(k.path, key).is_lt()).is_some() {}
-        let db = match known.next_if(|k| k.path == key) {
-            Some(k) if k.id == id => {
-                same += 1;
-                k.db
-            }
-            // Smaller than a database's header: not one.
-            _ if id.1 < 100 => false,
-            _ => {
-                unknown.push(now.len());
-                false
-            }
-        };
-        push_seen(&mut now, key, id, db);
-        count += 1;
     }
     drop(known);
-    for at in read_headers(&root, &now, &unknown) {
-        now[at] = 1;
+    for (c, verdict) in read_headers(&root, &chunks, &unknown) {
+        chunks[c][verdict] = 1;
     }
-    let out = seen_files(&now[CACHE_MAGIC.len()..])
+    let out = chunks
+        .iter()
+        .flat_map(|c| seen_files(c))
         .filter(|f| f.db)
         .map(|f| PathBuf::from(std::ffi::OsStr::from_bytes(f.path)))
         .collect();
     // Unchanged: every file seen was known as it is, and no known file is gone.
     cache.changed |= same != count || same != cache.count;
-    cache.bytes = now;
+    cache.chunks = chunks;
     cache.count = count;
     out
 }
 
-/// Header reads at once: a changed file is usually not in the page cache, and one read after
-/// another waits for the disk each time.
-const HEADER_READERS: usize = 8;
+/// Reads at once (the walk's inodes, the headers of changed files): a cold tree is read one
+/// block at a time, and one read after another waits for the disk each time.
+const READERS: usize = 8;
 
-/// The verdicts' offsets of the files encoded at `unknown` (offsets into `files`) that are
-/// databases, by their headers, read on a few threads.
-fn read_headers(root: &Beneath, files: &[u8], unknown: &[usize]) -> Vec<usize> {
+/// Where the verdicts are (chunk, offset) of the files encoded at `unknown` (chunk, offset
+/// into `chunks`) that are databases by their headers, read on a few threads.
+fn read_headers(
+    root: &Beneath,
+    chunks: &[Vec<u8>],
+    unknown: &[(usize, usize)],
+) -> Vec<(usize, usize)> {
     use std::os::unix::ffi::OsStrExt;
-    let per_thread = unknown.len().div_ceil(HEADER_READERS).max(64);
+    let per_thread = unknown.len().div_ceil(READERS).max(64);
     std::thread::scope(|scope| {
         let workers: Vec<_> = unknown
             .chunks(per_thread)
@@ -268,11 +276,11 @@ fn read_headers(root: &Beneath, files: &[u8], unknown: &[usize]) -> Vec<usize> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .filter_map(|&at| {
-                            let (seen, rest) = next_seen(&files[at..])?;
+                        .filter_map(|&(c, at)| {
+                            let (seen, rest) = next_seen(&chunks[c][at..])?;
                             let path = Path::new(std::ffi::OsStr::from_bytes(seen.path));
                             // The verdict is the encoding's last byte.
-                            is_sqlite(root, path).then(|| files.len() - rest.len() - 1)
+                            is_sqlite(root, path).then(|| (c, chunks[c].len() - rest.len() - 1))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -716,13 +724,15 @@ mod detection_cache_tests {
     /// Sets the kept verdict of the files whose path `which` picks, as if an earlier walk had
     /// found them databases.
     fn flip(cache: &mut DetectionCache, which: impl Fn(&[u8]) -> bool) {
-        let mut at = CACHE_MAGIC.len();
-        while let Some((seen, rest)) = next_seen(&cache.bytes[at..]) {
-            let end = cache.bytes.len() - rest.len();
-            if which(seen.path) {
-                cache.bytes[end - 1] = 1;
+        for chunk in &mut cache.chunks {
+            let mut at = 0;
+            while let Some((seen, rest)) = next_seen(&chunk[at..]) {
+                let end = chunk.len() - rest.len();
+                if which(seen.path) {
+                    chunk[end - 1] = 1;
+                }
+                at = end;
             }
-            at = end;
         }
     }
 
@@ -799,7 +809,8 @@ mod detection_cache_tests {
         let kept = dir.path().join("state/detect.bin");
         cache.save(&kept);
         let loaded = DetectionCache::load(&kept);
-        assert_eq!((loaded.count, &loaded.bytes), (2, &cache.bytes));
+        assert_eq!(loaded.count, 2);
+        assert!(loaded.files().eq(cache.files()));
         let bytes = std::fs::read(&kept).unwrap();
         std::fs::write(&kept, &bytes[..bytes.len() - 3]).unwrap();
         assert_eq!(DetectionCache::load(&kept).count, 0);

@@ -275,17 +275,35 @@ fn a_leader_frozen_past_its_lease_never_deletes_and_does_not_lead_again() {
     assert_eq!(h1.metric("lifeboat_cluster_leader{host=\"h1\"}"), Some(0.0));
     // The new leader finds the slot claimed but never finished: it runs that prune, once,
     // to its end.
+    let h1_slot = slots(std::slice::from_ref(&job));
+    assert_eq!(h1_slot.len(), 1, "{job}");
     h2.wait_until(
         "h2 runs the prune h1 left unfinished",
         Duration::from_secs(60),
-        || succeeded(&wide_jobs(&h2, "repository#prune")) == 1,
+        || slots(&wide_jobs(&h2, "repository#prune")).contains(&h1_slot[0]),
     );
+    // A run that crosses the hour also prunes the next hour's slot: wait for every prune to
+    // end, then h1's slot must have been pruned once, and no slot before it.
+    h2.wait_until("h2's prunes end", Duration::from_secs(60), || {
+        wide_jobs(&h2, "repository#prune")
+            .iter()
+            .all(|j| j["finished_at"].is_string())
+    });
     let h2_prunes = wide_jobs(&h2, "repository#prune");
-    assert_eq!(h2_prunes.len(), 1, "{h2_prunes:?}");
+    assert!(
+        h2_prunes.iter().all(|j| j["state"] == "succeeded"),
+        "{h2_prunes:?}"
+    );
+    let h2_slots = slots(&h2_prunes);
+    assert_eq!(h2_slots.len(), h2_prunes.len(), "{h2_prunes:?}");
     assert_eq!(
-        slots(&h2_prunes),
-        slots(std::slice::from_ref(&job)),
-        "h2 ran another window's prune"
+        h2_slots.iter().filter(|s| **s == h1_slot[0]).count(),
+        1,
+        "h1's slot pruned once: {h2_prunes:?}"
+    );
+    assert!(
+        h2_slots.iter().all(|s| *s >= h1_slot[0]),
+        "h2 ran an earlier window's prune: {h2_prunes:?}"
     );
     // (A first prune marks unused packs for deletion in a new index; they go later.)
     assert_ne!(
