@@ -17,6 +17,18 @@ pub const WRITER: &str = r#"psql -U postgres -qc "CREATE DATABASE agent" >/dev/n
 psql -U postgres -d agent -qc "CREATE TABLE records(seq int PRIMARY KEY, at timestamptz DEFAULT now())"
 i=0; while true; do i=$((i+1)); psql -U postgres -d agent -qAtc "INSERT INTO records(seq) VALUES($i)" >/dev/null && echo $i > /tmp/acked; done"#;
 
+/// The server was never restarted by the backup (it still has the start time it had before,
+/// `started_at`), and the [`WRITER`] acknowledges rows after it.
+fn assert_server_ran_on(name: &str, started_at: &str, acked_before: u64) {
+    assert_eq!(inspect(name, "{{.State.StartedAt}}"), started_at);
+    wait_until(
+        "writer after the backup",
+        Duration::from_secs(20),
+        acked_before + 1,
+        || acked(name),
+    );
+}
+
 /// The [`WRITER`]'s rows in the restored `copy`: 1..=max with no gap, and every row it had
 /// acknowledged before the backup among them.
 fn assert_every_acknowledged_row(copy: &str, acked_before: u64) {
@@ -102,14 +114,7 @@ fn hot_backup_of_postgres_under_writes_restores_every_acknowledged_row() {
         parts.contains("\"dump\""),
         "a dump part was stored: {parts}"
     );
-    // The server was never stopped and the writer goes on.
-    assert_eq!(inspect(&name, "{{.State.StartedAt}}"), started_at);
-    wait_until(
-        "writer after the backup",
-        Duration::from_secs(20),
-        acked_before + 1,
-        || acked(&name),
-    );
+    assert_server_ran_on(&name, &started_at, acked_before);
 
     let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
     let restored = restored.ok();
@@ -173,18 +178,12 @@ fn a_files_copy_of_postgres_under_transfers_restores_a_consistent_server_without
     let parts = run.json()["backups"][0]["parts"].to_string();
     assert!(parts.contains("\"wal\""), "a wal part was stored: {parts}");
     assert!(!parts.contains("\"dump\""), "no dump: {parts}");
-    // The server ran on, and the backup left no slot (it would keep the log forever).
-    assert_eq!(inspect(&name, "{{.State.StartedAt}}"), started_at);
+    // The backup left no slot (it would keep the log forever).
     assert_eq!(
         psql(&name, "SELECT count(*) FROM pg_replication_slots").trim(),
         "0"
     );
-    wait_until(
-        "writer after the backup",
-        Duration::from_secs(20),
-        acked_before + 1,
-        || acked(&name),
-    );
+    assert_server_ran_on(&name, &started_at, acked_before);
 
     let (copy, restored) = lb.restore_copy(&mut c, &name, &vol);
     let restored = restored.ok();
